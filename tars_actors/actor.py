@@ -207,7 +207,7 @@ class TarsActor(pykka.ThreadingActor):
             link.settled.set()
         try:
             link.on_exit(ActorExit(child_id=link.child_id, actor_urn=self.actor_urn, reason=reason))
-        except Exception:  # the watcher is gone; nothing is left to tell
+        except Exception:  # noqa: BLE001 (the watcher is gone; nothing is left to tell)
             structlog.get_logger("tars.actor").warning(
                 "actor.exit_unreported", exc_info=sys.exc_info()
             )

@@ -57,7 +57,7 @@ class Mailbox(queue.Queue[Any]):
     def _put(self, item: Any) -> None:
         self.queue.append(item)
         depth = len(self.queue)
-        if depth > self.peak_depth:
+        if depth > self.peak_depth:  # noqa: PLR1730 (cheaper than a max() call per message)
             self.peak_depth = depth
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
