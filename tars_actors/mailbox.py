@@ -9,9 +9,9 @@ never a crash, which is the right trade for numbers sampled every few seconds.
 from __future__ import annotations
 
 import queue
-import threading
-import time
 from dataclasses import dataclass
+from threading import get_ident
+from time import perf_counter_ns
 from typing import Any
 
 __all__ = ["Mailbox", "MailboxStats"]
@@ -61,14 +61,28 @@ class Mailbox(queue.Queue[Any]):
             self.peak_depth = depth
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        # Names imported into the module (perf_counter_ns, get_ident) and locals below
+        # save an attribute lookup each: this method runs once per message.
         if self._current is not None:
-            self.busy_ns += time.perf_counter_ns() - self._since_ns
+            self.busy_ns += perf_counter_ns() - self._since_ns
             self.handled += 1
             self._current = None
         else:
-            self.thread_ident = threading.get_ident()
-        envelope = super().get(block, timeout)
-        self._since_ns = time.perf_counter_ns()
+            self.thread_ident = get_ident()
+        if block and timeout is None:
+            # pykka's loop always calls get() like this. Queue.get would also call
+            # not_full.notify(), a pure-Python Condition method costing about as much as
+            # all the counting above; an unbounded queue never has a putter waiting on
+            # not_full, so that call and the _qsize/_get indirections are skipped.
+            not_empty = self.not_empty
+            with not_empty:
+                items = self.queue
+                while not items:
+                    not_empty.wait()
+                envelope = items.popleft()
+        else:
+            envelope = super().get(block, timeout)
+        self._since_ns = perf_counter_ns()
         self._current = envelope
         return envelope
 
@@ -80,9 +94,11 @@ class Mailbox(queue.Queue[Any]):
         else:
             message = getattr(current, "message", current)
             name = describe_message(message)
-            held = (time.perf_counter_ns() - since) / 1e9
+            held = (perf_counter_ns() - since) / 1e9
         return MailboxStats(
-            depth=self.qsize(),
+            # len() of the deque is atomic under the GIL; qsize() would take the mutex
+            # the producers and the consumer contend for.
+            depth=len(self.queue),
             peak_depth=self.peak_depth,
             handled=self.handled,
             busy_seconds=self.busy_ns / 1e9,

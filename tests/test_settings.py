@@ -480,7 +480,7 @@ def test_every_problem_is_reported_at_once_one_per_line() -> None:
     with pytest.raises(SettingsError) as caught:
         parse_settings(
             {
-                "server": {"port": 0, "public_url": "http://tars.test"},
+                "server": {"port": 99999, "public_url": "http://tars.test"},
                 "reminders": {"delivery": "sms"},
             },
             environ={"TARS_SESSIONS_MAX_CONCURRENT": "many"},
