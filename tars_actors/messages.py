@@ -1,0 +1,276 @@
+"""The messages TARS actors exchange about calls, and the thread-safe handles they carry.
+
+Every message is a frozen dataclass dispatched with ``match``. The only non-value objects
+that cross threads are handles built for it: ``pykka.ActorRef``, :class:`CallSocket` (the
+server's side of one Media Stream) and :class:`ModelChannel` (one Gemini Live connection's
+send side).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tars_actors.twilio_stream import InboundEvent, Start
+
+__all__ = [
+    "AudioInput",
+    "CallSocket",
+    "CallStatusChanged",
+    "CallStreamStarted",
+    "CallerEvent",
+    "FunctionCall",
+    "GoAway",
+    "InputTranscript",
+    "Interrupted",
+    "ModelAudio",
+    "ModelChannel",
+    "ModelConnected",
+    "ModelDisconnected",
+    "ModelEvent",
+    "ModelInput",
+    "ModelServerEvent",
+    "OutputTranscript",
+    "RealtimeText",
+    "ResumptionHandle",
+    "SocketClosed",
+    "TextTurn",
+    "ToolCallCancelled",
+    "ToolCallRequest",
+    "ToolResponse",
+    "ToolResponses",
+    "TurnComplete",
+]
+
+
+# --- The caller's side: Twilio Media Streams -------------------------------------------
+
+
+class CallSocket(Protocol):
+    """The server's handle on one live Media Stream; every method is thread-safe.
+
+    Outbound audio is paced by the socket's writer in step with the caller's playout, so
+    that :meth:`clear` silences the assistant at once.
+    """
+
+    @property
+    def stream_sid(self) -> str: ...
+
+    @property
+    def frames_rejected(self) -> int:
+        """Malformed frames rejected on this stream so far (each logged once)."""
+        ...
+
+    def attach(self, session: Any) -> None:
+        """Route this stream's events to ``session`` (an ActorRef) as :class:`CallerEvent`
+        and, once, :class:`SocketClosed`; events received before are delivered first."""
+        ...
+
+    def send_audio(self, frames: Sequence[bytes]) -> None:
+        """Queue 20 ms μ-law frames (160 bytes each) for the caller."""
+        ...
+
+    def send_mark(self, name: str) -> None:
+        """Queue a mark after the audio queued so far; Twilio echoes it once played."""
+        ...
+
+    def clear(self) -> None:
+        """Drop every queued frame and send Twilio ``clear`` (barge-in)."""
+        ...
+
+    def close(self) -> None:
+        """Close the stream socket (with no TwiML after <Connect>, Twilio hangs up)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallStreamStarted:
+    """Server → CallSupervisor: a Media Stream sent ``start``; a session should own it."""
+
+    start: Start
+    socket: CallSocket
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallerEvent:
+    """Server → CallSession: one decoded Media Streams event (media, dtmf, mark, stop)."""
+
+    event: InboundEvent
+    #: time.monotonic() when the frame was read off the socket (for latency figures).
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SocketClosed:
+    """Server → CallSession: the stream socket closed (sent once)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallStatusChanged:
+    """Server → CallSupervisor: a signed status callback (``GET /twilio/status``)."""
+
+    call_sid: str
+    status: str
+    duration_seconds: int | None = None
+    answered_by: str | None = None
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+# --- The model's side: Gemini Live -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AudioInput:
+    """Caller audio for the model: PCM16 LE, 16 kHz."""
+
+    pcm: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TextTurn:
+    """A client_content turn (greeting instruction, system note)."""
+
+    text: str
+    role: str = "user"
+    turn_complete: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RealtimeText:
+    """Text sent as realtime input (mid-call nudges on models that want them)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolResponse:
+    """The result of one function call, sent back with the call's id."""
+
+    call_id: str
+    name: str
+    response: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolResponses:
+    responses: tuple[ToolResponse, ...]
+
+
+ModelInput = AudioInput | TextTurn | RealtimeText | ToolResponses
+
+
+class ModelChannel(Protocol):
+    """The send side of one model connection; thread-safe, never blocks the caller."""
+
+    @property
+    def connection_id(self) -> int: ...
+
+    def send(self, item: ModelInput) -> bool:
+        """Queue ``item`` for the model; False when this connection is closed (buffer it)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelAudio:
+    """Model speech: PCM16 LE, 24 kHz."""
+
+    pcm: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutputTranscript:
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InputTranscript:
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Interrupted:
+    """The caller spoke over the model; its queued audio must be dropped."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TurnComplete:
+    """The model finished its turn."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FunctionCall:
+    call_id: str
+    name: str
+    args: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCallRequest:
+    calls: tuple[FunctionCall, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCallCancelled:
+    call_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GoAway:
+    """The server will close this connection after ``time_left`` seconds."""
+
+    time_left: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResumptionHandle:
+    handle: str
+    resumable: bool
+
+
+ModelServerEvent = (
+    ModelAudio
+    | OutputTranscript
+    | InputTranscript
+    | Interrupted
+    | TurnComplete
+    | ToolCallRequest
+    | ToolCallCancelled
+    | GoAway
+    | ResumptionHandle
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelConnected:
+    """GeminiConnection → CallSession: setup completed; send through ``channel``."""
+
+    connection_id: int
+    channel: ModelChannel
+    resumed: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelEvent:
+    """GeminiConnection → CallSession: one translated server message."""
+
+    connection_id: int
+    event: ModelServerEvent
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelDisconnected:
+    """GeminiConnection → CallSession: the connection ended (sent once).
+
+    ``unsent`` holds what was queued on the channel but not written to the socket, in
+    order, so the session can send it on the next connection instead of losing it.
+    """
+
+    connection_id: int
+    reason: str
+    expected: bool
+    unsent: tuple[ModelInput, ...] = ()
