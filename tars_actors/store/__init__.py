@@ -1,0 +1,86 @@
+"""Persistence for TARS: peewee models of the contract tables, migrations, and the Store.
+
+Usage: ``store = Store.open(settings.database.url)``; ``store.migrate()`` at boot; each
+actor ``store.connect()`` in ``on_start`` and ``store.close()`` when it stops; writes in
+``with store.transaction():``.
+"""
+
+from __future__ import annotations
+
+from tars_actors.store.database import (
+    SQLITE_BUSY_TIMEOUT_SECONDS,
+    SQLITE_PRAGMAS,
+    Store,
+    StoreError,
+    check_database_url,
+    redact_url,
+)
+from tars_actors.store.fields import (
+    E164_PATTERN,
+    ChoiceField,
+    PhoneField,
+    UTCDateTimeField,
+    utcnow,
+)
+from tars_actors.store.migrations import (
+    LATEST_VERSION,
+    MIGRATIONS,
+    Migration,
+    SchemaTooNewError,
+)
+from tars_actors.store.models import (
+    MODELS,
+    AgentSession,
+    ApprovalStatus,
+    BroadcastApproval,
+    CallGoal,
+    Contact,
+    Conversation,
+    Direction,
+    GoalStatus,
+    InterSessionMessage,
+    MessageStatus,
+    Permission,
+    Reminder,
+    ReminderKind,
+    ReminderStatus,
+    SessionStatus,
+    Speaker,
+    TarsModel,
+)
+
+__all__ = [
+    "E164_PATTERN",
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "MODELS",
+    "SQLITE_BUSY_TIMEOUT_SECONDS",
+    "SQLITE_PRAGMAS",
+    "AgentSession",
+    "ApprovalStatus",
+    "BroadcastApproval",
+    "CallGoal",
+    "ChoiceField",
+    "Contact",
+    "Conversation",
+    "Direction",
+    "GoalStatus",
+    "InterSessionMessage",
+    "MessageStatus",
+    "Migration",
+    "Permission",
+    "PhoneField",
+    "Reminder",
+    "ReminderKind",
+    "ReminderStatus",
+    "SchemaTooNewError",
+    "SessionStatus",
+    "Speaker",
+    "Store",
+    "StoreError",
+    "TarsModel",
+    "UTCDateTimeField",
+    "check_database_url",
+    "redact_url",
+    "utcnow",
+]

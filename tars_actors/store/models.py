@@ -1,0 +1,304 @@
+"""The peewee models of the contract's seven tables and the vocabularies of their status columns.
+
+Models are unbound until :meth:`tars_actors.store.Store.open` binds them to a database; a
+schema change here needs a migration in :mod:`tars_actors.store.migrations` as well.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+import peewee
+
+from tars_actors.store.fields import ChoiceField, PhoneField, UTCDateTimeField, utcnow
+
+__all__ = [
+    "MODELS",
+    "AgentSession",
+    "ApprovalStatus",
+    "BroadcastApproval",
+    "CallGoal",
+    "Contact",
+    "Conversation",
+    "Direction",
+    "GoalStatus",
+    "InterSessionMessage",
+    "MessageStatus",
+    "Permission",
+    "Reminder",
+    "ReminderKind",
+    "ReminderStatus",
+    "SessionStatus",
+    "Speaker",
+    "TarsModel",
+]
+
+
+class Permission(StrEnum):
+    OWNER = "owner"
+    CONTACT = "contact"
+    UNKNOWN = "unknown"
+    GOAL = "goal"
+
+
+class SessionStatus(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    ENDED = "ended"
+
+
+class Direction(StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class Speaker(StrEnum):
+    CALLER = "caller"
+    ASSISTANT = "assistant"
+    SYSTEM = "system"
+
+
+class MessageStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    SMS_SENT = "sms_sent"
+    QUEUED = "queued"
+    AWAITING_APPROVAL = "awaiting_approval"
+    DENIED = "denied"
+    FAILED = "failed"
+    READ = "read"
+
+
+class ApprovalStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+
+
+class ReminderStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class ReminderKind(StrEnum):
+    REMINDER = "reminder"
+    #: A caller asked the owner to call back (``request_callback``).
+    CALLBACK = "callback"
+
+
+class GoalStatus(StrEnum):
+    """A goal call's state; the terminal ones follow Twilio's call statuses (``canceled``)."""
+
+    PENDING = "pending"
+    DIALING = "dialing"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    FAILED = "failed"
+    VOICEMAIL = "voicemail"
+    CANCELED = "canceled"
+
+
+class TarsModel(peewee.Model):
+    """Base of every table: an integer id, and E.164 columns checked on save."""
+
+    # Declared (peewee would add it anyway) so that `row.id` is typed.
+    id = peewee.AutoField()
+
+    class Meta:
+        # Index names from the table name, as playhouse.migrate names the ones it adds.
+        legacy_table_names = False
+
+    def save(self, *args: Any, **kwargs: Any) -> int:
+        for field in self._meta.sorted_fields:
+            if isinstance(field, PhoneField):
+                field.check(getattr(self, field.name))
+        return super().save(*args, **kwargs)
+
+
+class AgentSession(TarsModel):
+    """One call (inbound or placed by TARS), from Twilio's ``start`` to its end."""
+
+    name = peewee.CharField(max_length=100, index=True)
+    call_sid = peewee.CharField(max_length=64, null=True, index=True)
+    stream_sid = peewee.CharField(max_length=64, null=True)
+    # Not E.164-checked: Twilio reports withheld numbers as "Anonymous" and the like.
+    phone_number = peewee.CharField(max_length=32)
+    permission = ChoiceField(Permission)
+    status = ChoiceField(SessionStatus, default=SessionStatus.PENDING, index=True)
+    purpose = peewee.TextField(null=True)
+    parent_session = peewee.ForeignKeyField(
+        "self", null=True, backref="child_sessions", on_delete="SET NULL"
+    )
+    direction = ChoiceField(Direction)
+    started_at = UTCDateTimeField(default=utcnow)
+    ended_at = UTCDateTimeField(null=True)
+    end_reason = peewee.CharField(max_length=64, null=True)
+    duration_seconds = peewee.FloatField(null=True)
+
+    # Backrefs: peewee sets them when the referring models are defined; annotated for mypy.
+    child_sessions: peewee.ModelSelect[AgentSession]
+    transcript: peewee.ModelSelect[Conversation]
+    broadcast_requests: peewee.ModelSelect[BroadcastApproval]
+    sent_messages: peewee.ModelSelect[InterSessionMessage]
+    received_messages: peewee.ModelSelect[InterSessionMessage]
+    reminders: peewee.ModelSelect[Reminder]
+    goals_requested: peewee.ModelSelect[CallGoal]
+
+    class Meta:
+        table_name = "agent_sessions"
+
+
+class Conversation(TarsModel):
+    """One transcript line of a session; ``seq`` orders the lines within the session."""
+
+    # No index of its own: the unique (session, seq) index serves lookups by session.
+    session = peewee.ForeignKeyField(
+        AgentSession, backref="transcript", on_delete="CASCADE", index=False
+    )
+    speaker = ChoiceField(Speaker)
+    text = peewee.TextField()
+    spoken_at = UTCDateTimeField(default=utcnow)
+    #: False for assistant speech the caller cut off (Gemini ``interrupted``) and never heard.
+    heard = peewee.BooleanField(default=True)
+    seq = peewee.IntegerField()
+
+    class Meta:
+        table_name = "conversations"
+        indexes = ((("session", "seq"), True),)
+
+
+class BroadcastApproval(TarsModel):
+    """A broadcast from someone other than the owner, waiting for the owner's decision."""
+
+    requester_session = peewee.ForeignKeyField(
+        AgentSession, null=True, backref="broadcast_requests", on_delete="SET NULL"
+    )
+    requester_name = peewee.CharField(max_length=100)
+    body = peewee.TextField()
+    status = ChoiceField(ApprovalStatus, default=ApprovalStatus.PENDING, index=True)
+    created_at = UTCDateTimeField(default=utcnow)
+    decided_at = UTCDateTimeField(null=True)
+
+    messages: peewee.ModelSelect[InterSessionMessage]  # backref
+
+    class Meta:
+        table_name = "broadcast_approvals"
+
+
+class InterSessionMessage(TarsModel):
+    """A routed message, written before delivery; ``status`` records its outcome.
+
+    ``target`` keeps the target as the sender gave it ("user", a session id or name,
+    "broadcast"); ``target_session`` is the session it resolved to, if any.
+    """
+
+    sender_session = peewee.ForeignKeyField(
+        AgentSession, null=True, backref="sent_messages", on_delete="SET NULL"
+    )
+    sender_name = peewee.CharField(max_length=100)
+    target = peewee.CharField(max_length=100)
+    target_session = peewee.ForeignKeyField(
+        AgentSession, null=True, backref="received_messages", on_delete="SET NULL"
+    )
+    message_type = peewee.CharField(max_length=32)
+    body = peewee.TextField()
+    status = ChoiceField(MessageStatus, default=MessageStatus.PENDING, index=True)
+    created_at = UTCDateTimeField(default=utcnow)
+    updated_at = UTCDateTimeField(default=utcnow)
+    delivered_at = UTCDateTimeField(null=True)
+    read_at = UTCDateTimeField(null=True)
+    error = peewee.TextField(null=True)
+    attempts = peewee.IntegerField(default=0)
+    approval = peewee.ForeignKeyField(
+        BroadcastApproval, null=True, backref="messages", on_delete="SET NULL"
+    )
+
+    class Meta:
+        table_name = "inter_session_messages"
+
+    def save(self, *args: Any, **kwargs: Any) -> int:
+        self.updated_at = utcnow()
+        return super().save(*args, **kwargs)
+
+
+class Contact(TarsModel):
+    """Someone the owner knows: callers from this number get the ``contact`` level."""
+
+    name = peewee.CharField(max_length=100, index=True)
+    phone = PhoneField(unique=True)
+    relation = peewee.CharField(max_length=100, null=True)
+    created_at = UTCDateTimeField(default=utcnow)
+
+    call_goals: peewee.ModelSelect[CallGoal]  # backref
+
+    class Meta:
+        table_name = "contacts"
+
+
+class Reminder(TarsModel):
+    """A reminder or callback request, delivered once when ``due_at`` (UTC) has passed."""
+
+    title = peewee.TextField()
+    due_at = UTCDateTimeField()
+    #: None for a one-off; ``daily``, ``weekdays``, ``weekly`` or an RFC 5545 ``RRULE``.
+    recurrence = peewee.TextField(null=True)
+    status = ChoiceField(ReminderStatus, default=ReminderStatus.PENDING)
+    kind = ChoiceField(ReminderKind, default=ReminderKind.REMINDER)
+    caller_phone = peewee.CharField(max_length=32, null=True)
+    created_by_session = peewee.ForeignKeyField(
+        AgentSession, null=True, backref="reminders", on_delete="SET NULL"
+    )
+    created_at = UTCDateTimeField(default=utcnow)
+    delivered_at = UTCDateTimeField(null=True)
+    #: How it reached the owner: ``announced_in_call``, ``called``, ``texted``, ``failed``...
+    delivery_outcome = peewee.CharField(max_length=32, null=True)
+    error = peewee.TextField(null=True)
+
+    class Meta:
+        table_name = "reminders"
+        # The scheduler's one query: pending reminders in due order.
+        indexes = ((("status", "due_at"), False),)
+
+
+class CallGoal(TarsModel):
+    """An outbound call TARS places for the owner, with the objective the call pursues."""
+
+    contact = peewee.ForeignKeyField(Contact, null=True, backref="call_goals", on_delete="SET NULL")
+    contact_name = peewee.CharField(max_length=100)
+    phone = PhoneField()
+    objective = peewee.TextField()
+    status = ChoiceField(GoalStatus, default=GoalStatus.PENDING, index=True)
+    call_sid = peewee.CharField(max_length=64, null=True, index=True)
+    #: The (owner's) session that asked for the call.
+    parent_session = peewee.ForeignKeyField(
+        AgentSession, null=True, backref="goals_requested", on_delete="SET NULL"
+    )
+    #: The goal call's own session, once the callee answered.
+    session = peewee.ForeignKeyField(AgentSession, null=True, backref="+", on_delete="SET NULL")
+    #: What the goal session recorded with ``report_goal_outcome``.
+    outcome = peewee.TextField(null=True)
+    #: The text model's summary routed to the owner when the call ended.
+    summary = peewee.TextField(null=True)
+    created_at = UTCDateTimeField(default=utcnow)
+    ended_at = UTCDateTimeField(null=True)
+
+    class Meta:
+        table_name = "call_goals"
+
+
+#: Every contract table, in an order where each table comes after those it references.
+MODELS: tuple[type[TarsModel], ...] = (
+    AgentSession,
+    Conversation,
+    BroadcastApproval,
+    InterSessionMessage,
+    Contact,
+    Reminder,
+    CallGoal,
+)

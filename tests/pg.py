@@ -1,0 +1,76 @@
+"""pytest fixtures for a throwaway PostgreSQL server (pgserver): one per run, a database per use.
+
+Load with ``pytest_plugins = ("tests.pg",)`` in a test module. The server only starts when a
+test asks for ``postgres_url`` or ``make_postgres_url``.
+
+As root, pgserver runs PostgreSQL (which refuses to run as root) as a system user named
+``pgserver`` that it creates with ``useradd`` if missing, and it widens the permissions of the
+data directory's parents and of its own binaries to ``o+rx`` so that user can reach them. It
+listens on a Unix socket in the data directory only, never on TCP.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playhouse import db_url
+
+
+def _run_admin_sql(server: Any, *statements: str) -> None:
+    # peewee runs statements outside a transaction unless asked, which CREATE DATABASE
+    # and DROP DATABASE require.
+    database = db_url.connect(server.get_uri())
+    database.connect()
+    try:
+        for sql in statements:
+            database.execute_sql(sql)
+    finally:
+        database.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A running PostgreSQL server in a temporary directory, stopped and deleted at the end."""
+    with warnings.catch_warnings():
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset (as under CI) and
+        # falls back to /tmp, which is fine for pgserver's lock file.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        # Imported here so that only runs with PostgreSQL tests pay for it.
+        from pgserver.postgres_server import get_server  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="tars-pg-", ignore_cleanup_errors=True) as root:
+        server = get_server(Path(root) / "pgdata", cleanup_mode="delete")
+        try:
+            yield server
+        finally:
+            server.cleanup()
+
+
+@pytest.fixture
+def make_postgres_url(postgres_server: Any) -> Iterator[Callable[[], str]]:
+    """Create fresh, empty databases on the server; each is dropped after the test."""
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"tars_test_{uuid.uuid4().hex[:12]}"
+        _run_admin_sql(postgres_server, f'CREATE DATABASE "{name}"')
+        created.append(name)
+        url: str = postgres_server.get_uri(database=name)
+        return url
+
+    yield make
+    for name in created:
+        # FORCE ends connections a test thread failed to close, so the drop cannot hang.
+        _run_admin_sql(postgres_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url(make_postgres_url: Callable[[], str]) -> str:
+    """A postgresql:// URL (Unix socket) of a fresh, empty database."""
+    return make_postgres_url()
