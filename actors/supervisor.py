@@ -11,7 +11,7 @@ import contextlib
 import functools
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, NoReturn
@@ -497,14 +497,17 @@ class RootWatch:
     the daemon exits non-zero so that its service manager restarts it.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, on_exit: Callable[[ActorExit], None] | None = None) -> None:
         self._exited = threading.Event()
         self._exit: ActorExit | None = None
+        self._on_exit = on_exit
         self.link = ExitLink(name, self._record)
 
     def _record(self, exit_: ActorExit) -> None:
         self._exit = exit_
         self._exited.set()
+        if self._on_exit is not None:
+            self._on_exit(exit_)
 
     def wait(self, timeout: float | None = None) -> ActorExit | None:
         """Wait for the root to end; its exit, or None if it is still running."""
@@ -530,13 +533,14 @@ def start_root(
     events: EventBus | None = None,
     rng: random.Random | None = None,
     start_timeout: float = 30.0,
+    on_exit: Callable[[ActorExit], None] | None = None,
 ) -> tuple[pykka.ActorRef[Supervisor], RootWatch]:
     """Start the root supervisor under a :class:`RootWatch` and wait until it has started.
 
     Raises :class:`SupervisorStartError` when a child fails to start (the children already
     started are stopped first). Stop the tree with ``ref.stop(block=True, timeout=...)``.
     """
-    watch = RootWatch(name)
+    watch = RootWatch(name, on_exit)
     with linked(watch.link):
         ref = Supervisor.start(name, flags, children, timers=timers, events=events, rng=rng)
     failure = watch.link.wait_started(start_timeout)

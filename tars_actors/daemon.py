@@ -6,6 +6,7 @@ shutdown, and non-zero when the root supervisor gave up, so a service manager re
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -13,14 +14,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
 
 import pykka
 import structlog
 
 from actors.monitor import ActorMonitor
-from actors.supervisor import Supervisor
-from tars_actors.actor import ActorExit, ExitLink, linked
+from actors.supervisor import RootWatch, Supervisor, start_root
+from tars_actors.actor import ActorExit
 from tars_actors.events import EventBus
 from tars_actors.observability import install_stack_dump_signal
 from tars_actors.settings import Settings
@@ -28,7 +28,7 @@ from tars_actors.store import Store
 from tars_actors.supervision import ChildSpec, Restart, Strategy, SupervisorFlags
 from tars_actors.timers import ThreadTimers, Timers
 
-__all__ = ["Daemon", "EXIT_GAVE_UP", "EXIT_OK", "serve"]
+__all__ = ["EXIT_GAVE_UP", "EXIT_OK", "Daemon", "serve"]
 
 log = structlog.get_logger("tars.daemon")
 
@@ -67,7 +67,8 @@ class Daemon:
     events: EventBus = field(default_factory=EventBus)
     timers: ThreadTimers = field(default_factory=ThreadTimers)
     store: Store | None = None
-    root: pykka.ActorRef[Any] | None = None
+    root: pykka.ActorRef[Supervisor] | None = None
+    watch: RootWatch | None = None
     root_exit: ActorExit | None = None
     wake: threading.Event = field(default_factory=threading.Event)
     stop_signal: int | None = None
@@ -81,7 +82,7 @@ class Daemon:
             applied = store.migrate()
             log.info(
                 "store.ready",
-                database=_safe_url(self.settings.database.url),
+                database=store.url,
                 schema_version=store.schema_version(),
                 migrations_applied=applied,
             )
@@ -94,18 +95,14 @@ class Daemon:
             max_restarts=sup.max_restarts,
             period_seconds=sup.period_seconds,
         )
-        link = ExitLink("root", self._on_root_exit)
-        with linked(link):
-            self.root = Supervisor.start(
-                "root",
-                flags,
-                self._children(self.settings, store, self.timers, self.events),
-                timers=self.timers,
-                events=self.events,
-            )
-        error = link.wait_started(timeout=_start_timeout(self.settings))
-        if error is not None:
-            raise RuntimeError(f"the actor tree did not start: {error}")
+        self.root, self.watch = start_root(
+            "root",
+            flags,
+            self._children(self.settings, store, self.timers, self.events),
+            timers=self.timers,
+            events=self.events,
+            on_exit=self._on_root_exit,
+        )
         log.info("daemon.started", pid=os.getpid())
 
     def _on_root_exit(self, exit_: ActorExit) -> None:
@@ -120,11 +117,12 @@ class Daemon:
     def wait(self) -> int:
         """Block until a stop signal or until the root supervisor stops on its own."""
         self.wake.wait()
-        if self.stop_signal is None and self.root_exit is not None:
-            log.error("daemon.root_gave_up", reason=str(self.root_exit.reason))
+        if self.stop_signal is None:
+            reason = self.root_exit.reason if self.root_exit is not None else "unknown"
+            log.error("daemon.root_gave_up", reason=str(reason))
             self.shutdown()
             return EXIT_GAVE_UP
-        log.info("daemon.stopping", signal=signal.Signals(self.stop_signal or 0).name)
+        log.info("daemon.stopping", signal=signal.Signals(self.stop_signal).name)
         self.shutdown()
         return EXIT_OK
 
@@ -135,7 +133,10 @@ class Daemon:
             try:
                 root.stop(block=True, timeout=_shutdown_timeout(self.settings))
             except pykka.Timeout:
-                log.error("daemon.shutdown_timeout", timeout=_shutdown_timeout(self.settings))
+                # A timeout has no useful traceback.
+                log.error(  # noqa: TRY400
+                    "daemon.shutdown_timeout", timeout=_shutdown_timeout(self.settings)
+                )
         self.timers.close()
         if self.store is not None:
             self.store.shutdown()
@@ -180,27 +181,10 @@ def _exit_despite_abandoned_threads(code: int) -> None:
         os._exit(code)
 
 
-def _all_log_handlers() -> list[Any]:
-    import logging
-
+def _all_log_handlers() -> list[logging.Handler]:
     return list(logging.getLogger().handlers)
-
-
-def _start_timeout(settings: Settings) -> float:
-    return 30.0
 
 
 def _shutdown_timeout(settings: Settings) -> float:
     # Every child gets its own timeout, in sequence; the bound is their sum.
     return settings.supervision.shutdown_timeout_seconds * 8 + _SHUTDOWN_MARGIN_SECONDS
-
-
-def _safe_url(url: str) -> str:
-    """The database URL without its password."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
