@@ -22,6 +22,7 @@ __all__ = [
     "CallerEvent",
     "FunctionCall",
     "GoAway",
+    "HangUp",
     "InputTranscript",
     "Interrupted",
     "ModelAudio",
@@ -34,6 +35,10 @@ __all__ = [
     "OutputTranscript",
     "RealtimeText",
     "ResumptionHandle",
+    "SayAndHangUp",
+    "SendSms",
+    "SmsFailed",
+    "SmsSent",
     "SocketClosed",
     "TextTurn",
     "ToolCallCancelled",
@@ -274,3 +279,58 @@ class ModelDisconnected:
     reason: str
     expected: bool
     unsent: tuple[ModelInput, ...] = ()
+
+
+# --- Telephony: Twilio REST work, off the call actors ------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HangUp:
+    """→ Telephony: end the call through Twilio REST (a call already ended is fine)."""
+
+    call_sid: str
+    #: Why, for the log line (``end_call``, ``max_duration``, ``shutdown``...).
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SayAndHangUp:
+    """→ Telephony: replace the call's TwiML with ``<Say>text</Say><Hangup/>``.
+
+    For a call TARS cannot serve any more (the model is unreachable): the caller hears why.
+    """
+
+    call_sid: str
+    text: str
+    #: BCP-47 tag for ``<Say language>``; None leaves Twilio's default voice.
+    language: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendSms:
+    """→ Telephony: send an SMS from ``[twilio] phone_number``; the outcome goes to ``reply_to``."""
+
+    to: str
+    body: str
+    #: An ActorRef told :class:`SmsSent` or :class:`SmsFailed`; None for fire and forget.
+    reply_to: Any = None
+    #: Echoed in the reply so the sender can tell its requests apart.
+    correlation_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SmsSent:
+    """Telephony → requester: Twilio accepted the message."""
+
+    correlation_id: str
+    message_sid: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SmsFailed:
+    """Telephony → requester: the message was not sent; ``error`` says why, for people."""
+
+    correlation_id: str
+    error: str
+    #: Twilio's error code when Twilio refused it (21211: invalid 'To' number...).
+    code: int | None = None

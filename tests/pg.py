@@ -42,7 +42,7 @@ def postgres_server() -> Iterator[Any]:
         # falls back to /tmp, which is fine for pgserver's lock file.
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
         # Imported here so that only runs with PostgreSQL tests pay for it.
-        from pgserver.postgres_server import get_server  # noqa: PLC0415
+        from pgserver.postgres_server import get_server
 
     with tempfile.TemporaryDirectory(prefix="tars-pg-", ignore_cleanup_errors=True) as root:
         server = get_server(Path(root) / "pgdata", cleanup_mode="delete")
