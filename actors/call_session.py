@@ -1,0 +1,390 @@
+"""The CallSession actor: owns one phone call and carries out what its CallFlow decides.
+
+It feeds caller events (from the server's socket), model events (from its
+GeminiConnection), tool results and timer expiries into :class:`CallFlow`, and performs the
+effects: audio to the caller, inputs to the model, transcripts to the store, hang-ups
+through Telephony. It supervises its GeminiConnection: a connection that ends
+unexpectedly is restarted with the latest session-resumption handle, and the call stays up.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+import structlog
+
+from tars_actors.actor import ActorExit, ExitLink, TarsActor, linked
+from tars_actors.call_flow import (
+    CallFlow,
+    CancelTimer,
+    ClearCaller,
+    CloseCaller,
+    Effect,
+    EndSession,
+    HangUp,
+    LogEvent,
+    MarkCaller,
+    RunTool,
+    SayAndHangUp,
+    SendToCaller,
+    SendToModel,
+    StartModel,
+    StartTimer,
+    StopModel,
+    StoreTranscript,
+)
+from tars_actors.messages import (
+    CallerEvent,
+    CallSocket,
+    CallStatusChanged,
+    ModelChannel,
+    ModelConnected,
+    ModelDisconnected,
+    ModelEvent,
+    SocketClosed,
+)
+from tars_actors.messages import HangUp as HangUpRequest
+from tars_actors.messages import SayAndHangUp as SayAndHangUpRequest
+from tars_actors.permissions import Permission
+from tars_actors.store import AgentSession, Conversation, SessionStatus, Store, utcnow
+from tars_actors.timers import TimerHandle, Timers
+from tars_actors.tools.registry import PreparedCall, ToolOutcome
+
+__all__ = ["CallSession", "EndCall", "ModelStarter", "SessionInfo"]
+
+log = structlog.get_logger("tars.call")
+
+#: Starts a GeminiConnection for this session: (session ref, connection id, handle) → ref.
+ModelStarter = Callable[[pykka.ActorRef[Any], int, str | None], pykka.ActorRef[Any]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionInfo:
+    """What a session is, as tools and logs see it (implements ToolContext)."""
+
+    session_id: int
+    session_name: str
+    permission: Permission
+    caller_number: str
+    call_sid: str
+    stream_sid: str
+    direction: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndCall:
+    """CallSupervisor → CallSession: end the call now (shutdown, status callback)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _TimerFired:
+    name: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ToolFinished:
+    call_id: str
+    name: str
+    outcome: ToolOutcome
+
+
+@dataclass(slots=True)
+class _Connection:
+    ref: pykka.ActorRef[Any]
+    link: ExitLink
+    channel: ModelChannel | None = None
+    disconnected: bool = False
+
+
+class CallSession(TarsActor):
+    """One call: lifecycle, audio both ways, tools, transcript. A temporary child of the
+    CallSupervisor, with the call SID as its stable id."""
+
+    actor_kind = "CallSession"
+
+    def __init__(
+        self,
+        *,
+        info: SessionInfo,
+        flow: CallFlow,
+        socket: CallSocket,
+        store: Store,
+        timers: Timers,
+        start_model: ModelStarter,
+        telephony: pykka.ActorRef[Any] | None,
+        tool_pool: concurrent.futures.Executor,
+    ) -> None:
+        super().__init__()
+        self.info = info
+        self._flow = flow
+        self._socket = socket
+        self._store = store
+        self._timers = timers
+        self._start_model = start_model
+        self._telephony = telephony
+        self._tool_pool = tool_pool
+        self._connections: dict[int, _Connection] = {}
+        self._timer_handles: dict[str, tuple[int, TimerHandle]] = {}
+        self._timer_generation = 0
+        self._transcript_seq = 0
+        self._started_at = time.monotonic()
+        self._ended = False
+
+    # --- the ToolContext protocol ---------------------------------------------------------
+
+    def log_context(self) -> dict[str, Any]:
+        return {
+            **super().log_context(),
+            "session": self.info.session_name,
+            "session_id": self.info.session_id,
+            "call_sid": self.info.call_sid,
+            "permission": str(self.info.permission),
+        }
+
+    # --- lifecycle (actor thread) ---------------------------------------------------------
+
+    def on_start(self) -> None:
+        self._store.connect()
+        with self._store.transaction():
+            AgentSession.update(status=SessionStatus.ACTIVE, stream_sid=self.info.stream_sid).where(
+                AgentSession.id == self.info.session_id
+            ).execute()
+        log.info(
+            "call.started",
+            caller=self.info.caller_number,
+            direction=self.info.direction,
+            stream_sid=self.info.stream_sid,
+        )
+        self._socket.attach(self.actor_ref)
+        self._apply(self._flow.start())
+
+    def on_stop(self) -> None:
+        self._close_down("shutdown")
+
+    def on_failure(self, *exc_info: Any) -> None:
+        self._close_down("session failure")
+
+    def _close_down(self, reason: str) -> None:
+        if not self._ended:
+            # Stopped from outside (daemon shutdown, supervisor): end the call properly.
+            self._apply(self._flow.shutdown(reason))
+        for connection in list(self._connections.values()):
+            connection.link.stopping = True
+            connection.ref.stop(block=False)
+        self._connections.clear()
+        for _generation, handle in self._timer_handles.values():
+            handle.cancel()
+        self._timer_handles.clear()
+        self._store.close()
+
+    # --- messages -------------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case CallerEvent(event=event):
+                self._apply(self._flow.caller_event(event))
+            case ModelEvent(connection_id=connection_id, event=event):
+                self._apply(self._flow.model_event(connection_id, event))
+            case ModelConnected(connection_id=connection_id, channel=channel):
+                connection = self._connections.get(connection_id)
+                if connection is not None:
+                    connection.channel = channel
+                log.info("model.connected", connection_id=connection_id, resumed=message.resumed)
+                self._apply(self._flow.model_connected(connection_id))
+            case ModelDisconnected():
+                self._model_disconnected(message)
+            case ActorExit(child_id=child_id, reason=reason):
+                connection_id = int(child_id.rsplit("-", 1)[-1])
+                connection = self._connections.pop(connection_id, None)
+                if connection is not None and not connection.disconnected:
+                    # It crashed without saying goodbye: treat it as a lost connection.
+                    self._apply(
+                        self._flow.model_disconnected(
+                            connection_id,
+                            expected=not reason.abnormal,
+                            unsent=(),
+                            reason=str(reason),
+                        )
+                    )
+            case _ToolFinished(call_id=call_id, name=name, outcome=outcome):
+                self._apply(self._flow.tool_finished(call_id, name, outcome))
+            case _TimerFired(name=name, generation=generation):
+                current = self._timer_handles.get(name)
+                if current is not None and current[0] == generation:
+                    del self._timer_handles[name]
+                    self._apply(self._flow.timer_fired(name))
+            case SocketClosed(reason=reason):
+                self._apply(self._flow.socket_closed(reason))
+            case CallStatusChanged(status=status):
+                self._apply(self._flow.call_status(status))
+            case EndCall(reason=reason):
+                self._apply(self._flow.shutdown(reason))
+            case _:
+                return super().on_receive(message)
+        return None
+
+    def _model_disconnected(self, message: ModelDisconnected) -> None:
+        connection = self._connections.get(message.connection_id)
+        if connection is not None:
+            connection.disconnected = True
+            connection.channel = None
+        log.log(
+            20 if message.expected else 30,
+            "model.disconnected",
+            connection_id=message.connection_id,
+            reason=message.reason,
+            expected=message.expected,
+            unsent=len(message.unsent),
+        )
+        self._apply(
+            self._flow.model_disconnected(
+                message.connection_id,
+                expected=message.expected,
+                unsent=message.unsent,
+                reason=message.reason,
+            )
+        )
+
+    # --- effects --------------------------------------------------------------------------
+
+    def _apply(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            self._perform(effect)
+
+    def _perform(self, effect: Effect) -> None:
+        match effect:
+            case SendToCaller(frames=frames):
+                self._socket.send_audio(frames)
+            case SendToModel(connection_id=connection_id, item=item):
+                connection = self._connections.get(connection_id)
+                channel = connection.channel if connection is not None else None
+                if channel is None or not channel.send(item):
+                    self._apply(self._flow.send_failed(item))
+            case MarkCaller(name=name):
+                self._socket.send_mark(name)
+            case ClearCaller():
+                self._socket.clear()
+            case StoreTranscript(speaker=speaker, text=text, heard=heard):
+                self._store_line(speaker, text, heard=heard)
+            case RunTool(call=call):
+                self._run_tool(call)
+            case StartModel(connection_id=connection_id, resumption_handle=handle):
+                self._open_model(connection_id, handle)
+            case StopModel(connection_id=connection_id):
+                connection = self._connections.get(connection_id)
+                if connection is not None:
+                    connection.link.stopping = True
+                    connection.ref.stop(block=False)
+            case StartTimer(name=name, delay=delay):
+                self._start_timer(name, delay)
+            case CancelTimer(name=name):
+                entry = self._timer_handles.pop(name, None)
+                if entry is not None:
+                    entry[1].cancel()
+            case HangUp(reason=reason):
+                if self._telephony is not None:
+                    self._telephony.tell(HangUpRequest(call_sid=self.info.call_sid, reason=reason))
+            case SayAndHangUp(text=text):
+                if self._telephony is not None:
+                    self._telephony.tell(
+                        SayAndHangUpRequest(call_sid=self.info.call_sid, text=text)
+                    )
+            case CloseCaller():
+                self._socket.close()
+            case EndSession(reason=reason, detail=detail):
+                self._end(reason, detail)
+            case LogEvent(event=event, level=level, fields=fields):
+                getattr(log, level)(event, **fields)
+
+    def _open_model(self, connection_id: int, handle: str | None) -> None:
+        link = ExitLink(f"model-{connection_id}", self._model_exited)
+        with linked(link):
+            ref = self._start_model(self.actor_ref, connection_id, handle)
+        self._connections[connection_id] = _Connection(ref=ref, link=link)
+        log.info("model.connecting", connection_id=connection_id, resuming=handle is not None)
+
+    def _model_exited(self, exit_: ActorExit) -> None:
+        # Runs on the connection's thread: only tell.
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.actor_ref.tell(exit_)
+
+    def _start_timer(self, name: str, delay: float) -> None:
+        previous = self._timer_handles.pop(name, None)
+        if previous is not None:
+            previous[1].cancel()
+        self._timer_generation += 1
+        generation = self._timer_generation
+        ref = self.actor_ref
+
+        def fire() -> None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                ref.tell(_TimerFired(name=name, generation=generation))
+
+        self._timer_handles[name] = (generation, self._timers.call_later(delay, fire))
+
+    def _run_tool(self, call: PreparedCall) -> None:
+        log.info("tool.called", tool=call.name, call_id=call.call_id, args=dict(call.args))
+        if not call.spec.slow:
+            self._apply(self._flow.tool_finished(call.call_id, call.name, self._invoke(call)))
+            return
+        ref = self.actor_ref
+
+        def work() -> None:
+            outcome = self._invoke(call)
+            try:
+                ref.tell(_ToolFinished(call_id=call.call_id, name=call.name, outcome=outcome))
+            except pykka.ActorDeadError:
+                log.warning("tool.result_dropped", tool=call.name, call_id=call.call_id)
+
+        self._tool_pool.submit(work)
+
+    def _invoke(self, call: PreparedCall) -> ToolOutcome:
+        try:
+            return call.run(self.info)
+        except Exception as error:
+            log.exception("tool.failed", tool=call.name, call_id=call.call_id)
+            return ToolOutcome(response={"error": f"{call.name} failed: {error}"})
+
+    def _store_line(self, speaker: str, text: str, *, heard: bool) -> None:
+        self._transcript_seq += 1
+        with self._store.transaction():
+            Conversation.create(
+                session=self.info.session_id,
+                speaker=speaker,
+                text=text,
+                heard=heard,
+                seq=self._transcript_seq,
+                spoken_at=utcnow(),
+            )
+
+    def _end(self, reason: str, detail: str | None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        duration = time.monotonic() - self._started_at
+        with self._store.transaction():
+            AgentSession.update(
+                status=SessionStatus.ENDED,
+                ended_at=utcnow(),
+                end_reason=reason,
+                duration_seconds=round(duration, 3),
+            ).where(AgentSession.id == self.info.session_id).execute()
+        log.info(
+            "call.summary",
+            reason=reason,
+            detail=detail,
+            duration_seconds=round(duration, 3),
+            frames_rejected=self._socket.frames_rejected,
+            **self._flow.stats.as_fields(),
+        )
+        if self.actor_ref.is_alive():  # not already stopping (shutdown from outside)
+            self.actor_ref.stop(block=False)
