@@ -33,6 +33,9 @@ REDACTED = "[REDACTED]"
 # when TARS runs at debug, so its own debug lines stay readable and query parameters
 # (phone numbers, message bodies) and audio frames stay out of the logs.
 _CHATTY_LOGGERS = ("peewee", "websockets", "httpcore", "hpack", "urllib3")
+# These write an INFO line per request or connection ("connection open", "HTTP response
+# sent"); the server logs each call's own events with context instead.
+_PER_REQUEST_LOGGERS = ("websockets.server", "httpx", "aiohttp.access")
 
 # Handler names mark the handlers this module installed, so reconfiguring replaces
 # exactly those and leaves others (pytest's capture handler, say) alone.
@@ -233,6 +236,8 @@ def _apply_level(numeric: int) -> None:
     logging.getLogger().setLevel(numeric)
     for name in _CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(max(numeric, logging.INFO))
+    for name in _PER_REQUEST_LOGGERS:
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
 
 
 def _level_number(level: str) -> int:

@@ -1,0 +1,223 @@
+"""Gemini Live without I/O: the connection config a call asks for, server messages translated
+into TARS's model events, and the google-genai client built from settings.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import ssl
+from dataclasses import dataclass
+from datetime import timedelta
+from types import MappingProxyType
+
+from google import genai
+from google.genai import types
+
+from tars_actors.messages import (
+    FunctionCall,
+    GoAway,
+    InputTranscript,
+    Interrupted,
+    ModelAudio,
+    ModelServerEvent,
+    OutputTranscript,
+    ResumptionHandle,
+    ToolCallCancelled,
+    ToolCallRequest,
+    TurnComplete,
+)
+from tars_actors.settings import Settings, SettingsError
+
+__all__ = [
+    "INPUT_AUDIO_MIME",
+    "ModelProfile",
+    "live_config",
+    "make_client",
+    "parse_duration",
+    "translate",
+]
+
+#: What the model is sent: PCM16 LE mono at 16 kHz.
+INPUT_AUDIO_MIME = "audio/pcm;rate=16000"
+
+# google.protobuf.Duration in JSON: seconds with up to nine decimals and an "s" suffix.
+_DURATION = re.compile(r"\s*(-?\d+(?:\.\d*)?|-?\.\d+)\s*s?\s*")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelProfile:
+    """What one call asks of the model: who it is, how it sounds, which tools it may call.
+
+    ``function_declarations`` are ``types.FunctionDeclaration`` values, as the tool
+    registry builds them; they are shared between threads and never modified.
+    """
+
+    model: str
+    voice: str
+    #: BCP-47 tag of the language the model speaks, e.g. ``en-US``.
+    language: str
+    system_instruction: str
+    function_declarations: tuple[types.FunctionDeclaration, ...] = ()
+    input_transcription: bool = True
+    output_transcription: bool = True
+    #: Without compression, audio-only sessions end after about 15 minutes.
+    context_window_compression: bool = True
+
+
+def live_config(profile: ModelProfile, *, resumption_handle: str | None) -> types.LiveConnectConfig:
+    """The ``LiveConnectConfig`` for one connection of a call.
+
+    Session resumption is always requested, so that the server issues handles; with
+    ``resumption_handle`` the connection continues the session that issued it.
+    """
+    tools: types.ToolListUnion | None = (
+        [types.Tool(function_declarations=list(profile.function_declarations))]
+        if profile.function_declarations
+        else None
+    )
+    return types.LiveConnectConfig(
+        response_modalities=[types.Modality.AUDIO],
+        speech_config=types.SpeechConfig(
+            voice_config=types.VoiceConfig(
+                prebuilt_voice_config=types.PrebuiltVoiceConfig(voice_name=profile.voice)
+            ),
+            language_code=profile.language,
+        ),
+        system_instruction=(
+            types.Content(parts=[types.Part(text=profile.system_instruction)])
+            if profile.system_instruction
+            else None
+        ),
+        tools=tools,
+        input_audio_transcription=(
+            types.AudioTranscriptionConfig() if profile.input_transcription else None
+        ),
+        output_audio_transcription=(
+            types.AudioTranscriptionConfig() if profile.output_transcription else None
+        ),
+        context_window_compression=(
+            types.ContextWindowCompressionConfig(sliding_window=types.SlidingWindow())
+            if profile.context_window_compression
+            else None
+        ),
+        session_resumption=types.SessionResumptionConfig(handle=resumption_handle),
+    )
+
+
+def parse_duration(value: str | timedelta | float | None) -> float:
+    """Seconds in a ``goAway.timeLeft``: ``"10s"``, ``"0.5s"``, a timedelta or a number.
+
+    A missing or unreadable value counts as 0: the connection may end at any moment, so the
+    caller should move to a new one at once rather than trust a guess.
+    """
+    match value:
+        case timedelta():
+            seconds = value.total_seconds()
+        case bool() | None:
+            return 0.0
+        case int() | float():
+            seconds = float(value)
+        case str():
+            found = _DURATION.fullmatch(value)
+            if found is None:
+                return 0.0
+            seconds = float(found.group(1))
+    if not math.isfinite(seconds):
+        return 0.0
+    return max(0.0, seconds)
+
+
+def translate(message: types.LiveServerMessage) -> list[ModelServerEvent]:
+    """The model events one server message carries, in the order they should be handled.
+
+    Within ``serverContent``: what the caller said, then the model's audio and its
+    transcription, then ``interrupted`` (which drops audio queued before it, including
+    this message's), then ``turnComplete``. ``setupComplete``, usage metadata and voice
+    activity signals carry nothing a call acts on and yield no events.
+    """
+    events: list[ModelServerEvent] = []
+    content = message.server_content
+    if content is not None:
+        if content.input_transcription is not None and content.input_transcription.text:
+            events.append(InputTranscript(text=content.input_transcription.text))
+        audio = _audio_of(content.model_turn)
+        if audio:
+            events.append(ModelAudio(pcm=audio))
+        if content.output_transcription is not None and content.output_transcription.text:
+            events.append(OutputTranscript(text=content.output_transcription.text))
+        if content.interrupted:
+            events.append(Interrupted())
+        if content.turn_complete:
+            events.append(TurnComplete())
+    if message.tool_call is not None and message.tool_call.function_calls:
+        events.append(
+            ToolCallRequest(
+                calls=tuple(
+                    FunctionCall(
+                        call_id=call.id or "",
+                        name=call.name or "",
+                        # A read-only copy: the request crosses into the session's thread.
+                        args=MappingProxyType(dict(call.args or {})),
+                    )
+                    for call in message.tool_call.function_calls
+                )
+            )
+        )
+    cancellation = message.tool_call_cancellation
+    if cancellation is not None and cancellation.ids:
+        events.append(ToolCallCancelled(call_ids=tuple(cancellation.ids)))
+    update = message.session_resumption_update
+    if update is not None and update.new_handle:
+        # The server leaves the handle empty when it is not resumable; an explicit
+        # ``resumable: false`` beside a handle is still honoured.
+        resumable = True if update.resumable is None else bool(update.resumable)
+        events.append(ResumptionHandle(handle=update.new_handle, resumable=resumable))
+    if message.go_away is not None:
+        # Last: everything else in the message happened on a connection that still works.
+        events.append(GoAway(time_left=parse_duration(message.go_away.time_left)))
+    return events
+
+
+def _audio_of(turn: types.Content | None) -> bytes:
+    if turn is None or not turn.parts:
+        return b""
+    # Parts of one message are consecutive speech: one event for all of them.
+    chunks = [
+        part.inline_data.data
+        for part in turn.parts
+        if part.inline_data is not None
+        and part.inline_data.data
+        and (part.inline_data.mime_type or "audio/").startswith("audio/")
+    ]
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def make_client(settings: Settings) -> genai.Client:
+    """The google-genai client for ``[gemini]``: its base URL and CA file, if set, and the
+    API key from ``GEMINI_API_KEY``.
+
+    Raises :class:`~tars_actors.settings.SettingsError` naming the key when the API key is
+    missing or the CA file cannot be loaded.
+    """
+    api_key = settings.secrets.gemini_api_key
+    if not api_key:
+        raise SettingsError(
+            ["GEMINI_API_KEY is not set in the environment: the Gemini Live model needs it"]
+        )
+    gemini = settings.gemini
+    async_client_args: dict[str, object] | None = None
+    if gemini.ca_file:
+        try:
+            context = ssl.create_default_context(cafile=gemini.ca_file)
+        except OSError as error:  # ssl.SSLError included: the file is not PEM
+            raise SettingsError(
+                [f"[gemini] ca_file: cannot load {gemini.ca_file!r} as PEM certificates: {error}"]
+            ) from error
+        # The SDK uses this context for the Live WebSocket and for HTTP requests alike.
+        async_client_args = {"ssl": context}
+    options = types.HttpOptions(
+        base_url=gemini.base_url or None, async_client_args=async_client_args
+    )
+    # vertexai=False: GOOGLE_GENAI_USE_VERTEXAI in the environment must not reroute calls.
+    return genai.Client(vertexai=False, api_key=api_key, http_options=options)
