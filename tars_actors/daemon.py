@@ -6,6 +6,7 @@ shutdown, and non-zero when the root supervisor gave up, so a service manager re
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import signal
@@ -14,19 +15,32 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 import pykka
 import structlog
+from google import genai
 
+from actors.call_session import ModelStarter, SessionInfo
+from actors.call_supervisor import CallAdmission, CallHooks, CallSupervisor, ModelStarterFactory
+from actors.gemini_connection import GeminiConnection
 from actors.monitor import ActorMonitor
 from actors.supervisor import RootWatch, Supervisor, start_root
+from actors.telephony import Telephony
 from tars_actors.actor import ActorExit
+from tars_actors.aio import LoopThread
 from tars_actors.events import EventBus
+from tars_actors.gemini import ModelProfile, make_client
 from tars_actors.observability import install_stack_dump_signal
+from tars_actors.permissions import Permission
+from tars_actors.persona import Persona
+from tars_actors.server import Server
 from tars_actors.settings import Settings
 from tars_actors.store import Store
-from tars_actors.supervision import ChildSpec, Restart, Strategy, SupervisorFlags
+from tars_actors.supervision import ChildSpec, Strategy, SupervisorFlags
 from tars_actors.timers import ThreadTimers, Timers
+from tars_actors.tools import build_registry
+from tars_actors.tools.registry import ToolRegistry
 
 __all__ = ["EXIT_GAVE_UP", "EXIT_OK", "Daemon", "serve"]
 
@@ -39,43 +53,128 @@ EXIT_GAVE_UP = 1
 _SHUTDOWN_MARGIN_SECONDS = 2.0
 
 
-def system_children(
-    settings: Settings, store: Store, timers: Timers, events: EventBus
-) -> list[ChildSpec]:
+@dataclass
+class Runtime:
+    """What the actors of one daemon share: resources made once, handed to each child."""
+
+    settings: Settings
+    store: Store
+    timers: Timers
+    events: EventBus
+    tools: ToolRegistry
+    admission: CallAdmission
+    #: The asyncio loop every Gemini Live connection runs on.
+    model_loop: LoopThread
+    #: Slow tools run here, off the call actors' threads.
+    tool_pool: concurrent.futures.ThreadPoolExecutor
+    model_client: genai.Client | None = None
+
+    def model_starter(self) -> ModelStarterFactory:
+        """How a call session opens its model connections."""
+        settings = self.settings
+
+        def for_session(
+            persona: Persona, permission: Permission, info: SessionInfo
+        ) -> ModelStarter:
+            profile = ModelProfile(
+                model=settings.gemini.model,
+                voice=settings.gemini.voice,
+                language=settings.assistant.language,
+                system_instruction=persona.system_instruction,
+                function_declarations=self.tools.declarations(permission),
+            )
+
+            def start(
+                session: pykka.ActorRef[Any], connection_id: int, handle: str | None
+            ) -> pykka.ActorRef[Any]:
+                if self.model_client is None:
+                    self.model_client = make_client(settings)
+                return GeminiConnection.start(
+                    session=session,
+                    connection_id=connection_id,
+                    profile=profile,
+                    resumption_handle=handle,
+                    client=self.model_client,
+                    loop=self.model_loop,
+                    log_fields={"call_sid": info.call_sid, "session": info.session_name},
+                )
+
+            return start
+
+        return for_session
+
+
+def _first(actor_class: type[pykka.Actor]) -> Callable[[], pykka.ActorRef[Any] | None]:
+    """A lookup of the live actor of a permanent child: after a restart it is a new one."""
+
+    def lookup() -> pykka.ActorRef[Any] | None:
+        refs = pykka.ActorRegistry.get_by_class(actor_class)
+        return refs[0] if refs else None
+
+    return lookup
+
+
+def system_children(runtime: Runtime) -> list[ChildSpec]:
     """The permanent children of the root supervisor, in start order."""
+    settings = runtime.settings
     monitor = settings.monitor
+    shutdown_timeout = settings.supervision.shutdown_timeout_seconds
     return [
         ChildSpec(
             id="monitor",
             start=lambda: ActorMonitor.start(
                 stats_interval=monitor.stats_interval_seconds,
                 watchdog_seconds=monitor.watchdog_seconds,
-                timers=timers,
-                events=events,
+                timers=runtime.timers,
+                events=runtime.events,
             ),
-            restart=Restart.PERMANENT,
-            shutdown_timeout=settings.supervision.shutdown_timeout_seconds,
+            shutdown_timeout=shutdown_timeout,
+        ),
+        ChildSpec(
+            id="telephony",
+            start=lambda: Telephony.start(settings),
+            shutdown_timeout=shutdown_timeout,
+        ),
+        ChildSpec(
+            id="calls",
+            start=lambda: CallSupervisor.start(
+                settings=settings,
+                store=runtime.store,
+                timers=runtime.timers,
+                tools=runtime.tools,
+                admission=runtime.admission,
+                model_starter=runtime.model_starter(),
+                telephony=_first(Telephony),
+                tool_pool=runtime.tool_pool,
+                events=runtime.events,
+            ),
+            # Its sessions each get their own timeout, in reverse start order.
+            shutdown_timeout=None,
         ),
     ]
 
 
 @dataclass
 class Daemon:
-    """One running TARS: store, timers, event bus and the root supervisor."""
+    """One running TARS: store, shared resources, the root supervisor and the server."""
 
     settings: Settings
     events: EventBus = field(default_factory=EventBus)
     timers: ThreadTimers = field(default_factory=ThreadTimers)
     store: Store | None = None
+    runtime: Runtime | None = None
+    server: Server | None = None
     root: pykka.ActorRef[Supervisor] | None = None
     watch: RootWatch | None = None
     root_exit: ActorExit | None = None
     wake: threading.Event = field(default_factory=threading.Event)
     stop_signal: int | None = None
-    _children: Callable[[Settings, Store, Timers, EventBus], list[ChildSpec]] = system_children
+    _children: Callable[[Runtime], list[ChildSpec]] = system_children
+    #: Tests run the actor tree alone; the daemon serves Twilio.
+    with_server: bool = True
 
     def start(self) -> None:
-        """Open and migrate the database, then start the actor tree."""
+        """Open and migrate the database, start the actor tree, then the server."""
         store = Store.open(self.settings.database.url)
         store.connect()
         try:
@@ -89,6 +188,18 @@ class Daemon:
         finally:
             store.close()
         self.store = store
+        self.runtime = Runtime(
+            settings=self.settings,
+            store=store,
+            timers=self.timers,
+            events=self.events,
+            tools=build_registry(),
+            admission=CallAdmission(self.settings.sessions.max_concurrent),
+            model_loop=LoopThread("tars-model"),
+            tool_pool=concurrent.futures.ThreadPoolExecutor(
+                max_workers=4, thread_name_prefix="tars-tool"
+            ),
+        )
         sup = self.settings.supervision
         flags = SupervisorFlags(
             strategy=Strategy.ONE_FOR_ONE,
@@ -98,12 +209,27 @@ class Daemon:
         self.root, self.watch = start_root(
             "root",
             flags,
-            self._children(self.settings, store, self.timers, self.events),
+            self._children(self.runtime),
             timers=self.timers,
             events=self.events,
             on_exit=self._on_root_exit,
         )
-        log.info("daemon.started", pid=os.getpid())
+        if self.with_server:
+            hooks = CallHooks(
+                self.settings, self.runtime.admission, _first(CallSupervisor), self.ready
+            )
+            self.server = Server(self.settings, hooks)
+            self.server.start()
+        log.info(
+            "daemon.started",
+            pid=os.getpid(),
+            port=self.server.port if self.server is not None else None,
+        )
+
+    def ready(self) -> bool:
+        """The actor tree is up: root and call supervisor alive."""
+        root = self.root
+        return root is not None and root.is_alive() and _first(CallSupervisor)() is not None
 
     def _on_root_exit(self, exit_: ActorExit) -> None:
         self.root_exit = exit_
@@ -127,7 +253,9 @@ class Daemon:
         return EXIT_OK
 
     def shutdown(self) -> None:
-        """Stop the actor tree within a bounded time, then release the store and timers."""
+        """Stop the actor tree within a bounded time, then the server and shared resources."""
+        if self.runtime is not None:
+            self.runtime.admission.draining = True
         root = self.root
         if root is not None and root.is_alive():
             try:
@@ -137,6 +265,11 @@ class Daemon:
                 log.error(  # noqa: TRY400
                     "daemon.shutdown_timeout", timeout=_shutdown_timeout(self.settings)
                 )
+        if self.server is not None:
+            self.server.stop()
+        if self.runtime is not None:
+            self.runtime.tool_pool.shutdown(wait=False, cancel_futures=True)
+            self.runtime.model_loop.stop()
         self.timers.close()
         if self.store is not None:
             self.store.shutdown()

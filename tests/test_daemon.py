@@ -19,12 +19,9 @@ import pytest
 
 from tars_actors import cli
 from tars_actors.actor import TarsActor
-from tars_actors.daemon import EXIT_GAVE_UP, Daemon
-from tars_actors.events import EventBus
-from tars_actors.settings import Settings, parse_settings
-from tars_actors.store import Store
+from tars_actors.daemon import EXIT_GAVE_UP, Daemon, Runtime
+from tars_actors.settings import parse_settings
 from tars_actors.supervision import ChildSpec, Restart
-from tars_actors.timers import Timers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,9 +122,7 @@ class _CrashesSoonAfterStart(TarsActor):
         raise RuntimeError("this child always crashes")
 
 
-def _crashing_children(
-    settings: Settings, store: Store, timers: Timers, events: EventBus
-) -> list[ChildSpec]:
+def _crashing_children(runtime: Runtime) -> list[ChildSpec]:
     return [ChildSpec(id="crasher", start=_CrashesSoonAfterStart.start, restart=Restart.PERMANENT)]
 
 
@@ -136,7 +131,7 @@ def test_daemon_exits_non_zero_when_the_root_supervisor_gives_up(tmp_path: Path)
         {"database": {"url": f"sqlite:///{tmp_path / 'tars.db'}"}},
         environ={},
     )
-    daemon = Daemon(settings, _children=_crashing_children)
+    daemon = Daemon(settings, _children=_crashing_children, with_server=False)
     daemon.start()
 
     result: list[int] = []

@@ -222,7 +222,8 @@ def test_numbers_are_listed_by_phone_number_and_updated(
 
 
 def test_wrong_credentials_get_401(twilio: TwilioRestStandIn) -> None:
-    intruder = Client(ACCOUNT, "wrong-test-token", environment={})
+    intruder = Client(ACCOUNT, "wrong-test-token")
+    intruder.edge = intruder.region = None
     intruder.api.base_url = twilio.base_url
     with pytest.raises(TwilioRestException) as refused:
         intruder.calls.create(to=CALLEE, from_=NUMBER, twiml=TWIML)

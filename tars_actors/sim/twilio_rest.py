@@ -2,13 +2,16 @@
 
 The real twilio client reaches it with::
 
-    client = twilio.rest.Client(account_sid, auth_token, environment={})
+    client = twilio.rest.Client(account_sid, auth_token)
+    client.edge = client.region = None               # ignore TWILIO_EDGE/TWILIO_REGION
     client.api.base_url = stand_in.base_url          # "http://127.0.0.1:PORT"
 
 (:meth:`TwilioRestStandIn.make_client` does exactly this). Every v2010 resource is built from
 ``client.api`` (``Domain.absolute_url`` joins ``base_url`` with ``/2010-04-01/...``), so
-replacing that one attribute redirects calls, messages and numbers; ``environment={}`` keeps
-``TWILIO_EDGE``/``TWILIO_REGION`` from rewriting the host (``ClientBase.get_hostname``).
+replacing that one attribute redirects calls, messages and numbers; clearing ``edge`` and
+``region`` keeps ``TWILIO_EDGE``/``TWILIO_REGION`` from rewriting the host
+(``ClientBase.get_hostname``; ``environment={}`` does not, since twilio reads
+``environment or os.environ``).
 The client sends form-encoded POSTs with Basic auth and turns error JSON
 ``{"code", "message", "status"}`` into ``TwilioRestException``.
 
@@ -321,7 +324,9 @@ class TwilioRestStandIn:
 
     def make_client(self) -> Client:
         """A real twilio client pointed at this stand-in, immune to TWILIO_EDGE/REGION."""
-        client = Client(self.account_sid, self.auth_token, environment={})
+        client = Client(self.account_sid, self.auth_token)
+        client.edge = None
+        client.region = None
         client.api.base_url = self.base_url
         return client
 

@@ -1,0 +1,298 @@
+"""The CallSupervisor: admits calls, starts a CallSession per Media Stream, ends them once.
+
+It is a :class:`Supervisor` whose children are temporary CallSessions keyed by call SID.
+The server reaches it through :class:`CallHooks`, which never blocks the server's loop:
+admission is decided on a thread-safe :class:`CallAdmission`, everything else is a ``tell``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pykka
+import structlog
+
+from actors.call_session import CallSession, EndCall, ModelStarter, SessionInfo
+from actors.supervisor import Supervisor
+from tars_actors.actor import ActorExit
+from tars_actors.call_flow import CallFlow, CallLimits
+from tars_actors.events import EventBus
+from tars_actors.messages import CallStatusChanged, CallStreamStarted
+from tars_actors.permissions import Permission
+from tars_actors.persona import Caller, Persona, persona_for
+from tars_actors.server import Admission, Connect, Draining, OverCapacity
+from tars_actors.settings import Settings
+from tars_actors.store import AgentSession, Contact, SessionStatus, Store, utcnow
+from tars_actors.supervision import ChildSpec, Restart, Strategy, SupervisorFlags
+from tars_actors.timers import Timers
+from tars_actors.tools.registry import ToolRegistry
+
+__all__ = ["CallAdmission", "CallHooks", "CallSupervisor", "ModelStarterFactory"]
+
+log = structlog.get_logger("tars.calls")
+
+#: Twilio's final call statuses: a status callback with one of these ends the session.
+FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+
+#: Builds the model starter of one session from its persona and permission level.
+ModelStarterFactory = Callable[[Persona, Permission, SessionInfo], ModelStarter]
+
+
+class CallAdmission:
+    """How many calls are live or about to be; thread-safe, never blocks for long.
+
+    The voice webhook reserves a place for its CallSid; the stream's ``start`` turns the
+    reservation into a live call; the session's end releases it. A reservation whose
+    stream never comes expires, so a failed call cannot hold a place forever.
+    """
+
+    def __init__(
+        self,
+        max_concurrent: int,
+        *,
+        reservation_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_concurrent = max_concurrent
+        self._reservation_seconds = reservation_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._reserved: dict[str, float] = {}
+        self._live: set[str] = set()
+        self.draining = False
+
+    def _expire(self, now: float) -> None:
+        for call_sid, until in list(self._reserved.items()):
+            if until <= now:
+                del self._reserved[call_sid]
+
+    def reserve(self, call_sid: str) -> bool:
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            if call_sid in self._live or call_sid in self._reserved:
+                return True
+            if len(self._live) + len(self._reserved) >= self.max_concurrent:
+                return False
+            self._reserved[call_sid] = now + self._reservation_seconds
+            return True
+
+    def activate(self, call_sid: str) -> bool:
+        """A stream started: count it live if it was reserved or there is room."""
+        with self._lock:
+            self._expire(self._clock())
+            if self._reserved.pop(call_sid, None) is not None or call_sid in self._live:
+                self._live.add(call_sid)
+                return True
+            if len(self._live) + len(self._reserved) >= self.max_concurrent:
+                return False
+            self._live.add(call_sid)
+            return True
+
+    def release(self, call_sid: str) -> None:
+        with self._lock:
+            self._live.discard(call_sid)
+            self._reserved.pop(call_sid, None)
+
+    @property
+    def live(self) -> int:
+        with self._lock:
+            return len(self._live)
+
+
+class CallHooks:
+    """The server's view of the call system (implements ``server.ServerHooks``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        admission: CallAdmission,
+        call_supervisor: Callable[[], pykka.ActorRef[Any] | None],
+        ready: Callable[[], bool],
+    ) -> None:
+        self._settings = settings
+        self._admission = admission
+        self._call_supervisor = call_supervisor
+        self._ready = ready
+
+    def admit_call(self, params: Mapping[str, str]) -> Admission:
+        language = self._settings.assistant.language
+        if self._admission.draining:
+            return Draining(language=language)
+        if not self._admission.reserve(params.get("CallSid", "")):
+            return OverCapacity(language=language)
+        return Connect()
+
+    def stream_started(self, message: CallStreamStarted) -> None:
+        self._tell(message)
+
+    def status_changed(self, message: CallStatusChanged) -> None:
+        self._tell(message)
+
+    def health(self) -> Mapping[str, Any]:
+        ready = self._ready()
+        return {"ready": ready, "sessions": self._admission.live}
+
+    def _tell(self, message: object) -> None:
+        ref = self._call_supervisor()
+        if ref is None:
+            log.warning("calls.not_running", message=type(message).__name__)
+            return
+        try:
+            ref.tell(message)
+        except pykka.ActorDeadError:
+            log.warning("calls.not_running", message=type(message).__name__)
+
+
+class CallSupervisor(Supervisor):
+    """Starts a CallSession for each stream, ends it on a final status, frees its place."""
+
+    actor_kind = "CallSupervisor"
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        timers: Timers,
+        tools: ToolRegistry,
+        admission: CallAdmission,
+        model_starter: ModelStarterFactory,
+        telephony: Callable[[], pykka.ActorRef[Any] | None],
+        tool_pool: concurrent.futures.Executor,
+        events: EventBus | None = None,
+    ) -> None:
+        super().__init__(
+            "calls",
+            # Sessions are temporary: one that fails is not restarted (the caller hung
+            # up or will call again), so intensity never trips on calls.
+            SupervisorFlags(strategy=Strategy.ONE_FOR_ONE, max_restarts=1, period_seconds=5.0),
+            timers=timers,
+            events=events,
+        )
+        self._settings = settings
+        self._store = store
+        self._tools = tools
+        self._admission = admission
+        self._model_starter = model_starter
+        self._telephony = telephony
+        self._tool_pool = tool_pool
+        self._session_timers = timers
+
+    def on_start(self) -> None:
+        self._store.connect()
+        super().on_start()
+
+    def on_stop(self) -> None:
+        super().on_stop()
+        self._store.close()
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case CallStreamStarted():
+                self._stream_started(message)
+            case CallStatusChanged(call_sid=call_sid, status=status):
+                if status in FINAL_STATUSES:
+                    self._tell_session(call_sid, message)
+            case ActorExit(child_id=child_id):
+                super().on_receive(message)
+                if child_id not in {info.id for info in self.which_children()}:
+                    self._admission.release(child_id)
+            case _:
+                return super().on_receive(message)
+        return None
+
+    def _tell_session(self, call_sid: str, message: object) -> None:
+        for info in self.which_children():
+            if info.id == call_sid and info.ref is not None:
+                with contextlib.suppress(pykka.ActorDeadError):
+                    info.ref.tell(message)
+
+    def _stream_started(self, message: CallStreamStarted) -> None:
+        start = message.start
+        call_sid = start.call_sid
+        if not self._admission.activate(call_sid):
+            log.warning("calls.over_capacity", call_sid=call_sid)
+            message.socket.close()
+            return
+        caller = self._identify(start.custom_parameters)
+        persona = persona_for(self._settings, caller)
+        direction = start.custom_parameters.get("direction", "inbound") or "inbound"
+        with self._store.transaction():
+            row = AgentSession.create(
+                name=persona.session_name,
+                call_sid=call_sid,
+                stream_sid=start.stream_sid,
+                phone_number=caller.number,
+                permission=str(caller.permission),
+                status=SessionStatus.PENDING,
+                direction="outbound" if direction.startswith("outbound") else "inbound",
+                started_at=utcnow(),
+            )
+        info = SessionInfo(
+            session_id=int(row.id),
+            session_name=persona.session_name,
+            permission=caller.permission,
+            caller_number=caller.number,
+            call_sid=call_sid,
+            stream_sid=start.stream_sid,
+            direction=str(row.direction),
+        )
+        flow = CallFlow(
+            permission=caller.permission,
+            greeting=persona.greeting,
+            tools=self._tools,
+            limits=CallLimits(max_call_seconds=float(self._settings.sessions.max_call_seconds)),
+        )
+        starter = self._model_starter(persona, caller.permission, info)
+        spec = ChildSpec(
+            id=call_sid,
+            start=lambda: CallSession.start(
+                info=info,
+                flow=flow,
+                socket=message.socket,
+                store=self._store,
+                timers=self._session_timers,
+                start_model=starter,
+                telephony=self._telephony(),
+                tool_pool=self._tool_pool,
+            ),
+            restart=Restart.TEMPORARY,
+            shutdown_timeout=self._settings.supervision.shutdown_timeout_seconds,
+        )
+        try:
+            self.start_child(spec)
+        except Exception:
+            log.exception("calls.session_start_failed", call_sid=call_sid)
+            self._admission.release(call_sid)
+            message.socket.close()
+            with self._store.transaction():
+                AgentSession.update(
+                    status=SessionStatus.ENDED, ended_at=utcnow(), end_reason="start failed"
+                ).where(AgentSession.id == row.id).execute()
+
+    def _identify(self, parameters: Mapping[str, str]) -> Caller:
+        number = parameters.get("from", "") or "unknown"
+        if number == self._settings.owner.phone:
+            return Caller(number=number, permission=Permission.OWNER)
+        contact = Contact.get_or_none(Contact.phone == number)
+        if contact is not None:
+            return Caller(
+                number=number,
+                permission=Permission.CONTACT,
+                contact_name=str(contact.name),
+                contact_relation=contact.relation,
+            )
+        return Caller(number=number, permission=Permission.UNKNOWN)
+
+    def end_all(self, reason: str) -> None:
+        """Ask every live session to end its call (daemon shutdown)."""
+        for info in self.which_children():
+            if info.ref is not None:
+                with contextlib.suppress(pykka.ActorDeadError):
+                    info.ref.tell(EndCall(reason=reason))
