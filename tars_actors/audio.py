@@ -203,56 +203,39 @@ class CallerToModel:
 
 
 class ModelToCaller:
-    """Model audio to the caller: PCM16 LE 24 kHz in any chunk size, μ-law 20 ms frames out.
+    """Model audio to the caller: PCM16 LE 24 kHz in any chunk size, μ-law out at once.
 
-    Every frame returned is exactly :data:`FRAME_BYTES` long; the remainder waits for the
-    next call. :meth:`flush` ends a model turn, :meth:`reset` forgets it (barge-in).
+    Everything converted is returned right away, cut into payloads of at most
+    :data:`FRAME_BYTES` (20 ms); the last one may be shorter. Holding a partial frame back
+    until the next chunk completes it would add up to 20 ms to every chunk of speech, and
+    Twilio plays payloads of any length in order. :meth:`flush` ends a model turn,
+    :meth:`reset` forgets it (barge-in).
     """
 
-    __slots__ = ("_pending", "_resampler")
+    __slots__ = ("_resampler",)
 
     def __init__(self, *, quality: str = DEFAULT_QUALITY) -> None:
         self._resampler = StreamResampler(MODEL_OUTPUT_RATE, CALLER_RATE, quality=quality)
-        self._pending = bytearray()
 
     def process(self, pcm: bytes) -> list[bytes]:
-        """Convert a chunk of model audio; returns the whole frames now available."""
+        """Convert a chunk of model audio; returns the μ-law payloads now available."""
         resampler = self._resampler
         samples = resampler.process_samples(resampler.take_pcm(pcm))
-        self._pending += _samples_to_ulaw(samples).tobytes()
-        return self._take_frames()
+        return _payloads(_samples_to_ulaw(samples).tobytes())
 
     def flush(self) -> list[bytes]:
-        """End of a model turn: emit everything, the last frame padded with μ-law silence."""
-        self._pending += _samples_to_ulaw(self._resampler.flush_samples()).tobytes()
-        partial = len(self._pending) % FRAME_BYTES
-        if partial:
-            self._pending += bytes([ULAW_SILENCE]) * (FRAME_BYTES - partial)
-        return self._take_frames()
+        """End of a model turn: emit what the resampler still holds."""
+        return _payloads(_samples_to_ulaw(self._resampler.flush_samples()).tobytes())
 
     def reset(self) -> None:
-        """Barge-in: drop buffered audio and resampler state; the next turn starts clean."""
+        """Barge-in: drop the resampler's state; the next turn starts clean."""
         self._resampler.reset()
-        self._pending.clear()
 
-    @property
-    def buffered_bytes(self) -> int:
-        """μ-law bytes waiting to complete a frame."""
-        return len(self._pending)
 
-    def _take_frames(self) -> list[bytes]:
-        pending = self._pending
-        whole = len(pending) - len(pending) % FRAME_BYTES
-        if not whole:
-            return []
-        view = memoryview(pending)
-        try:
-            frames = [bytes(view[i : i + FRAME_BYTES]) for i in range(0, whole, FRAME_BYTES)]
-        finally:
-            # A bytearray cannot be resized while a memoryview of it is alive.
-            view.release()
-        del pending[:whole]
-        return frames
+def _payloads(ulaw: bytes) -> list[bytes]:
+    if len(ulaw) <= FRAME_BYTES:
+        return [ulaw] if ulaw else []
+    return [ulaw[i : i + FRAME_BYTES] for i in range(0, len(ulaw), FRAME_BYTES)]
 
 
 # --- Outbound pacing -----------------------------------------------------------------

@@ -121,9 +121,8 @@ def test_model_turn_is_sent_to_the_caller_and_followed_by_a_mark() -> None:
     effects += flow.model_event(1, OutputTranscript(text="All good."))
     effects += flow.model_event(1, TurnComplete())
 
-    frames = [f for e in of(SendToCaller, effects) for f in e.frames]
-    assert all(len(f) == 160 for f in frames)
-    assert 4 <= len(frames) <= 5  # 100 ms = five 20 ms frames
+    audio = b"".join(f for e in of(SendToCaller, effects) for f in e.frames)
+    assert len(audio) == 800  # 100 ms at 8 kHz, all of it, with the turn's tail
     assert of(MarkCaller, effects) == [MarkCaller(name="turn-1")]
     assert of(StoreTranscript, effects) == [
         StoreTranscript(speaker="caller", text="What's up?"),

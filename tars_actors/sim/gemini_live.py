@@ -23,6 +23,7 @@ import json
 import socket
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -262,6 +263,10 @@ class LiveConnection:
         self._audio_bytes = 0
         self._audio_chunks = 0
         self._audio_mime_type: str | None = None
+        # When each audio chunk arrived and the audio byte count after it: what a load
+        # benchmark needs to time every caller frame's trip without keeping the audio.
+        self._arrival_times = array("d")
+        self._arrival_totals = array("q")
         self._client_contents: list[ClientContent] = []
         self._tool_responses: list[ToolResponse] = []
         self._realtime_texts: list[str] = []
@@ -328,6 +333,12 @@ class LiveConnection:
     @property
     def audio_chunks(self) -> int:
         return self._audio_chunks
+
+    @property
+    def audio_arrivals(self) -> tuple[array[float], array[int]]:
+        """(arrival time, audio bytes received so far) for every audio chunk, in order."""
+        with self._changes.lock:
+            return array("d", self._arrival_times), array("q", self._arrival_totals)
 
     @property
     def audio_mime_type(self) -> str | None:
@@ -596,6 +607,8 @@ class LiveConnection:
                     self._audio.append(pcm)
                 self._audio_bytes += len(pcm)
                 self._audio_chunks += 1
+                self._arrival_times.append(time.monotonic())
+                self._arrival_totals.append(self._audio_bytes)
                 self._audio_mime_type = mime_type
             if self._behaviour.echo:
                 self._echo(pcm, _rate_of(mime_type))
