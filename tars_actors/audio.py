@@ -233,9 +233,13 @@ class ModelToCaller:
 
 
 def _payloads(ulaw: bytes) -> list[bytes]:
-    if len(ulaw) <= FRAME_BYTES:
+    """Payloads of 20 ms, the last one taking the remainder (under 40 ms): as few
+    messages as whole frames allow, and fine-grained enough for ``clear`` to cut in."""
+    size = len(ulaw)
+    if size < 2 * FRAME_BYTES:
         return [ulaw] if ulaw else []
-    return [ulaw[i : i + FRAME_BYTES] for i in range(0, len(ulaw), FRAME_BYTES)]
+    cuts = list(range(0, size - size % FRAME_BYTES - FRAME_BYTES, FRAME_BYTES))
+    return [ulaw[start : start + FRAME_BYTES] for start in cuts] + [ulaw[cuts[-1] + FRAME_BYTES :]]
 
 
 # --- Outbound pacing -----------------------------------------------------------------
@@ -258,7 +262,8 @@ class PlayoutPacer:
     Playout time is estimated, not observed: the caller's phone is assumed to play in real
     time starting at the moment the first frame is sent after its buffer ran empty (or was
     cleared). ``playout_end`` is then advanced by each frame's duration; if it falls behind
-    ``now`` the buffer has underrun and the next frame starts a new timeline. Network delay
+    ``now`` by more than ``underrun_tolerance`` the buffer has underrun and the next frame
+    starts a new timeline. Network delay
     only shifts the whole timeline, so it does not change how much is in flight. The marks
     Twilio echoes back are the ground truth of what was heard; this estimate only decides
     when to send.
@@ -266,15 +271,33 @@ class PlayoutPacer:
     Time is passed in (seconds, any monotonic origin); nothing here reads a clock.
     """
 
-    __slots__ = ("_bytes_per_second", "_lead", "_playout_end", "_queue", "_queued_bytes")
+    __slots__ = (
+        "_bytes_per_second",
+        "_lead",
+        "_playout_end",
+        "_queue",
+        "_queued_bytes",
+        "_tolerance",
+    )
 
     # Float sums of 0.02 drift by ulps; without slack a frame due "now" would wait a tick.
     _EPSILON: Final = 1e-9
 
-    def __init__(self, *, lead: float = 0.1, bytes_per_second: int = CALLER_RATE) -> None:
+    def __init__(
+        self,
+        *,
+        lead: float = 0.1,
+        bytes_per_second: int = CALLER_RATE,
+        underrun_tolerance: float = 0.1,
+    ) -> None:
         if lead <= 0:
             raise ValueError(f"lead must be positive, got {lead!r}")
         self._lead = lead
+        # Audio that arrives a little late (scheduling jitter) does not restart the
+        # timeline: restarting at every few-millisecond gap ratchets the estimate upwards
+        # until real-time speech is held back by a whole ``lead``. A longer silence (the
+        # model between turns) does restart it.
+        self._tolerance = underrun_tolerance
         self._bytes_per_second = bytes_per_second
         self._queue: deque[bytes | PlayoutMark] = deque()
         self._queued_bytes = 0
@@ -300,7 +323,9 @@ class PlayoutPacer:
         out: list[bytes | PlayoutMark] = []
         queue = self._queue
         limit = now + self._lead + self._EPSILON
-        playout_end = max(self._playout_end, now)
+        playout_end = self._playout_end
+        if playout_end < now - self._tolerance:
+            playout_end = now
         while queue:
             item = queue[0]
             if isinstance(item, PlayoutMark):

@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run a benchmark and print its figures")
     bench.add_argument("name", choices=["mailbox"], help="which benchmark")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    load = sub.add_parser(
+        "load", help="capacity benchmark: concurrent softphone calls against a TARS process"
+    )
+    load.add_argument("--calls", type=int, default=50, help="concurrent calls (default 50)")
+    load.add_argument("--seconds", type=float, default=20.0, help="measured seconds")
+    load.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
 
@@ -47,6 +53,11 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
         from tars_actors import benchmarks
 
         return benchmarks.main([args.name, *(["--json"] if args.json else [])])
+    if command == "load":
+        from tars_actors import load
+
+        options = ["--calls", str(args.calls), "--seconds", str(args.seconds)]
+        return load.main([*options, *(["--json"] if args.json else [])])
 
     settings = _load(args.settings)
     if settings is None:

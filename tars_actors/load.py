@@ -1,0 +1,417 @@
+"""The capacity benchmark: N concurrent softphone calls against TARS in its own process.
+
+The server runs as ``python run.py`` in a child process, exactly as in production, talking
+to an echoing Gemini Live stand-in; this process plays the N callers. Every caller frame is
+timed twice: from the softphone to the model stand-in (inbound), and from the model
+stand-in back to the softphone (outbound, the echo). Figures: frames lost, p50/p99 latency
+added per frame in each direction, the server's CPU milliseconds per call-second (from
+/proc), and its memory per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from tars_actors.aio import LoopThread
+from tars_actors.audio import FRAME_BYTES, CallerToModel, ModelToCaller
+from tars_actors.sim.gemini_live import GeminiLiveStandIn, LiveBehaviour, LiveConnection
+from tars_actors.sim.softphone import Softphone
+from tars_actors.sim.tls import create_local_certificate
+from tars_actors.sim.twilio_rest import TwilioRestStandIn
+from tars_actors.sim.world import FAKE_ACCOUNT_SID, FAKE_AUTH_TOKEN, FAKE_GEMINI_KEY, TWILIO_NUMBER
+
+__all__ = ["LoadResult", "main", "run_load"]
+
+ROOT = Path(__file__).resolve().parent.parent
+#: 16 kHz PCM16 bytes per 20 ms caller frame.
+MODEL_FRAME_BYTES = 640
+#: Frames sent in the last moments of the window may still be on their way: not counted.
+SETTLE_SECONDS = 0.5
+#: What Twilio would reach: signatures are computed over it (no request ever goes there).
+PUBLIC_URL = "https://tars.load.test"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadResult:
+    calls: int
+    seconds: float
+    frames_sent: int
+    frames_lost_inbound: int
+    frames_lost_outbound: int
+    inbound_p50_ms: float
+    inbound_p99_ms: float
+    outbound_p50_ms: float
+    outbound_p99_ms: float
+    server_cpu_ms_per_call_second: float
+    server_rss_idle_mb: float
+    server_rss_loaded_mb: float
+    server_memory_per_call_mb: float
+    protocol_violations: int
+    caller_underrun_seconds: float
+    #: How late the softphones sent their worst frame: a busy load generator shows here.
+    caller_max_send_lag_ms: float
+
+
+def _pipeline_delays() -> tuple[int, int]:
+    """Bytes the two streaming resamplers hold back: an algorithmic delay, not latency
+    added by waiting, so the byte positions of one frame's audio are shifted by it."""
+    noise = np.random.default_rng(1)
+    inbound = CallerToModel()
+    produced = sum(
+        len(inbound.process(noise.integers(0, 256, FRAME_BYTES, dtype=np.uint8).tobytes()))
+        for _ in range(100)
+    )
+    outbound = ModelToCaller()
+    emitted = sum(
+        len(payload)
+        for _ in range(100)
+        for payload in outbound.process(
+            noise.integers(-3000, 3000, 480, dtype=np.int16).astype("<i2").tobytes()
+        )
+    )
+    return 100 * MODEL_FRAME_BYTES - produced, 100 * FRAME_BYTES - emitted
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime + stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class _Server:
+    """``python run.py`` in a child process, its JSON log lines read on a thread."""
+
+    def __init__(self, settings_path: Path, directory: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TARS_", "TWILIO_"))}
+        env.update(
+            TWILIO_ACCOUNT_SID=FAKE_ACCOUNT_SID,
+            TWILIO_AUTH_TOKEN=FAKE_AUTH_TOKEN,
+            GEMINI_API_KEY=FAKE_GEMINI_KEY,
+        )
+        self.process = subprocess.Popen(  # noqa: S603 (our own run.py, fixed arguments)
+            [sys.executable, str(ROOT / "run.py"), "--settings", str(settings_path)],
+            cwd=directory,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.port: int | None = None
+        self.errors: list[str] = []
+        self._started = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                self.errors.append(line.rstrip())
+                continue
+            if record.get("event") == "daemon.started":
+                self.port = int(record["port"])
+                self._started.set()
+            elif record.get("level") in ("error", "critical"):
+                self.errors.append(line.rstrip())
+        self._started.set()
+
+    def wait_started(self, timeout: float) -> int:
+        if not self._started.wait(timeout) or self.port is None:
+            raise RuntimeError(f"the server did not start: {self.errors[-5:]}")
+        return self.port
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _settings_file(
+    directory: Path, gemini: GeminiLiveStandIn, twilio: TwilioRestStandIn, calls: int
+) -> Path:
+    path = directory / "settings.toml"
+    path.write_text(
+        "\n".join(
+            [
+                "[owner]",
+                'phone = "+15555550123"',
+                "[server]",
+                'host = "127.0.0.1"',
+                "port = 0",
+                f'public_url = "{PUBLIC_URL}"',
+                "[twilio]",
+                f'phone_number = "{TWILIO_NUMBER}"',
+                f'api_base_url = "{twilio.base_url}"',
+                "[gemini]",
+                f'base_url = "{gemini.base_url}"',
+                f'ca_file = "{gemini.ca_file}"',
+                "[sessions]",
+                f"max_concurrent = {calls}",
+                "[database]",
+                f'url = "sqlite:///{directory / "tars.db"}"',
+                "[logging]",
+                'format = "json"',
+                "[monitor]",
+                "stats_interval_seconds = 3600",
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def run_load(calls: int = 50, seconds: float = 20.0, warmup: float = 2.0) -> LoadResult:
+    inbound_delay, outbound_delay = _pipeline_delays()
+    with tempfile.TemporaryDirectory(prefix="tars-load-") as tmp:
+        directory = Path(tmp)
+        certificate = create_local_certificate(directory / "tls")
+        # One endless echo turn: turn ends would pad and mark, shifting byte positions.
+        behaviour = LiveBehaviour(
+            echo=True, echo_turn_frames=10**9, turn_reply=None, record_audio=False
+        )
+        with (
+            GeminiLiveStandIn(certificate, behaviour=behaviour) as gemini,
+            TwilioRestStandIn(auth_token=FAKE_AUTH_TOKEN, account_sid=FAKE_ACCOUNT_SID) as twilio,
+        ):
+            server = _Server(_settings_file(directory, gemini, twilio, calls), directory)
+            try:
+                port = server.wait_started(timeout=60)
+                pid = server.process.pid
+                rss_idle = _rss_mb(pid)
+                loop = LoopThread("load-softphones")
+                phones = [
+                    Softphone(
+                        server_url=f"http://127.0.0.1:{port}",
+                        public_url=PUBLIC_URL,
+                        auth_token=FAKE_AUTH_TOKEN,
+                        account_sid=FAKE_ACCOUNT_SID,
+                        from_number=f"+1555{index:07d}",
+                        to_number=TWILIO_NUMBER,
+                    )
+                    for index in range(calls)
+                ]
+
+                async def dial_all() -> None:
+                    await asyncio.gather(*(phone.call() for phone in phones))
+
+                loop.submit(dial_all()).result(60)
+                gemini.wait_for_connection(calls, timeout=60)
+                time.sleep(warmup)  # a benchmark's warm-up period, not a wait for an event
+                start, cpu_start = time.monotonic(), _cpu_seconds(pid)
+                time.sleep(seconds)
+                end, cpu_end = time.monotonic(), _cpu_seconds(pid)
+                rss_loaded = _rss_mb(pid)
+                connections = {
+                    _caller_of(connection): connection for connection in gemini.connections
+                }
+                samples = [
+                    _measure(
+                        phone,
+                        connections[phone.from_number],
+                        window=(start, end - SETTLE_SECONDS),
+                        inbound_delay=inbound_delay,
+                        outbound_delay=outbound_delay,
+                    )
+                    for phone in phones
+                ]
+
+                async def hang_up_all() -> None:
+                    await asyncio.gather(*(phone.hang_up() for phone in phones))
+
+                loop.submit(hang_up_all()).result(60)
+                loop.stop()
+            finally:
+                server.stop()
+    inbound = [v for s in samples for v in s.inbound]
+    outbound = [v for s in samples for v in s.outbound]
+    return LoadResult(
+        calls=calls,
+        seconds=seconds,
+        frames_sent=sum(s.frames for s in samples),
+        frames_lost_inbound=sum(s.lost_inbound for s in samples),
+        frames_lost_outbound=sum(s.lost_outbound for s in samples),
+        inbound_p50_ms=round(_percentile(inbound, 50) * 1000, 2),
+        inbound_p99_ms=round(_percentile(inbound, 99) * 1000, 2),
+        outbound_p50_ms=round(_percentile(outbound, 50) * 1000, 2),
+        outbound_p99_ms=round(_percentile(outbound, 99) * 1000, 2),
+        server_cpu_ms_per_call_second=round(
+            (cpu_end - cpu_start) * 1000 / (calls * (end - start)), 2
+        ),
+        server_rss_idle_mb=round(rss_idle, 1),
+        server_rss_loaded_mb=round(rss_loaded, 1),
+        server_memory_per_call_mb=round((rss_loaded - rss_idle) / calls, 2),
+        protocol_violations=sum(len(phone.violations) for phone in phones),
+        caller_underrun_seconds=round(sum(phone.underrun_seconds for phone in phones), 3),
+        caller_max_send_lag_ms=round(max(phone.max_send_lag for phone in phones) * 1000, 2),
+    )
+
+
+def _caller_of(connection: LiveConnection) -> str:
+    # Each session's instructions name its caller: "The caller, +1555…, is not someone…".
+    instruction = connection.system_instruction
+    marker = "The caller, "
+    at = instruction.index(marker) + len(marker)
+    return instruction[at : instruction.index(",", at)]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _CallSample:
+    frames: int
+    lost_inbound: int
+    lost_outbound: int
+    inbound: list[float]
+    outbound: list[float]
+
+
+def _measure(
+    phone: Softphone,
+    model: LiveConnection,
+    *,
+    window: tuple[float, float],
+    inbound_delay: int,
+    outbound_delay: int,
+) -> _CallSample:
+    """Time every caller frame sent in ``window`` to the model, and every echoed payload
+    played in it back to the caller."""
+    send_times = phone.send_times
+    arrival_times, arrival_totals = model.audio_arrivals
+    inbound: list[float] = []
+    frames = lost_in = 0
+    for k, sent_at in enumerate(send_times):
+        if not window[0] <= sent_at < window[1]:
+            continue
+        frames += 1
+        # Frame k's audio is complete at the model once this many bytes have arrived.
+        at_model = bisect_left(arrival_totals, (k + 1) * MODEL_FRAME_BYTES - inbound_delay)
+        if at_model >= len(arrival_times):
+            lost_in += 1
+            continue
+        inbound.append(arrival_times[at_model] - sent_at)
+    outbound = _outbound_added(phone, arrival_times, arrival_totals, window, outbound_delay)
+    # The echo of every frame sent before the window's end is due back by the end.
+    expected = max(0, frames_due(send_times, window[1]) * MODEL_FRAME_BYTES - inbound_delay)
+    expected_echo = expected // 4 - outbound_delay
+    lost_out = max(0, expected_echo - phone.bytes_received) // FRAME_BYTES
+    return _CallSample(
+        frames=frames,
+        lost_inbound=lost_in,
+        lost_outbound=lost_out,
+        inbound=inbound,
+        outbound=outbound,
+    )
+
+
+def frames_due(send_times: Sequence[float], before: float) -> int:
+    return bisect_left(send_times, before)
+
+
+def _outbound_added(
+    phone: Softphone,
+    arrival_times: Sequence[float],
+    arrival_totals: Sequence[int],
+    window: tuple[float, float],
+    outbound_delay: int,
+) -> list[float]:
+    """How much later each echoed payload starts playing at the caller than it could have.
+
+    A payload could start playing once its audio reached the model stand-in (which echoes
+    at once) and once everything before it has played in real time. What the caller hears
+    later than that is what the server added: processing, queueing, pacing.
+    """
+    added: list[float] = []
+    ideal_end = 0.0
+    position = 0
+    for media in phone.received:
+        size = len(media.payload)
+        position += size
+        # The 16 kHz byte position at the model whose echo completes this payload.
+        at_model = bisect_left(arrival_totals, 4 * (position + outbound_delay))
+        ready = arrival_times[min(at_model, len(arrival_times) - 1)]
+        ideal_start = max(ready, ideal_end)
+        ideal_end = ideal_start + size / 8000
+        if window[0] <= media.at < window[1]:
+            added.append(media.play_at - ideal_start)
+    return added
+
+
+def render_table(result: LoadResult) -> str:
+    rows = [
+        ("calls", f"{result.calls}"),
+        ("measured seconds", f"{result.seconds:g}"),
+        ("caller frames measured", f"{result.frames_sent}"),
+        ("frames lost (caller → model)", f"{result.frames_lost_inbound}"),
+        ("frames lost (model → caller)", f"{result.frames_lost_outbound}"),
+        (
+            "added latency caller → model p50 / p99",
+            f"{result.inbound_p50_ms} / {result.inbound_p99_ms} ms",
+        ),
+        (
+            "added latency model → caller p50 / p99",
+            f"{result.outbound_p50_ms} / {result.outbound_p99_ms} ms",
+        ),
+        ("server CPU per call-second", f"{result.server_cpu_ms_per_call_second} ms"),
+        (
+            "server memory idle / loaded",
+            f"{result.server_rss_idle_mb} / {result.server_rss_loaded_mb} MiB",
+        ),
+        ("server memory per call", f"{result.server_memory_per_call_mb} MiB"),
+        ("protocol violations seen by callers", f"{result.protocol_violations}"),
+        ("callers' playout gaps (total)", f"{result.caller_underrun_seconds} s"),
+        ("load generator: latest frame sent", f"{result.caller_max_send_lag_ms} ms late"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
+    out = stdout or sys.stdout
+    parser = argparse.ArgumentParser(prog="python run.py load", description=__doc__)
+    parser.add_argument("--calls", type=int, default=50, help="concurrent calls (default 50)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds (default 20)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(list(argv))
+    result = run_load(calls=args.calls, seconds=args.seconds, warmup=args.warmup)
+    if args.json:
+        print(json.dumps(asdict(result), indent=2), file=out)
+    else:
+        print(render_table(result), file=out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
