@@ -9,10 +9,11 @@ import contextlib
 import contextvars
 import functools
 import itertools
+import json
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -21,18 +22,28 @@ import pykka
 import structlog
 import websockets
 from google import genai
+from google.genai import _live_converters as live_converters
 from google.genai import errors, types
 from google.genai.live import AsyncSession
 
 from tars_actors.actor import TarsActor
 from tars_actors.aio import LoopThread
-from tars_actors.gemini import INPUT_AUDIO_MIME, ModelProfile, live_config, translate
+from tars_actors.gemini import (
+    INPUT_AUDIO_MIME,
+    ModelProfile,
+    audio_only,
+    live_config,
+    realtime_audio_message,
+    translate,
+)
 from tars_actors.messages import (
     AudioInput,
+    ModelAudio,
     ModelConnected,
     ModelDisconnected,
     ModelEvent,
     ModelInput,
+    ModelServerEvent,
     RealtimeText,
     TextTurn,
     ToolResponses,
@@ -354,12 +365,27 @@ class _LiveRun:
 
     async def _receive(self, session: AsyncSession) -> None:
         counters = self._counters
+        ws = getattr(session, "_ws", None)
+        if ws is None:
+            # An SDK without the socket attribute: its public iterator, slower but the same.
+            while True:
+                # Each receive() iterator ends after a turnComplete; the connection goes on.
+                async for message in session.receive():
+                    counters.messages_received += 1
+                    self._tell_events(translate(message))
         while True:
-            # Each receive() iterator ends after a turnComplete; the connection goes on.
-            async for message in session.receive():
-                counters.messages_received += 1
-                for event in translate(message):
-                    self._tell_session(ModelEvent(connection_id=self._connection_id, event=event))
+            raw = await _recv(ws)
+            counters.messages_received += 1
+            message = json.loads(raw) if raw else {}
+            audio = audio_only(message)
+            if audio is not None:
+                self._tell_events((ModelAudio(pcm=audio),))
+            else:
+                self._tell_events(translate(_parse(session, message)))
+
+    def _tell_events(self, events: Iterable[ModelServerEvent]) -> None:
+        for event in events:
+            self._tell_session(ModelEvent(connection_id=self._connection_id, event=event))
 
     async def _send(self, session: AsyncSession, channel: LiveChannel) -> None:
         counters = self._counters
@@ -476,9 +502,13 @@ async def _write(session: AsyncSession, batch: tuple[ModelInput, ...]) -> int:
     match batch[0]:
         case AudioInput():
             pcm = b"".join(item.pcm for item in batch if isinstance(item, AudioInput))
-            await session.send_realtime_input(
-                audio=types.Blob(data=pcm, mime_type=INPUT_AUDIO_MIME)
-            )
+            ws = getattr(session, "_ws", None)
+            if ws is not None:
+                await ws.send(realtime_audio_message(pcm))
+            else:
+                await session.send_realtime_input(
+                    audio=types.Blob(data=pcm, mime_type=INPUT_AUDIO_MIME)
+                )
             return len(pcm)
         case TextTurn(text=text, role=role, turn_complete=turn_complete):
             await session.send_client_content(
@@ -588,3 +618,28 @@ class GeminiConnection(TarsActor):
             return
         if not run.finished.wait(self._close_timeout):
             log.warning("model.close_slow", waited=self._close_timeout)
+
+
+async def _recv(ws: Any) -> bytes | str:
+    """One frame off the socket; a close is raised as google-genai raises it (APIError)."""
+    try:
+        raw: bytes | str = await ws.recv(decode=False)
+    except websockets.ConnectionClosed as error:
+        code = error.rcvd.code if error.rcvd is not None else 1006
+        reason = error.rcvd.reason if error.rcvd is not None else "Abnormal closure."
+        errors.APIError.raise_error(code, reason, None)
+        raise  # raise_error always raises; this keeps the type checker informed
+    return raw
+
+
+def _parse(session: AsyncSession, message: dict[str, Any]) -> types.LiveServerMessage:
+    """A server message other than plain audio, parsed exactly as the SDK's receive() does."""
+    if session._api_client.vertexai:
+        converted = live_converters._LiveServerMessage_from_vertex(message)
+    else:
+        converted = live_converters._LiveServerMessage_from_mldev(message)
+    if not converted and message:
+        errors.APIError.raise_error(int(message.get("code") or 0), message, None)
+    return types.LiveServerMessage._from_response(
+        response=converted, kwargs=types.LiveServerMessage().model_dump()
+    )
