@@ -247,7 +247,10 @@ class CallSupervisor(Supervisor):
             permission=caller.permission,
             greeting=persona.greeting,
             tools=self._tools,
-            limits=CallLimits(max_call_seconds=float(self._settings.sessions.max_call_seconds)),
+            limits=CallLimits(
+                max_call_seconds=float(self._settings.sessions.max_call_seconds),
+                model_unreachable_seconds=self._settings.sessions.model_unreachable_seconds,
+            ),
         )
         starter = self._model_starter(persona, caller.permission, info)
         spec = ChildSpec(

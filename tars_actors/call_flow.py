@@ -181,6 +181,8 @@ class CallLimits:
     gap_buffer_seconds: float = 10.0
     #: Seconds before a goAway deadline at which the connection is rotated regardless.
     go_away_margin_seconds: float = 2.0
+    #: How long Twilio gets to end the stream after the apology before TARS hangs up.
+    apology_grace_seconds: float = 15.0
     reconnect_backoff: Backoff = field(
         default_factory=lambda: Backoff(initial=0.2, maximum=5.0, jitter=0.0)
     )
@@ -217,6 +219,7 @@ TIMER_END_GRACE = "end-call-grace"
 TIMER_MODEL_RESTART = "model-restart"
 TIMER_MODEL_UNREACHABLE = "model-unreachable"
 TIMER_ROTATE = "model-rotate"
+TIMER_APOLOGY = "apology-grace"
 
 UNREACHABLE_APOLOGY = (
     "Sorry, I am having trouble connecting right now. Please call again in a few minutes."
@@ -259,6 +262,7 @@ class CallFlow:
         self._caller_text: list[str] = []
         self._tools_in_flight: dict[str, str] = {}
         # Ending.
+        self._apologising = False
         self._ending_mark: str | None = None
         self._end_requested = False
         self._ended = False
@@ -289,7 +293,7 @@ class CallFlow:
     # --- the model connection -----------------------------------------------------------
 
     def model_connected(self, connection_id: int) -> list[Effect]:
-        if self._ended or connection_id != self._connecting:
+        if self._ended or self._apologising or connection_id != self._connecting:
             return [StopModel(connection_id=connection_id)]
         effects: list[Effect] = [CancelTimer(name=TIMER_MODEL_UNREACHABLE)]
         previous = self._current
@@ -316,7 +320,7 @@ class CallFlow:
         # What the ended connection did not send goes first, before newer inputs.
         self._gap.extendleft(reversed(list(unsent)))
         self._gap_audio_frames += sum(1 for item in unsent if isinstance(item, AudioInput))
-        if self._ended:
+        if self._ended or self._apologising:
             return effects
         if self._current is not None:
             return self._to_current(*self._drain_gap())
@@ -422,19 +426,22 @@ class CallFlow:
             case Dtmf(digit=digit):
                 return [LogEvent(event="call.dtmf", fields={"digit": digit})]
             case Stop():
-                return self._finish("caller hung up", hang_up=False)
+                return self._finish(self._hang_up_reason(), hang_up=False)
         return []
 
     def socket_closed(self, reason: str) -> list[Effect]:
         if self._ended:
             return []
-        return self._finish("caller hung up", hang_up=False, detail=reason)
+        return self._finish(self._hang_up_reason(), hang_up=False, detail=reason)
 
     def call_status(self, status: str) -> list[Effect]:
         """A final status callback (completed, busy, failed...) for this call."""
         if self._ended:
             return []
-        return self._finish("caller hung up", hang_up=False, detail=f"status {status}")
+        return self._finish(self._hang_up_reason(), hang_up=False, detail=f"status {status}")
+
+    def _hang_up_reason(self) -> str:
+        return "model unreachable" if self._apologising else "caller hung up"
 
     def shutdown(self, reason: str = "shutdown") -> list[Effect]:
         if self._ended:
@@ -504,17 +511,32 @@ class CallFlow:
             case "end-call-grace":
                 return self._finish("end_call", hang_up=True)
             case "model-restart":
-                if self._current is None and self._connecting is None:
+                if self._current is None and self._connecting is None and not self._apologising:
                     return [self._open_connection()]
                 return []
             case "model-unreachable":
                 if self._current is not None:
                     return []
-                effects: list[Effect] = [SayAndHangUp(text=UNREACHABLE_APOLOGY)]
+                # Twilio speaks the apology once the call's TwiML is replaced, which ends
+                # the stream from its side; closing the socket first would hang up before.
+                self._apologising = True
+                effects: list[Effect] = [
+                    SayAndHangUp(text=UNREACHABLE_APOLOGY),
+                    CancelTimer(name=TIMER_MODEL_RESTART),
+                    StartTimer(name=TIMER_APOLOGY, delay=self.limits.apology_grace_seconds),
+                    LogEvent(
+                        event="model.unreachable",
+                        level="error",
+                        fields={"seconds": self.limits.model_unreachable_seconds},
+                    ),
+                ]
                 if self._connecting is not None:
                     effects.append(StopModel(connection_id=self._connecting))
                     self._connecting = None
-                return effects + self._finish("model unreachable", hang_up=False)
+                return effects
+            case "apology-grace":
+                # The stream outlived the apology: end the call ourselves.
+                return self._finish("model unreachable", hang_up=True)
             case "model-rotate":
                 if self._rotate_pending:
                     return self._rotate()
@@ -628,6 +650,7 @@ class CallFlow:
             TIMER_MODEL_RESTART,
             TIMER_MODEL_UNREACHABLE,
             TIMER_ROTATE,
+            TIMER_APOLOGY,
         ):
             effects.append(CancelTimer(name=name))
         if hang_up:

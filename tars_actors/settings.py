@@ -401,6 +401,11 @@ class SessionSettings:
     max_call_seconds: int = field(default=1800, metadata=_checked(_int_between(30)))
     #: On shutdown, how long live calls get to finish before they are ended.
     shutdown_grace_seconds: float = field(default=30.0, metadata=_checked(_float_at_least(0)))
+    #: How long a call may be without a model connection before the caller hears an
+    #: apology and the call ends (reconnects with backoff are tried meanwhile).
+    model_unreachable_seconds: float = field(
+        default=20.0, metadata=_checked(_float_at_least(0, exclusive=True))
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -285,9 +285,27 @@ def test_an_unreachable_model_ends_the_call_with_a_spoken_apology() -> None:
     flow.start()
     flow.model_disconnected(1, expected=False, unsent=(), reason="refused")
 
-    effects = flow.timer_fired("model-unreachable")
+    apology = flow.timer_fired("model-unreachable")
+    # Twilio now speaks the apology and ends the stream: the socket is left to it.
+    assert len(of(SayAndHangUp, apology)) == 1
+    assert of(CloseCaller, apology) == []
+    assert of(EndSession, apology) == []
+    assert of(StartModel, flow.timer_fired("model-restart")) == []
 
-    assert len(of(SayAndHangUp, effects)) == 1
+    ended = flow.caller_event(Stop(sequence_number=9, call_sid="CA1", account_sid="AC1"))
+    assert of(EndSession, ended) == [EndSession(reason="model unreachable")]
+    assert of(HangUp, ended) == []
+
+
+def test_an_apology_that_never_ends_the_stream_is_followed_by_a_hang_up() -> None:
+    flow = CallFlow(permission=Permission.OWNER, greeting="hi", tools=build_registry())
+    flow.start()
+    flow.model_disconnected(1, expected=False, unsent=(), reason="refused")
+    flow.timer_fired("model-unreachable")
+
+    effects = flow.timer_fired("apology-grace")
+
+    assert of(HangUp, effects) == [HangUp(reason="model unreachable")]
     assert of(EndSession, effects) == [EndSession(reason="model unreachable")]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +21,7 @@ from tars_actors.persona import unknown_caller_greeting
 from tars_actors.sim.gemini_live import LiveBehaviour, ScriptedReply, tone
 from tars_actors.sim.twilio_rest import Operation
 from tars_actors.sim.world import OWNER_PHONE, LocalWorld
-from tars_actors.store import AgentSession, Conversation
+from tars_actors.store import AgentSession, Contact, Conversation
 from tars_actors.supervision import SupervisorEvent
 
 WAIT = 15.0
@@ -327,3 +328,67 @@ def test_ten_concurrent_callers_each_hear_only_their_own_audio() -> None:
         for phone in phones:
             phone.hang_up()
     pykka.ActorRegistry.stop_all()
+
+
+def test_an_unreachable_model_ends_the_call_with_a_spoken_apology() -> None:
+    with LocalWorld(settings={"sessions": {"model_unreachable_seconds": 1.0}}) as world:
+        world.gemini.refuse_connections()
+        phone = world.phone(OWNER_PHONE)
+        phone.call()
+        ended = session_ended(world, phone.call_sid)
+
+        update = world.twilio.wait_for_request(Operation.CALLS_UPDATE, timeout=WAIT)
+        twiml = update.param("Twiml") or ""
+        assert "trouble connecting" in twiml
+        assert "<Hangup" in twiml
+        assert phone.call_sid in update.path
+        assert world.gemini.refused_attempts >= 2  # it kept trying meanwhile
+        assert not phone.closed  # the socket is left for Twilio to end
+        phone.hang_up()  # as Twilio does to play the new TwiML
+        ended.wait_for(lambda e: True, timeout=WAIT)
+
+        session, _ = rows(world, phone.call_sid)
+        assert session.end_reason == "model unreachable"
+    pykka.ActorRegistry.stop_all()
+
+
+def test_a_known_contact_is_greeted_by_name(world: LocalWorld) -> None:
+    assert world.daemon is not None
+    assert world.daemon.store is not None
+    with world.daemon.store.connection():
+        Contact.create(name="Anna Kovacs", phone="+15555550123", relation="sister")
+    phone = world.phone("+15555550123")
+    phone.call()
+    model = world.gemini.wait_for_connection(1, timeout=WAIT)
+
+    greeting = model.wait_for_client_content(timeout=WAIT)
+
+    assert "Anna Kovacs" in greeting.text
+    assert "sister" in model.system_instruction
+    session, _ = rows(world, phone.call_sid)
+    assert session.name == "Call with Anna Kovacs"
+    assert session.permission == "contact"
+    phone.hang_up()
+
+
+def test_a_final_status_callback_ends_the_session_exactly_once(
+    world: LocalWorld, logs: io.StringIO
+) -> None:
+    phone = world.phone(OWNER_PHONE)
+    phone.call()
+    phone.wait_for_mark("turn-1", timeout=WAIT)
+    with urllib.request.urlopen(f"http://127.0.0.1:{world.port}/healthz", timeout=WAIT) as reply:
+        health = json.loads(reply.read())
+    assert health == {"ready": True, "sessions": 1}
+    ended = session_ended(world, phone.call_sid)
+
+    assert phone.send_status("completed", duration=4).status in (200, 204)
+    ended.wait_for(lambda e: True, timeout=WAIT)
+    phone.hang_up()  # the stream's own end comes after: nothing happens twice
+    phone.wait_closed(timeout=WAIT)
+
+    session, _ = rows(world, phone.call_sid)
+    assert session.status == "ended"
+    assert session.end_reason == "caller hung up"
+    assert len(log_events(logs, "call.summary")) == 1
+    assert world.twilio.requests_for(Operation.CALLS_UPDATE) == []
