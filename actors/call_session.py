@@ -20,10 +20,11 @@ import pykka
 import structlog
 
 from tars_actors.actor import ActorExit, ExitLink, TarsActor, linked
+from tars_actors.aio import LoopThread
+from tars_actors.audio import FRAME_SECONDS
 from tars_actors.call_flow import (
     CallFlow,
     CancelTimer,
-    ClearCaller,
     CloseCaller,
     Effect,
     EndSession,
@@ -32,7 +33,6 @@ from tars_actors.call_flow import (
     MarkCaller,
     RunTool,
     SayAndHangUp,
-    SendToCaller,
     SendToModel,
     StartModel,
     StartTimer,
@@ -40,6 +40,7 @@ from tars_actors.call_flow import (
     StoreTranscript,
 )
 from tars_actors.messages import (
+    AudioInput,
     CallerEvent,
     CallSocket,
     CallStatusChanged,
@@ -52,6 +53,7 @@ from tars_actors.messages import (
 from tars_actors.messages import HangUp as HangUpRequest
 from tars_actors.messages import SayAndHangUp as SayAndHangUpRequest
 from tars_actors.permissions import Permission
+from tars_actors.relay import AudioRelay
 from tars_actors.store import AgentSession, Conversation, SessionStatus, Store, utcnow
 from tars_actors.timers import TimerHandle, Timers
 from tars_actors.tools.registry import PreparedCall, ToolOutcome
@@ -60,8 +62,9 @@ __all__ = ["CallSession", "EndCall", "ModelStarter", "SessionInfo"]
 
 log = structlog.get_logger("tars.call")
 
-#: Starts a GeminiConnection for this session: (session ref, connection id, handle) → ref.
-ModelStarter = Callable[[pykka.ActorRef[Any], int, str | None], pykka.ActorRef[Any]]
+#: Starts a GeminiConnection for this session: (session ref, connection id, resumption
+#: handle, audio relay) → its ref. The relay lives on the loop the connection runs on.
+ModelStarter = Callable[[pykka.ActorRef[Any], int, str | None, AudioRelay], pykka.ActorRef[Any]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,9 +125,12 @@ class CallSession(TarsActor):
         start_model: ModelStarter,
         telephony: pykka.ActorRef[Any] | None,
         tool_pool: concurrent.futures.Executor,
+        audio_loop: LoopThread,
     ) -> None:
         super().__init__()
         self.info = info
+        self._audio_loop = audio_loop
+        self._relay: AudioRelay | None = None
         self._flow = flow
         self._socket = socket
         self._store = store
@@ -164,7 +170,12 @@ class CallSession(TarsActor):
             direction=self.info.direction,
             stream_sid=self.info.stream_sid,
         )
-        self._socket.attach(self.actor_ref)
+        self._relay = AudioRelay(
+            socket=self._socket,
+            session=self.actor_ref,
+            gap_frames=round(self._flow.limits.gap_buffer_seconds / FRAME_SECONDS),
+        )
+        self._socket.attach(self.actor_ref, self._relay)
         self._apply(self._flow.start())
 
     def on_stop(self) -> None:
@@ -199,7 +210,11 @@ class CallSession(TarsActor):
                 if connection is not None:
                     connection.channel = channel
                 log.info("model.connected", connection_id=connection_id, resumed=message.resumed)
-                self._apply(self._flow.model_connected(connection_id))
+                effects = self._flow.model_connected(connection_id)
+                if self._flow.current_connection == connection_id:
+                    # Before the greeting goes out: the relay must take the reply's audio.
+                    self._on_audio_loop("use_channel", connection_id, channel)
+                self._apply(effects)
             case ModelDisconnected():
                 self._model_disconnected(message)
             case ActorExit(child_id=child_id, reason=reason):
@@ -207,6 +222,7 @@ class CallSession(TarsActor):
                 connection = self._connections.pop(connection_id, None)
                 if connection is not None and not connection.disconnected:
                     # It crashed without saying goodbye: treat it as a lost connection.
+                    self._on_audio_loop("drop_channel", connection_id, ())
                     self._apply(
                         self._flow.model_disconnected(
                             connection_id,
@@ -245,11 +261,15 @@ class CallSession(TarsActor):
             expected=message.expected,
             unsent=len(message.unsent),
         )
+        # Audio the connection never sent goes back to the relay, the rest to the flow.
+        audio = tuple(item for item in message.unsent if isinstance(item, AudioInput))
+        others = tuple(item for item in message.unsent if not isinstance(item, AudioInput))
+        self._on_audio_loop("drop_channel", message.connection_id, audio)
         self._apply(
             self._flow.model_disconnected(
                 message.connection_id,
                 expected=message.expected,
-                unsent=message.unsent,
+                unsent=others,
                 reason=message.reason,
             )
         )
@@ -262,8 +282,6 @@ class CallSession(TarsActor):
 
     def _perform(self, effect: Effect) -> None:
         match effect:
-            case SendToCaller(frames=frames):
-                self._socket.send_audio(frames)
             case SendToModel(connection_id=connection_id, item=item):
                 connection = self._connections.get(connection_id)
                 channel = connection.channel if connection is not None else None
@@ -271,8 +289,6 @@ class CallSession(TarsActor):
                     self._apply(self._flow.send_failed(item))
             case MarkCaller(name=name):
                 self._socket.send_mark(name)
-            case ClearCaller():
-                self._socket.clear()
             case StoreTranscript(speaker=speaker, text=text, heard=heard):
                 self._store_line(speaker, text, heard=heard)
             case RunTool(call=call):
@@ -305,10 +321,17 @@ class CallSession(TarsActor):
             case LogEvent(event=event, level=level, fields=fields):
                 getattr(log, level)(event, **fields)
 
+    def _on_audio_loop(self, method: str, *args: Any) -> None:
+        relay = self._relay
+        if relay is not None:
+            # The relay is only ever touched on its loop, so it needs no locks.
+            self._audio_loop.call_soon(getattr(relay, method), *args)
+
     def _open_model(self, connection_id: int, handle: str | None) -> None:
+        assert self._relay is not None
         link = ExitLink(f"model-{connection_id}", self._model_exited)
         with linked(link):
-            ref = self._start_model(self.actor_ref, connection_id, handle)
+            ref = self._start_model(self.actor_ref, connection_id, handle, self._relay)
         self._connections[connection_id] = _Connection(ref=ref, link=link)
         log.info("model.connecting", connection_id=connection_id, resuming=handle is not None)
 
@@ -385,6 +408,18 @@ class CallSession(TarsActor):
             duration_seconds=round(duration, 3),
             frames_rejected=self._socket.frames_rejected,
             **self._flow.stats.as_fields(),
+            **self._audio_stats(),
         )
         if self.actor_ref.is_alive():  # not already stopping (shutdown from outside)
             self.actor_ref.stop(block=False)
+
+    def _audio_stats(self) -> dict[str, int]:
+        relay = self._relay
+        if relay is None:
+            return {}
+        stats = relay.stats
+        return {
+            "frames_in": stats.frames_in,
+            "frames_out": stats.frames_out,
+            "gap_frames_dropped": stats.gap_frames_dropped,
+        }

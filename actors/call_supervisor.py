@@ -20,6 +20,7 @@ import structlog
 from actors.call_session import CallSession, EndCall, ModelStarter, SessionInfo
 from actors.supervisor import Supervisor
 from tars_actors.actor import ActorExit
+from tars_actors.aio import LoopThread
 from tars_actors.call_flow import CallFlow, CallLimits
 from tars_actors.events import EventBus
 from tars_actors.messages import CallStatusChanged, CallStreamStarted
@@ -165,6 +166,7 @@ class CallSupervisor(Supervisor):
         model_starter: ModelStarterFactory,
         telephony: Callable[[], pykka.ActorRef[Any] | None],
         tool_pool: concurrent.futures.Executor,
+        audio_loop: LoopThread,
         events: EventBus | None = None,
     ) -> None:
         super().__init__(
@@ -182,6 +184,7 @@ class CallSupervisor(Supervisor):
         self._model_starter = model_starter
         self._telephony = telephony
         self._tool_pool = tool_pool
+        self._audio_loop = audio_loop
         self._session_timers = timers
 
     def on_start(self) -> None:
@@ -264,6 +267,7 @@ class CallSupervisor(Supervisor):
                 start_model=starter,
                 telephony=self._telephony(),
                 tool_pool=self._tool_pool,
+                audio_loop=self._audio_loop,
             ),
             restart=Restart.TEMPORARY,
             shutdown_timeout=self._settings.supervision.shutdown_timeout_seconds,

@@ -38,6 +38,7 @@ from tars_actors.gemini import (
 )
 from tars_actors.messages import (
     AudioInput,
+    Interrupted,
     ModelAudio,
     ModelConnected,
     ModelDisconnected,
@@ -47,7 +48,9 @@ from tars_actors.messages import (
     RealtimeText,
     TextTurn,
     ToolResponses,
+    TurnComplete,
 )
+from tars_actors.relay import AudioRelay
 
 __all__ = ["MAX_AUDIO_BATCH_BYTES", "GeminiConnection", "LiveChannel", "ModelConnectionLost"]
 
@@ -235,10 +238,12 @@ class _LiveRun:
         resumption_handle: str | None,
         client: genai.Client,
         setup_timeout: float,
+        relay: AudioRelay | None,
     ) -> None:
         self.finished = threading.Event()
         self._actor = actor
         self._session = session
+        self._relay = relay
         self._connection_id = connection_id
         self._profile = profile
         self._handle = resumption_handle
@@ -372,20 +377,39 @@ class _LiveRun:
                 # Each receive() iterator ends after a turnComplete; the connection goes on.
                 async for message in session.receive():
                     counters.messages_received += 1
-                    self._tell_events(translate(message))
+                    self._handle_events(translate(message))
+        relay = self._relay
+        connection_id = self._connection_id
         while True:
             raw = await _recv(ws)
             counters.messages_received += 1
             message = json.loads(raw) if raw else {}
             audio = audio_only(message)
-            if audio is not None:
-                self._tell_events((ModelAudio(pcm=audio),))
+            if audio is None:
+                self._handle_events(translate(_parse(session, message)))
+            elif relay is not None:
+                relay.model_audio(connection_id, audio)
             else:
-                self._tell_events(translate(_parse(session, message)))
+                self._tell_session(
+                    ModelEvent(connection_id=connection_id, event=ModelAudio(pcm=audio))
+                )
 
-    def _tell_events(self, events: Iterable[ModelServerEvent]) -> None:
+    def _handle_events(self, events: Iterable[ModelServerEvent]) -> None:
+        """Audio, barge-in and turn ends to the relay first (in wire order), then the session."""
+        relay = self._relay
+        connection_id = self._connection_id
         for event in events:
-            self._tell_session(ModelEvent(connection_id=self._connection_id, event=event))
+            told = event
+            if relay is not None:
+                match event:
+                    case ModelAudio(pcm=pcm):
+                        relay.model_audio(connection_id, pcm)
+                        continue
+                    case Interrupted():
+                        relay.interrupted(connection_id)
+                    case TurnComplete():
+                        told = TurnComplete(mark=relay.turn_complete(connection_id))
+            self._tell_session(ModelEvent(connection_id=connection_id, event=told))
 
     async def _send(self, session: AsyncSession, channel: LiveChannel) -> None:
         counters = self._counters
@@ -552,11 +576,14 @@ class GeminiConnection(TarsActor):
         setup_timeout: float = 10.0,
         close_timeout: float = 5.0,
         log_fields: Mapping[str, Any] | None = None,
+        relay: AudioRelay | None = None,
     ) -> None:
         """``close_timeout``: how long stopping the actor waits for the close handshake
         (the socket is closed in any case). ``log_fields`` are added to every log line of
-        this connection, e.g. the call SID."""
+        this connection, e.g. the call SID. With an audio ``relay`` (which must live on
+        ``loop``), model audio, barge-in and turn ends go to it before the session."""
         super().__init__()
+        self._relay = relay
         self._session = session
         self._connection_id = connection_id
         self._profile = profile
@@ -580,6 +607,7 @@ class GeminiConnection(TarsActor):
             resumption_handle=self._resumption_handle,
             client=self._client,
             setup_timeout=self._setup_timeout,
+            relay=self._relay,
         )
         self._run = run
         # The task inherits this thread's log context, so the loop's lines carry it too.

@@ -2,7 +2,8 @@
 
 :class:`CallFlow` owns no threads, sockets or clients. The ``CallSession`` actor feeds it
 Twilio events, model events, tool results and timer expiries, and carries out the effects
-it returns in order. Tests drive it directly.
+it returns in order. Tests drive it directly. The audio itself, frame by frame, is the
+:class:`~tars_actors.relay.AudioRelay`'s: the flow hears of it once per turn.
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tars_actors.audio import CallerToModel, ModelToCaller
 from tars_actors.messages import (
-    AudioInput,
+    AudioStarted,
     GoAway,
     InputTranscript,
     Interrupted,
-    ModelAudio,
     ModelInput,
     ModelServerEvent,
     OutputTranscript,
@@ -33,14 +32,13 @@ from tars_actors.messages import (
 from tars_actors.permissions import Permission
 from tars_actors.supervision import Backoff
 from tars_actors.tools.registry import PreparedCall, ToolError, ToolOutcome, ToolRegistry
-from tars_actors.twilio_stream import Dtmf, InboundEvent, Mark, Media, Stop
+from tars_actors.twilio_stream import Dtmf, InboundEvent, Mark, Stop
 
 __all__ = [
     "CallFlow",
     "CallLimits",
     "CallStats",
     "CancelTimer",
-    "ClearCaller",
     "CloseCaller",
     "Effect",
     "EndSession",
@@ -49,7 +47,6 @@ __all__ = [
     "MarkCaller",
     "RunTool",
     "SayAndHangUp",
-    "SendToCaller",
     "SendToModel",
     "StartModel",
     "StartTimer",
@@ -62,18 +59,8 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SendToCaller:
-    frames: tuple[bytes, ...]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class MarkCaller:
     name: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ClearCaller:
-    pass
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,9 +136,7 @@ class LogEvent:
 
 
 Effect = (
-    SendToCaller
-    | MarkCaller
-    | ClearCaller
+    MarkCaller
     | CloseCaller
     | SendToModel
     | StartModel
@@ -197,9 +182,6 @@ class CallStats:
     reconnects: int = 0
     tool_calls: int = 0
     tools_refused: int = 0
-    frames_in: int = 0
-    frames_out: int = 0
-    gap_frames_dropped: int = 0
 
     def as_fields(self) -> dict[str, int]:
         return {
@@ -208,9 +190,6 @@ class CallStats:
             "reconnects": self.reconnects,
             "tool_calls": self.tool_calls,
             "tools_refused": self.tools_refused,
-            "frames_in": self.frames_in,
-            "frames_out": self.frames_out,
-            "gap_frames_dropped": self.gap_frames_dropped,
         }
 
 
@@ -242,8 +221,6 @@ class CallFlow:
         self.tools = tools
         self.limits = limits or CallLimits()
         self.stats = CallStats()
-        self._to_model = CallerToModel()
-        self._to_caller = ModelToCaller()
         # Model connection state.
         self._next_connection_id = 1
         self._current: int | None = None  # the connection inputs go to, once connected
@@ -252,8 +229,9 @@ class CallFlow:
         self._greeted = False
         self._restart_attempt = 0
         self._rotate_pending = False
+        # Inputs other than audio (greeting, tool results) kept while there is no
+        # connection; the relay keeps the audio.
         self._gap: deque[ModelInput] = deque()
-        self._gap_audio_frames = 0
         # Turn state.
         self._turn = 0
         self._turn_has_output = False
@@ -276,6 +254,11 @@ class CallFlow:
     @property
     def resumption_handle(self) -> str | None:
         return self._handle
+
+    @property
+    def current_connection(self) -> int | None:
+        """The model connection inputs go to now, if any."""
+        return self._current
 
     def start(self) -> list[Effect]:
         return [
@@ -319,7 +302,6 @@ class CallFlow:
             self._current = None
         # What the ended connection did not send goes first, before newer inputs.
         self._gap.extendleft(reversed(list(unsent)))
-        self._gap_audio_frames += sum(1 for item in unsent if isinstance(item, AudioInput))
         if self._ended or self._apologising:
             return effects
         if self._current is not None:
@@ -361,15 +343,8 @@ class CallFlow:
                 self._handle = event.handle
             return []
         match event:
-            case ModelAudio(pcm=pcm):
-                effects = self._begin_output()
-                if self._turn_interrupted:
-                    return effects
-                frames = self._to_caller.process(pcm)
-                if frames:
-                    self.stats.frames_out += len(frames)
-                    effects.append(SendToCaller(frames=tuple(frames)))
-                return effects
+            case AudioStarted():
+                return self._begin_output()
             case OutputTranscript(text=text):
                 effects = self._begin_output()
                 self._assistant_text.append(text)
@@ -379,8 +354,8 @@ class CallFlow:
                 return []
             case Interrupted():
                 return self._interrupted()
-            case TurnComplete():
-                return self._turn_complete()
+            case TurnComplete(mark=mark):
+                return self._turn_complete(mark)
             case ToolCallRequest(calls=calls):
                 return self._tool_calls(calls)
             case ToolCallCancelled(call_ids=ids):
@@ -416,9 +391,6 @@ class CallFlow:
         if self._ended:
             return []
         match event:
-            case Media(payload=payload):
-                self.stats.frames_in += 1
-                return self._to_current(AudioInput(pcm=self._to_model.process(payload)))
             case Mark(name=name):
                 if name == self._ending_mark:
                     return self._finish("end_call", hang_up=True)
@@ -555,22 +527,10 @@ class CallFlow:
 
     def _buffer(self, item: ModelInput) -> None:
         self._gap.append(item)
-        if isinstance(item, AudioInput):
-            self._gap_audio_frames += 1
-            limit = int(self.limits.gap_buffer_seconds / 0.02)
-            while self._gap_audio_frames > limit:
-                # Drop the oldest audio, never a text or tool response.
-                for index, queued in enumerate(self._gap):
-                    if isinstance(queued, AudioInput):
-                        del self._gap[index]
-                        break
-                self._gap_audio_frames -= 1
-                self.stats.gap_frames_dropped += 1
 
     def _drain_gap(self) -> list[ModelInput]:
         items = list(self._gap)
         self._gap.clear()
-        self._gap_audio_frames = 0
         return items
 
     def _begin_output(self) -> list[Effect]:
@@ -592,33 +552,25 @@ class CallFlow:
         return [StoreTranscript(speaker="assistant", text=text, heard=heard)] if text else []
 
     def _interrupted(self) -> list[Effect]:
+        # The relay already cleared the caller's audio, in wire order.
         self.stats.interruptions += 1
         self._turn_interrupted = True
-        self._to_caller.reset()
-        effects: list[Effect] = [ClearCaller()]
-        effects += self._store_assistant_line(heard=False)
-        return effects
+        return self._store_assistant_line(heard=False)
 
-    def _turn_complete(self) -> list[Effect]:
+    def _turn_complete(self, mark: str | None) -> list[Effect]:
         effects: list[Effect] = []
         if self._turn_has_output:
             self.stats.turns += 1
-            if not self._turn_interrupted:
-                tail = self._to_caller.flush()
-                if tail:
-                    self.stats.frames_out += len(tail)
-                    effects.append(SendToCaller(frames=tuple(tail)))
-                mark = f"turn-{self._turn}"
-                effects.append(MarkCaller(name=mark))
-                if self._end_requested and self._ending_mark is None:
-                    self._ending_mark = mark
+            if mark is not None and self._end_requested and self._ending_mark is None:
+                self._ending_mark = mark
             effects += self._store_assistant_line(heard=not self._turn_interrupted)
         else:
             effects += self._store_caller_line()
-            if self._end_requested and self._ending_mark is None:
-                # A silent turn after end_call: hang up once what was queued has played.
-                self._ending_mark = f"end-{self._turn}"
-                effects.append(MarkCaller(name=self._ending_mark))
+        if self._end_requested and self._ending_mark is None:
+            # A turn after end_call with no goodbye to hear (silent or cut off): hang up
+            # once whatever was queued for the caller has played.
+            self._ending_mark = f"end-{self._turn}"
+            effects.append(MarkCaller(name=self._ending_mark))
         self._turn_has_output = False
         self._turn_interrupted = False
         if self._rotate_pending and self._at_turn_boundary():

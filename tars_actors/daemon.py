@@ -34,6 +34,7 @@ from tars_actors.gemini import ModelProfile, make_client
 from tars_actors.observability import install_stack_dump_signal
 from tars_actors.permissions import Permission
 from tars_actors.persona import Persona
+from tars_actors.relay import AudioRelay
 from tars_actors.server import Server
 from tars_actors.settings import Settings
 from tars_actors.store import Store
@@ -63,8 +64,9 @@ class Runtime:
     events: EventBus
     tools: ToolRegistry
     admission: CallAdmission
-    #: The asyncio loop every Gemini Live connection runs on.
-    model_loop: LoopThread
+    #: The asyncio loop of the server and of every Gemini Live connection: each call's
+    #: audio relay runs there, next to both of its sockets.
+    io_loop: LoopThread
     #: Slow tools run here, off the call actors' threads.
     tool_pool: concurrent.futures.ThreadPoolExecutor
     model_client: genai.Client | None = None
@@ -85,7 +87,10 @@ class Runtime:
             )
 
             def start(
-                session: pykka.ActorRef[Any], connection_id: int, handle: str | None
+                session: pykka.ActorRef[Any],
+                connection_id: int,
+                handle: str | None,
+                relay: AudioRelay,
             ) -> pykka.ActorRef[Any]:
                 if self.model_client is None:
                     self.model_client = make_client(settings)
@@ -95,8 +100,9 @@ class Runtime:
                     profile=profile,
                     resumption_handle=handle,
                     client=self.model_client,
-                    loop=self.model_loop,
+                    loop=self.io_loop,
                     log_fields={"call_sid": info.call_sid, "session": info.session_name},
+                    relay=relay,
                 )
 
             return start
@@ -146,6 +152,7 @@ def system_children(runtime: Runtime) -> list[ChildSpec]:
                 model_starter=runtime.model_starter(),
                 telephony=_first(Telephony),
                 tool_pool=runtime.tool_pool,
+                audio_loop=runtime.io_loop,
                 events=runtime.events,
             ),
             # Its sessions each get their own timeout, in reverse start order.
@@ -195,7 +202,7 @@ class Daemon:
             events=self.events,
             tools=build_registry(),
             admission=CallAdmission(self.settings.sessions.max_concurrent),
-            model_loop=LoopThread("tars-model"),
+            io_loop=LoopThread("tars-io"),
             tool_pool=concurrent.futures.ThreadPoolExecutor(
                 max_workers=4, thread_name_prefix="tars-tool"
             ),
@@ -218,7 +225,7 @@ class Daemon:
             hooks = CallHooks(
                 self.settings, self.runtime.admission, _first(CallSupervisor), self.ready
             )
-            self.server = Server(self.settings, hooks)
+            self.server = Server(self.settings, hooks, loop_thread=self.runtime.io_loop)
             self.server.start()
         log.info(
             "daemon.started",
@@ -269,7 +276,7 @@ class Daemon:
             self.server.stop()
         if self.runtime is not None:
             self.runtime.tool_pool.shutdown(wait=False, cancel_futures=True)
-            self.runtime.model_loop.stop()
+            self.runtime.io_loop.stop()
         self.timers.close()
         if self.store is not None:
             self.store.shutdown()

@@ -16,6 +16,7 @@ from tars_actors.twilio_stream import InboundEvent, Start
 
 __all__ = [
     "AudioInput",
+    "AudioStarted",
     "CallSocket",
     "CallStatusChanged",
     "CallStreamStarted",
@@ -67,9 +68,10 @@ class CallSocket(Protocol):
         """Malformed frames rejected on this stream so far (each logged once)."""
         ...
 
-    def attach(self, session: Any) -> None:
+    def attach(self, session: Any, relay: Any = None) -> None:
         """Route this stream's events to ``session`` (an ActorRef) as :class:`CallerEvent`
-        and, once, :class:`SocketClosed`; events received before are delivered first."""
+        and, once, :class:`SocketClosed`; events received before are delivered first.
+        With an audio ``relay``, caller audio goes to it on the loop instead."""
         ...
 
     def send_audio(self, frames: Sequence[bytes]) -> None:
@@ -204,7 +206,18 @@ class Interrupted:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TurnComplete:
-    """The model finished its turn."""
+    """The model finished its turn.
+
+    ``mark`` names the Twilio mark sent after the turn's audio (by the audio relay), which
+    comes back once the caller has heard it; None when the turn had no audio to hear.
+    """
+
+    mark: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AudioStarted:
+    """The audio relay started playing a model turn to the caller (once per turn)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -239,6 +252,7 @@ class ResumptionHandle:
 
 ModelServerEvent = (
     ModelAudio
+    | AudioStarted
     | OutputTranscript
     | InputTranscript
     | Interrupted

@@ -32,10 +32,12 @@ from tars_actors import twilio_stream
 from tars_actors.aio import LoopThread
 from tars_actors.audio import PlayoutMark, PlayoutPacer
 from tars_actors.messages import CallerEvent, CallStatusChanged, CallStreamStarted, SocketClosed
+from tars_actors.relay import AudioRelay
 from tars_actors.settings import Settings
 from tars_actors.twilio_stream import (
     Connected,
     FrameRejected,
+    Media,
     MediaStreamDecoder,
     Start,
     Stop,
@@ -215,6 +217,8 @@ class MediaStreamSocket:
         # a tell is a queue put, cheap enough to do under it.
         self._delivery = threading.Lock()
         self._session: pykka.ActorRef[Any] | None = None
+        self._relay: AudioRelay | None = None
+        self._loop_thread = threading.get_ident()  # built by the stream handler, on the loop
         self._session_gone = False
         self._pending: deque[CallerEvent] = deque()
         self._pending_dropped = 0
@@ -239,28 +243,53 @@ class MediaStreamSocket:
     def closed(self) -> bool:
         return self._closed
 
-    def attach(self, session: Any) -> None:
-        """Deliver this stream's events to ``session``: first those buffered, in order."""
+    def attach(self, session: Any, relay: AudioRelay | None = None) -> None:
+        """Deliver this stream's events to ``session``: first those buffered, in order.
+
+        With a ``relay``, caller audio goes to it on the loop instead of to the session.
+        """
         with self._delivery:
             self._session = session
+            self._relay = relay
             self._session_gone = False
+        try:
+            # The buffered events are routed on the loop, where the relay lives; events
+            # arriving meanwhile queue up behind them (see deliver).
+            self._loop.call_soon_threadsafe(self._drain_pending)
+        except RuntimeError:  # the loop is closed: so is the stream, nothing runs there
+            self._drain_pending()
+
+    def _drain_pending(self) -> None:
+        with self._delivery:
             while self._pending:
-                if not self._tell(self._pending.popleft()):
+                if not self._route(self._pending.popleft()):
                     self._pending.clear()
                     return
             self._tell_closed_if_due()
 
     def send_audio(self, frames: Sequence[bytes]) -> None:
-        if not self._closed:
+        if self._closed:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._enqueue(tuple(frames))  # the audio relay, on the loop: no hand-off
+        else:
             # A tuple, so a list the caller goes on filling does not change under the loop.
             self._soon(self._enqueue, tuple(frames))
 
     def send_mark(self, name: str) -> None:
-        if not self._closed:
+        if self._closed:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._mark(name)
+        else:
             self._soon(self._mark, name)
 
     def clear(self) -> None:
-        if not self._closed:
+        if self._closed:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._clear()
+        else:
             self._soon(self._clear)
 
     def close(self) -> None:
@@ -275,8 +304,8 @@ class MediaStreamSocket:
 
     def deliver(self, event: CallerEvent) -> None:
         with self._delivery:
-            if self._session is not None:
-                self._tell(event)
+            if self._session is not None and not self._pending:
+                self._route(event)
                 return
             if self._session_gone:
                 return
@@ -286,6 +315,14 @@ class MediaStreamSocket:
                 if self._pending_dropped == 1:
                     log.warning("stream.unattached_buffer_full", kept=_PENDING_EVENTS)
             self._pending.append(event)
+
+    def _route(self, event: CallerEvent) -> bool:
+        """Caller audio to the relay, everything else to the session; holds ``_delivery``."""
+        relay = self._relay
+        if relay is not None and isinstance(event.event, Media) and not self._session_gone:
+            relay.caller_audio(event.event.payload)
+            return True
+        return self._tell(event)
 
     def _tell(self, message: CallerEvent | SocketClosed) -> bool:
         """Tell the session; the caller holds ``_delivery``. False once the session died."""

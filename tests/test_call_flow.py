@@ -9,16 +9,13 @@ from tars_actors.call_flow import (
     CallFlow,
     CallLimits,
     CancelTimer,
-    ClearCaller,
     CloseCaller,
     Effect,
     EndSession,
     HangUp,
     LogEvent,
-    MarkCaller,
     RunTool,
     SayAndHangUp,
-    SendToCaller,
     SendToModel,
     StartModel,
     StartTimer,
@@ -27,11 +24,11 @@ from tars_actors.call_flow import (
 )
 from tars_actors.messages import (
     AudioInput,
+    AudioStarted,
     FunctionCall,
     GoAway,
     InputTranscript,
     Interrupted,
-    ModelAudio,
     OutputTranscript,
     ResumptionHandle,
     TextTurn,
@@ -42,23 +39,13 @@ from tars_actors.messages import (
 from tars_actors.permissions import Permission
 from tars_actors.tools import build_registry
 from tars_actors.tools.registry import ToolContext, ToolOutcome
-from tars_actors.twilio_stream import Mark, Media, Stop
+from tars_actors.twilio_stream import Mark, Stop
 
 E = TypeVar("E")
-
-SILENCE_FRAME = b"\xff" * 160
-#: 100 ms of 24 kHz PCM16 silence: 2400 samples.
-MODEL_CHUNK = b"\x00\x00" * 2400
 
 
 def of(kind: type[E], effects: Sequence[Effect]) -> list[E]:
     return [e for e in effects if isinstance(e, kind)]
-
-
-def media(n: int = 1) -> Media:
-    return Media(
-        sequence_number=n, track="inbound", chunk=n, timestamp=20 * n, payload=SILENCE_FRAME
-    )
 
 
 def connected_flow(
@@ -86,78 +73,57 @@ def run_tool(effect: RunTool) -> ToolOutcome:
     return effect.call.run(context)
 
 
-def test_greeting_goes_to_the_model_once_connected_and_caller_audio_follows() -> None:
+def test_greeting_goes_to_the_model_once_connected() -> None:
     flow = CallFlow(permission=Permission.OWNER, greeting="Say hi.", tools=build_registry())
     flow.start()
-    before = flow.caller_event(media(1))
-    assert of(SendToModel, before) == []  # no connection yet: kept
+    assert flow.current_connection is None
 
     effects = flow.model_connected(1)
 
+    assert flow.current_connection == 1
     sent = [e.item for e in of(SendToModel, effects)]
-    assert isinstance(sent[0], TextTurn)
-    assert sent[0].text == "Say hi."
-    assert isinstance(sent[1], AudioInput)
-    assert len(sent[1].pcm) > 0
+    assert sent == [TextTurn(text="Say hi.")]
 
 
-def test_caller_audio_reaches_the_model_as_16khz_pcm() -> None:
-    flow = connected_flow()
-    pcm = b"".join(
-        e.item.pcm
-        for n in range(1, 51)
-        for e in of(SendToModel, flow.caller_event(media(n)))
-        if isinstance(e.item, AudioInput)
-    )
-    # One second of 8 kHz μ-law becomes about one second of 16 kHz PCM16 (32000 bytes),
-    # less what the streaming resampler still holds.
-    assert 30_000 <= len(pcm) <= 32_000
-
-
-def test_model_turn_is_sent_to_the_caller_and_followed_by_a_mark() -> None:
+def test_a_model_turn_stores_the_caller_line_then_the_assistant_line() -> None:
     flow = connected_flow()
     flow.model_event(1, InputTranscript(text="What's up?"))
-    effects = flow.model_event(1, ModelAudio(pcm=MODEL_CHUNK))
+    effects = flow.model_event(1, AudioStarted())
     effects += flow.model_event(1, OutputTranscript(text="All good."))
-    effects += flow.model_event(1, TurnComplete())
+    effects += flow.model_event(1, TurnComplete(mark="turn-1"))
 
-    audio = b"".join(f for e in of(SendToCaller, effects) for f in e.frames)
-    assert len(audio) == 800  # 100 ms at 8 kHz, all of it, with the turn's tail
-    assert of(MarkCaller, effects) == [MarkCaller(name="turn-1")]
     assert of(StoreTranscript, effects) == [
         StoreTranscript(speaker="caller", text="What's up?"),
         StoreTranscript(speaker="assistant", text="All good.", heard=True),
     ]
+    assert flow.stats.turns == 1
 
 
-def test_barge_in_clears_the_caller_and_drops_the_rest_of_the_turn() -> None:
+def test_barge_in_marks_the_assistant_line_as_not_heard() -> None:
     flow = connected_flow()
-    flow.model_event(1, ModelAudio(pcm=MODEL_CHUNK))
+    flow.model_event(1, AudioStarted())
     flow.model_event(1, OutputTranscript(text="Let me tell you a long"))
 
     effects = flow.model_event(1, Interrupted())
-    late_audio = flow.model_event(1, ModelAudio(pcm=MODEL_CHUNK))
-    done = flow.model_event(1, TurnComplete())
+    done = flow.model_event(1, TurnComplete(mark=None))
 
-    assert of(ClearCaller, effects) == [ClearCaller()]
     assert of(StoreTranscript, effects) == [
         StoreTranscript(speaker="assistant", text="Let me tell you a long", heard=False)
     ]
-    assert of(SendToCaller, late_audio) == []
-    assert of(MarkCaller, done) == []
+    assert of(StoreTranscript, done) == []
     assert flow.stats.interruptions == 1
 
 
 def test_end_call_hangs_up_only_after_the_goodbye_was_heard() -> None:
     flow = connected_flow()
-    flow.model_event(1, ModelAudio(pcm=MODEL_CHUNK))
+    flow.model_event(1, AudioStarted())
     request = flow.model_event(
         1, ToolCallRequest(calls=(FunctionCall(call_id="c1", name="end_call", args={}),))
     )
     (run,) = of(RunTool, request)
     finished = flow.tool_finished("c1", "end_call", run_tool(run))
     assert isinstance(of(SendToModel, finished)[0].item, ToolResponses)
-    turn_end = flow.model_event(1, TurnComplete())
+    turn_end = flow.model_event(1, TurnComplete(mark="turn-1"))
     assert of(HangUp, finished + turn_end) == []
 
     heard = flow.caller_event(Mark(sequence_number=9, name="turn-1"))
@@ -219,43 +185,47 @@ def test_an_unexpected_disconnect_reconnects_with_the_latest_handle_and_loses_no
     flow = connected_flow()
     flow.model_event(1, ResumptionHandle(handle="h-1", resumable=True))
     flow.model_event(1, ResumptionHandle(handle="h-2", resumable=True))
-    unsent = (AudioInput(pcm=b"a" * 10),)
+    unsent = (TextTurn(text="never sent"),)
 
     lost = flow.model_disconnected(1, expected=False, unsent=unsent, reason="1011")
-    gap = flow.caller_event(media(2))
+    assert flow.current_connection is None
+    late = FunctionCall(call_id="c7", name="end_call", args={})
+    request = flow.model_event(1, ToolCallRequest(calls=(late,)))  # from the dead one
     (restart,) = [t for t in of(StartTimer, lost) if t.name == "model-restart"]
     reopen = flow.timer_fired(restart.name)
     resumed = flow.model_connected(2)
 
-    assert of(SendToModel, gap) == []
+    assert request == []
     assert of(StartModel, reopen) == [StartModel(connection_id=2, resumption_handle="h-2")]
     items = [e.item for e in of(SendToModel, resumed)]
-    assert items[0] == unsent[0]  # what the old connection never sent comes first
-    assert isinstance(items[1], AudioInput)  # then the audio from the gap
-    assert not any(isinstance(i, TextTurn) for i in items)  # no second greeting
+    assert items == [TextTurn(text="never sent")]  # resent; and no second greeting
     assert flow.stats.reconnects == 1
 
 
-def test_the_gap_buffer_is_bounded_and_keeps_the_newest_audio() -> None:
-    flow = connected_flow(limits=CallLimits(gap_buffer_seconds=0.1))  # five frames
+def test_a_tool_result_produced_during_the_gap_is_sent_after_the_reconnect() -> None:
+    flow = connected_flow()
+    request = flow.model_event(
+        1, ToolCallRequest(calls=(FunctionCall(call_id="c1", name="end_call", args={}),))
+    )
     flow.model_disconnected(1, expected=False, unsent=(), reason="closed")
-    for n in range(20):
-        flow.caller_event(media(n))
-    flow.timer_fired("model-restart")
 
+    during = flow.tool_finished("c1", "end_call", run_tool(of(RunTool, request)[0]))
+    flow.timer_fired("model-restart")
     resumed = flow.model_connected(2)
 
-    assert len(of(SendToModel, resumed)) == 5
-    assert flow.stats.gap_frames_dropped == 15
+    assert of(SendToModel, during) == []
+    (sent,) = of(SendToModel, resumed)
+    assert isinstance(sent.item, ToolResponses)
+    assert sent.item.responses[0].call_id == "c1"
 
 
 def test_go_away_rotates_at_the_next_turn_boundary_and_then_closes_the_old_connection() -> None:
     flow = connected_flow()
     flow.model_event(1, ResumptionHandle(handle="h-9", resumable=True))
-    flow.model_event(1, ModelAudio(pcm=MODEL_CHUNK))  # the model is speaking
+    flow.model_event(1, AudioStarted())  # the model is speaking
 
     during = flow.model_event(1, GoAway(time_left=10.0))
-    boundary = flow.model_event(1, TurnComplete())
+    boundary = flow.model_event(1, TurnComplete(mark="turn-1"))
     switched = flow.model_connected(2)
     old_leftovers = flow.model_disconnected(
         1, expected=True, unsent=(AudioInput(pcm=b"late"),), reason="rotated"
@@ -270,7 +240,7 @@ def test_go_away_rotates_at_the_next_turn_boundary_and_then_closes_the_old_conne
 
 def test_go_away_rotates_before_the_deadline_even_mid_turn() -> None:
     flow = connected_flow()
-    flow.model_event(1, ModelAudio(pcm=MODEL_CHUNK))
+    flow.model_event(1, AudioStarted())
     effects = flow.model_event(1, GoAway(time_left=5.0))
     (timer,) = [t for t in of(StartTimer, effects) if t.name == "model-rotate"]
     assert timer.delay == 3.0

@@ -1,0 +1,142 @@
+"""A call's audio, frame by frame, on the I/O loop: caller audio to the model, model audio
+to the caller, barge-in and turn ends in wire order.
+
+Audio is 50 frames a second each way for every call. Carrying each frame through the
+CallSession actor cost four thread hand-offs per frame pair, most of the daemon's CPU.
+The relay does the per-frame work where the frames already are: on the one asyncio loop
+that runs both the Twilio streams and the Gemini Live connections. The session keeps every
+decision (greeting, tools, transcripts, reconnects, ending) and hears from the relay once
+per turn (:class:`~tars_actors.messages.AudioStarted`) instead of once per frame.
+
+Every method runs on the loop thread; the session reaches the relay with ``call_soon``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import pykka
+
+from tars_actors.audio import CallerToModel, ModelToCaller
+from tars_actors.messages import AudioInput, AudioStarted, CallSocket, ModelChannel, ModelEvent
+
+__all__ = ["AudioRelay", "RelayStats"]
+
+
+class RelayStats:
+    """Frame counters, read by the session at the end of the call (single int reads)."""
+
+    __slots__ = ("frames_in", "frames_out", "gap_frames_dropped")
+
+    def __init__(self) -> None:
+        self.frames_in = 0
+        self.frames_out = 0
+        self.gap_frames_dropped = 0
+
+
+class AudioRelay:
+    """Per-frame audio of one call between its Media Stream and its model connection."""
+
+    def __init__(
+        self,
+        *,
+        socket: CallSocket,
+        session: pykka.ActorRef[Any],
+        gap_frames: int = 500,
+    ) -> None:
+        self._socket = socket
+        self._session = session
+        self._to_model = CallerToModel()
+        self._to_caller = ModelToCaller()
+        self._channel: ModelChannel | None = None
+        self._connection_id: int | None = None
+        # Caller audio kept while there is no model connection, oldest dropped first.
+        self._gap: deque[AudioInput] = deque(maxlen=gap_frames)
+        self._turn = 0
+        self._turn_has_audio = False
+        self._suppressed = False
+        self.stats = RelayStats()
+
+    # --- the caller's side (from the server's stream handler) ---------------------------
+
+    def caller_audio(self, payload: bytes) -> None:
+        self.stats.frames_in += 1
+        item = AudioInput(pcm=self._to_model.process(payload))
+        channel = self._channel
+        if channel is None or not channel.send(item):
+            self._keep(item)
+
+    def _keep(self, item: AudioInput) -> None:
+        if len(self._gap) == self._gap.maxlen:
+            self.stats.gap_frames_dropped += 1
+        self._gap.append(item)
+
+    # --- the model's side (from the GeminiConnection's receive loop) --------------------
+
+    def model_audio(self, connection_id: int, pcm: bytes) -> None:
+        if connection_id != self._connection_id or self._suppressed:
+            # A rotated-out connection's late audio, or the rest of an interrupted turn.
+            return
+        if not self._turn_has_audio:
+            self._turn_has_audio = True
+            self._turn += 1
+            self._tell(ModelEvent(connection_id=connection_id, event=AudioStarted()))
+        payloads = self._to_caller.process(pcm)
+        if payloads:
+            self.stats.frames_out += len(payloads)
+            self._socket.send_audio(payloads)
+
+    def interrupted(self, connection_id: int) -> None:
+        """Barge-in: drop what is queued for the caller, at once, before later audio."""
+        if connection_id != self._connection_id:
+            return
+        self._suppressed = True
+        self._to_caller.reset()
+        self._socket.clear()
+
+    def turn_complete(self, connection_id: int) -> str | None:
+        """End of a model turn: send the tail and a mark; returns the mark's name."""
+        if connection_id != self._connection_id:
+            return None
+        mark: str | None = None
+        if self._turn_has_audio and not self._suppressed:
+            tail = self._to_caller.flush()
+            if tail:
+                self.stats.frames_out += len(tail)
+                self._socket.send_audio(tail)
+            mark = f"turn-{self._turn}"
+            self._socket.send_mark(mark)
+        self._turn_has_audio = False
+        self._suppressed = False
+        return mark
+
+    # --- the model connection (from the session, through call_soon) -------------------
+
+    def use_channel(self, connection_id: int, channel: ModelChannel) -> None:
+        """Send through this connection from now on, starting with the audio kept."""
+        self._connection_id = connection_id
+        self._channel = channel
+        while self._gap:
+            item = self._gap.popleft()
+            if not channel.send(item):
+                self._gap.appendleft(item)
+                self._channel = None
+                return
+
+    def drop_channel(self, connection_id: int, unsent: Iterable[AudioInput]) -> None:
+        """The connection ended: keep what it never sent, ahead of newer audio."""
+        kept = [*unsent, *self._gap]
+        limit = self._gap.maxlen or len(kept)
+        self.stats.gap_frames_dropped += max(0, len(kept) - limit)
+        # Built anew: a bounded deque drops from the far end, here the oldest audio.
+        self._gap = deque(kept, maxlen=limit)
+        if connection_id == self._connection_id:
+            self._channel = None
+
+    def _tell(self, message: ModelEvent) -> None:
+        try:
+            self._session.tell(message)
+        except pykka.ActorDeadError:
+            self._channel = None
