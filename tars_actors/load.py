@@ -41,8 +41,10 @@ __all__ = ["LoadResult", "main", "run_load"]
 ROOT = Path(__file__).resolve().parent.parent
 #: 16 kHz PCM16 bytes per 20 ms caller frame.
 MODEL_FRAME_BYTES = 640
-#: Frames sent in the last moments of the window may still be on their way: not counted.
-SETTLE_SECONDS = 0.5
+#: After the measured window, how long frames sent in it get to arrive before counting.
+DRAIN_SECONDS = 2.0
+#: Audio sent this recently may still be on its way: not counted as lost.
+IN_FLIGHT = 0.5
 #: What Twilio would reach: signatures are computed over it (no request ever goes there).
 PUBLIC_URL = "https://tars.load.test"
 
@@ -155,8 +157,83 @@ class _Server:
                 self.process.wait()
 
 
+class _ModelStandIn:
+    """The echoing Gemini Live stand-in in a process of its own.
+
+    The load generator's callers and the stand-in each need most of a core at 50 calls;
+    in one process they would share one GIL and time each other's frames late.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.process = subprocess.Popen(  # noqa: S603 (this module, fixed arguments)
+            [sys.executable, "-m", "tars_actors.load", "--model-stand-in", str(directory)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        hello = json.loads(self._line())
+        self.base_url: str = hello["base_url"]
+        self.ca_file: str = hello["ca_file"]
+
+    def _line(self) -> str:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the model stand-in process ended")
+        return line
+
+    def _ask(self, command: str) -> str:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self._line().strip()
+
+    def wait_for_connections(self, count: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while int(self._ask("count")) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {self._ask('count')} of {count} model connections")
+            time.sleep(0.1)  # a benchmark's set-up poll across processes
+
+    def arrivals(self) -> dict[str, tuple[list[float], list[int]]]:
+        report = json.loads(self._ask("report"))
+        return {caller: (times, totals) for caller, (times, totals) in report.items()}
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _serve_model_stand_in(directory: Path) -> int:
+    """The child side of :class:`_ModelStandIn`: answers ``count`` and ``report``."""
+    certificate = create_local_certificate(directory / "tls")
+    # One endless echo turn: turn ends would mark and flush, shifting byte positions.
+    behaviour = LiveBehaviour(
+        echo=True, echo_turn_frames=10**9, turn_reply=None, record_audio=False
+    )
+    with GeminiLiveStandIn(certificate, behaviour=behaviour) as gemini:
+        print(json.dumps({"base_url": gemini.base_url, "ca_file": gemini.ca_file}), flush=True)
+        for command in sys.stdin:
+            match command.strip():
+                case "count":
+                    print(len(gemini.connections), flush=True)
+                case "report":
+                    report = {}
+                    for connection in gemini.connections:
+                        times, totals = connection.audio_arrivals
+                        report[_caller_of(connection)] = (list(times), list(totals))
+                    print(json.dumps(report), flush=True)
+    return 0
+
+
 def _settings_file(
-    directory: Path, gemini: GeminiLiveStandIn, twilio: TwilioRestStandIn, calls: int
+    directory: Path, gemini: _ModelStandIn, twilio: TwilioRestStandIn, calls: int
 ) -> Path:
     path = directory / "settings.toml"
     path.write_text(
@@ -198,15 +275,8 @@ def run_load(calls: int = 50, seconds: float = 20.0, warmup: float = 2.0) -> Loa
     inbound_delay, outbound_delay = _pipeline_delays()
     with tempfile.TemporaryDirectory(prefix="tars-load-") as tmp:
         directory = Path(tmp)
-        certificate = create_local_certificate(directory / "tls")
-        # One endless echo turn: turn ends would pad and mark, shifting byte positions.
-        behaviour = LiveBehaviour(
-            echo=True, echo_turn_frames=10**9, turn_reply=None, record_audio=False
-        )
-        with (
-            GeminiLiveStandIn(certificate, behaviour=behaviour) as gemini,
-            TwilioRestStandIn(auth_token=FAKE_AUTH_TOKEN, account_sid=FAKE_ACCOUNT_SID) as twilio,
-        ):
+        gemini = _ModelStandIn(directory)
+        with TwilioRestStandIn(auth_token=FAKE_AUTH_TOKEN, account_sid=FAKE_ACCOUNT_SID) as twilio:
             server = _Server(_settings_file(directory, gemini, twilio, calls), directory)
             try:
                 port = server.wait_started(timeout=60)
@@ -229,20 +299,21 @@ def run_load(calls: int = 50, seconds: float = 20.0, warmup: float = 2.0) -> Loa
                     await asyncio.gather(*(phone.call() for phone in phones))
 
                 loop.submit(dial_all()).result(60)
-                gemini.wait_for_connection(calls, timeout=60)
+                gemini.wait_for_connections(calls, timeout=60)
                 time.sleep(warmup)  # a benchmark's warm-up period, not a wait for an event
                 start, cpu_start = time.monotonic(), _cpu_seconds(pid)
                 time.sleep(seconds)
                 end, cpu_end = time.monotonic(), _cpu_seconds(pid)
                 rss_loaded = _rss_mb(pid)
-                connections = {
-                    _caller_of(connection): connection for connection in gemini.connections
-                }
+                # Frames sent near the end are still on their way: let them arrive before
+                # counting any as lost (the figures cover frames sent within the window).
+                time.sleep(DRAIN_SECONDS)
+                connections = gemini.arrivals()
                 samples = [
                     _measure(
                         phone,
                         connections[phone.from_number],
-                        window=(start, end - SETTLE_SECONDS),
+                        window=(start, end),
                         inbound_delay=inbound_delay,
                         outbound_delay=outbound_delay,
                     )
@@ -256,6 +327,7 @@ def run_load(calls: int = 50, seconds: float = 20.0, warmup: float = 2.0) -> Loa
                 loop.stop()
             finally:
                 server.stop()
+                gemini.stop()
     inbound = [v for s in samples for v in s.inbound]
     outbound = [v for s in samples for v in s.outbound]
     return LoadResult(
@@ -299,44 +371,54 @@ class _CallSample:
 
 def _measure(
     phone: Softphone,
-    model: LiveConnection,
+    model: tuple[list[float], list[int]],
     *,
     window: tuple[float, float],
     inbound_delay: int,
     outbound_delay: int,
 ) -> _CallSample:
     """Time every caller frame sent in ``window`` to the model, and every echoed payload
-    played in it back to the caller."""
+    played in it back to the caller; count what never arrived.
+
+    Audio is a continuous stream and the echo keeps byte counts, so a lost frame shows as
+    a deficit that never recovers: at the window's end, what the model has received falls
+    short of what the caller sent by more than what is still in flight (frames sent in the
+    last ``IN_FLIGHT`` seconds), and likewise what the caller heard back of the model's.
+    """
     send_times = phone.send_times
-    arrival_times, arrival_totals = model.audio_arrivals
+    arrival_times, arrival_totals = model
     inbound: list[float] = []
-    frames = lost_in = 0
+    frames = 0
     for k, sent_at in enumerate(send_times):
         if not window[0] <= sent_at < window[1]:
             continue
         frames += 1
         # Frame k's audio is complete at the model once this many bytes have arrived.
         at_model = bisect_left(arrival_totals, (k + 1) * MODEL_FRAME_BYTES - inbound_delay)
-        if at_model >= len(arrival_times):
-            lost_in += 1
-            continue
-        inbound.append(arrival_times[at_model] - sent_at)
+        if at_model < len(arrival_times):
+            inbound.append(arrival_times[at_model] - sent_at)
     outbound = _outbound_added(phone, arrival_times, arrival_totals, window, outbound_delay)
-    # The echo of every frame sent before the window's end is due back by the end.
-    expected = max(0, frames_due(send_times, window[1]) * MODEL_FRAME_BYTES - inbound_delay)
-    expected_echo = expected // 4 - outbound_delay
-    lost_out = max(0, expected_echo - phone.bytes_received) // FRAME_BYTES
+    end = window[1]
+    sent_settled = bisect_left(send_times, end - IN_FLIGHT)
+    model_bytes = _total_at(arrival_times, arrival_totals, end)
+    lost_in = max(0, sent_settled * MODEL_FRAME_BYTES - inbound_delay - model_bytes)
+    model_settled = _total_at(arrival_times, arrival_totals, end - IN_FLIGHT)
+    received = phone.received
+    heard = sum(len(media.payload) for media in received if media.at < end)
+    lost_out = max(0, model_settled // 4 - outbound_delay - heard)
     return _CallSample(
         frames=frames,
-        lost_inbound=lost_in,
-        lost_outbound=lost_out,
+        lost_inbound=lost_in // MODEL_FRAME_BYTES,
+        lost_outbound=lost_out // FRAME_BYTES,
         inbound=inbound,
         outbound=outbound,
     )
 
 
-def frames_due(send_times: Sequence[float], before: float) -> int:
-    return bisect_left(send_times, before)
+def _total_at(times: Sequence[float], totals: Sequence[int], when: float) -> int:
+    """Bytes the model stand-in had received by ``when``."""
+    index = bisect_left(times, when)
+    return totals[index - 1] if index else 0
 
 
 def _outbound_added(
@@ -404,7 +486,10 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds (default 20)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--model-stand-in", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args(list(argv))
+    if args.model_stand_in:
+        return _serve_model_stand_in(Path(args.model_stand_in))
     result = run_load(calls=args.calls, seconds=args.seconds, warmup=args.warmup)
     if args.json:
         print(json.dumps(asdict(result), indent=2), file=out)
