@@ -110,6 +110,7 @@ class LiveChannel:
         "_connection_id",
         "_lock",
         "_loop",
+        "_loop_thread",
         "_on_close",
         "_pending",
         "_ready",
@@ -131,6 +132,7 @@ class LiveChannel:
         self._closed = False
         self._wake_due = False
         self._ready = asyncio.Event()
+        self._loop_thread = threading.get_ident()
 
     @property
     def connection_id(self) -> int:
@@ -144,7 +146,11 @@ class LiveChannel:
             self._pending.append(item)
             if not self._wake_due:
                 try:
-                    self._loop.call_soon_threadsafe(self._wake)
+                    if threading.get_ident() == self._loop_thread:
+                        # The audio relay, on the loop: no self-pipe write (a syscall).
+                        self._loop.call_soon(self._wake)
+                    else:
+                        self._loop.call_soon_threadsafe(self._wake)
                 except RuntimeError:  # the loop is closed: so is this connection
                     self._pending.pop()
                     self._closed = True
