@@ -53,7 +53,7 @@ from tars_actors.messages import (
 from tars_actors.messages import HangUp as HangUpRequest
 from tars_actors.messages import SayAndHangUp as SayAndHangUpRequest
 from tars_actors.permissions import Permission
-from tars_actors.relay import AudioRelay
+from tars_actors.relay import AudioRelay, LatencyHistogram
 from tars_actors.store import AgentSession, Conversation, SessionStatus, Store, utcnow
 from tars_actors.timers import TimerHandle, Timers
 from tars_actors.tools.registry import PreparedCall, ToolOutcome
@@ -413,13 +413,23 @@ class CallSession(TarsActor):
         if self.actor_ref.is_alive():  # not already stopping (shutdown from outside)
             self.actor_ref.stop(block=False)
 
-    def _audio_stats(self) -> dict[str, int]:
+    def _audio_stats(self) -> dict[str, Any]:
         relay = self._relay
         if relay is None:
             return {}
         stats = relay.stats
-        return {
+        fields: dict[str, Any] = {
             "frames_in": stats.frames_in,
             "frames_out": stats.frames_out,
             "gap_frames_dropped": stats.gap_frames_dropped,
         }
+        # What TARS added to each frame, per direction: percentiles for people, the
+        # 1 ms histogram for tools that merge calls (``python run.py load``).
+        latency_out: LatencyHistogram | None = getattr(self._socket, "latency_out", None)
+        for direction, histogram in (("in", stats.latency_in), ("out", latency_out)):
+            if histogram is None or not histogram.counts:
+                continue
+            fields[f"latency_{direction}_p50_ms"] = histogram.percentile(50)
+            fields[f"latency_{direction}_p99_ms"] = histogram.percentile(99)
+            fields[f"latency_{direction}_ms_histogram"] = dict(sorted(histogram.counts.items()))
+        return fields

@@ -388,13 +388,14 @@ class _LiveRun:
         connection_id = self._connection_id
         while True:
             raw = await _recv(ws)
+            read_at = time.monotonic()
             counters.messages_received += 1
             message = json.loads(raw) if raw else {}
             audio = audio_only(message)
             if audio is None:
                 self._handle_events(translate(_parse(session, message)))
             elif relay is not None:
-                relay.model_audio(connection_id, audio)
+                relay.model_audio(connection_id, audio, read_at)
             else:
                 self._tell_session(
                     ModelEvent(connection_id=connection_id, event=ModelAudio(pcm=audio))
@@ -432,6 +433,12 @@ class _LiveRun:
                 counters.sends += 1
                 counters.items_sent += len(batch)
                 counters.audio_bytes_sent += audio_bytes
+                if audio_bytes and self._relay is not None:
+                    sent_at = time.monotonic()
+                    latency = self._relay.stats.latency_in
+                    for item in batch:
+                        if isinstance(item, AudioInput) and item.captured_at:
+                            latency.add(sent_at - item.captured_at)
             channel.commit(len(batch))
             # Yield between sends. A TLS transport whose socket broke keeps accepting
             # writes and never pauses, so without this a backlog would be "sent" into the

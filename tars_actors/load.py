@@ -24,12 +24,13 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
 from tars_actors.aio import LoopThread
 from tars_actors.audio import FRAME_BYTES, CallerToModel, ModelToCaller
+from tars_actors.relay import LatencyHistogram
 from tars_actors.sim.gemini_live import GeminiLiveStandIn, LiveBehaviour, LiveConnection
 from tars_actors.sim.softphone import Softphone
 from tars_actors.sim.tls import create_local_certificate
@@ -60,6 +61,13 @@ class LoadResult:
     inbound_p99_ms: float
     outbound_p50_ms: float
     outbound_p99_ms: float
+    #: The same, measured inside TARS: from reading a frame to writing it onward
+    #: (``call.summary``), free of the load generator's own scheduling delays.
+    server_inbound_p50_ms: float | None
+    server_inbound_p99_ms: float | None
+    server_outbound_p50_ms: float | None
+    server_outbound_p99_ms: float | None
+    frames_dropped_by_server: int
     server_cpu_ms_per_call_second: float
     server_rss_idle_mb: float
     server_rss_loaded_mb: float
@@ -123,6 +131,8 @@ class _Server:
         )
         self.port: int | None = None
         self.errors: list[str] = []
+        self.summaries: list[dict[str, Any]] = []
+        self._summaries_changed = threading.Condition()
         self._started = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -138,6 +148,10 @@ class _Server:
             if record.get("event") == "daemon.started":
                 self.port = int(record["port"])
                 self._started.set()
+            elif record.get("event") == "call.summary":
+                with self._summaries_changed:
+                    self.summaries.append(record)
+                    self._summaries_changed.notify_all()
             elif record.get("level") in ("error", "critical"):
                 self.errors.append(line.rstrip())
         self._started.set()
@@ -146,6 +160,11 @@ class _Server:
         if not self._started.wait(timeout) or self.port is None:
             raise RuntimeError(f"the server did not start: {self.errors[-5:]}")
         return self.port
+
+    def wait_for_summaries(self, count: int, timeout: float) -> list[dict[str, Any]]:
+        with self._summaries_changed:
+            self._summaries_changed.wait_for(lambda: len(self.summaries) >= count, timeout)
+            return list(self.summaries)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -195,9 +214,9 @@ class _ModelStandIn:
                 raise RuntimeError(f"only {self._ask('count')} of {count} model connections")
             time.sleep(0.1)  # a benchmark's set-up poll across processes
 
-    def arrivals(self) -> dict[str, tuple[list[float], list[int]]]:
+    def arrivals(self) -> dict[str, _ModelTimes]:
         report = json.loads(self._ask("report"))
-        return {caller: (times, totals) for caller, (times, totals) in report.items()}
+        return {caller: _ModelTimes(*lists) for caller, lists in report.items()}
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -227,7 +246,13 @@ def _serve_model_stand_in(directory: Path) -> int:
                     report = {}
                     for connection in gemini.connections:
                         times, totals = connection.audio_arrivals
-                        report[_caller_of(connection)] = (list(times), list(totals))
+                        echo_times, echo_totals = connection.echo_departures
+                        report[_caller_of(connection)] = (
+                            list(times),
+                            list(totals),
+                            list(echo_times),
+                            list(echo_totals),
+                        )
                     print(json.dumps(report), flush=True)
     return 0
 
@@ -325,11 +350,14 @@ def run_load(calls: int = 50, seconds: float = 20.0, warmup: float = 2.0) -> Loa
 
                 loop.submit(hang_up_all()).result(60)
                 loop.stop()
+                summaries = server.wait_for_summaries(calls, timeout=30)
             finally:
                 server.stop()
                 gemini.stop()
     inbound = [v for s in samples for v in s.inbound]
     outbound = [v for s in samples for v in s.outbound]
+    inside_in = _merged(summaries, "latency_in_ms_histogram")
+    inside_out = _merged(summaries, "latency_out_ms_histogram")
     return LoadResult(
         calls=calls,
         seconds=seconds,
@@ -340,6 +368,11 @@ def run_load(calls: int = 50, seconds: float = 20.0, warmup: float = 2.0) -> Loa
         inbound_p99_ms=round(_percentile(inbound, 99) * 1000, 2),
         outbound_p50_ms=round(_percentile(outbound, 50) * 1000, 2),
         outbound_p99_ms=round(_percentile(outbound, 99) * 1000, 2),
+        server_inbound_p50_ms=inside_in.percentile(50),
+        server_inbound_p99_ms=inside_in.percentile(99),
+        server_outbound_p50_ms=inside_out.percentile(50),
+        server_outbound_p99_ms=inside_out.percentile(99),
+        frames_dropped_by_server=sum(int(s.get("gap_frames_dropped", 0)) for s in summaries),
         server_cpu_ms_per_call_second=round(
             (cpu_end - cpu_start) * 1000 / (calls * (end - start)), 2
         ),
@@ -352,12 +385,31 @@ def run_load(calls: int = 50, seconds: float = 20.0, warmup: float = 2.0) -> Loa
     )
 
 
+def _merged(summaries: Sequence[dict[str, Any]], key: str) -> LatencyHistogram:
+    merged = LatencyHistogram()
+    for summary in summaries:
+        for bucket, count in (summary.get(key) or {}).items():
+            merged.counts[int(bucket)] = merged.counts.get(int(bucket), 0) + int(count)
+    return merged
+
+
 def _caller_of(connection: LiveConnection) -> str:
     # Each session's instructions name its caller: "The caller, +1555…, is not someone…".
     instruction = connection.system_instruction
     marker = "The caller, "
     at = instruction.index(marker) + len(marker)
     return instruction[at : instruction.index(",", at)]
+
+
+@dataclass(frozen=True, slots=True)
+class _ModelTimes:
+    """One call as the model stand-in saw it: audio arrivals and echo departures, each
+    as (time, received audio bytes so far)."""
+
+    arrival_times: list[float]
+    arrival_totals: list[int]
+    echo_times: list[float]
+    echo_totals: list[int]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -371,7 +423,7 @@ class _CallSample:
 
 def _measure(
     phone: Softphone,
-    model: tuple[list[float], list[int]],
+    model: _ModelTimes,
     *,
     window: tuple[float, float],
     inbound_delay: int,
@@ -386,7 +438,7 @@ def _measure(
     last ``IN_FLIGHT`` seconds), and likewise what the caller heard back of the model's.
     """
     send_times = phone.send_times
-    arrival_times, arrival_totals = model
+    arrival_times, arrival_totals = model.arrival_times, model.arrival_totals
     inbound: list[float] = []
     frames = 0
     for k, sent_at in enumerate(send_times):
@@ -397,7 +449,7 @@ def _measure(
         at_model = bisect_left(arrival_totals, (k + 1) * MODEL_FRAME_BYTES - inbound_delay)
         if at_model < len(arrival_times):
             inbound.append(arrival_times[at_model] - sent_at)
-    outbound = _outbound_added(phone, arrival_times, arrival_totals, window, outbound_delay)
+    outbound = _outbound_added(phone, model.echo_times, model.echo_totals, window, outbound_delay)
     end = window[1]
     sent_settled = bisect_left(send_times, end - IN_FLIGHT)
     model_bytes = _total_at(arrival_times, arrival_totals, end)
@@ -423,16 +475,16 @@ def _total_at(times: Sequence[float], totals: Sequence[int], when: float) -> int
 
 def _outbound_added(
     phone: Softphone,
-    arrival_times: Sequence[float],
-    arrival_totals: Sequence[int],
+    echo_times: Sequence[float],
+    echo_totals: Sequence[int],
     window: tuple[float, float],
     outbound_delay: int,
 ) -> list[float]:
     """How much later each echoed payload starts playing at the caller than it could have.
 
-    A payload could start playing once its audio reached the model stand-in (which echoes
-    at once) and once everything before it has played in real time. What the caller hears
-    later than that is what the server added: processing, queueing, pacing.
+    A payload could start playing once the model stand-in sent its echo and once
+    everything before it has played in real time. What the caller hears later than that
+    is what the server added: processing, queueing, pacing.
     """
     added: list[float] = []
     ideal_end = 0.0
@@ -441,8 +493,10 @@ def _outbound_added(
         size = len(media.payload)
         position += size
         # The 16 kHz byte position at the model whose echo completes this payload.
-        at_model = bisect_left(arrival_totals, 4 * (position + outbound_delay))
-        ready = arrival_times[min(at_model, len(arrival_times) - 1)]
+        at_model = bisect_left(echo_totals, 4 * (position + outbound_delay))
+        if at_model >= len(echo_times):
+            break
+        ready = echo_times[at_model]
         ideal_start = max(ready, ideal_end)
         ideal_end = ideal_start + size / 8000
         if window[0] <= media.at < window[1]:
@@ -465,6 +519,15 @@ def render_table(result: LoadResult) -> str:
             "added latency model → caller p50 / p99",
             f"{result.outbound_p50_ms} / {result.outbound_p99_ms} ms",
         ),
+        (
+            "  inside TARS, caller → model p50 / p99",
+            f"{result.server_inbound_p50_ms} / {result.server_inbound_p99_ms} ms",
+        ),
+        (
+            "  inside TARS, model → caller p50 / p99",
+            f"{result.server_outbound_p50_ms} / {result.server_outbound_p99_ms} ms",
+        ),
+        ("frames dropped by TARS", f"{result.frames_dropped_by_server}"),
         ("server CPU per call-second", f"{result.server_cpu_ms_per_call_second} ms"),
         (
             "server memory idle / loaded",

@@ -74,8 +74,9 @@ class CallSocket(Protocol):
         With an audio ``relay``, caller audio goes to it on the loop instead."""
         ...
 
-    def send_audio(self, frames: Sequence[bytes]) -> None:
-        """Queue 20 ms μ-law frames (160 bytes each) for the caller."""
+    def send_audio(self, frames: Sequence[bytes], since: float = 0.0) -> None:
+        """Queue μ-law payloads for the caller; ``since`` is when that audio reached TARS
+        (time.monotonic(); 0.0 when unknown), to time what TARS added."""
         ...
 
     def send_mark(self, name: str) -> None:
@@ -134,6 +135,9 @@ class AudioInput:
     """Caller audio for the model: PCM16 LE, 16 kHz."""
 
     pcm: bytes
+    #: time.monotonic() when the caller's frame was read off the socket (0.0: unknown),
+    #: so the time TARS adds before the model gets it can be measured.
+    captured_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -22,18 +22,46 @@ import pykka
 from tars_actors.audio import CallerToModel, ModelToCaller
 from tars_actors.messages import AudioInput, AudioStarted, CallSocket, ModelChannel, ModelEvent
 
-__all__ = ["AudioRelay", "RelayStats"]
+__all__ = ["AudioRelay", "LatencyHistogram", "RelayStats"]
+
+
+class LatencyHistogram:
+    """Milliseconds TARS added to audio frames, counted in 1 ms buckets (cheap to add to,
+    exact to merge across calls)."""
+
+    __slots__ = ("counts",)
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+
+    def add(self, seconds: float) -> None:
+        bucket = int(seconds * 1000.0)
+        self.counts[bucket] = self.counts.get(bucket, 0) + 1
+
+    def percentile(self, q: float) -> float | None:
+        total = sum(self.counts.values())
+        if not total:
+            return None
+        rank = q / 100.0 * total
+        seen = 0
+        for bucket in sorted(self.counts):
+            seen += self.counts[bucket]
+            if seen >= rank:
+                return float(bucket + 1)  # the bucket's upper edge: never flattering
+        return float(max(self.counts) + 1)
 
 
 class RelayStats:
-    """Frame counters, read by the session at the end of the call (single int reads)."""
+    """Frame counters and added latency, read by the session at the end of the call."""
 
-    __slots__ = ("frames_in", "frames_out", "gap_frames_dropped")
+    __slots__ = ("frames_in", "frames_out", "gap_frames_dropped", "latency_in")
 
     def __init__(self) -> None:
         self.frames_in = 0
         self.frames_out = 0
         self.gap_frames_dropped = 0
+        #: From reading a caller frame to writing it to the model's socket.
+        self.latency_in = LatencyHistogram()
 
 
 class AudioRelay:
@@ -61,9 +89,9 @@ class AudioRelay:
 
     # --- the caller's side (from the server's stream handler) ---------------------------
 
-    def caller_audio(self, payload: bytes) -> None:
+    def caller_audio(self, payload: bytes, received_at: float = 0.0) -> None:
         self.stats.frames_in += 1
-        item = AudioInput(pcm=self._to_model.process(payload))
+        item = AudioInput(pcm=self._to_model.process(payload), captured_at=received_at)
         channel = self._channel
         if channel is None or not channel.send(item):
             self._keep(item)
@@ -71,11 +99,13 @@ class AudioRelay:
     def _keep(self, item: AudioInput) -> None:
         if len(self._gap) == self._gap.maxlen:
             self.stats.gap_frames_dropped += 1
-        self._gap.append(item)
+        # Untimed from here: its wait is the connection's (start-up or reconnect), which
+        # the gap figures report, not per-frame processing.
+        self._gap.append(AudioInput(pcm=item.pcm))
 
     # --- the model's side (from the GeminiConnection's receive loop) --------------------
 
-    def model_audio(self, connection_id: int, pcm: bytes) -> None:
+    def model_audio(self, connection_id: int, pcm: bytes, read_at: float = 0.0) -> None:
         if connection_id != self._connection_id or self._suppressed:
             # A rotated-out connection's late audio, or the rest of an interrupted turn.
             return
@@ -86,7 +116,7 @@ class AudioRelay:
         payloads = self._to_caller.process(pcm)
         if payloads:
             self.stats.frames_out += len(payloads)
-            self._socket.send_audio(payloads)
+            self._socket.send_audio(payloads, read_at)
 
     def interrupted(self, connection_id: int) -> None:
         """Barge-in: drop what is queued for the caller, at once, before later audio."""

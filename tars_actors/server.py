@@ -32,7 +32,7 @@ from tars_actors import twilio_stream
 from tars_actors.aio import LoopThread
 from tars_actors.audio import PlayoutMark, PlayoutPacer
 from tars_actors.messages import CallerEvent, CallStatusChanged, CallStreamStarted, SocketClosed
-from tars_actors.relay import AudioRelay
+from tars_actors.relay import AudioRelay, LatencyHistogram
 from tars_actors.settings import Settings
 from tars_actors.twilio_stream import (
     Connected,
@@ -200,6 +200,13 @@ class MediaStreamSocket:
         self._connection = connection
         self._loop = loop
         self._pacer = PlayoutPacer(lead=lead)
+        # [payloads left, when their audio reached TARS] per send_audio call, in order:
+        # the writer times each payload it sends against it.
+        self._stamps: deque[list[Any]] = deque()
+        # When the pacer released each payload now waiting in the outbox, in order.
+        self._released: deque[float] = deque()
+        #: From reading the model's audio to writing it to Twilio, less the pacing wait.
+        self.latency_out = LatencyHistogram()
         # What the writer sends next, encoded as it goes out: a clear must be able to
         # find the marks among what is still waiting.
         self._outbox: deque[bytes | PlayoutMark | _ClearFrame] = deque()
@@ -267,14 +274,15 @@ class MediaStreamSocket:
                     return
             self._tell_closed_if_due()
 
-    def send_audio(self, frames: Sequence[bytes]) -> None:
+    def send_audio(self, frames: Sequence[bytes], since: float = 0.0) -> None:
+        """``since``: when the audio reached TARS (time.monotonic()), to time the trip."""
         if self._closed:
             return
         if threading.get_ident() == self._loop_thread:
-            self._enqueue(tuple(frames))  # the audio relay, on the loop: no hand-off
+            self._enqueue(tuple(frames), since)  # the audio relay, on the loop: no hand-off
         else:
             # A tuple, so a list the caller goes on filling does not change under the loop.
-            self._soon(self._enqueue, tuple(frames))
+            self._soon(self._enqueue, tuple(frames), since)
 
     def send_mark(self, name: str) -> None:
         if self._closed:
@@ -320,7 +328,7 @@ class MediaStreamSocket:
         """Caller audio to the relay, everything else to the session; holds ``_delivery``."""
         relay = self._relay
         if relay is not None and isinstance(event.event, Media) and not self._session_gone:
-            relay.caller_audio(event.event.payload)
+            relay.caller_audio(event.event.payload, event.received_at)
             return True
         return self._tell(event)
 
@@ -357,6 +365,8 @@ class MediaStreamSocket:
         self._cancel_timer()
         self._pacer.clear()
         self._outbox.clear()
+        self._stamps.clear()
+        self._released.clear()
         self._writer.cancel()
         with self._delivery:
             self._close_reason = reason.value
@@ -364,9 +374,11 @@ class MediaStreamSocket:
 
     # -- outbound (loop thread) ---------------------------------------------------------
 
-    def _enqueue(self, frames: tuple[bytes, ...]) -> None:
+    def _enqueue(self, frames: tuple[bytes, ...], since: float = 0.0) -> None:
         if self._closed:
             return
+        # Time spent before the pacer: what TARS took to get the audio here.
+        self._stamps.append([len(frames), self._loop.time() - since if since else None])
         self._pacer.enqueue(frames)
         self._pump(self._loop.time())
 
@@ -386,6 +398,8 @@ class MediaStreamSocket:
         unsent_marks = [item for item in outbox if isinstance(item, PlayoutMark)]
         unsent_marks += self._pacer.clear()
         outbox.clear()
+        self._stamps.clear()
+        self._released.clear()
         outbox.append(_CLEAR)
         outbox.extend(unsent_marks)
         self._wake.set()
@@ -404,6 +418,10 @@ class MediaStreamSocket:
 
     def _pump(self, now: float) -> None:
         items = self._pacer.due(now)
+        released = self._released
+        for item in items:
+            if isinstance(item, bytes):
+                released.append(now)
         if items:
             self._outbox.extend(items)
             self._wake.set()
@@ -420,6 +438,22 @@ class MediaStreamSocket:
             self._timer.cancel()
             self._timer = None
 
+    def _timed_audio_sent(self) -> None:
+        """One payload went out: add what TARS took before the pacer to what it took
+        after the pacer released it. The pacer's own wait is left out: it only keeps
+        audio in step with the caller's playback, and the audio would otherwise wait just
+        as long in Twilio's buffer."""
+        stamps, released = self._stamps, self._released
+        if not stamps or not released:
+            return
+        released_at = released.popleft()
+        stamp = stamps[0]
+        stamp[0] -= 1
+        if stamp[1] is not None:
+            self.latency_out.add(stamp[1] + self._loop.time() - released_at)
+        if stamp[0] <= 0:
+            stamps.popleft()
+
     async def _write(self) -> None:
         outbox, sid = self._outbox, self._stream_sid
         try:
@@ -428,15 +462,19 @@ class MediaStreamSocket:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
+                audio_sent = False
                 match outbox.popleft():
                     case bytes() as audio:
                         frame = twilio_stream.media(sid, audio)
+                        audio_sent = True
                     case PlayoutMark(name=name):
                         frame = twilio_stream.mark(sid, name)
                     case _ClearFrame():
                         frame = twilio_stream.clear(sid)
                 await self._connection.send(frame)
                 self.frames_out += 1
+                if audio_sent:
+                    self._timed_audio_sent()
         except ConnectionClosed:
             return
 

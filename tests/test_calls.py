@@ -256,6 +256,10 @@ def test_a_flood_of_malformed_frames_leaves_a_concurrent_call_intact(
 
     summaries = {s["call_sid"]: s for s in log_events(logs, "call.summary")}
     assert summaries[bad.call_sid]["frames_rejected"] == 200
+    # Every summary says what TARS added to the audio each way.
+    assert summaries[bad.call_sid]["latency_in_p99_ms"] > 0
+    assert summaries[bad.call_sid]["latency_out_p99_ms"] > 0
+    assert sum(summaries[bad.call_sid]["latency_out_ms_histogram"].values()) > 10
     good.hang_up()
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from tars_actors.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from tars_actors.messages import AudioInput, AudioStarted, ModelEvent, ModelInput
-from tars_actors.relay import AudioRelay
+from tars_actors.relay import AudioRelay, LatencyHistogram
 from tars_actors.sim.gemini_live import tone
 
 ULAW_FRAME = pcm16_to_ulaw(tone(440.0, 0.02, rate=8000))
@@ -18,9 +18,11 @@ MODEL_CHUNK = tone(300.0, 0.1)  # 100 ms at 24 kHz
 class FakeSocket:
     def __init__(self) -> None:
         self.sent: list[Any] = []
+        self.since: list[float] = []
 
-    def send_audio(self, frames: Any) -> None:
+    def send_audio(self, frames: Any, since: float = 0.0) -> None:
         self.sent.append(("audio", b"".join(frames)))
+        self.since.append(since)
 
     def send_mark(self, name: str) -> None:
         self.sent.append(("mark", name))
@@ -153,3 +155,28 @@ def test_resampled_model_audio_keeps_its_pitch() -> None:
     spectrum = np.abs(np.fft.rfft(samples))
     peak = np.fft.rfftfreq(samples.size, 1 / 8000)[int(np.argmax(spectrum))]
     assert abs(peak - 300.0) < 10.0
+
+
+def test_the_moments_audio_reached_tars_travel_with_it_for_timing() -> None:
+    relay, socket, _ = make_relay()
+    channel = FakeChannel(1)
+    relay.use_channel(1, channel)
+
+    relay.caller_audio(ULAW_FRAME, 12.5)
+    relay.model_audio(1, MODEL_CHUNK, 13.25)
+
+    assert isinstance(channel.items[0], AudioInput)
+    assert channel.items[0].captured_at == 12.5
+    assert socket.since == [13.25]
+
+
+def test_latency_percentiles_come_from_1ms_buckets_rounded_up() -> None:
+    histogram = LatencyHistogram()
+    for _ in range(98):
+        histogram.add(0.0012)  # 1.2 ms
+    histogram.add(0.0150)
+    histogram.add(0.0400)
+    assert histogram.percentile(50) == 2.0
+    assert histogram.percentile(99) == 16.0
+    assert histogram.percentile(100) == 41.0
+    assert LatencyHistogram().percentile(50) is None

@@ -153,7 +153,15 @@ class _Abort:
     pass
 
 
-_Outbound = str | _Close | _Abort
+@dataclass(frozen=True, slots=True)
+class _Echo:
+    """Echoed audio, and how much received audio it completes (for timing the echo)."""
+
+    frame: str
+    received_total: int
+
+
+_Outbound = str | _Echo | _Close | _Abort
 
 
 def _pick(message: Mapping[str, Any], snake: str, camel: str) -> Any:
@@ -267,6 +275,9 @@ class LiveConnection:
         # benchmark needs to time every caller frame's trip without keeping the audio.
         self._arrival_times = array("d")
         self._arrival_totals = array("q")
+        # When each echo went out, and the received audio byte count it echoes up to.
+        self._echo_times = array("d")
+        self._echo_totals = array("q")
         self._client_contents: list[ClientContent] = []
         self._tool_responses: list[ToolResponse] = []
         self._realtime_texts: list[str] = []
@@ -339,6 +350,12 @@ class LiveConnection:
         """(arrival time, audio bytes received so far) for every audio chunk, in order."""
         with self._changes.lock:
             return array("d", self._arrival_times), array("q", self._arrival_totals)
+
+    @property
+    def echo_departures(self) -> tuple[array[float], array[int]]:
+        """(send time, received audio bytes echoed so far) for every echoed chunk."""
+        with self._changes.lock:
+            return array("d", self._echo_times), array("q", self._echo_totals)
 
     @property
     def audio_mime_type(self) -> str | None:
@@ -552,12 +569,16 @@ class LiveConnection:
             item = await self._queue.get()
             if self._ending:
                 return
-            if isinstance(item, str):
+            if isinstance(item, str | _Echo):
                 try:
-                    await ws.send_str(item)
+                    await ws.send_str(item if isinstance(item, str) else item.frame)
                 except (ConnectionError, RuntimeError):
                     return
                 self._frames_sent += 1
+                if isinstance(item, _Echo):
+                    with self._changes.lock:
+                        self._echo_times.append(time.monotonic())
+                        self._echo_totals.append(item.received_total)
             elif isinstance(item, _Close):
                 self._ending = True
                 self._server_close_code = item.code
@@ -624,7 +645,8 @@ class LiveConnection:
         behaviour = self._behaviour
         if self._echo_frames == 0:
             self.send_output_transcription(behaviour.echo_transcript)
-        self._queue.put_nowait(_audio_frame(self._server._echo_resampler.to_model_rate(pcm, rate)))
+        frame = _audio_frame(self._server._echo_resampler.to_model_rate(pcm, rate))
+        self._queue.put_nowait(_Echo(frame, self._audio_bytes))
         self._echo_frames += 1
         if self._echo_frames >= behaviour.echo_turn_frames:
             self._echo_frames = 0
