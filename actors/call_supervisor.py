@@ -95,6 +95,11 @@ class CallAdmission:
             self._live.add(call_sid)
             return True
 
+    def cancel_reservation(self, call_sid: str) -> None:
+        """The call ended before its stream started (a final status callback)."""
+        with self._lock:
+            self._reserved.pop(call_sid, None)
+
     def release(self, call_sid: str) -> None:
         with self._lock:
             self._live.discard(call_sid)
@@ -133,6 +138,9 @@ class CallHooks:
         self._tell(message)
 
     def status_changed(self, message: CallStatusChanged) -> None:
+        if message.status in FINAL_STATUSES:
+            # At once, on the server's loop: the next webhook may already be waiting.
+            self._admission.cancel_reservation(message.call_sid)
         self._tell(message)
 
     def health(self) -> Mapping[str, Any]:
@@ -198,10 +206,18 @@ class CallSupervisor(Supervisor):
     def on_receive(self, message: Any) -> Any:
         match message:
             case CallStreamStarted():
-                self._stream_started(message)
+                try:
+                    self._stream_started(message)
+                except Exception:
+                    # One call that cannot start (its database row, say) must not take
+                    # this supervisor, and every other call with it, down.
+                    log.exception("calls.stream_start_failed", call_sid=message.start.call_sid)
+                    self._admission.release(message.start.call_sid)
+                    message.socket.close()
             case CallStatusChanged(call_sid=call_sid, status=status):
-                if status in FINAL_STATUSES:
-                    self._tell_session(call_sid, message)
+                if status in FINAL_STATUSES and not self._tell_session(call_sid, message):
+                    # The call ended before its stream started: free its place now.
+                    self._admission.release(call_sid)
             case ActorExit(child_id=child_id):
                 super().on_receive(message)
                 if child_id not in {info.id for info in self.which_children()}:
@@ -210,11 +226,14 @@ class CallSupervisor(Supervisor):
                 return super().on_receive(message)
         return None
 
-    def _tell_session(self, call_sid: str, message: object) -> None:
+    def _tell_session(self, call_sid: str, message: object) -> bool:
+        """Tell the call's session, if it has one; whether it had."""
         for info in self.which_children():
             if info.id == call_sid and info.ref is not None:
                 with contextlib.suppress(pykka.ActorDeadError):
                     info.ref.tell(message)
+                return True
+        return False
 
     def _stream_started(self, message: CallStreamStarted) -> None:
         start = message.start

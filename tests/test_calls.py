@@ -396,3 +396,15 @@ def test_a_final_status_callback_ends_the_session_exactly_once(
     assert session.end_reason == "caller hung up"
     assert len(log_events(logs, "call.summary")) == 1
     assert world.twilio.requests_for(Operation.CALLS_UPDATE) == []
+
+
+def test_a_call_that_ends_before_its_stream_starts_frees_its_place() -> None:
+    with LocalWorld(settings={"sessions": {"max_concurrent": 1}}) as world:
+        ringing = world.phone(OWNER_PHONE)
+        assert ringing.dial().stream is not None  # admitted, place reserved
+        assert world.phone(STRANGER).dial().stream is None  # no place left
+
+        assert ringing.send_status("completed").status in (200, 204)
+
+        assert world.phone(STRANGER).dial().stream is not None
+    pykka.ActorRegistry.stop_all()
