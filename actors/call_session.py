@@ -31,6 +31,7 @@ from tars_actors.call_flow import (
     HangUp,
     LogEvent,
     MarkCaller,
+    MarkUnheard,
     RunTool,
     SayAndHangUp,
     SendToModel,
@@ -142,6 +143,7 @@ class CallSession(TarsActor):
         self._timer_handles: dict[str, tuple[int, TimerHandle]] = {}
         self._timer_generation = 0
         self._transcript_seq = 0
+        self._last_assistant_line: int | None = None
         self._started_at = time.monotonic()
         self._ended = False
 
@@ -291,6 +293,12 @@ class CallSession(TarsActor):
                 self._socket.send_mark(name)
             case StoreTranscript(speaker=speaker, text=text, heard=heard):
                 self._store_line(speaker, text, heard=heard)
+            case MarkUnheard():
+                if self._last_assistant_line is not None:
+                    with self._store.transaction():
+                        Conversation.update(heard=False).where(
+                            Conversation.id == self._last_assistant_line
+                        ).execute()
             case RunTool(call=call):
                 self._run_tool(call)
             case StartModel(connection_id=connection_id, resumption_handle=handle):
@@ -380,7 +388,7 @@ class CallSession(TarsActor):
     def _store_line(self, speaker: str, text: str, *, heard: bool) -> None:
         self._transcript_seq += 1
         with self._store.transaction():
-            Conversation.create(
+            row = Conversation.create(
                 session=self.info.session_id,
                 speaker=speaker,
                 text=text,
@@ -388,6 +396,8 @@ class CallSession(TarsActor):
                 seq=self._transcript_seq,
                 spoken_at=utcnow(),
             )
+        if speaker == "assistant":
+            self._last_assistant_line = int(row.id)
 
     def _end(self, reason: str, detail: str | None) -> None:
         if self._ended:

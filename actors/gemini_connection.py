@@ -38,6 +38,7 @@ from tars_actors.gemini import (
 )
 from tars_actors.messages import (
     AudioInput,
+    InputTranscript,
     Interrupted,
     ModelAudio,
     ModelConnected,
@@ -414,6 +415,8 @@ class _LiveRun:
                         continue
                     case Interrupted():
                         relay.interrupted(connection_id)
+                    case InputTranscript():
+                        relay.caller_speaking(connection_id)
                     case TurnComplete():
                         told = TurnComplete(mark=relay.turn_complete(connection_id))
             self._tell_session(ModelEvent(connection_id=connection_id, event=told))

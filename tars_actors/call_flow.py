@@ -21,6 +21,7 @@ from tars_actors.messages import (
     ModelInput,
     ModelServerEvent,
     OutputTranscript,
+    PlaybackCut,
     ResumptionHandle,
     TextTurn,
     ToolCallCancelled,
@@ -45,6 +46,7 @@ __all__ = [
     "HangUp",
     "LogEvent",
     "MarkCaller",
+    "MarkUnheard",
     "RunTool",
     "SayAndHangUp",
     "SendToModel",
@@ -98,6 +100,11 @@ class StoreTranscript:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MarkUnheard:
+    """The last assistant line stored was cut off before the caller heard all of it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StartTimer:
     name: str
     delay: float
@@ -143,6 +150,7 @@ Effect = (
     | StopModel
     | RunTool
     | StoreTranscript
+    | MarkUnheard
     | StartTimer
     | CancelTimer
     | HangUp
@@ -354,6 +362,9 @@ class CallFlow:
                 return []
             case Interrupted():
                 return self._interrupted()
+            case PlaybackCut():
+                self.stats.interruptions += 1
+                return [MarkUnheard()]
             case TurnComplete(mark=mark):
                 return self._turn_complete(mark)
             case ToolCallRequest(calls=calls):

@@ -34,6 +34,7 @@ __all__ = [
     "ModelInput",
     "ModelServerEvent",
     "OutputTranscript",
+    "PlaybackCut",
     "RealtimeText",
     "ResumptionHandle",
     "SayAndHangUp",
@@ -225,6 +226,12 @@ class AudioStarted:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PlaybackCut:
+    """The caller spoke while a finished turn was still playing; the relay dropped the
+    rest. The model reports no ``interrupted`` then: its generation was already over."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FunctionCall:
     call_id: str
     name: str
@@ -257,6 +264,7 @@ class ResumptionHandle:
 ModelServerEvent = (
     ModelAudio
     | AudioStarted
+    | PlaybackCut
     | OutputTranscript
     | InputTranscript
     | Interrupted

@@ -20,9 +20,19 @@ from typing import Any
 import pykka
 
 from tars_actors.audio import CallerToModel, ModelToCaller
-from tars_actors.messages import AudioInput, AudioStarted, CallSocket, ModelChannel, ModelEvent
+from tars_actors.messages import (
+    AudioInput,
+    AudioStarted,
+    CallSocket,
+    ModelChannel,
+    ModelEvent,
+    PlaybackCut,
+)
 
-__all__ = ["AudioRelay", "LatencyHistogram", "RelayStats"]
+__all__ = ["BARGE_IN_MIN_SECONDS", "AudioRelay", "LatencyHistogram", "RelayStats"]
+
+#: Less unplayed audio than this is left to finish when the caller starts speaking.
+BARGE_IN_MIN_SECONDS = 0.25
 
 
 class LatencyHistogram:
@@ -125,6 +135,19 @@ class AudioRelay:
         self._suppressed = True
         self._to_caller.reset()
         self._socket.clear()
+
+    def caller_speaking(self, connection_id: int) -> None:
+        """The model heard the caller. If a finished turn is still playing, cut it: the
+        model will not say ``interrupted`` for a generation that is already over, and the
+        caller must not be talked over for the seconds of audio still queued."""
+        if connection_id != self._connection_id or self._turn_has_audio:
+            return  # mid-turn, the model's own ``interrupted`` decides
+        unplayed = getattr(self._socket, "unplayed_seconds", None)
+        if unplayed is None or unplayed() < BARGE_IN_MIN_SECONDS:
+            return
+        self._to_caller.reset()
+        self._socket.clear()
+        self._tell(ModelEvent(connection_id=connection_id, event=PlaybackCut()))
 
     def turn_complete(self, connection_id: int) -> str | None:
         """End of a model turn: send the tail and a mark; returns the mark's name."""

@@ -438,6 +438,11 @@ class MediaStreamSocket:
             self._timer.cancel()
             self._timer = None
 
+    def unplayed_seconds(self) -> float:
+        """Audio queued or sent but not yet played by the caller (estimated; loop only)."""
+        pacer = self._pacer
+        return pacer.queued_seconds + pacer.in_flight_seconds(self._loop.time())
+
     def _timed_audio_sent(self) -> None:
         """One payload went out: add what TARS took before the pacer to what it took
         after the pacer released it. The pacer's own wait is left out: it only keeps

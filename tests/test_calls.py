@@ -408,3 +408,29 @@ def test_a_call_that_ends_before_its_stream_starts_frees_its_place() -> None:
 
         assert world.phone(STRANGER).dial().stream is not None
     pykka.ActorRegistry.stop_all()
+
+
+def test_the_caller_speaking_over_a_finished_answer_cuts_it_off(world: LocalWorld) -> None:
+    phone = world.phone(OWNER_PHONE)
+    phone.call()
+    model = world.gemini.wait_for_connection(1, timeout=WAIT)
+    phone.wait_for_mark("turn-1", timeout=WAIT)
+
+    # The model generates a long answer far faster than real time and is done with it;
+    # most of it is still waiting to be played when the caller starts talking.
+    model.reply(ScriptedReply(transcript="A very long story.", audio=tone(300.0, 6.0)))
+    phone.wait_for_audio(len(phone.received_audio) + 1600, timeout=WAIT)
+    model.send_input_transcription("Stop, stop.")
+    clear = phone.wait_for_clear(timeout=WAIT)
+
+    heard = len(phone.played_audio())
+    assert clear.dropped_bytes > 0
+    # The turn's mark comes straight back with nothing left to play before it.
+    assert phone.wait_for_mark("turn-2", timeout=WAIT).returned_at - clear.at < 0.5
+    assert heard < 8000 * 3  # far less than the six seconds generated
+    ended = session_ended(world, phone.call_sid)
+    phone.hang_up()
+    ended.wait_for(lambda e: True, timeout=WAIT)
+    _, lines = rows(world, phone.call_sid)
+    story = [line for line in lines if line.text == "A very long story."]
+    assert [line.heard for line in story] == [False]

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from tars_actors.audio import pcm16_to_ulaw, ulaw_to_pcm16
-from tars_actors.messages import AudioInput, AudioStarted, ModelEvent, ModelInput
+from tars_actors.messages import AudioInput, AudioStarted, ModelEvent, ModelInput, PlaybackCut
 from tars_actors.relay import AudioRelay, LatencyHistogram
 from tars_actors.sim.gemini_live import tone
 
@@ -180,3 +180,39 @@ def test_latency_percentiles_come_from_1ms_buckets_rounded_up() -> None:
     assert histogram.percentile(99) == 16.0
     assert histogram.percentile(100) == 41.0
     assert LatencyHistogram().percentile(50) is None
+
+
+class PlayingSocket(FakeSocket):
+    def __init__(self, unplayed: float) -> None:
+        super().__init__()
+        self.unplayed = unplayed
+
+    def unplayed_seconds(self) -> float:
+        return self.unplayed
+
+
+def test_caller_speech_cuts_a_finished_turn_that_is_still_playing() -> None:
+    socket, session = PlayingSocket(unplayed=3.0), FakeSession()
+    relay = AudioRelay(socket=socket, session=session)  # type: ignore[arg-type]
+    relay.use_channel(1, FakeChannel(1))
+    relay.model_audio(1, MODEL_CHUNK)
+    relay.turn_complete(1)  # generated; seconds of it still queued for the caller
+
+    relay.caller_speaking(1)
+
+    assert socket.sent[-1] == ("clear", None)
+    assert session.told[-1] == ModelEvent(connection_id=1, event=PlaybackCut())
+
+
+def test_caller_speech_leaves_the_model_to_interrupt_its_own_turn_and_short_tails_alone() -> None:
+    socket, session = PlayingSocket(unplayed=3.0), FakeSession()
+    relay = AudioRelay(socket=socket, session=session)  # type: ignore[arg-type]
+    relay.use_channel(1, FakeChannel(1))
+    relay.model_audio(1, MODEL_CHUNK)
+    relay.caller_speaking(1)  # mid-turn: the model's own "interrupted" decides
+    relay.turn_complete(1)
+    socket.unplayed = 0.1
+    relay.caller_speaking(1)  # almost done: let it finish
+
+    assert ("clear", None) not in socket.sent
+    assert all(not isinstance(m.event, PlaybackCut) for m in session.told)
