@@ -27,6 +27,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from tars_actors import twilio_stream
 from tars_actors.aio import LoopThread
@@ -175,6 +176,10 @@ class _ClearFrame:
 
 _CLEAR: Final = _ClearFrame()
 
+#: Bytes already waiting in the transport above which payloads go to the writer task,
+#: which waits for the socket to drain.
+_DIRECT_WRITE_LIMIT: Final = 64 * 1024
+
 
 class MediaStreamSocket:
     """The server's side of one Media Stream: the :class:`~tars_actors.messages.CallSocket`.
@@ -212,6 +217,7 @@ class MediaStreamSocket:
         self._outbox: deque[bytes | PlayoutMark | _ClearFrame] = deque()
         self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
+        self._writer_idle = False
         self._writer = loop.create_task(self._write(), name=f"media-writer-{self._stream_sid}")
         self._close_task: asyncio.Task[None] | None = None
         self.close_requested = False
@@ -422,7 +428,7 @@ class MediaStreamSocket:
         for item in items:
             if isinstance(item, bytes):
                 released.append(now)
-        if items:
+        if items and (self._outbox or not self._writer_idle or not self._write_now(items)):
             self._outbox.extend(items)
             self._wake.set()
         when = self._pacer.next_due(now)
@@ -459,26 +465,57 @@ class MediaStreamSocket:
         if stamp[0] <= 0:
             stamps.popleft()
 
+    def _encode(self, item: bytes | PlayoutMark | _ClearFrame) -> str:
+        sid = self._stream_sid
+        match item:
+            case bytes() as audio:
+                return twilio_stream.media(sid, audio)
+            case PlayoutMark(name=name):
+                return twilio_stream.mark(sid, name)
+            case _ClearFrame():
+                return twilio_stream.clear(sid)
+
+    def _write_now(self, items: list[bytes | PlayoutMark]) -> bool:
+        """Write ``items`` at once when the socket can take them without waiting.
+
+        Most payloads arrive one at a time to an idle socket; handing each to the writer
+        task costs a wake-up and a task step per payload, measurably more than the write.
+        Anything that would wait (a send in progress, a full transport buffer, a closing
+        socket) goes the writer's way instead, which keeps the order.
+        """
+        connection = self._connection
+        transport = connection.transport
+        if (
+            connection.protocol.state is not State.OPEN
+            or connection.send_in_progress is not None
+            or transport.get_write_buffer_size() > _DIRECT_WRITE_LIMIT
+        ):
+            return False
+        try:
+            for item in items:
+                connection.protocol.send_text(self._encode(item).encode())
+                connection.send_data()
+                self.frames_out += 1
+                if isinstance(item, bytes):
+                    self._timed_audio_sent()
+        except Exception:  # noqa: BLE001 (the writer's next send reports the closed socket)
+            self._wake.set()
+        return True
+
     async def _write(self) -> None:
-        outbox, sid = self._outbox, self._stream_sid
+        outbox = self._outbox
         try:
             while True:
                 if not outbox:
                     self._wake.clear()
+                    self._writer_idle = True
                     await self._wake.wait()
+                    self._writer_idle = False
                     continue
-                audio_sent = False
-                match outbox.popleft():
-                    case bytes() as audio:
-                        frame = twilio_stream.media(sid, audio)
-                        audio_sent = True
-                    case PlayoutMark(name=name):
-                        frame = twilio_stream.mark(sid, name)
-                    case _ClearFrame():
-                        frame = twilio_stream.clear(sid)
-                await self._connection.send(frame)
+                item = outbox.popleft()
+                await self._connection.send(self._encode(item))
                 self.frames_out += 1
-                if audio_sent:
+                if isinstance(item, bytes):
                     self._timed_audio_sent()
         except ConnectionClosed:
             return
