@@ -25,6 +25,7 @@ from google import genai
 from google.genai import _live_converters as live_converters
 from google.genai import errors, types
 from google.genai.live import AsyncSession
+from websockets.protocol import State
 
 from tars_actors.actor import TarsActor
 from tars_actors.aio import LoopThread
@@ -54,6 +55,10 @@ from tars_actors.messages import (
 from tars_actors.relay import AudioRelay
 
 __all__ = ["MAX_AUDIO_BATCH_BYTES", "GeminiConnection", "LiveChannel", "ModelConnectionLost"]
+
+#: Bytes already waiting in the transport above which audio goes to the sender task,
+#: which waits for the socket to drain.
+_DIRECT_WRITE_LIMIT = 64 * 1024
 
 log = structlog.get_logger("tars.gemini")
 
@@ -115,7 +120,9 @@ class LiveChannel:
         "_on_close",
         "_pending",
         "_ready",
+        "_sender_idle",
         "_wake_due",
+        "direct",
     )
 
     def __init__(
@@ -134,6 +141,10 @@ class LiveChannel:
         self._wake_due = False
         self._ready = asyncio.Event()
         self._loop_thread = threading.get_ident()
+        self._sender_idle = False
+        #: Set by the connection: writes caller audio to an idle socket at once, or
+        #: returns False to leave it to the sender task.
+        self.direct: Callable[[AudioInput], bool] | None = None
 
     @property
     def connection_id(self) -> int:
@@ -141,6 +152,20 @@ class LiveChannel:
 
     def send(self, item: ModelInput) -> bool:
         """Queue ``item`` for the model; False once the connection is closed."""
+        direct = self.direct
+        if (
+            direct is not None
+            and isinstance(item, AudioInput)
+            and threading.get_ident() == self._loop_thread
+        ):
+            # On the loop, the sender task cannot run meanwhile: if it is idle with
+            # nothing queued, writing now keeps the order and saves its wake-up.
+            with self._lock:
+                if self._closed:
+                    return False
+                idle = self._sender_idle and not self._pending
+            if idle and direct(item):
+                return True
         with self._lock:
             if self._closed:
                 return False
@@ -188,8 +213,10 @@ class LiveChannel:
         while True:
             with self._lock:
                 if self._pending:
+                    self._sender_idle = False
                     return self._head()
                 self._ready.clear()
+                self._sender_idle = True
             await self._ready.wait()
 
     def _head(self) -> tuple[ModelInput, ...]:
@@ -332,6 +359,7 @@ class _LiveRun:
                 functools.partial(self.request_stop, True, "closed by the session"),
             )
             self._channel = channel
+            channel.direct = functools.partial(self._write_direct, session)
             log.info(
                 "model.connected",
                 resumed=self._handle is not None,
@@ -352,6 +380,29 @@ class _LiveRun:
             if ending.expected:
                 await session.close()
             return ending
+
+    def _write_direct(self, session: AsyncSession, item: AudioInput) -> bool:
+        """Write caller audio to the socket now if it can take it without waiting."""
+        ws = getattr(session, "_ws", None)
+        if (
+            ws is None
+            or ws.protocol.state is not State.OPEN
+            or ws.send_in_progress is not None
+            or ws.transport.get_write_buffer_size() > _DIRECT_WRITE_LIMIT
+        ):
+            return False
+        try:
+            ws.protocol.send_text(realtime_audio_message(item.pcm).encode())
+            ws.send_data()
+        except Exception:  # noqa: BLE001 (the sender's next write reports the closed socket)
+            return False
+        counters = self._counters
+        counters.sends += 1
+        counters.items_sent += 1
+        counters.audio_bytes_sent += len(item.pcm)
+        if self._relay is not None and item.captured_at:
+            self._relay.stats.latency_in.add(time.monotonic() - item.captured_at)
+        return True
 
     async def _serve(self, session: AsyncSession, channel: LiveChannel) -> _Ending:
         assert self._stop_event is not None
