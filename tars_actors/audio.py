@@ -280,6 +280,7 @@ class PlayoutPacer:
         "_playout_end",
         "_queue",
         "_queued_bytes",
+        "_refill",
         "_tolerance",
     )
 
@@ -292,10 +293,16 @@ class PlayoutPacer:
         lead: float = 0.1,
         bytes_per_second: int = CALLER_RATE,
         underrun_tolerance: float = 0.1,
+        refill: float = 0.0,
     ) -> None:
         if lead <= 0:
             raise ValueError(f"lead must be positive, got {lead!r}")
+        if not 0 <= refill < lead:
+            raise ValueError(f"refill must be at least 0 and below lead, got {refill!r}")
         self._lead = lead
+        # While holding audio back, wake only once this much room has opened, then send
+        # enough to fill it: a timer every ``refill`` seconds, not one per payload.
+        self._refill = refill
         # Audio that arrives a little late (scheduling jitter) does not restart the
         # timeline: restarting at every few-millisecond gap ratchets the estimate upwards
         # until real-time speech is held back by a whole ``lead``. A longer silence (the
@@ -352,7 +359,7 @@ class PlayoutPacer:
         if isinstance(head, PlayoutMark) or self._playout_end <= now:
             return now
         duration = len(head) / self._bytes_per_second
-        return max(now, self._playout_end + duration - self._lead)
+        return max(now, self._playout_end + duration - self._lead + self._refill)
 
     def clear(self) -> list[PlayoutMark]:
         """Barge-in: drop every queued frame and reset the playout clock.

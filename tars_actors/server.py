@@ -204,7 +204,8 @@ class MediaStreamSocket:
         self._stream_sid = start.stream_sid
         self._connection = connection
         self._loop = loop
-        self._pacer = PlayoutPacer(lead=lead)
+        # Refill in 40 ms steps: a timer every two payloads or so, not one per payload.
+        self._pacer = PlayoutPacer(lead=lead, refill=min(0.04, lead / 2))
         # [payloads left, when their audio reached TARS] per send_audio call, in order:
         # the writer times each payload it sends against it.
         self._stamps: deque[list[Any]] = deque()

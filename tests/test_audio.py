@@ -423,3 +423,25 @@ def test_pacer_restarts_the_timeline_after_a_real_pause() -> None:
     pacer.enqueue([FRAME] * 10)
     assert len(pacer.due(1.0)) == 5  # after a pause: a fresh 100 ms from now
     assert pacer.in_flight_seconds(1.0) == pytest.approx(0.1)
+
+
+def test_pacer_refills_in_steps_so_it_wakes_less_often() -> None:
+    pacer = PlayoutPacer(lead=0.1, refill=0.04)
+    pacer.enqueue([FRAME] * 50)
+    assert len(pacer.due(0.0)) == 5  # the first 100 ms
+    wake = pacer.next_due(0.0)
+    assert wake == pytest.approx(0.06)  # not 0.02: wait until 40 ms of room opened
+    assert len(pacer.due(0.06)) == 3  # then fill it: three frames at once
+    wakes = 0
+    now = 0.06
+    while (nxt := pacer.next_due(now)) is not None:
+        now = nxt
+        pacer.due(now)
+        wakes += 1
+    assert wakes <= 16  # 42 frames left: about one wake per 40 ms, not per 20 ms frame
+    assert pacer.in_flight_seconds(now) <= 0.1 + 1e-9
+
+
+def test_pacer_refill_must_be_below_the_lead() -> None:
+    with pytest.raises(ValueError, match="refill"):
+        PlayoutPacer(lead=0.1, refill=0.1)
