@@ -33,6 +33,10 @@ def _parser() -> argparse.ArgumentParser:
         "check",
         help="validate settings and environment; print the resolved configuration",
     )
+    sub.add_parser(
+        "demo",
+        help="calls through the real server and actors with local stand-ins (no accounts)",
+    )
     bench = sub.add_parser("bench", help="run a benchmark and print its figures")
     bench.add_argument("name", choices=["mailbox"], help="which benchmark")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -53,6 +57,10 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
         from tars_actors import benchmarks
 
         return benchmarks.main([args.name, *(["--json"] if args.json else [])])
+    if command == "demo":
+        from tars_actors import demo
+
+        return demo.main([])
     if command == "load":
         from tars_actors import load
 
