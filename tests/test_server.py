@@ -38,6 +38,7 @@ from tars_actors.server import (
 from tars_actors.settings import Secrets, Settings
 from tars_actors.sim.softphone import FRAME_BYTES, StreamRejected, SyncSoftphone
 from tars_actors.twilio_stream import Dtmf, Mark, Media, MediaStreamDecoder, Start, Stop
+from tests.waiting import wait_until
 
 TOKEN = "test-auth-token"
 PUBLIC = "https://tars.example.net"
@@ -146,15 +147,6 @@ def sync_sessions() -> None:
     """Wait until every fake session has handled everything told to it so far."""
     for ref in pykka.ActorRegistry.get_by_class(FakeSession):
         ref.ask(_Sync(), timeout=WAIT)
-
-
-def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    """For state the server keeps without a signal: checked every few milliseconds."""
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 def numbered_frame(chunk: int) -> bytes:

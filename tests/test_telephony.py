@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from typing import Any
 
 import pykka
@@ -20,6 +19,7 @@ from tars_actors.messages import HangUp, SayAndHangUp, SendSms, SmsFailed, SmsSe
 from tars_actors.settings import Secrets, Settings
 from tars_actors.sim.twilio_rest import Operation, TwilioRestStandIn
 from tars_actors.twilio_rest import describe_error, is_already_ended, is_transient, make_client
+from tests.waiting import wait_until
 
 ACCOUNT = "ACtest0123456789abcdef0123456789"
 TOKEN = "test-auth-token"
@@ -63,15 +63,6 @@ class Inbox(pykka.ThreadingActor):
 def new_inbox() -> tuple[pykka.ActorRef[Inbox], Replies]:
     replies = Replies()
     return Inbox.start(replies), replies
-
-
-def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    """For log lines written on a pool thread, which signal nothing: checked every 5 ms."""
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 def logged(logs: Sequence[MutableMapping[str, Any]], event: str) -> list[MutableMapping[str, Any]]:
