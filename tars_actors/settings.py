@@ -22,6 +22,8 @@ from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 import peewee
 from playhouse import db_url
 
+from tars_actors.store.database import StoreError, build_database, redact_url
+
 __all__ = [
     "DEFAULT_SETTINGS_FILE",
     "PLACEHOLDER_OWNER_PHONE",
@@ -46,7 +48,6 @@ __all__ = [
     "SupervisionSettings",
     "TwilioSettings",
     "load_settings",
-    "mask_url_password",
     "parse_settings",
     "resolve_settings_path",
 ]
@@ -251,26 +252,12 @@ def _relative_note(path: Path) -> str:
     return "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
 
 
-def mask_url_password(url: str) -> str:
-    """``url`` with its password, if any, shown as ``***`` (for logs and ``run.py check``)."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return url
-    if not password:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
-
-
 def _database_url(value: str) -> str:
     text = value.strip()
     if "://" not in text:
         hint = f"; for a SQLite file write sqlite:///{text}" if text else ""
         raise _Invalid(f"{text!r} is not a database URL (such as sqlite:///tars.db){hint}")
-    shown = mask_url_password(text)
+    shown = redact_url(text)
     try:
         # The same parser playhouse.db_url uses, so the port is checked as it will be.
         parts = urlparse(text)
@@ -282,17 +269,13 @@ def _database_url(value: str) -> str:
             f"unknown database scheme {parts.scheme!r} in {shown!r}; peewee opens "
             f"{', '.join(sorted(db_url.schemes))}{_did_you_mean(parts.scheme, db_url.schemes)}"
         )
-    if "sqlite" in parts.scheme and parts.netloc:
-        # db_url would silently open an in-memory database for sqlite://tars.db.
-        raise _Invalid(
-            f"{shown!r} has a host part; a SQLite file takes three slashes: "
-            f"{parts.scheme}:///{parts.netloc}{parts.path}"
-        )
     try:
-        # Builds the database object without connecting, so no server is contacted here.
-        database = db_url.connect(text)
-    except (ValueError, TypeError, KeyError, RuntimeError, peewee.PeeweeException) as exc:
-        raise _Invalid(f"peewee cannot open {shown!r}: {str(exc).replace(text, shown)}") from None
+        # Exactly what the store will open, built without connecting: no server is
+        # contacted here, and a URL the store refuses (an in-memory SQLite database, a
+        # host in a SQLite URL) is refused here first.
+        database = build_database(text)
+    except StoreError as exc:
+        raise _Invalid(f"{shown!r}: {exc.reason}") from None
     if isinstance(database, peewee.SqliteDatabase):
         _check_sqlite_file(str(database.database))
     elif isinstance(database, peewee.PostgresqlDatabase):
@@ -518,7 +501,7 @@ class Settings:
     def redacted(self) -> dict[str, dict[str, Any]]:
         """The resolved configuration, safe to print: secrets only say whether they are set."""
         data = self.to_data()
-        data["database"]["url"] = mask_url_password(self.database.url)
+        data["database"]["url"] = redact_url(self.database.url)
         data["secrets"] = dict(self.secrets.status())
         return data
 

@@ -19,10 +19,10 @@ from tars_actors.settings import (
     Settings,
     SettingsError,
     load_settings,
-    mask_url_password,
     parse_settings,
     resolve_settings_path,
 )
+from tars_actors.store import redact_url
 
 SHIPPED = Path(__file__).resolve().parent.parent / "settings.toml"
 FAKE_ENV = {
@@ -359,6 +359,13 @@ def test_sqlite_url_with_two_slashes_is_rejected_instead_of_opening_memory() -> 
     problem = only_problem({"database": {"url": "sqlite://tars.db"}})
 
     assert problem.endswith("a SQLite file takes three slashes: sqlite:///tars.db")
+
+
+def test_a_url_the_store_would_refuse_is_refused_by_the_settings_first() -> None:
+    # Each thread has its own connection: an in-memory database would be one per thread.
+    problem = only_problem({"database": {"url": "sqlite:///:memory:"}})
+
+    assert problem.startswith("[database] url: 'sqlite:///:memory:': an in-memory SQLite")
 
 
 def test_sqlite_file_in_a_missing_directory_is_rejected(tmp_path: Path) -> None:
@@ -769,8 +776,5 @@ def test_with_overrides_validates_like_the_loader() -> None:
 
 
 def test_mask_url_password_hides_only_the_password() -> None:
-    assert (
-        mask_url_password("postgresql://tars:pw@db:5432/tars")
-        == "postgresql://tars:***@db:5432/tars"
-    )
-    assert mask_url_password("sqlite:///tars.db") == "sqlite:///tars.db"
+    assert redact_url("postgresql://tars:pw@db:5432/tars") == "postgresql://tars:***@db:5432/tars"
+    assert redact_url("sqlite:///tars.db") == "sqlite:///tars.db"

@@ -36,7 +36,7 @@ from tars_actors.store import (
     Speaker,
     Store,
     StoreError,
-    check_database_url,
+    build_database,
 )
 from tars_actors.store.migrations import SchemaVersion, apply_migrations
 
@@ -609,6 +609,6 @@ def test_unusable_database_url_is_one_clear_error_without_the_password(
     url: str, problem: str
 ) -> None:
     with pytest.raises(StoreError, match=r"\[database\] url") as raised:
-        check_database_url(url)
+        build_database(url)
     assert problem in str(raised.value)
     assert "test-password" not in str(raised.value)

@@ -12,7 +12,7 @@ from tars_actors.store.database import (
     SQLITE_PRAGMAS,
     Store,
     StoreError,
-    check_database_url,
+    build_database,
     redact_url,
 )
 from tars_actors.store.fields import (
@@ -80,7 +80,7 @@ __all__ = [
     "StoreError",
     "TarsModel",
     "UTCDateTimeField",
-    "check_database_url",
+    "build_database",
     "redact_url",
     "utcnow",
 ]

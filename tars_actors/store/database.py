@@ -21,7 +21,7 @@ __all__ = [
     "SQLITE_PRAGMAS",
     "Store",
     "StoreError",
-    "check_database_url",
+    "build_database",
     "redact_url",
 ]
 
@@ -38,13 +38,23 @@ SQLITE_PRAGMAS: tuple[tuple[str, str | int], ...] = (
 
 
 class StoreError(RuntimeError):
-    """The database URL cannot be used, or the store is used in a way it does not support."""
+    """The database URL cannot be used, or the store is used in a way it does not support.
+
+    ``reason`` is the problem alone, without the URL (for messages that name it already).
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def redact_url(url: str) -> str:
     """``url`` with its password replaced, fit for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:  # an unparsable URL has no password to find
         return url
     userinfo, _, host = parts.netloc.rpartition("@")
     user = userinfo.split(":", 1)[0]
@@ -54,18 +64,26 @@ def redact_url(url: str) -> str:
 def _unusable(url: str, why: str) -> StoreError:
     return StoreError(
         f"[database] url {redact_url(url)!r} cannot be opened: {why} "
-        "(expected e.g. sqlite:///tars.db or postgresql://user@host/dbname)"
+        "(expected e.g. sqlite:///tars.db or postgresql://user@host/dbname)",
+        reason=why,
     )
 
 
-def _open_database(url: str) -> peewee.Database:
+def build_database(url: str) -> peewee.Database:
+    """The peewee database for ``url``, configured as TARS uses it; no connection yet.
+
+    Raises :class:`StoreError` (with ``reason``) for a URL the store cannot use. The
+    settings validate ``[database] url`` with this, so the two never disagree.
+    """
     parts = urlsplit(url)
     scheme = parts.scheme
     if scheme.startswith("sqlite"):
         if parts.netloc:
             # playhouse.db_url reads "sqlite://tars.db" as an in-memory database.
             raise _unusable(
-                url, f"{parts.netloc!r} reads as a host; a file path needs three slashes"
+                url,
+                f"{parts.netloc!r} reads as a host; a SQLite file takes three slashes: "
+                f"{scheme}:///{parts.netloc}{parts.path}",
             )
         if parts.path in ("", "/", "/:memory:"):
             raise _unusable(
@@ -99,15 +117,6 @@ def _open_database(url: str) -> peewee.Database:
     return database
 
 
-def check_database_url(url: str) -> None:
-    """Raise :class:`StoreError` naming the problem unless ``url`` can be opened as a Store.
-
-    Checks the URL's form only (scheme, file path or database name); it binds nothing
-    and does not connect.
-    """
-    _open_database(url)
-
-
 class Store:
     """The TARS database: models bound to it, connections per thread, migrations.
 
@@ -127,7 +136,7 @@ class Store:
     @classmethod
     def open(cls, url: str) -> Store:
         """Create the database object for ``url`` and bind the models to it (no I/O yet)."""
-        store = cls(_open_database(url), url=url)
+        store = cls(build_database(url), url=url)
         store._database.bind([*MODELS, SchemaVersion])
         return store
 
