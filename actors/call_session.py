@@ -59,7 +59,7 @@ from tars_actors.store import AgentSession, Conversation, SessionStatus, Store, 
 from tars_actors.timers import TimerHandle, Timers
 from tars_actors.tools.registry import PreparedCall, ToolOutcome
 
-__all__ = ["CallSession", "EndCall", "ModelStarter", "SessionInfo"]
+__all__ = ["CallSession", "ModelStarter", "SessionInfo"]
 
 log = structlog.get_logger("tars.call")
 
@@ -79,13 +79,6 @@ class SessionInfo:
     call_sid: str
     stream_sid: str
     direction: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EndCall:
-    """CallSupervisor → CallSession: end the call now (shutdown, status callback)."""
-
-    reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -244,8 +237,6 @@ class CallSession(TarsActor):
                 self._apply(self._flow.socket_closed(reason))
             case CallStatusChanged(status=status):
                 self._apply(self._flow.call_status(status))
-            case EndCall(reason=reason):
-                self._apply(self._flow.shutdown(reason))
             case _:
                 return super().on_receive(message)
         return None

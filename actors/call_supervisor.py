@@ -17,7 +17,7 @@ from typing import Any
 import pykka
 import structlog
 
-from actors.call_session import CallSession, EndCall, ModelStarter, SessionInfo
+from actors.call_session import CallSession, ModelStarter, SessionInfo
 from actors.supervisor import Supervisor
 from tars_actors.actor import ActorExit
 from tars_actors.aio import LoopThread
@@ -315,10 +315,3 @@ class CallSupervisor(Supervisor):
                 contact_relation=contact.relation,
             )
         return Caller(number=number, permission=Permission.UNKNOWN)
-
-    def end_all(self, reason: str) -> None:
-        """Ask every live session to end its call (daemon shutdown)."""
-        for info in self.which_children():
-            if info.ref is not None:
-                with contextlib.suppress(pykka.ActorDeadError):
-                    info.ref.tell(EndCall(reason=reason))
