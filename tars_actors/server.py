@@ -283,35 +283,27 @@ class MediaStreamSocket:
 
     def send_audio(self, frames: Sequence[bytes], since: float = 0.0) -> None:
         """``since``: when the audio reached TARS (time.monotonic()), to time the trip."""
-        if self._closed:
-            return
-        if threading.get_ident() == self._loop_thread:
-            self._enqueue(tuple(frames), since)  # the audio relay, on the loop: no hand-off
-        else:
+        if not self._closed:
             # A tuple, so a list the caller goes on filling does not change under the loop.
-            self._soon(self._enqueue, tuple(frames), since)
+            self._on_loop(self._enqueue, tuple(frames), since)
 
     def send_mark(self, name: str) -> None:
-        if self._closed:
-            return
-        if threading.get_ident() == self._loop_thread:
-            self._mark(name)
-        else:
-            self._soon(self._mark, name)
+        if not self._closed:
+            self._on_loop(self._mark, name)
 
     def clear(self) -> None:
-        if self._closed:
-            return
-        if threading.get_ident() == self._loop_thread:
-            self._clear()
-        else:
-            self._soon(self._clear)
+        if not self._closed:
+            self._on_loop(self._clear)
 
     def close(self) -> None:
         if not self._closed:
-            self._soon(self._close)
+            self._on_loop(self._close)
 
-    def _soon(self, callback: Any, *args: Any) -> None:
+    def _on_loop(self, callback: Any, *args: Any) -> None:
+        if threading.get_ident() == self._loop_thread:
+            # Already on the loop (the audio relay): run now, in order, with no hand-off.
+            callback(*args)
+            return
         with contextlib.suppress(RuntimeError):  # the loop is closed: so is the socket
             self._loop.call_soon_threadsafe(callback, *args)
 
