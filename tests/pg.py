@@ -1,7 +1,8 @@
 """pytest fixtures for a throwaway PostgreSQL server (pgserver): one per run, a database per use.
 
 Load with ``pytest_plugins = ("tests.pg",)`` in a test module. The server only starts when a
-test asks for ``postgres_url`` or ``make_postgres_url``.
+test asks for ``postgres_url`` or ``make_postgres_url``; ``make_url`` runs a test once on
+SQLite and once on PostgreSQL.
 
 As root, pgserver runs PostgreSQL (which refuses to run as root) as a system user named
 ``pgserver`` that it creates with ``useradd`` if missing, and it widens the permissions of the
@@ -11,6 +12,7 @@ listens on a Unix socket in the data directory only, never on TCP.
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 import uuid
 import warnings
@@ -74,3 +76,13 @@ def make_postgres_url(postgres_server: Any) -> Iterator[Callable[[], str]]:
 def postgres_url(make_postgres_url: Callable[[], str]) -> str:
     """A postgresql:// URL (Unix socket) of a fresh, empty database."""
     return make_postgres_url()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make_url(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
+    """Fresh, empty databases of one backend (each test using it runs once per backend)."""
+    if request.param == "sqlite":
+        numbers = itertools.count()
+        return lambda: f"sqlite:///{tmp_path}/tars-{next(numbers)}.db"
+    make_postgres_url: Callable[[], str] = request.getfixturevalue("make_postgres_url")
+    return make_postgres_url

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -32,16 +31,6 @@ from tars_actors.store import (
 )
 
 pytest_plugins = ("tests.pg",)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def make_url(request: pytest.FixtureRequest, tmp_path: Any) -> Callable[[], str]:
-    """Fresh, empty databases of one backend (each test runs once per backend)."""
-    if request.param == "sqlite":
-        numbers = itertools.count()
-        return lambda: f"sqlite:///{tmp_path}/tars-{next(numbers)}.db"
-    make_postgres_url: Callable[[], str] = request.getfixturevalue("make_postgres_url")
-    return make_postgres_url
 
 
 @pytest.fixture

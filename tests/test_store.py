@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -44,16 +43,6 @@ pytest_plugins = ("tests.pg",)
 
 BUDAPEST_SUMMER = timezone(timedelta(hours=2))
 T0 = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def make_url(request: pytest.FixtureRequest, tmp_path: Any) -> Callable[[], str]:
-    """Fresh, empty databases of one backend (each test runs once per backend)."""
-    if request.param == "sqlite":
-        numbers = itertools.count()
-        return lambda: f"sqlite:///{tmp_path}/tars-{next(numbers)}.db"
-    make_postgres_url: Callable[[], str] = request.getfixturevalue("make_postgres_url")
-    return make_postgres_url
 
 
 @pytest.fixture
