@@ -50,12 +50,21 @@ from tars_actors.messages import (
     ModelDisconnected,
     ModelEvent,
     SocketClosed,
+    TextTurn,
 )
 from tars_actors.messages import HangUp as HangUpRequest
 from tars_actors.messages import SayAndHangUp as SayAndHangUpRequest
 from tars_actors.permissions import Permission
 from tars_actors.relay import AudioRelay, LatencyHistogram
-from tars_actors.store import AgentSession, Conversation, SessionStatus, Store, utcnow
+from tars_actors.routing import DeliverNote, LiveSession, SessionJoined, SessionLeft, Switchboard
+from tars_actors.store import (
+    AgentSession,
+    Conversation,
+    MessageStatus,
+    SessionStatus,
+    Store,
+    utcnow,
+)
 from tars_actors.timers import TimerHandle, Timers
 from tars_actors.tools.registry import PreparedCall, ToolOutcome
 
@@ -79,6 +88,8 @@ class SessionInfo:
     call_sid: str
     stream_sid: str
     direction: str
+    #: What the call is for (a goal call's objective), for list_active_sessions.
+    purpose: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,9 +131,13 @@ class CallSession(TarsActor):
         telephony: pykka.ActorRef[Any] | None,
         tool_pool: concurrent.futures.Executor,
         audio_loop: LoopThread,
+        switchboard: Switchboard | None = None,
     ) -> None:
         super().__init__()
         self.info = info
+        self._switchboard = switchboard
+        # Routed messages this call has taken: one shown twice would be a repeat.
+        self._notes_taken: set[int] = set()
         self._audio_loop = audio_loop
         self._relay: AudioRelay | None = None
         self._flow = flow
@@ -172,6 +187,38 @@ class CallSession(TarsActor):
         )
         self._socket.attach(self.actor_ref, self._relay)
         self._apply(self._flow.start())
+        self._join()
+
+    def _join(self) -> None:
+        switchboard = self._switchboard
+        if switchboard is None:
+            return
+        info = self.info
+        switchboard.presence.join(
+            LiveSession(
+                session_id=info.session_id,
+                name=info.session_name,
+                permission=info.permission,
+                caller_number=info.caller_number,
+                call_sid=info.call_sid,
+                direction=info.direction,
+                ref=self.actor_ref,
+                purpose=info.purpose,
+            )
+        )
+        if not switchboard.tell(SessionJoined(session_id=info.session_id)):
+            log.warning("router.not_running", message="SessionJoined")
+
+    def _leave(self) -> None:
+        switchboard = self._switchboard
+        if switchboard is None:
+            return
+        switchboard.presence.leave(self.info.session_id)
+        undelivered = self._flow.undelivered_notes()
+        left = SessionLeft(session_id=self.info.session_id, undelivered=undelivered)
+        if not switchboard.tell(left) and undelivered:
+            # The Router finds them PENDING when it starts again.
+            log.warning("router.not_running", message="SessionLeft", undelivered=len(undelivered))
 
     def on_stop(self) -> None:
         self._close_down("shutdown")
@@ -237,6 +284,13 @@ class CallSession(TarsActor):
                 self._apply(self._flow.socket_closed(reason))
             case CallStatusChanged(status=status):
                 self._apply(self._flow.call_status(status))
+            case DeliverNote(message_id=message_id, text=text):
+                if message_id in self._notes_taken:
+                    log.info("call.note_repeat_ignored", message_id=message_id)
+                else:
+                    self._notes_taken.add(message_id)
+                    log.info("call.note_received", message_id=message_id)
+                    self._apply(self._flow.deliver_note(message_id, text))
             case _:
                 return super().on_receive(message)
         return None
@@ -280,6 +334,8 @@ class CallSession(TarsActor):
                 channel = connection.channel if connection is not None else None
                 if channel is None or not channel.send(item):
                     self._apply(self._flow.send_failed(item))
+                elif isinstance(item, TextTurn) and item.note_ids:
+                    self._notes_delivered(item.note_ids)
             case MarkCaller(name=name):
                 self._socket.send_mark(name)
             case StoreTranscript(speaker=speaker, text=text, heard=heard):
@@ -376,6 +432,20 @@ class CallSession(TarsActor):
             log.exception("tool.failed", tool=call.name, call_id=call.call_id)
             return ToolOutcome(response={"error": f"{call.name} failed: {error}"})
 
+    def _notes_delivered(self, message_ids: tuple[int, ...]) -> None:
+        """The model connection accepted these routed messages: they are delivered."""
+        switchboard = self._switchboard
+        if switchboard is None:
+            return
+        ledger = switchboard.ledger
+        session_id = self.info.session_id
+        for message_id in message_ids:
+            ledger.settle(message_id, MessageStatus.DELIVERED, target_session_id=session_id)
+        if self.info.permission is Permission.OWNER:
+            # The owner heard them live: read_messages lists only what they missed.
+            ledger.mark_read(message_ids)
+        log.info("call.note_delivered", message_ids=list(message_ids))
+
     def _store_line(self, speaker: str, text: str, *, heard: bool) -> None:
         self._transcript_seq += 1
         with self._store.transaction():
@@ -394,6 +464,7 @@ class CallSession(TarsActor):
         if self._ended:
             return
         self._ended = True
+        self._leave()
         duration = time.monotonic() - self._started_at
         with self._store.transaction():
             AgentSession.update(

@@ -26,6 +26,7 @@ from tars_actors.events import EventBus
 from tars_actors.messages import CallStatusChanged, CallStreamStarted
 from tars_actors.permissions import Permission
 from tars_actors.persona import Caller, Persona, persona_for
+from tars_actors.routing import Switchboard
 from tars_actors.server import Admission, Connect, Draining, OverCapacity
 from tars_actors.settings import Settings
 from tars_actors.store import AgentSession, Contact, SessionStatus, Store, utcnow
@@ -176,6 +177,7 @@ class CallSupervisor(Supervisor):
         tool_pool: concurrent.futures.Executor,
         audio_loop: LoopThread,
         events: EventBus | None = None,
+        switchboard: Switchboard | None = None,
     ) -> None:
         super().__init__(
             "calls",
@@ -194,6 +196,7 @@ class CallSupervisor(Supervisor):
         self._tool_pool = tool_pool
         self._audio_loop = audio_loop
         self._session_timers = timers
+        self._switchboard = switchboard
 
     def on_start(self) -> None:
         self._store.connect()
@@ -287,6 +290,7 @@ class CallSupervisor(Supervisor):
                 telephony=self._telephony(),
                 tool_pool=self._tool_pool,
                 audio_loop=self._audio_loop,
+                switchboard=self._switchboard,
             ),
             restart=Restart.TEMPORARY,
             shutdown_timeout=self._settings.supervision.shutdown_timeout_seconds,

@@ -176,6 +176,8 @@ class CallLimits:
     go_away_margin_seconds: float = 2.0
     #: How long Twilio gets to end the stream after the apology before TARS hangs up.
     apology_grace_seconds: float = 15.0
+    #: How long a note for the model waits while the caller keeps talking.
+    note_wait_seconds: float = 2.0
     reconnect_backoff: Backoff = field(
         default_factory=lambda: Backoff(initial=0.2, maximum=5.0, jitter=0.0)
     )
@@ -207,6 +209,7 @@ TIMER_MODEL_RESTART = "model-restart"
 TIMER_MODEL_UNREACHABLE = "model-unreachable"
 TIMER_ROTATE = "model-rotate"
 TIMER_APOLOGY = "apology-grace"
+TIMER_NOTE_WAIT = "note-wait"
 
 UNREACHABLE_APOLOGY = (
     "Sorry, I am having trouble connecting right now. Please call again in a few minutes."
@@ -247,6 +250,11 @@ class CallFlow:
         self._assistant_text: list[str] = []
         self._caller_text: list[str] = []
         self._tools_in_flight: dict[str, str] = {}
+        # Routed messages waiting for a turn boundary: (message id, note text).
+        self._notes: list[tuple[int, str]] = []
+        self._note_wait = False  # the note-wait timer is running
+        self._note_wait_over = False  # ... and has fired: stop waiting for the caller
+        self._greeting_answered = False
         # Ending.
         self._apologising = False
         self._ending_mark: str | None = None
@@ -483,6 +491,52 @@ class CallFlow:
             effects += self._rotate()
         return effects
 
+    # --- routed messages ------------------------------------------------------------------
+
+    def deliver_note(self, message_id: int, text: str) -> list[Effect]:
+        """A routed message for this call's model: sent at the next turn boundary.
+
+        Never over the model's own speech and never while a tool call is open; while the
+        caller keeps talking it waits at most ``note_wait_seconds``.
+        """
+        if self._ended or any(mid == message_id for mid, _ in self._notes):
+            return []
+        self._notes.append((message_id, text))
+        return self._flush_notes()
+
+    def undelivered_notes(self) -> tuple[int, ...]:
+        """Messages this call took but never passed to a model connection."""
+        ids = [mid for mid, _ in self._notes]
+        for item in self._gap:
+            if isinstance(item, TextTurn):
+                ids.extend(item.note_ids)
+        return tuple(ids)
+
+    def _flush_notes(self) -> list[Effect]:
+        if not self._notes or self._apologising or self._end_requested:
+            return []
+        if not self._greeting_answered or self._turn_has_output or self._tools_in_flight:
+            return []  # the next turn boundary flushes them
+        if self._caller_text and not self._note_wait_over:
+            # The caller is mid-sentence: give them a moment, not forever.
+            if self._note_wait:
+                return []
+            self._note_wait = True
+            return [StartTimer(name=TIMER_NOTE_WAIT, delay=self.limits.note_wait_seconds)]
+        notes, self._notes = self._notes, []
+        effects: list[Effect] = []
+        if self._note_wait:
+            effects.append(CancelTimer(name=TIMER_NOTE_WAIT))
+        self._note_wait = self._note_wait_over = False
+        turn = TextTurn(
+            text="\n\n".join(text for _, text in notes),
+            note_ids=tuple(mid for mid, _ in notes),
+        )
+        effects.append(
+            LogEvent(event="call.note_sent", fields={"message_ids": list(turn.note_ids)})
+        )
+        return effects + self._to_current(turn)
+
     # --- timers -------------------------------------------------------------------------
 
     def timer_fired(self, name: str) -> list[Effect]:
@@ -524,6 +578,10 @@ class CallFlow:
                 if self._rotate_pending:
                     return self._rotate()
                 return []
+            case "note-wait":
+                self._note_wait = False
+                self._note_wait_over = True
+                return self._flush_notes()
         return []
 
     # --- internals ----------------------------------------------------------------------
@@ -584,9 +642,10 @@ class CallFlow:
             effects.append(MarkCaller(name=self._ending_mark))
         self._turn_has_output = False
         self._turn_interrupted = False
+        self._greeting_answered = True
         if self._rotate_pending and self._at_turn_boundary():
             effects += self._rotate()
-        return effects
+        return effects + self._flush_notes()
 
     def _at_turn_boundary(self) -> bool:
         return not self._turn_has_output and not self._tools_in_flight
@@ -614,6 +673,7 @@ class CallFlow:
             TIMER_MODEL_UNREACHABLE,
             TIMER_ROTATE,
             TIMER_APOLOGY,
+            TIMER_NOTE_WAIT,
         ):
             effects.append(CancelTimer(name=name))
         if hang_up:

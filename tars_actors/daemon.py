@@ -25,22 +25,25 @@ from actors.call_session import ModelStarter, SessionInfo
 from actors.call_supervisor import CallAdmission, CallHooks, CallSupervisor, ModelStarterFactory
 from actors.gemini_connection import GeminiConnection
 from actors.monitor import ActorMonitor
+from actors.router import Router
 from actors.supervisor import RootWatch, Supervisor, start_root
 from actors.telephony import Telephony
 from tars_actors.actor import ActorExit
 from tars_actors.aio import LoopThread
 from tars_actors.events import EventBus
 from tars_actors.gemini import ModelProfile, make_client
+from tars_actors.ledger import MessageLedger
 from tars_actors.observability import install_stack_dump_signal
 from tars_actors.permissions import Permission
 from tars_actors.persona import Persona
 from tars_actors.relay import AudioRelay
+from tars_actors.routing import Presence, Switchboard
 from tars_actors.server import Server
 from tars_actors.settings import Settings
 from tars_actors.store import Store
 from tars_actors.supervision import ChildSpec, Strategy, SupervisorFlags
 from tars_actors.timers import ThreadTimers, Timers
-from tars_actors.tools import build_registry
+from tars_actors.tools import ToolServices, build_registry
 from tars_actors.tools.registry import ToolRegistry
 
 __all__ = ["EXIT_GAVE_UP", "EXIT_OK", "Daemon", "serve"]
@@ -69,6 +72,8 @@ class Runtime:
     io_loop: LoopThread
     #: Slow tools run here, off the call actors' threads.
     tool_pool: concurrent.futures.ThreadPoolExecutor
+    #: Live sessions, the message ledger and the Router, for sessions and tools.
+    switchboard: Switchboard
     model_client: genai.Client | None = None
 
     def model_starter(self) -> ModelStarterFactory:
@@ -142,6 +147,16 @@ def system_children(runtime: Runtime) -> list[ChildSpec]:
             shutdown_timeout=shutdown_timeout,
         ),
         ChildSpec(
+            id="router",
+            start=lambda: Router.start(
+                settings=settings,
+                store=runtime.store,
+                presence=runtime.switchboard.presence,
+                telephony=_first(Telephony),
+            ),
+            shutdown_timeout=shutdown_timeout,
+        ),
+        ChildSpec(
             id="calls",
             start=lambda: CallSupervisor.start(
                 settings=settings,
@@ -154,6 +169,7 @@ def system_children(runtime: Runtime) -> list[ChildSpec]:
                 tool_pool=runtime.tool_pool,
                 audio_loop=runtime.io_loop,
                 events=runtime.events,
+                switchboard=runtime.switchboard,
             ),
             # Its sessions each get their own timeout, in reverse start order.
             shutdown_timeout=None,
@@ -195,12 +211,16 @@ class Daemon:
         finally:
             store.close()
         self.store = store
+        switchboard = Switchboard(
+            presence=Presence(), ledger=MessageLedger(store), router=_first(Router)
+        )
         self.runtime = Runtime(
             settings=self.settings,
             store=store,
             timers=self.timers,
             events=self.events,
-            tools=build_registry(),
+            tools=build_registry(ToolServices(settings=self.settings, switchboard=switchboard)),
+            switchboard=switchboard,
             admission=CallAdmission(self.settings.sessions.max_concurrent),
             io_loop=LoopThread("tars-io"),
             tool_pool=concurrent.futures.ThreadPoolExecutor(

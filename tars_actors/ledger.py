@@ -162,6 +162,10 @@ class MessageLedger:
     def __init__(self, store: Store) -> None:
         self._store = store
 
+    @property
+    def store(self) -> Store:
+        return self._store
+
     @staticmethod
     def check_body(body: str) -> str:
         """``body`` without surrounding whitespace; LedgerError if empty or too long."""
@@ -491,4 +495,11 @@ class MessageLedger:
         return self._messages(
             InterSessionMessage.status == MessageStatus.AWAITING_APPROVAL,
             InterSessionMessage.approval.in_(approved),
+        )
+
+    def broadcast_copies(self, approval_id: int) -> list[MessageRecord]:
+        """The per-session copies an approved broadcast was delivered as, oldest first."""
+        return self._messages(
+            InterSessionMessage.approval == approval_id,
+            InterSessionMessage.status != MessageStatus.AWAITING_APPROVAL,
         )

@@ -148,6 +148,9 @@ class TextTurn:
     text: str
     role: str = "user"
     turn_complete: bool = True
+    #: The routed messages this turn carries (system notes): settled as delivered once
+    #: the model connection accepted the turn.
+    note_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

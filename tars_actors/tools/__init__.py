@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from tars_actors.tools.call import END_CALL
+from tars_actors.tools.messaging import ToolServices, messaging_tools
 from tars_actors.tools.registry import ToolRegistry
 
-__all__ = ["build_registry"]
+__all__ = ["ToolServices", "build_registry"]
 
 
-def build_registry() -> ToolRegistry:
-    """Every tool TARS has; sessions see the subset their permission level allows."""
-    return ToolRegistry([END_CALL])
+def build_registry(services: ToolServices | None = None) -> ToolRegistry:
+    """Every tool TARS has; sessions see the subset their permission level allows.
+
+    Without ``services`` (a call flow tested on its own) only the tools that need
+    nothing beyond the call itself are registered.
+    """
+    specs = [END_CALL]
+    if services is not None:
+        specs += messaging_tools(services)
+    return ToolRegistry(specs)

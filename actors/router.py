@@ -1,0 +1,393 @@
+"""The Router: routes messages between live calls and to the owner, and records each outcome.
+
+A permanent child of the root supervisor. Who is live is kept in the runtime's
+:class:`~tars_actors.routing.Presence`, so a restarted Router knows every call at once; what
+was sent is kept in the :class:`~tars_actors.ledger.MessageLedger`, so a restarted Router
+(or daemon) delivers what was never delivered, and nothing twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pykka
+import structlog
+
+from tars_actors.actor import TarsActor
+from tars_actors.ledger import LedgerError, MessageLedger, MessageRecord
+from tars_actors.messages import SendSms, SmsFailed, SmsSent
+from tars_actors.permissions import Permission
+from tars_actors.routing import (
+    BROADCAST_TARGET,
+    OWNER_TARGET,
+    DecideBroadcast,
+    Deliver,
+    DeliverNote,
+    Fail,
+    LiveSession,
+    MessageType,
+    Presence,
+    Queue,
+    Route,
+    RouteReply,
+    SessionJoined,
+    SessionLeft,
+    Text,
+    UnknownTarget,
+    note_text,
+    plan_delivery,
+    resolve_target,
+    sms_text,
+)
+from tars_actors.settings import Settings
+from tars_actors.store import MessageStatus, Store
+
+__all__ = ["Router"]
+
+log = structlog.get_logger("tars.router")
+
+_SMS_PREFIX = "message-"
+
+
+class Router(TarsActor):
+    """Routes :class:`Route` requests, hands notes to sessions, texts the owner."""
+
+    actor_kind = "Router"
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        presence: Presence,
+        telephony: Callable[[], pykka.ActorRef[Any] | None],
+    ) -> None:
+        super().__init__()
+        self._settings = settings
+        self._store = store
+        self._ledger = MessageLedger(store)
+        self._presence = presence
+        self._telephony = telephony
+
+    def on_start(self) -> None:
+        self._store.connect()
+        self._recover()
+
+    def on_stop(self) -> None:
+        self._store.close()
+
+    # --- messages -----------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case Route():
+                return self._route(message)
+            case DecideBroadcast():
+                return self._decide(message)
+            case SessionJoined(session_id=session_id):
+                self._joined(session_id)
+            case SessionLeft(session_id=session_id, undelivered=undelivered):
+                self._left(session_id, undelivered)
+            case SmsSent(correlation_id=correlation_id, message_sid=sid):
+                message_id = _message_id(correlation_id)
+                if message_id is not None:
+                    self._ledger.settle(message_id, MessageStatus.SMS_SENT)
+                    log.info("router.sms_sent", message_id=message_id, message_sid=sid)
+            case SmsFailed(correlation_id=correlation_id, error=error, code=code):
+                message_id = _message_id(correlation_id)
+                if message_id is not None:
+                    self._ledger.settle(message_id, MessageStatus.FAILED, error=f"SMS: {error}")
+                    log.error("router.sms_failed", message_id=message_id, error=error, code=code)
+            case _:
+                return super().on_receive(message)
+        return None
+
+    # --- routing --------------------------------------------------------------------------
+
+    def _route(self, request: Route) -> RouteReply:
+        try:
+            body = MessageLedger.check_body(request.body)
+        except LedgerError as error:
+            log.warning("router.rejected", why=error.kind, sender=request.sender_name)
+            return RouteReply(ok=False, detail=str(error))
+        target = request.target.strip()
+        if target.casefold() in (OWNER_TARGET, "owner"):
+            record = self._ledger.record(
+                sender_session_id=request.sender_session_id,
+                sender_name=request.sender_name,
+                target=OWNER_TARGET,
+                message_type=request.message_type,
+                body=body,
+            )
+            log.info("router.recorded", message_id=record.id, target=OWNER_TARGET)
+            return self._reply(self._dispatch(record), record)
+        if target.casefold() == BROADCAST_TARGET:
+            return self._broadcast(request, body)
+        resolved = resolve_target(self._presence, target)
+        if isinstance(resolved, UnknownTarget):
+            log.warning("router.unknown_target", target=target, sender=request.sender_name)
+            return RouteReply(ok=False, detail=resolved.message)
+        if resolved.session_id == request.sender_session_id:
+            return RouteReply(ok=False, detail="that is this call; pick another session")
+        record = self._ledger.record(
+            sender_session_id=request.sender_session_id,
+            sender_name=request.sender_name,
+            target=target,
+            target_session_id=resolved.session_id,
+            message_type=request.message_type,
+            body=body,
+        )
+        log.info("router.recorded", message_id=record.id, target=resolved.name)
+        return self._reply(self._dispatch(record), record)
+
+    def _broadcast(self, request: Route, body: str) -> RouteReply:
+        if request.sender_permission is not Permission.OWNER:
+            approval, record = self._ledger.request_approval(
+                requester_session_id=request.sender_session_id,
+                requester_name=request.sender_name,
+                body=body,
+            )
+            log.info("router.approval_requested", approval_id=approval.id, message_id=record.id)
+            self._notify_owner(
+                f'{request.sender_name} asks to broadcast to every call: "{body}". '
+                f"Approval id {approval.id}: approve or deny it with decide_broadcast.",
+                MessageType.APPROVAL_REQUEST,
+                sender_session_id=request.sender_session_id,
+                sender_name=request.sender_name,
+            )
+            return RouteReply(
+                ok=True,
+                detail=f"{self._owner_name} has been asked to approve the broadcast",
+                message_ids=(record.id,),
+                status=str(record.status),
+                approval_id=approval.id,
+            )
+        targets = [s for s in self._presence.all() if s.session_id != request.sender_session_id]
+        if not targets:
+            return RouteReply(ok=False, detail="there are no other live calls to broadcast to")
+        records = self._fan_out(
+            sender_session_id=request.sender_session_id,
+            sender_name=request.sender_name,
+            body=body,
+            targets=targets,
+        )
+        return RouteReply(
+            ok=True,
+            detail=f"broadcast to {len(records)} live call(s): "
+            + ", ".join(s.name for s in targets),
+            message_ids=tuple(r.id for r in records),
+            status=str(MessageStatus.PENDING),
+        )
+
+    def _fan_out(
+        self,
+        *,
+        sender_session_id: int | None,
+        sender_name: str,
+        body: str,
+        targets: list[LiveSession],
+        approval_id: int | None = None,
+    ) -> list[MessageRecord]:
+        records = self._ledger.record_many(
+            sender_session_id=sender_session_id,
+            sender_name=sender_name,
+            target=BROADCAST_TARGET,
+            message_type=MessageType.BROADCAST,
+            body=body,
+            target_session_ids=[s.session_id for s in targets],
+            approval_id=approval_id,
+        )
+        log.info("router.broadcast", messages=len(records), approval_id=approval_id)
+        for record in records:
+            self._dispatch(record)
+        return records
+
+    def _decide(self, request: DecideBroadcast) -> RouteReply:
+        try:
+            approval, records = self._ledger.decide(request.approval_id, approve=request.approve)
+        except LedgerError as error:
+            log.warning("router.decision_rejected", approval_id=request.approval_id, why=error.kind)
+            return RouteReply(ok=False, detail=str(error))
+        log.info("router.decided", approval_id=approval.id, status=str(approval.status))
+        requester = (
+            self._presence.get(approval.requester_session_id)
+            if approval.requester_session_id is not None
+            else None
+        )
+        if not request.approve:
+            if requester is not None:
+                self._tell_requester(requester, "declined your request to broadcast")
+            return RouteReply(ok=True, detail="the broadcast was denied", approval_id=approval.id)
+        excluded = {approval.requester_session_id, request.decider_session_id}
+        targets = [s for s in self._presence.all() if s.session_id not in excluded]
+        delivered = self._fan_out(
+            sender_session_id=approval.requester_session_id,
+            sender_name=approval.requester_name,
+            body=approval.body,
+            targets=targets,
+            approval_id=approval.id,
+        )
+        for record in records:
+            self._ledger.settle(record.id, MessageStatus.DELIVERED)
+        if requester is not None:
+            self._tell_requester(requester, "approved your broadcast")
+        return RouteReply(
+            ok=True,
+            detail=f"approved: broadcast to {len(delivered)} live call(s)",
+            message_ids=tuple(r.id for r in delivered),
+            approval_id=approval.id,
+        )
+
+    def _tell_requester(self, requester: LiveSession, what: str) -> None:
+        record = self._ledger.record(
+            sender_session_id=None,
+            sender_name=self._owner_name,
+            target=str(requester.session_id),
+            target_session_id=requester.session_id,
+            message_type=MessageType.NOTE,
+            body=f"{self._owner_name} {what}.",
+        )
+        self._dispatch(record)
+
+    def _notify_owner(
+        self,
+        body: str,
+        message_type: str,
+        *,
+        sender_session_id: int | None,
+        sender_name: str,
+    ) -> None:
+        record = self._ledger.record(
+            sender_session_id=sender_session_id,
+            sender_name=sender_name,
+            target=OWNER_TARGET,
+            message_type=message_type,
+            body=body,
+        )
+        self._dispatch(record)
+
+    # --- delivery -------------------------------------------------------------------------
+
+    def _dispatch(self, record: MessageRecord) -> Deliver | Text | Queue | Fail:
+        """Start delivering ``record`` as things are now; returns the plan it followed."""
+        plan = plan_delivery(record, self._presence)
+        match plan:
+            case Deliver(session=session):
+                attempt = self._ledger.begin_attempt(record.id)
+                if attempt is None:
+                    return plan  # settled meanwhile: never shown twice
+                try:
+                    session.ref.tell(DeliverNote(message_id=record.id, text=note_text(record)))
+                except pykka.ActorDeadError:
+                    # Ending as we speak: it will not say SessionLeft for this one.
+                    self._presence.leave(session.session_id)
+                    return self._dispatch(record)
+                log.info("router.handed_to_call", message_id=record.id, session=session.name)
+            case Text():
+                self._text_owner(record)
+            case Queue():
+                self._ledger.settle(record.id, MessageStatus.QUEUED)
+                log.info("router.queued", message_id=record.id)
+            case Fail(error=error):
+                self._ledger.settle(record.id, MessageStatus.FAILED, error=error)
+                log.warning("router.failed", message_id=record.id, error=error)
+        return plan
+
+    def _text_owner(self, record: MessageRecord) -> None:
+        if self._ledger.begin_attempt(record.id) is None:
+            return
+        telephony = self._telephony()
+        if telephony is None:
+            self._ledger.settle(
+                record.id, MessageStatus.FAILED, error="SMS: the telephony actor is not running"
+            )
+            log.error("router.sms_failed", message_id=record.id, error="telephony not running")
+            return
+        telephony.tell(
+            SendSms(
+                to=self._settings.owner.phone,
+                body=sms_text(record, self._settings.assistant.name),
+                reply_to=self.actor_ref,
+                correlation_id=f"{_SMS_PREFIX}{record.id}",
+            )
+        )
+        log.info("router.texting_owner", message_id=record.id)
+
+    def _reply(self, plan: Deliver | Text | Queue | Fail, record: MessageRecord) -> RouteReply:
+        owner = self._owner_name
+        match plan:
+            case Deliver(session=session) if session.is_owner and record.target == OWNER_TARGET:
+                detail = f"passed on to {owner}, who is on a call and hears it at the next pause"
+            case Deliver(session=session):
+                detail = f'passed on to "{session.name}" at its next pause'
+            case Text():
+                detail = f"{owner} is not on a call; the message was sent by text message"
+            case Queue():
+                detail = f"kept for {owner}'s next call"
+            case Fail(error=error):
+                return RouteReply(ok=False, detail=error, message_ids=(record.id,), status="failed")
+        return RouteReply(ok=True, detail=detail, message_ids=(record.id,), status="pending")
+
+    # --- sessions coming and going -----------------------------------------------------------
+
+    def _joined(self, session_id: int) -> None:
+        session = self._presence.get(session_id)
+        if session is None:
+            return
+        if session.is_owner and self._presence.owner_main() == session:
+            for record in self._ledger.queued_for_owner():
+                if record.target == OWNER_TARGET:
+                    self._dispatch(record)
+        elif session.permission is Permission.UNKNOWN:
+            self._notify_owner(
+                f"Incoming call from {session.name}",
+                MessageType.NOTIFICATION,
+                sender_session_id=session.session_id,
+                sender_name=session.name,
+            )
+
+    def _left(self, session_id: int, undelivered: Iterable[int]) -> None:
+        self._presence.leave(session_id)
+        for message_id in undelivered:
+            if self._ledger.requeue(message_id):
+                record = self._ledger.get(message_id)
+                log.info("router.rerouting", message_id=message_id, from_session=session_id)
+                self._dispatch(record)
+
+    def _recover(self) -> None:
+        """After a restart: deliver what never was, and finish approved broadcasts."""
+        pending = self._ledger.undelivered()
+        for record in pending:
+            self._dispatch(record)
+        for original in self._ledger.approved_undelivered():
+            # Approved, then stopped before its copies were written (or before the original
+            # was settled once they were): write the copies now for the calls live now.
+            approval_id = original.approval_id
+            if approval_id is not None and not self._ledger.broadcast_copies(approval_id):
+                targets = [
+                    s for s in self._presence.all() if s.session_id != original.sender_session_id
+                ]
+                self._fan_out(
+                    sender_session_id=original.sender_session_id,
+                    sender_name=original.sender_name,
+                    body=original.body,
+                    targets=targets,
+                    approval_id=approval_id,
+                )
+            self._ledger.settle(original.id, MessageStatus.DELIVERED)
+        if pending:
+            log.info("router.recovered", messages=len(pending))
+
+    @property
+    def _owner_name(self) -> str:
+        return self._settings.owner.name
+
+
+def _message_id(correlation_id: str) -> int | None:
+    if not correlation_id.startswith(_SMS_PREFIX):
+        return None
+    with contextlib.suppress(ValueError):
+        return int(correlation_id.removeprefix(_SMS_PREFIX))
+    return None
