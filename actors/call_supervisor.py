@@ -29,7 +29,7 @@ from tars_actors.persona import Caller, Persona, persona_for
 from tars_actors.routing import Switchboard
 from tars_actors.server import Admission, Connect, Draining, OverCapacity
 from tars_actors.settings import Settings
-from tars_actors.store import AgentSession, Contact, SessionStatus, Store, utcnow
+from tars_actors.store import AgentSession, CallGoal, Contact, SessionStatus, Store, utcnow
 from tars_actors.supervision import ChildSpec, Restart, Strategy, SupervisorFlags
 from tars_actors.timers import Timers
 from tars_actors.tools.registry import ToolRegistry
@@ -256,6 +256,7 @@ class CallSupervisor(Supervisor):
                 phone_number=caller.number,
                 permission=str(caller.permission),
                 status=SessionStatus.PENDING,
+                purpose=caller.objective,
                 direction="outbound" if direction.startswith("outbound") else "inbound",
                 started_at=utcnow(),
             )
@@ -267,6 +268,7 @@ class CallSupervisor(Supervisor):
             call_sid=call_sid,
             stream_sid=start.stream_sid,
             direction=str(row.direction),
+            purpose=caller.objective,
         )
         flow = CallFlow(
             permission=caller.permission,
@@ -307,6 +309,18 @@ class CallSupervisor(Supervisor):
                 ).where(AgentSession.id == row.id).execute()
 
     def _identify(self, parameters: Mapping[str, str]) -> Caller:
+        goal_id = parameters.get("goal_id", "")
+        if goal_id:
+            # A call TARS placed for the owner: the goal row says whom and what for.
+            goal = CallGoal.get_or_none(CallGoal.id == int(goal_id)) if goal_id.isdigit() else None
+            if goal is not None:
+                return Caller(
+                    number=str(goal.phone),
+                    permission=Permission.GOAL,
+                    contact_name=str(goal.contact_name),
+                    objective=str(goal.objective),
+                )
+            log.warning("calls.unknown_goal", goal_id=goal_id)
         number = parameters.get("from", "") or "unknown"
         if number == self._settings.owner.phone:
             return Caller(number=number, permission=Permission.OWNER)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 import pykka
@@ -82,10 +83,8 @@ class Router(TarsActor):
 
     def on_receive(self, message: Any) -> Any:
         match message:
-            case Route():
-                return self._route(message)
-            case DecideBroadcast():
-                return self._decide(message)
+            case Route() | DecideBroadcast():
+                return self._answer(message)
             case SessionJoined(session_id=session_id):
                 self._joined(session_id)
             case SessionLeft(session_id=session_id, undelivered=undelivered):
@@ -106,7 +105,20 @@ class Router(TarsActor):
 
     # --- routing --------------------------------------------------------------------------
 
+    def _answer(self, request: Route | DecideBroadcast) -> RouteReply:
+        try:
+            if isinstance(request, Route):
+                return self._route(request)
+            return self._decide(request)
+        except Exception as error:
+            # A request this Router cannot carry out (a database error, say) gets an
+            # error answer; its transaction left nothing half-written.
+            log.exception("router.request_failed", request=type(request).__name__)
+            return RouteReply(ok=False, detail=f"the message could not be recorded: {error}")
+
     def _route(self, request: Route) -> RouteReply:
+        # Columns of 100 characters: a caller's name plus a session name can run longer.
+        request = replace(request, sender_name=_clip(request.sender_name, 100))
         try:
             body = MessageLedger.check_body(request.body)
         except LedgerError as error:
@@ -383,6 +395,10 @@ class Router(TarsActor):
     @property
     def _owner_name(self) -> str:
         return self._settings.owner.name
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _message_id(correlation_id: str) -> int | None:

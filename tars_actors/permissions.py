@@ -12,7 +12,8 @@ class Permission(StrEnum):
 
     #: The owner calling from ``[owner] phone``: every tool.
     OWNER = "owner"
-    #: A caller found in ``contacts``: greeted by name, everyone-level tools.
+    #: A caller found in ``contacts``: greeted by name, everyone-level tools, and may ask
+    #: the owner to approve a broadcast.
     CONTACT = "contact"
     #: Anyone else: may leave a message or ask for a callback.
     UNKNOWN = "unknown"
@@ -38,10 +39,11 @@ _OWNER_ONLY = frozenset(
     }
 )
 
-#: The contract's tool names by level (DESIGN.md, "Tools the model gets").
+#: The contract's tool names by level (DESIGN.md, "Tools the model gets"). A known contact
+#: may also ask for a broadcast, which waits for the owner's approval.
 LEVEL_TOOLS: dict[Permission, frozenset[str]] = {
     Permission.OWNER: _EVERYONE | _OWNER_ONLY,
-    Permission.CONTACT: _EVERYONE,
+    Permission.CONTACT: _EVERYONE | {"broadcast_message"},
     Permission.UNKNOWN: _EVERYONE,
     Permission.GOAL: frozenset({"end_call", "take_message", "report_goal_outcome"}),
 }

@@ -7,45 +7,23 @@ from __future__ import annotations
 import io
 import json
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pykka
-import pytest
 
 from tars_actors.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from tars_actors.events import Subscription
-from tars_actors.log import configure_logging, reset_logging
 from tars_actors.persona import unknown_caller_greeting
 from tars_actors.sim.gemini_live import LiveBehaviour, ScriptedReply, tone
 from tars_actors.sim.twilio_rest import Operation
 from tars_actors.sim.world import OWNER_PHONE, LocalWorld
 from tars_actors.store import AgentSession, Contact, Conversation
 from tars_actors.supervision import SupervisorEvent
+from tests.logs import log_events
 
 WAIT = 15.0
 STRANGER = "+15555550777"
-
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    configure_logging(level="info", format="json", stream=stream)
-    yield stream
-    reset_logging()
-
-
-@pytest.fixture
-def world(logs: io.StringIO) -> Iterator[LocalWorld]:
-    with LocalWorld() as running:
-        yield running
-    pykka.ActorRegistry.stop_all()
-
-
-def log_events(logs: io.StringIO, event: str) -> list[dict[str, Any]]:
-    records = [json.loads(line) for line in logs.getvalue().splitlines() if line.startswith("{")]
-    return [r for r in records if r.get("event") == event]
 
 
 def session_ended(world: LocalWorld, call_sid: str) -> Subscription:
@@ -143,7 +121,7 @@ def test_unknown_caller_gets_the_exact_greeting_and_only_everyone_tools(
         "Hey, this is Máté Dort's assistant TARS, how can I help you?"
     )
     assert "limited access" in model.system_instruction
-    assert set(model.function_names) <= {"end_call", "take_message", "request_callback"}
+    assert set(model.function_names) == {"end_call", "take_message", "request_callback"}
 
     call_id = model.send_tool_call("create_reminder", {"title": "steal the owner's day"})
     response = model.wait_for_tool_response(call_id, timeout=WAIT)

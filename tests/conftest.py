@@ -1,0 +1,29 @@
+"""Fixtures shared by the test modules."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import pykka
+import pytest
+
+from tars_actors.log import configure_logging, reset_logging
+from tars_actors.sim.world import LocalWorld
+
+
+@pytest.fixture
+def logs() -> Iterator[io.StringIO]:
+    """The JSON log lines the test produces (read them with tests.logs.log_events)."""
+    stream = io.StringIO()
+    configure_logging(level="info", format="json", stream=stream)
+    yield stream
+    reset_logging()
+
+
+@pytest.fixture
+def world(logs: io.StringIO) -> Iterator[LocalWorld]:
+    """A whole TARS with its stand-ins on 127.0.0.1 (logging JSON into ``logs``)."""
+    with LocalWorld() as running:
+        yield running
+    pykka.ActorRegistry.stop_all()
