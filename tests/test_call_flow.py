@@ -293,3 +293,96 @@ def test_max_duration_hangs_up() -> None:
     effects = flow.timer_fired("max-duration")
     assert of(HangUp, effects) == [HangUp(reason="max duration")]
     assert CancelTimer(name="max-duration") in effects
+
+
+# --- Routed messages (system notes) ---------------------------------------------------------
+
+
+def greeted_flow(limits: CallLimits | None = None) -> CallFlow:
+    """Connected, and the model has answered the greeting: ready for notes."""
+    flow = connected_flow(limits=limits)
+    flow.model_event(1, AudioStarted())
+    flow.model_event(1, TurnComplete(mark="turn-1"))
+    return flow
+
+
+def notes_sent(effects: Sequence[Effect]) -> list[TextTurn]:
+    return [e.item for e in of(SendToModel, effects) if isinstance(e.item, TextTurn)]
+
+
+def test_a_note_at_a_quiet_moment_goes_to_the_model_at_once() -> None:
+    flow = greeted_flow()
+    effects = flow.deliver_note(7, "[System note] Message from Anna: hi")
+    [turn] = notes_sent(effects)
+    assert turn.note_ids == (7,)
+    assert turn.turn_complete
+    assert "Message from Anna: hi" in turn.text
+
+
+def test_a_note_waits_for_the_model_to_finish_speaking() -> None:
+    flow = greeted_flow()
+    flow.model_event(1, AudioStarted())
+    assert notes_sent(flow.deliver_note(7, "note")) == []
+    assert notes_sent(flow.model_event(1, OutputTranscript(text="Still talking"))) == []
+    [turn] = notes_sent(flow.model_event(1, TurnComplete(mark="turn-2")))
+    assert turn.note_ids == (7,)
+
+
+def test_a_note_waits_for_an_open_tool_call_and_skips_a_call_that_is_ending() -> None:
+    flow = greeted_flow()
+    effects = flow.model_event(
+        1, ToolCallRequest(calls=(FunctionCall(call_id="c1", name="end_call", args={}),))
+    )
+    assert len(of(RunTool, effects)) == 1
+    assert notes_sent(flow.deliver_note(7, "note")) == []
+    finished = flow.tool_finished(
+        "c1", "end_call", ToolOutcome(response={"ok": True}, end_call=True)
+    )
+    assert notes_sent(finished) == []
+    # The goodbye turn ends the call: the note is left for the Router to send elsewhere.
+    flow.model_event(1, AudioStarted())
+    assert notes_sent(flow.model_event(1, TurnComplete(mark="turn-2"))) == []
+    assert flow.undelivered_notes() == (7,)
+
+
+def test_a_note_waits_at_most_the_note_wait_while_the_caller_keeps_talking() -> None:
+    flow = greeted_flow(CallLimits(note_wait_seconds=2.0))
+    flow.model_event(1, InputTranscript(text="So what I wanted to say is"))
+    effects = flow.deliver_note(7, "note")
+    assert notes_sent(effects) == []
+    assert of(StartTimer, effects) == [StartTimer(name="note-wait", delay=2.0)]
+    flow.model_event(1, InputTranscript(text=" that I keep talking"))
+    [turn] = notes_sent(flow.timer_fired("note-wait"))
+    assert turn.note_ids == (7,)
+
+
+def test_notes_that_arrive_together_go_in_one_turn_and_each_is_shown_once() -> None:
+    flow = greeted_flow()
+    flow.model_event(1, AudioStarted())
+    flow.deliver_note(7, "first")
+    flow.deliver_note(8, "second")
+    flow.deliver_note(7, "first")  # redelivered: ignored
+    [turn] = notes_sent(flow.model_event(1, TurnComplete(mark="turn-2")))
+    assert turn.note_ids == (7, 8)
+    assert turn.text == "first\n\nsecond"
+
+
+def test_notes_not_yet_passed_on_are_reported_when_the_call_ends() -> None:
+    flow = greeted_flow()
+    flow.model_event(1, AudioStarted())
+    flow.deliver_note(7, "held")
+    flow.caller_event(Stop(sequence_number="9", call_sid="CAtest", account_sid=None))
+    assert flow.undelivered_notes() == (7,)
+    assert flow.deliver_note(8, "too late") == []
+
+
+def test_a_note_sent_while_the_model_is_reconnecting_is_undelivered_until_resent() -> None:
+    flow = greeted_flow()
+    flow.model_disconnected(1, expected=False, unsent=(), reason="lost")
+    assert notes_sent(flow.deliver_note(7, "note")) == []
+    assert flow.undelivered_notes() == (7,)
+    restart = flow.timer_fired("model-restart")
+    [start] = of(StartModel, restart)
+    [turn] = notes_sent(flow.model_connected(start.connection_id))
+    assert turn.note_ids == (7,)
+    assert flow.undelivered_notes() == ()

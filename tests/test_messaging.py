@@ -11,6 +11,7 @@ from typing import Any
 import pykka
 
 from tars_actors.ledger import MessageLedger
+from tars_actors.routing import MessageType, Route
 from tars_actors.server import connect_twiml
 from tars_actors.sim.gemini_live import LiveConnection, ScriptedReply, tone
 from tars_actors.sim.softphone import SyncSoftphone
@@ -469,3 +470,34 @@ def test_messages_left_pending_by_a_killed_daemon_are_delivered_once_after_boot(
 def store_status(world: LocalWorld, message_id: int) -> str:
     with store_of(world).connection():
         return str(InterSessionMessage.get_by_id(message_id).status)
+
+
+def test_a_report_that_can_wait_is_queued_and_read_out_at_the_owners_next_call(
+    world: LocalWorld,
+) -> None:
+    assert world.daemon is not None
+    assert world.daemon.runtime is not None
+    reply = world.daemon.runtime.switchboard.ask(
+        Route(
+            sender_session_id=None,
+            sender_name="Goal call with Dr Smith's office",
+            body="Booked for Tuesday 10:00.",
+            target="user",
+            message_type=MessageType.REPORT,
+        )
+    )
+    assert reply.ok
+    assert "next call" in reply.detail
+    assert [m.status for m in messages(world)] == [MessageStatus.QUEUED]
+    assert world.twilio.requests_for(Operation.MESSAGES_CREATE) == []
+
+    _owner, owner_model = answered_call(world, OWNER_PHONE, 1)
+    note = owner_model.wait_for_client_content(count=2, timeout=WAIT)
+    assert "Booked for Tuesday 10:00." in note.text
+    wait_until(
+        lambda: [m.status for m in messages(world)] == [MessageStatus.DELIVERED],
+        "the report to be delivered",
+    )
+    [row] = messages(world)
+    assert row.read_at is not None  # heard in the call: not listed again by read_messages
+    assert call_tool(owner_model, "read_messages", {})["messages"] == []
