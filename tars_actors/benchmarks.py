@@ -204,13 +204,21 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tars_actors.benchmarks", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("name", choices=["mailbox"], help="which benchmark")
+    parser.add_argument("name", choices=["mailbox", "messaging"], help="which benchmark")
     parser.add_argument("--messages", type=int, default=200_000, help="tells per run")
+    parser.add_argument("--sessions", type=int, default=20, help="messaging: live calls")
+    parser.add_argument("--rounds", type=int, default=3, help="messaging: messages per call")
     parser.add_argument("--repeats", type=int, default=5, help="repeats, each a fresh pair")
     parser.add_argument("--batch", type=int, default=2_000, help="tells per awaited batch")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(list(argv))
     out = stdout or sys.stdout
+    if args.name == "messaging":
+        from tars_actors import bench_messaging
+
+        timed = bench_messaging.messaging_latency(sessions=args.sessions, rounds=args.rounds)
+        bench_messaging.print_result(timed, as_json=args.json, stdout=out)
+        return 0 if timed.met else 1
     result = mailbox_overhead(messages=args.messages, repeats=args.repeats, batch=args.batch)
     if args.json:
         print(json.dumps({"benchmark": "mailbox", **result.as_dict()}, indent=2), file=out)

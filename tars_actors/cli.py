@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
         help="calls through the real server and actors with local stand-ins (no accounts)",
     )
     bench = sub.add_parser("bench", help="run a benchmark and print its figures")
-    bench.add_argument("name", choices=["mailbox"], help="which benchmark")
+    bench.add_argument("name", choices=["mailbox", "messaging"], help="which benchmark")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     load = sub.add_parser(
         "load", help="capacity benchmark: concurrent softphone calls against a TARS process"

@@ -5,11 +5,13 @@ SMS reach the Twilio REST stand-in; every outcome is in ``inter_session_messages
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
 import pykka
 
+from tars_actors import benchmarks
 from tars_actors.ledger import MessageLedger
 from tars_actors.routing import MessageType, Route
 from tars_actors.server import connect_twiml
@@ -501,3 +503,15 @@ def test_a_report_that_can_wait_is_queued_and_read_out_at_the_owners_next_call(
     [row] = messages(world)
     assert row.read_at is not None  # heard in the call: not listed again by read_messages
     assert call_tool(owner_model, "read_messages", {})["messages"] == []
+
+
+def test_the_messaging_benchmark_times_every_message_both_ways() -> None:
+    out = io.StringIO()
+    code = benchmarks.main(["messaging", "--sessions", "3", "--rounds", "1", "--json"], stdout=out)
+    result = json.loads(out.getvalue())
+    assert result["sessions"] == 3
+    # Each of the two others sends one take_message; the owner sends each one message.
+    assert result["messages"] == 4
+    assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
+    assert code == (0 if result["p99_ms"] <= 50.0 else 1)
+    assert pykka.ActorRegistry.get_all() == []
