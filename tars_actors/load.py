@@ -14,11 +14,9 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from bisect import bisect_left
 from collections.abc import Sequence
@@ -32,14 +30,14 @@ from tars_actors.aio import LoopThread
 from tars_actors.audio import FRAME_BYTES, CallerToModel, ModelToCaller
 from tars_actors.relay import LatencyHistogram
 from tars_actors.sim.gemini_live import GeminiLiveStandIn, LiveBehaviour, LiveConnection
+from tars_actors.sim.process import PUBLIC_URL, DaemonProcess, write_settings
 from tars_actors.sim.softphone import Softphone
 from tars_actors.sim.tls import create_local_certificate
 from tars_actors.sim.twilio_rest import TwilioRestStandIn
-from tars_actors.sim.world import FAKE_ACCOUNT_SID, FAKE_AUTH_TOKEN, FAKE_GEMINI_KEY, TWILIO_NUMBER
+from tars_actors.sim.world import FAKE_ACCOUNT_SID, FAKE_AUTH_TOKEN, TWILIO_NUMBER
 
 __all__ = ["LoadResult", "main", "run_load"]
 
-ROOT = Path(__file__).resolve().parent.parent
 #: 16 kHz PCM16 bytes per 20 ms caller frame.
 MODEL_FRAME_BYTES = 640
 #: After the measured window, how long frames sent in it get to arrive before counting.
@@ -47,7 +45,6 @@ DRAIN_SECONDS = 2.0
 #: Audio sent this recently may still be on its way: not counted as lost.
 IN_FLIGHT = 0.5
 #: What Twilio would reach: signatures are computed over it (no request ever goes there).
-PUBLIC_URL = "https://tars.load.test"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,71 +106,6 @@ def _rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-class _Server:
-    """``python run.py`` in a child process, its JSON log lines read on a thread."""
-
-    def __init__(self, settings_path: Path, directory: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TARS_", "TWILIO_"))}
-        env.update(
-            TWILIO_ACCOUNT_SID=FAKE_ACCOUNT_SID,
-            TWILIO_AUTH_TOKEN=FAKE_AUTH_TOKEN,
-            GEMINI_API_KEY=FAKE_GEMINI_KEY,
-        )
-        self.process = subprocess.Popen(  # noqa: S603 (our own run.py, fixed arguments)
-            [sys.executable, str(ROOT / "run.py"), "--settings", str(settings_path)],
-            cwd=directory,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.port: int | None = None
-        self.errors: list[str] = []
-        self.summaries: list[dict[str, Any]] = []
-        self._summaries_changed = threading.Condition()
-        self._started = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                self.errors.append(line.rstrip())
-                continue
-            if record.get("event") == "daemon.started":
-                self.port = int(record["port"])
-                self._started.set()
-            elif record.get("event") == "call.summary":
-                with self._summaries_changed:
-                    self.summaries.append(record)
-                    self._summaries_changed.notify_all()
-            elif record.get("level") in ("error", "critical"):
-                self.errors.append(line.rstrip())
-        self._started.set()
-
-    def wait_started(self, timeout: float) -> int:
-        if not self._started.wait(timeout) or self.port is None:
-            raise RuntimeError(f"the server did not start: {self.errors[-5:]}")
-        return self.port
-
-    def wait_for_summaries(self, count: int, timeout: float) -> list[dict[str, Any]]:
-        with self._summaries_changed:
-            self._summaries_changed.wait_for(lambda: len(self.summaries) >= count, timeout)
-            return list(self.summaries)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 class _ModelStandIn:
@@ -257,41 +189,6 @@ def _serve_model_stand_in(directory: Path) -> int:
     return 0
 
 
-def _settings_file(
-    directory: Path, gemini: _ModelStandIn, twilio: TwilioRestStandIn, calls: int
-) -> Path:
-    path = directory / "settings.toml"
-    path.write_text(
-        "\n".join(
-            [
-                "[owner]",
-                'phone = "+15555550123"',
-                "[server]",
-                'host = "127.0.0.1"',
-                "port = 0",
-                f'public_url = "{PUBLIC_URL}"',
-                "[twilio]",
-                f'phone_number = "{TWILIO_NUMBER}"',
-                f'api_base_url = "{twilio.base_url}"',
-                "[gemini]",
-                f'base_url = "{gemini.base_url}"',
-                f'ca_file = "{gemini.ca_file}"',
-                "[sessions]",
-                f"max_concurrent = {calls}",
-                "[database]",
-                f'url = "sqlite:///{directory / "tars.db"}"',
-                "[logging]",
-                'format = "json"',
-                "[monitor]",
-                "stats_interval_seconds = 3600",
-                "",
-            ]
-        ),
-        encoding="utf-8",
-    )
-    return path
-
-
 def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
@@ -302,7 +199,19 @@ def run_load(calls: int = 50, seconds: float = 20.0, warmup: float = 2.0) -> Loa
         directory = Path(tmp)
         gemini = _ModelStandIn(directory)
         with TwilioRestStandIn(auth_token=FAKE_AUTH_TOKEN, account_sid=FAKE_ACCOUNT_SID) as twilio:
-            server = _Server(_settings_file(directory, gemini, twilio, calls), directory)
+            server = DaemonProcess(
+                write_settings(
+                    directory,
+                    twilio_base_url=twilio.base_url,
+                    gemini_base_url=gemini.base_url,
+                    gemini_ca_file=gemini.ca_file,
+                    extra={
+                        "sessions": {"max_concurrent": calls},
+                        "monitor": {"stats_interval_seconds": 3600},
+                    },
+                ),
+                directory,
+            )
             try:
                 port = server.wait_started(timeout=60)
                 pid = server.process.pid

@@ -1,0 +1,126 @@
+"""TARS as operators run it, ``python run.py``, in a child process: for the load benchmark
+and for tests that kill the daemon outright."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from tars_actors.sim.world import FAKE_ACCOUNT_SID, FAKE_AUTH_TOKEN, FAKE_GEMINI_KEY, TWILIO_NUMBER
+
+__all__ = ["OWNER_PHONE", "PUBLIC_URL", "ROOT", "DaemonProcess", "write_settings"]
+
+#: The checkout: where run.py is.
+ROOT = Path(__file__).resolve().parents[2]
+#: The owner of a TARS in a child process (``python run.py`` refuses settings.toml's
+#: placeholder number).
+OWNER_PHONE = "+15555550123"
+PUBLIC_URL = "https://tars.example.test"
+
+
+def write_settings(
+    directory: Path,
+    *,
+    twilio_base_url: str,
+    gemini_base_url: str,
+    gemini_ca_file: str,
+    extra: dict[str, dict[str, int | str]] | None = None,
+) -> Path:
+    """A settings.toml for a TARS on 127.0.0.1 that talks to the stand-ins, with its
+    database in ``directory``; ``extra`` adds or overrides keys by section."""
+    sections: dict[str, dict[str, int | str]] = {
+        "owner": {"phone": OWNER_PHONE},
+        "server": {"host": "127.0.0.1", "port": 0, "public_url": PUBLIC_URL},
+        "twilio": {"phone_number": TWILIO_NUMBER, "api_base_url": twilio_base_url},
+        "gemini": {"base_url": gemini_base_url, "ca_file": gemini_ca_file},
+        "database": {"url": f"sqlite:///{directory / 'tars.db'}"},
+        "logging": {"format": "json"},
+    }
+    for section, values in (extra or {}).items():
+        sections.setdefault(section, {}).update(values)
+    lines: list[str] = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    path = directory / "settings.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+class DaemonProcess:
+    """``python run.py --settings FILE`` in a child process with the stand-ins' fake
+    credentials, its JSON log lines read on a thread."""
+
+    def __init__(self, settings_path: Path, directory: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TARS_", "TWILIO_"))}
+        env.update(
+            TWILIO_ACCOUNT_SID=FAKE_ACCOUNT_SID,
+            TWILIO_AUTH_TOKEN=FAKE_AUTH_TOKEN,
+            GEMINI_API_KEY=FAKE_GEMINI_KEY,
+        )
+        self.process = subprocess.Popen(  # noqa: S603 (our own run.py, fixed arguments)
+            [sys.executable, str(ROOT / "run.py"), "--settings", str(settings_path)],
+            cwd=directory,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.port: int | None = None
+        self.errors: list[str] = []
+        self.summaries: list[dict[str, Any]] = []
+        self._summaries_changed = threading.Condition()
+        self._started = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                self.errors.append(line.rstrip())
+                continue
+            if record.get("event") == "daemon.started":
+                self.port = int(record["port"])
+                self._started.set()
+            elif record.get("event") == "call.summary":
+                with self._summaries_changed:
+                    self.summaries.append(record)
+                    self._summaries_changed.notify_all()
+            elif record.get("level") in ("error", "critical"):
+                self.errors.append(line.rstrip())
+        self._started.set()
+
+    def wait_started(self, timeout: float) -> int:
+        if not self._started.wait(timeout) or self.port is None:
+            raise RuntimeError(f"the server did not start: {self.errors[-5:]}")
+        return self.port
+
+    def wait_for_summaries(self, count: int, timeout: float) -> list[dict[str, Any]]:
+        with self._summaries_changed:
+            self._summaries_changed.wait_for(lambda: len(self.summaries) >= count, timeout)
+            return list(self.summaries)
+
+    def kill(self) -> None:
+        """SIGKILL: the daemon gets no chance to finish anything."""
+        self.process.kill()
+        self.process.wait()
+        self._reader.join(timeout=10)
+
+    def stop(self) -> None:
+        """SIGTERM, and wait for the daemon to exit."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

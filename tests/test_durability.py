@@ -1,0 +1,205 @@
+"""Nothing TARS was told is lost: ``python run.py`` killed with SIGKILL while a message is on
+its way delivers it after the restart, exactly once; a Router that crashes mid-delivery
+loses nothing."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pykka
+import pytest
+
+from actors.router import Router
+from tars_actors.aio import LoopThread
+from tars_actors.routing import SessionJoined
+from tars_actors.sim.gemini_live import GeminiLiveStandIn, LiveConnection, ScriptedReply, tone
+from tars_actors.sim.process import OWNER_PHONE as OWNER
+from tars_actors.sim.process import PUBLIC_URL, DaemonProcess, write_settings
+from tars_actors.sim.softphone import SyncSoftphone
+from tars_actors.sim.tls import create_local_certificate
+from tars_actors.sim.twilio_rest import Operation, TwilioRestStandIn
+from tars_actors.sim.world import (
+    FAKE_ACCOUNT_SID,
+    FAKE_AUTH_TOKEN,
+    OWNER_PHONE,
+    TWILIO_NUMBER,
+    LocalWorld,
+)
+from tars_actors.store import InterSessionMessage, MessageStatus, Store
+from tests.logs import log_events
+from tests.waiting import wait_until
+
+WAIT = 20.0
+STRANGER = "+15555550777"
+
+
+class Rig:
+    """The stand-ins in this process, TARS in a child process on a database that outlives it."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.gemini = GeminiLiveStandIn(create_local_certificate(directory / "tls"))
+        self.twilio = TwilioRestStandIn(auth_token=FAKE_AUTH_TOKEN, account_sid=FAKE_ACCOUNT_SID)
+        self.loop = LoopThread("durability-phones")
+        self.settings = directory / "settings.toml"
+        self.database_url = f"sqlite:///{directory / 'tars.db'}"
+
+    def start(self) -> None:
+        self.gemini.start()
+        self.twilio.start()
+        self.settings = write_settings(
+            self.directory,
+            twilio_base_url=self.twilio.base_url,
+            gemini_base_url=self.gemini.base_url,
+            gemini_ca_file=self.gemini.ca_file,
+        )
+
+    def daemon(self) -> tuple[DaemonProcess, int]:
+        process = DaemonProcess(self.settings, self.directory)
+        return process, process.wait_started(timeout=WAIT)
+
+    def phone(self, port: int, number: str) -> SyncSoftphone:
+        return SyncSoftphone(
+            server_url=f"http://127.0.0.1:{port}",
+            public_url=PUBLIC_URL,
+            auth_token=FAKE_AUTH_TOKEN,
+            account_sid=FAKE_ACCOUNT_SID,
+            from_number=number,
+            to_number=TWILIO_NUMBER,
+            loop=self.loop,
+        )
+
+    def messages(self) -> list[Any]:
+        store = Store.open(self.database_url)
+        try:
+            with store.connection():
+                return list(InterSessionMessage.select().order_by(InterSessionMessage.id))
+        finally:
+            store.shutdown()
+
+    def stop(self) -> None:
+        self.loop.stop()
+        self.gemini.stop()
+        self.twilio.stop()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    running = Rig(tmp_path)
+    running.start()
+    yield running
+    running.stop()
+
+
+def speaking(phone: SyncSoftphone, model: LiveConnection) -> None:
+    """The model starts a turn and leaves it open (its call takes no notes meanwhile)."""
+    before = len(phone.received_audio)
+    model.send_output_transcription("Let me explain,")
+    model.send_audio(tone(300.0, 0.4))
+    phone.wait_for_audio(before + 1600, timeout=WAIT)
+
+
+def test_a_message_pending_when_the_daemon_is_killed_is_texted_once_after_restart(
+    rig: Rig,
+) -> None:
+    first, port = rig.daemon()
+    try:
+        owner = rig.phone(port, OWNER)
+        owner.call()
+        owner_model = rig.gemini.wait_for_connection(1, timeout=WAIT)
+        owner.wait_for_mark("turn-1", timeout=WAIT)
+        stranger = rig.phone(port, STRANGER)
+        stranger.call()
+        stranger_model = rig.gemini.wait_for_connection(2, timeout=WAIT)
+        stranger.wait_for_mark("turn-1", timeout=WAIT)
+        owner_model.wait_for_client_content(count=2, timeout=WAIT)  # the incoming-call notice
+        owner_model.send_turn_complete()  # (its reply: the owner's call is quiet again)
+        speaking(owner, owner_model)
+
+        call_id = stranger_model.send_tool_call("take_message", {"message": "Survive a crash."})
+        assert stranger_model.wait_for_tool_response(call_id, timeout=WAIT).response["ok"]
+        # Handed to the owner's call, which holds it while its model speaks...
+        wait_until(
+            lambda: any(m.body == "Survive a crash." and m.attempts == 1 for m in rig.messages()),
+            "the message to be handed to the owner's call",
+        )
+        # ...when the daemon dies without a chance to do anything about it.
+        first.kill()
+    finally:
+        first.kill()
+    [held] = [m for m in rig.messages() if m.body == "Survive a crash."]
+    assert held.status == MessageStatus.PENDING
+    assert len(owner_model.client_contents) == 2
+
+    second, _ = rig.daemon()
+    try:
+        sms = rig.twilio.wait_for_request(Operation.MESSAGES_CREATE, timeout=WAIT)
+        assert sms.param("To") == OWNER
+        assert sms.param("Body") == "TARS: message from Call with +15555550777: Survive a crash."
+        wait_until(
+            lambda: (
+                [m.status for m in rig.messages() if m.body == "Survive a crash."]
+                == [MessageStatus.SMS_SENT]
+            ),
+            "the row to say sent by SMS",
+        )
+    finally:
+        second.stop()
+    third, _ = rig.daemon()
+    third.stop()
+    # Delivered once: the notice that reached the owner's call is not sent again either.
+    assert len(rig.twilio.requests_for(Operation.MESSAGES_CREATE)) == 1
+    assert third.process.returncode == 0
+
+
+def test_a_router_that_crashes_mid_delivery_loses_nothing(
+    logs: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with LocalWorld() as world:
+        owner = world.phone(OWNER_PHONE)
+        owner.call()
+        owner_model = world.gemini.wait_for_connection(1, timeout=WAIT)
+        owner.wait_for_mark("turn-1", timeout=WAIT)
+        stranger = world.phone(STRANGER)
+        stranger.call()
+        stranger_model = world.gemini.wait_for_connection(2, timeout=WAIT)
+        owner_model.wait_for_client_content(count=2, timeout=WAIT)
+        owner_model.reply(ScriptedReply(transcript="A caller.", audio=tone(500.0, 0.2)))
+        owner.wait_for_mark("turn-2", timeout=WAIT)
+        speaking(owner, owner_model)
+        call_id = stranger_model.send_tool_call("take_message", {"message": "Crash-proof."})
+        stranger_model.wait_for_tool_response(call_id, timeout=WAIT)
+        wait_until(lambda: log_events(logs, "call.note_received") != [], "the note to arrive")
+
+        # The Router fails on its next message; its supervisor starts a fresh one, which
+        # finds the note still pending and hands it over again.
+        crashed: list[int] = []
+
+        def fail_once(self: Router, session_id: int) -> None:
+            crashed.append(session_id)
+            raise RuntimeError("router failure injected by the test")
+
+        monkeypatch.setattr(Router, "_joined", fail_once)
+        [router] = pykka.ActorRegistry.get_by_class(Router)
+        router.tell(SessionJoined(session_id=1))
+        wait_until(lambda: log_events(logs, "call.note_repeat_ignored") != [], "the redelivery")
+        monkeypatch.undo()
+        assert crashed == [1]
+        [new_router] = pykka.ActorRegistry.get_by_class(Router)
+        assert new_router != router
+
+        owner_model.send_turn_complete()
+        note = owner_model.wait_for_client_content(count=3, timeout=WAIT)
+        assert "Crash-proof." in note.text
+        owner_model.reply(ScriptedReply(transcript="Got it.", audio=tone(500.0, 0.2)))
+        owner.wait_for_mark("turn-3", timeout=WAIT)
+        assert sum("Crash-proof." in c.text for c in owner_model.client_contents) == 1
+        assert world.daemon is not None
+        assert world.daemon.store is not None
+        with world.daemon.store.connection():
+            [row] = InterSessionMessage.select().where(InterSessionMessage.body == "Crash-proof.")
+        assert row.status == MessageStatus.DELIVERED
+    pykka.ActorRegistry.stop_all()
