@@ -325,6 +325,7 @@ def test_a_denied_broadcast_is_recorded_and_the_requester_told(world: LocalWorld
     add_contact(world, "Anna", STRANGER)
     _owner, owner_model = answered_call(world, OWNER_PHONE, 1)
     _stranger, stranger_model = answered_call(world, STRANGER, 2)
+    _friend, friend_model = answered_call(world, FRIEND, 3)
     approval_id = call_tool(stranger_model, "broadcast_message", {"message": "Hello all"})[
         "approval_id"
     ]
@@ -334,6 +335,10 @@ def test_a_denied_broadcast_is_recorded_and_the_requester_told(world: LocalWorld
     assert denied["ok"] is True
     told = stranger_model.wait_for_client_content(count=2, timeout=WAIT)
     assert "declined your request to broadcast" in told.text
+    # Nobody got the broadcast: the third call heard nothing, and no copy was written.
+    assert friend_model.client_contents[1:] == []
+    broadcasts = [m for m in messages(world) if m.message_type == "broadcast"]
+    assert [m.status for m in broadcasts] == [MessageStatus.DENIED]  # the request alone
     with store_of(world).connection():
         assert BroadcastApproval.get_by_id(approval_id).status == "denied"
         original = InterSessionMessage.get(InterSessionMessage.approval == approval_id)
@@ -515,3 +520,21 @@ def test_the_messaging_benchmark_times_every_message_both_ways() -> None:
     assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
     assert code == (0 if result["p99_ms"] <= 50.0 else 1)
     assert pykka.ActorRegistry.get_all() == []
+
+
+def test_an_unknown_caller_cannot_use_owner_only_messaging_tools(
+    world: LocalWorld, logs: io.StringIO
+) -> None:
+    _stranger, model = answered_call(world, STRANGER, 1)
+    for tool, args in (
+        ("send_message_to_session", {"session": "1", "message": "hi"}),
+        ("broadcast_message", {"message": "hi"}),
+        ("read_messages", {}),
+        ("list_active_sessions", {}),
+        ("decide_broadcast", {"approval_id": 1, "approve": True}),
+    ):
+        result = call_tool(model, tool, args)
+        assert result == {"error": f"the tool '{tool}' is not available to this caller"}
+    refused = [line["tool"] for line in log_events(logs, "tool.refused")]
+    assert len(refused) == 5
+    assert [m for m in messages(world) if m.message_type != "notification"] == []
