@@ -17,7 +17,16 @@ import structlog
 from twilio.rest import Client
 
 from tars_actors.actor import TarsActor
-from tars_actors.messages import HangUp, SayAndHangUp, SendSms, SmsFailed, SmsSent
+from tars_actors.messages import (
+    CallFailed,
+    CallPlaced,
+    HangUp,
+    PlaceCall,
+    SayAndHangUp,
+    SendSms,
+    SmsFailed,
+    SmsSent,
+)
 from tars_actors.server import goodbye_twiml
 from tars_actors.settings import Settings
 from tars_actors.twilio_rest import (
@@ -34,7 +43,7 @@ log = structlog.get_logger("tars.telephony")
 
 T = TypeVar("T")
 
-TelephonyRequest = HangUp | SayAndHangUp | SendSms
+TelephonyRequest = HangUp | SayAndHangUp | SendSms | PlaceCall
 
 #: Twilio's "Call is not in-progress. Cannot redirect.": the call was still ringing.
 _NOT_IN_PROGRESS_CODE = 21220
@@ -135,7 +144,7 @@ class Telephony(TarsActor):
 
     def on_receive(self, message: Any) -> Any:
         match message:
-            case HangUp() | SayAndHangUp() | SendSms():
+            case HangUp() | SayAndHangUp() | SendSms() | PlaceCall():
                 self._submit(message)
                 return None
             case _:
@@ -188,6 +197,8 @@ class Telephony(TarsActor):
                     self._say_and_hang_up(request)
                 case SendSms():
                     self._send_sms(request)
+                case PlaceCall():
+                    self._place_call(request)
         except Exception:
             # A bug here must not vanish into an unread future.
             log.exception("telephony.request_crashed", request=_describe_request(request))
@@ -274,6 +285,56 @@ class Telephony(TarsActor):
         )
         _reply(request, SmsFailed(correlation_id=request.correlation_id, error=error, code=code))
 
+    def _place_call(self, request: PlaceCall) -> None:
+        sender = self._settings.twilio.phone_number
+        if not sender:
+            self._call_failed(request, "[twilio] phone_number is not set", code=None, attempts=0)
+            return
+        options: dict[str, Any] = {
+            "to": request.to,
+            "from_": sender,
+            "twiml": request.twiml,
+            "status_callback": request.status_callback,
+            "status_callback_method": "GET",
+            "status_callback_event": ["initiated", "ringing", "answered", "completed"],
+        }
+        if request.detect_machine:
+            options.update(
+                machine_detection="DetectMessageEnd",
+                async_amd="true",
+                async_amd_status_callback=request.status_callback,
+                async_amd_status_callback_method="GET",
+            )
+        if request.time_limit_seconds is not None:
+            options["time_limit"] = request.time_limit_seconds
+        # Not idempotent: a retry after an ambiguous failure could ring the callee twice.
+        outcome = self._retrying(lambda client: client.calls.create(**options), idempotent=False)
+        match outcome:
+            case _Done(value=call, attempts=attempts):
+                sid = str(call.sid)
+                log.info(
+                    "telephony.call_placed",
+                    to=request.to,
+                    call_sid=sid,
+                    correlation_id=request.correlation_id,
+                    attempts=attempts,
+                )
+                _reply(request, CallPlaced(correlation_id=request.correlation_id, call_sid=sid))
+            case _Failed(error=error, attempts=attempts):
+                self._call_failed(request, str(outcome), code=error_code(error), attempts=attempts)
+
+    def _call_failed(
+        self, request: PlaceCall, error: str, *, code: int | None, attempts: int
+    ) -> None:
+        log.error(
+            "telephony.call_failed",
+            to=request.to,
+            correlation_id=request.correlation_id,
+            attempts=attempts,
+            error=error,
+        )
+        _reply(request, CallFailed(correlation_id=request.correlation_id, error=error, code=code))
+
     def _retrying(self, call: Callable[[Client], T], *, idempotent: bool) -> _Done[T] | _Failed:
         """Run ``call`` until it succeeds, fails for good, or the attempts are used up."""
         client = self._client
@@ -300,7 +361,9 @@ class Telephony(TarsActor):
                     return _Failed(error=error, attempts=attempt)
 
 
-def _reply(request: SendSms, message: SmsSent | SmsFailed) -> None:
+def _reply(
+    request: SendSms | PlaceCall, message: SmsSent | SmsFailed | CallPlaced | CallFailed
+) -> None:
     if request.reply_to is None:
         return
     try:
@@ -317,3 +380,5 @@ def _describe_request(request: TelephonyRequest) -> str:
             return f"say and hang up {sid}"
         case SendSms(to=to, correlation_id=correlation_id):
             return f"sms to {to} ({correlation_id or 'no id'})"
+        case PlaceCall(to=to, correlation_id=correlation_id):
+            return f"call to {to} ({correlation_id or 'no id'})"

@@ -17,6 +17,8 @@ from tars_actors.twilio_stream import InboundEvent, Start
 __all__ = [
     "AudioInput",
     "AudioStarted",
+    "CallFailed",
+    "CallPlaced",
     "CallSocket",
     "CallStatusChanged",
     "CallStreamStarted",
@@ -34,6 +36,7 @@ __all__ = [
     "ModelInput",
     "ModelServerEvent",
     "OutputTranscript",
+    "PlaceCall",
     "PlaybackCut",
     "RealtimeText",
     "ResumptionHandle",
@@ -362,4 +365,40 @@ class SmsFailed:
     correlation_id: str
     error: str
     #: Twilio's error code when Twilio refused it (21211: invalid 'To' number...).
+    code: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlaceCall:
+    """→ Telephony: place an outbound call whose TwiML connects it to TARS's Media Stream.
+
+    Status callbacks go to ``status_callback`` by GET. With ``detect_machine``, Twilio's
+    asynchronous answering-machine detection reports ``AnsweredBy`` to the same URL.
+    """
+
+    to: str
+    twiml: str
+    status_callback: str
+    detect_machine: bool = False
+    #: Twilio ends the call after this many seconds, whatever happens.
+    time_limit_seconds: int | None = None
+    #: An ActorRef told :class:`CallPlaced` or :class:`CallFailed`; None for fire and forget.
+    reply_to: Any = None
+    correlation_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallPlaced:
+    """Telephony → requester: Twilio accepted the call; it is ringing or about to."""
+
+    correlation_id: str
+    call_sid: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallFailed:
+    """Telephony → requester: the call could not be placed; ``error`` says why."""
+
+    correlation_id: str
+    error: str
     code: int | None = None

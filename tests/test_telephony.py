@@ -15,7 +15,16 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
 from actors.telephony import RetryPolicy, Telephony
-from tars_actors.messages import HangUp, SayAndHangUp, SendSms, SmsFailed, SmsSent
+from tars_actors.messages import (
+    CallFailed,
+    CallPlaced,
+    HangUp,
+    PlaceCall,
+    SayAndHangUp,
+    SendSms,
+    SmsFailed,
+    SmsSent,
+)
 from tars_actors.settings import Secrets, Settings
 from tars_actors.sim.twilio_rest import Operation, TwilioRestStandIn
 from tars_actors.twilio_rest import describe_error, is_already_ended, is_transient, make_client
@@ -285,6 +294,70 @@ def test_an_sms_is_not_sent_twice_after_a_server_error_but_is_retried_when_busy(
     telephony.tell(SendSms(to=CALLEE, body="again", reply_to=busy_inbox, correlation_id="b"))
     assert isinstance(busy_replies.first(), SmsSent)
     assert [r.status for r in twilio.requests_for(Operation.MESSAGES_CREATE)] == [500, 503, 201]
+
+
+def test_a_call_is_placed_with_inline_twiml_get_callbacks_and_machine_detection(
+    twilio: TwilioRestStandIn, telephony: pykka.ActorRef[Telephony]
+) -> None:
+    inbox, replies = new_inbox()
+    twiml = (
+        '<Response><Connect><Stream url="wss://tars.example/twilio/media"/></Connect></Response>'
+    )
+    telephony.tell(
+        PlaceCall(
+            to=CALLEE,
+            twiml=twiml,
+            status_callback="https://tars.example/twilio/status",
+            detect_machine=True,
+            time_limit_seconds=600,
+            reply_to=inbox,
+            correlation_id="goal-3",
+        )
+    )
+    reply = replies.first()
+    [request] = twilio.requests_for(Operation.CALLS_CREATE)
+    assert (request.param("To"), request.param("From"), request.param("Twiml")) == (
+        CALLEE,
+        NUMBER,
+        twiml,
+    )
+    assert request.param("StatusCallback") == "https://tars.example/twilio/status"
+    assert request.param("StatusCallbackMethod") == "GET"
+    assert request.params("StatusCallbackEvent") == (
+        "initiated",
+        "ringing",
+        "answered",
+        "completed",
+    )
+    assert request.param("MachineDetection") == "DetectMessageEnd"
+    assert request.param("AsyncAmd") == "true"
+    assert request.param("AsyncAmdStatusCallbackMethod") == "GET"
+    assert request.param("TimeLimit") == "600"
+    assert isinstance(reply, CallPlaced)
+    assert reply.correlation_id == "goal-3"
+    assert reply.call_sid.startswith("CA")
+
+
+def test_a_call_twilio_refuses_is_reported_and_never_retried(
+    twilio: TwilioRestStandIn, telephony: pykka.ActorRef[Telephony]
+) -> None:
+    twilio.fail_next(Operation.CALLS_CREATE, status=500, code=20500)
+    inbox, replies = new_inbox()
+    telephony.tell(
+        PlaceCall(
+            to=CALLEE,
+            twiml="<Response/>",
+            status_callback="https://tars.example/twilio/status",
+            reply_to=inbox,
+            correlation_id="goal-4",
+        )
+    )
+    reply = replies.first()
+    assert isinstance(reply, CallFailed)
+    assert reply.correlation_id == "goal-4"
+    assert reply.code == 20500
+    # A retry after an ambiguous failure could ring the callee twice.
+    assert len(twilio.requests_for(Operation.CALLS_CREATE)) == 1
 
 
 def test_without_credentials_telephony_starts_and_reports_each_request_failed(
