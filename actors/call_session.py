@@ -45,6 +45,7 @@ from tars_actors.messages import (
     CallerEvent,
     CallSocket,
     CallStatusChanged,
+    Instruct,
     ModelChannel,
     ModelConnected,
     ModelDisconnected,
@@ -284,6 +285,9 @@ class CallSession(TarsActor):
                 self._apply(self._flow.socket_closed(reason))
             case CallStatusChanged(status=status):
                 self._apply(self._flow.call_status(status))
+            case Instruct(text=text):
+                log.info("call.instructed", text=text)
+                self._apply(self._flow.instruct(text))
             case DeliverNote(message_id=message_id, text=text):
                 if message_id in self._notes_taken:
                     log.info("call.note_repeat_ignored", message_id=message_id)

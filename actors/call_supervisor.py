@@ -23,13 +23,37 @@ from tars_actors.actor import ActorExit
 from tars_actors.aio import LoopThread
 from tars_actors.call_flow import CallFlow, CallLimits
 from tars_actors.events import EventBus
-from tars_actors.messages import CallStatusChanged, CallStreamStarted
+from tars_actors.goals import (
+    FINAL_GOAL_STATUSES,
+    GOAL_PREFIX,
+    GoalDesk,
+    goal_for_call,
+    goal_status_for,
+    mark_answered,
+    mark_dialing,
+)
+from tars_actors.messages import (
+    CallFailed,
+    CallPlaced,
+    CallStatusChanged,
+    CallStreamStarted,
+    Instruct,
+)
 from tars_actors.permissions import Permission
 from tars_actors.persona import Caller, Persona, persona_for
 from tars_actors.routing import Switchboard
 from tars_actors.server import Admission, Connect, Draining, OverCapacity
 from tars_actors.settings import Settings
-from tars_actors.store import AgentSession, CallGoal, Contact, SessionStatus, Store, utcnow
+from tars_actors.store import (
+    AgentSession,
+    CallGoal,
+    Contact,
+    GoalStatus,
+    Reminder,
+    SessionStatus,
+    Store,
+    utcnow,
+)
 from tars_actors.supervision import ChildSpec, Restart, Strategy, SupervisorFlags
 from tars_actors.timers import Timers
 from tars_actors.tools.registry import ToolRegistry
@@ -178,6 +202,7 @@ class CallSupervisor(Supervisor):
         audio_loop: LoopThread,
         events: EventBus | None = None,
         switchboard: Switchboard | None = None,
+        goals: GoalDesk | None = None,
     ) -> None:
         super().__init__(
             "calls",
@@ -197,6 +222,9 @@ class CallSupervisor(Supervisor):
         self._audio_loop = audio_loop
         self._session_timers = timers
         self._switchboard = switchboard
+        self._goals = goals
+        # Goal calls that reached an answering machine: they end as "voicemail".
+        self._voicemail: set[str] = set()
 
     def on_start(self) -> None:
         self._store.connect()
@@ -218,16 +246,57 @@ class CallSupervisor(Supervisor):
                     self._admission.release(message.start.call_sid)
                     message.socket.close()
             case CallStatusChanged(call_sid=call_sid, status=status):
+                if message.answered_by is not None:
+                    self._answered_by(call_sid, message.answered_by)
                 if status in FINAL_STATUSES and not self._tell_session(call_sid, message):
                     # The call ended before its stream started: free its place now.
                     self._admission.release(call_sid)
+                    self._goal_ended(call_sid, goal_status_for(status) or GoalStatus.FAILED)
             case ActorExit(child_id=child_id):
                 super().on_receive(message)
                 if child_id not in {info.id for info in self.which_children()}:
                     self._admission.release(child_id)
+                    voicemail = child_id in self._voicemail
+                    self._voicemail.discard(child_id)
+                    self._goal_ended(
+                        child_id, GoalStatus.VOICEMAIL if voicemail else GoalStatus.COMPLETED
+                    )
+            case CallPlaced(correlation_id=cid, call_sid=call_sid) if cid.startswith(GOAL_PREFIX):
+                mark_dialing(self._store, int(cid.removeprefix(GOAL_PREFIX)), call_sid)
+            case CallFailed(correlation_id=cid, error=error) if cid.startswith(GOAL_PREFIX):
+                if self._goals is not None:
+                    goal_id = int(cid.removeprefix(GOAL_PREFIX))
+                    self._goals.ended(goal_id, GoalStatus.FAILED, error=error)
             case _:
                 return super().on_receive(message)
         return None
+
+    def _answered_by(self, call_sid: str, answered_by: str) -> None:
+        """Asynchronous answering-machine detection: a machine gets a short message."""
+        log.info("calls.answered_by", call_sid=call_sid, answered_by=answered_by)
+        if not answered_by.startswith("machine") and answered_by != "fax":
+            return
+        goal = goal_for_call(call_sid)
+        if goal is None:
+            return
+        self._voicemail.add(call_sid)
+        self._tell_session(
+            call_sid,
+            Instruct(
+                text=(
+                    "[System note] This call reached voicemail. After the beep, leave one "
+                    f"or two sentences for {goal.contact_name}: who you are, on whose behalf "
+                    "you call, and what about. Then say goodbye and call end_call."
+                )
+            ),
+        )
+
+    def _goal_ended(self, call_sid: str, status: GoalStatus) -> None:
+        if self._goals is None:
+            return
+        goal = goal_for_call(call_sid)
+        if goal is not None and goal.status not in FINAL_GOAL_STATUSES:
+            self._goals.ended(goal.id, status)
 
     def _tell_session(self, call_sid: str, message: object) -> bool:
         """Tell the call's session, if it has one; whether it had."""
@@ -256,7 +325,7 @@ class CallSupervisor(Supervisor):
                 phone_number=caller.number,
                 permission=str(caller.permission),
                 status=SessionStatus.PENDING,
-                purpose=caller.objective,
+                purpose=_purpose(caller),
                 direction="outbound" if direction.startswith("outbound") else "inbound",
                 started_at=utcnow(),
             )
@@ -268,8 +337,10 @@ class CallSupervisor(Supervisor):
             call_sid=call_sid,
             stream_sid=start.stream_sid,
             direction=str(row.direction),
-            purpose=caller.objective,
+            purpose=_purpose(caller),
         )
+        if caller.goal_id is not None:
+            mark_answered(self._store, caller.goal_id, call_sid=call_sid, session_id=int(row.id))
         flow = CallFlow(
             permission=caller.permission,
             greeting=persona.greeting,
@@ -319,8 +390,24 @@ class CallSupervisor(Supervisor):
                     permission=Permission.GOAL,
                     contact_name=str(goal.contact_name),
                     objective=str(goal.objective),
+                    goal_id=int(goal.id),
                 )
             log.warning("calls.unknown_goal", goal_id=goal_id)
+        reminder_id = parameters.get("reminder_id", "")
+        if reminder_id:
+            # A reminder call TARS placed to the owner.
+            reminder = (
+                Reminder.get_or_none(Reminder.id == int(reminder_id))
+                if reminder_id.isdigit()
+                else None
+            )
+            if reminder is not None:
+                return Caller(
+                    number=self._settings.owner.phone,
+                    permission=Permission.OWNER,
+                    reminder=str(reminder.title),
+                )
+            log.warning("calls.unknown_reminder", reminder_id=reminder_id)
         number = parameters.get("from", "") or "unknown"
         if number == self._settings.owner.phone:
             return Caller(number=number, permission=Permission.OWNER)
@@ -333,3 +420,12 @@ class CallSupervisor(Supervisor):
                 contact_relation=contact.relation,
             )
         return Caller(number=number, permission=Permission.UNKNOWN)
+
+
+def _purpose(caller: Caller) -> str | None:
+    """What a call TARS placed is for, as list_active_sessions shows it."""
+    if caller.objective is not None:
+        return caller.objective
+    if caller.reminder is not None:
+        return f"reminder: {caller.reminder}"
+    return None

@@ -26,6 +26,7 @@ from tars_actors.routing import (
     DecideBroadcast,
     Deliver,
     DeliverNote,
+    Dispatch,
     Fail,
     LiveSession,
     MessageType,
@@ -85,20 +86,24 @@ class Router(TarsActor):
         match message:
             case Route() | DecideBroadcast():
                 return self._answer(message)
+            case Dispatch(message_id=recorded):
+                record = self._ledger.get(recorded)
+                if record.status in (MessageStatus.PENDING, MessageStatus.QUEUED):
+                    self._dispatch(record)
             case SessionJoined(session_id=session_id):
                 self._joined(session_id)
             case SessionLeft(session_id=session_id, undelivered=undelivered):
                 self._left(session_id, undelivered)
             case SmsSent(correlation_id=correlation_id, message_sid=sid):
-                message_id = _message_id(correlation_id)
-                if message_id is not None:
-                    self._ledger.settle(message_id, MessageStatus.SMS_SENT)
-                    log.info("router.sms_sent", message_id=message_id, message_sid=sid)
+                sent_id = _message_id(correlation_id)
+                if sent_id is not None:
+                    self._ledger.settle(sent_id, MessageStatus.SMS_SENT)
+                    log.info("router.sms_sent", message_id=sent_id, message_sid=sid)
             case SmsFailed(correlation_id=correlation_id, error=error, code=code):
-                message_id = _message_id(correlation_id)
-                if message_id is not None:
-                    self._ledger.settle(message_id, MessageStatus.FAILED, error=f"SMS: {error}")
-                    log.error("router.sms_failed", message_id=message_id, error=error, code=code)
+                failed_id = _message_id(correlation_id)
+                if failed_id is not None:
+                    self._ledger.settle(failed_id, MessageStatus.FAILED, error=f"SMS: {error}")
+                    log.error("router.sms_failed", message_id=failed_id, error=error, code=code)
             case _:
                 return super().on_receive(message)
         return None

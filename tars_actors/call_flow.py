@@ -250,8 +250,9 @@ class CallFlow:
         self._assistant_text: list[str] = []
         self._caller_text: list[str] = []
         self._tools_in_flight: dict[str, str] = {}
-        # Routed messages waiting for a turn boundary: (message id, note text).
-        self._notes: list[tuple[int, str]] = []
+        # Notes waiting for a turn boundary: (routed message id, or None for TARS's own
+        # instruction, and the text).
+        self._notes: list[tuple[int | None, str]] = []
         self._note_wait = False  # the note-wait timer is running
         self._note_wait_over = False  # ... and has fired: stop waiting for the caller
         self._greeting_answered = False
@@ -504,9 +505,16 @@ class CallFlow:
         self._notes.append((message_id, text))
         return self._flush_notes()
 
+    def instruct(self, text: str) -> list[Effect]:
+        """An instruction from TARS itself (e.g. "this is voicemail"), sent like a note."""
+        if self._ended:
+            return []
+        self._notes.append((None, text))
+        return self._flush_notes()
+
     def undelivered_notes(self) -> tuple[int, ...]:
         """Messages this call took but never passed to a model connection."""
-        ids = [mid for mid, _ in self._notes]
+        ids = [mid for mid, _ in self._notes if mid is not None]
         for item in self._gap:
             if isinstance(item, TextTurn):
                 ids.extend(item.note_ids)
@@ -530,7 +538,7 @@ class CallFlow:
         self._note_wait = self._note_wait_over = False
         turn = TextTurn(
             text="\n\n".join(text for _, text in notes),
-            note_ids=tuple(mid for mid, _ in notes),
+            note_ids=tuple(mid for mid, _ in notes if mid is not None),
         )
         effects.append(
             LogEvent(event="call.note_sent", fields={"message_ids": list(turn.note_ids)})

@@ -25,6 +25,7 @@ from actors.call_session import ModelStarter, SessionInfo
 from actors.call_supervisor import CallAdmission, CallHooks, CallSupervisor, ModelStarterFactory
 from actors.gemini_connection import GeminiConnection
 from actors.monitor import ActorMonitor
+from actors.reminder_scheduler import ReminderScheduler
 from actors.router import Router
 from actors.supervisor import RootWatch, Supervisor, start_root
 from actors.telephony import Telephony
@@ -32,6 +33,7 @@ from tars_actors.actor import ActorExit
 from tars_actors.aio import LoopThread
 from tars_actors.events import EventBus
 from tars_actors.gemini import ModelProfile, make_client
+from tars_actors.goals import GoalDesk
 from tars_actors.ledger import MessageLedger
 from tars_actors.observability import install_stack_dump_signal
 from tars_actors.permissions import Permission
@@ -74,6 +76,7 @@ class Runtime:
     tool_pool: concurrent.futures.ThreadPoolExecutor
     #: Live sessions, the message ledger and the Router, for sessions and tools.
     switchboard: Switchboard
+    goals: GoalDesk
     model_client: genai.Client | None = None
 
     def model_starter(self) -> ModelStarterFactory:
@@ -157,6 +160,17 @@ def system_children(runtime: Runtime) -> list[ChildSpec]:
             shutdown_timeout=shutdown_timeout,
         ),
         ChildSpec(
+            id="reminders",
+            start=lambda: ReminderScheduler.start(
+                settings=settings,
+                store=runtime.store,
+                timers=runtime.timers,
+                switchboard=runtime.switchboard,
+                telephony=_first(Telephony),
+            ),
+            shutdown_timeout=shutdown_timeout,
+        ),
+        ChildSpec(
             id="calls",
             start=lambda: CallSupervisor.start(
                 settings=settings,
@@ -170,6 +184,7 @@ def system_children(runtime: Runtime) -> list[ChildSpec]:
                 audio_loop=runtime.io_loop,
                 events=runtime.events,
                 switchboard=runtime.switchboard,
+                goals=runtime.goals,
             ),
             # Its sessions each get their own timeout, in reverse start order.
             shutdown_timeout=None,
@@ -214,18 +229,37 @@ class Daemon:
         switchboard = Switchboard(
             presence=Presence(), ledger=MessageLedger(store), router=_first(Router)
         )
+        tool_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=4, thread_name_prefix="tars-tool"
+        )
+        goals = GoalDesk(
+            settings=self.settings,
+            store=store,
+            switchboard=switchboard,
+            client=self._model_client,
+            pool=tool_pool,
+        )
         self.runtime = Runtime(
             settings=self.settings,
             store=store,
             timers=self.timers,
             events=self.events,
-            tools=build_registry(ToolServices(settings=self.settings, switchboard=switchboard)),
+            tools=build_registry(
+                ToolServices(
+                    settings=self.settings,
+                    switchboard=switchboard,
+                    reminders=_first(ReminderScheduler),
+                    clock=self.timers.wall_now,
+                    goals=goals,
+                    telephony=_first(Telephony),
+                    calls=_first(CallSupervisor),
+                )
+            ),
             switchboard=switchboard,
             admission=CallAdmission(self.settings.sessions.max_concurrent),
             io_loop=LoopThread("tars-io"),
-            tool_pool=concurrent.futures.ThreadPoolExecutor(
-                max_workers=4, thread_name_prefix="tars-tool"
-            ),
+            tool_pool=tool_pool,
+            goals=goals,
         )
         sup = self.settings.supervision
         flags = SupervisorFlags(
@@ -252,6 +286,14 @@ class Daemon:
             pid=os.getpid(),
             port=self.server.port if self.server is not None else None,
         )
+
+    def _model_client(self) -> genai.Client:
+        """The google-genai client, made on first use (the text model's summaries too)."""
+        runtime = self.runtime
+        assert runtime is not None
+        if runtime.model_client is None:
+            runtime.model_client = make_client(self.settings)
+        return runtime.model_client
 
     def ready(self) -> bool:
         """The actor tree is up: root and call supervisor alive."""

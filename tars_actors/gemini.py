@@ -258,6 +258,7 @@ def make_client(settings: Settings) -> genai.Client:
         )
     gemini = settings.gemini
     async_client_args: dict[str, object] | None = None
+    client_args: dict[str, object] | None = None
     if gemini.ca_file:
         try:
             context = ssl.create_default_context(cafile=gemini.ca_file)
@@ -265,10 +266,15 @@ def make_client(settings: Settings) -> genai.Client:
             raise SettingsError(
                 [f"[gemini] ca_file: cannot load {gemini.ca_file!r} as PEM certificates: {error}"]
             ) from error
-        # The SDK uses this context for the Live WebSocket and for HTTP requests alike.
+        # The SDK uses this context for the Live WebSocket and for asynchronous HTTP
+        # requests alike; synchronous requests (the text model's summaries, made on a
+        # worker thread) go through httpx, which takes it as ``verify``.
         async_client_args = {"ssl": context}
+        client_args = {"verify": context}
     options = types.HttpOptions(
-        base_url=gemini.base_url or None, async_client_args=async_client_args
+        base_url=gemini.base_url or None,
+        async_client_args=async_client_args,
+        client_args=client_args,
     )
     # vertexai=False: GOOGLE_GENAI_USE_VERTEXAI in the environment must not reroute calls.
     return genai.Client(vertexai=False, api_key=api_key, http_options=options)

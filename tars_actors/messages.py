@@ -27,6 +27,7 @@ __all__ = [
     "GoAway",
     "HangUp",
     "InputTranscript",
+    "Instruct",
     "Interrupted",
     "ModelAudio",
     "ModelChannel",
@@ -402,3 +403,11 @@ class CallFailed:
     correlation_id: str
     error: str
     code: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Instruct:
+    """→ CallSession: an instruction from TARS for the call's model, at a turn boundary
+    (e.g. that the call reached voicemail)."""
+
+    text: str

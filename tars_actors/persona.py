@@ -18,8 +18,11 @@ class Caller:
     permission: Permission
     contact_name: str | None = None
     contact_relation: str | None = None
-    #: For goal calls: what TARS should achieve.
+    #: For goal calls: what TARS should achieve, and the ``call_goals`` row.
     objective: str | None = None
+    goal_id: int | None = None
+    #: For reminder calls (TARS calling the owner): what to remind them of.
+    reminder: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +51,22 @@ def persona_for(settings: Settings, caller: Caller) -> Persona:
         "and then call the end_call tool."
     )
     match caller.permission:
+        case Permission.OWNER if caller.reminder is not None:
+            return Persona(
+                session_name=f"Reminder call with {owner}",
+                system_instruction=(
+                    f"{common} You called {owner} to deliver a reminder, and you have full "
+                    f"access to all your tools. The reminder: {caller.reminder}. If {owner} "
+                    "wants to be reminded again later (snooze), call create_reminder with the "
+                    "same title and a due time such as 'in 10 minutes'; if they dismiss it, "
+                    f"just acknowledge. Speak the language with the BCP-47 tag {language}."
+                ),
+                greeting=(
+                    f"{owner} just answered your reminder call. Say you are calling with a "
+                    f"reminder, tell them: {caller.reminder} Then ask whether to remind them "
+                    "again later or dismiss it."
+                ),
+            )
         case Permission.OWNER:
             return Persona(
                 session_name=f"Call with {owner} (main)",

@@ -28,6 +28,7 @@ __all__ = [
     "DecideBroadcast",
     "Deliver",
     "DeliverNote",
+    "Dispatch",
     "Fail",
     "LiveSession",
     "MessageType",
@@ -65,6 +66,8 @@ class MessageType:
     REPORT: Final = "report"
     #: An urgent report: texted when the owner is not on a call.
     URGENT_REPORT: Final = "urgent_report"
+    #: A due reminder or callback request, announced in the owner's live call.
+    REMINDER: Final = "reminder"
 
 
 #: Types that wait for the owner's next call instead of being texted.
@@ -196,6 +199,15 @@ class RouteReply:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Dispatch:
+    """→ Router: deliver a message already written to the ledger (a goal call's report).
+
+    If the Router is restarting, it finds the message pending at its start instead."""
+
+    message_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DecideBroadcast:
     """Tool → Router (``ask``): the owner's decision on a broadcast approval."""
 
@@ -322,7 +334,7 @@ def note_text(record: MessageRecord) -> str:
             what = f"Notice: {record.body}"
         case MessageType.BROADCAST:
             what = f"Broadcast from {record.sender_name}: {record.body}"
-        case MessageType.APPROVAL_REQUEST:
+        case MessageType.APPROVAL_REQUEST | MessageType.REMINDER:
             what = record.body
         case _:
             what = f"Message from {record.sender_name}: {record.body}"
@@ -337,7 +349,7 @@ SMS_MAX_CHARS: Final = 1600
 
 
 def sms_text(record: MessageRecord, assistant_name: str = "TARS") -> str:
-    if record.message_type == MessageType.NOTIFICATION:
+    if record.message_type in (MessageType.NOTIFICATION, MessageType.REMINDER):
         text = f"{assistant_name}: {record.body}"
     else:
         text = f"{assistant_name}: message from {record.sender_name}: {record.body}"

@@ -59,6 +59,7 @@ __all__ = [
     "SocketCloseReason",
     "connect_twiml",
     "goodbye_twiml",
+    "stream_url",
 ]
 
 log = structlog.get_logger("tars.server")
@@ -156,6 +157,13 @@ def connect_twiml(stream_url: str, parameters: Mapping[str, str]) -> str:
     for name, value in parameters.items():
         stream.parameter(name=name, value=value)
     return str(response.to_xml())
+
+
+def stream_url(public_url: str) -> str:
+    """The ``wss://`` Media Streams URL for ``[server] public_url``: what ``<Stream url>``
+    names (inbound and outbound calls alike) and what the upgrade's signature covers."""
+    public = urlsplit(public_url)
+    return f"wss://{public.netloc}{public.path}{MEDIA_PATH}"
 
 
 def goodbye_twiml(text: str, language: str | None = None) -> str:
@@ -544,9 +552,8 @@ class Server:
         self._settings = settings
         self._hooks = hooks
         self._validator: RequestValidator | None = RequestValidator(token) if validate else None
-        public = urlsplit(settings.server.public_url)
         self._public_url = settings.server.public_url
-        self.stream_url = f"wss://{public.netloc}{public.path}{MEDIA_PATH}"
+        self.stream_url = stream_url(settings.server.public_url)
         """The ``<Stream url>`` TwiML names and the upgrade's signature covers."""
         self._pacing_lead = pacing_lead
         self._start_timeout = start_timeout

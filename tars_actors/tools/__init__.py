@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from tars_actors.tools.call import END_CALL
+from tars_actors.tools.goals import goal_tools
 from tars_actors.tools.messaging import ToolServices, messaging_tools
 from tars_actors.tools.registry import ToolRegistry
+from tars_actors.tools.reminders import reminder_tools
 
 __all__ = ["ToolServices", "build_registry"]
 
@@ -17,5 +19,5 @@ def build_registry(services: ToolServices | None = None) -> ToolRegistry:
     """
     specs = [END_CALL]
     if services is not None:
-        specs += messaging_tools(services)
+        specs += messaging_tools(services) + reminder_tools(services) + goal_tools(services)
     return ToolRegistry(specs)

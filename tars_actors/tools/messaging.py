@@ -8,13 +8,17 @@ on the call's audio path.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+import pykka
 import structlog
 
+from tars_actors.goals import GoalDesk
 from tars_actors.ledger import MAX_BODY_CHARS, OWNER_TARGET
+from tars_actors.reminders import RemindersChanged
 from tars_actors.routing import (
     BROADCAST_TARGET,
     DecideBroadcast,
@@ -39,10 +43,30 @@ class ToolServices:
 
     settings: Settings
     switchboard: Switchboard
+    #: The live ReminderScheduler, if any (a restarted one is a new actor).
+    reminders: Callable[[], Any | None] = lambda: None
+    #: Wall time as an aware UTC datetime (the daemon's timers in tests).
+    clock: Callable[[], datetime] = utcnow
+    #: Goal calls: placing them and reporting on them.
+    goals: GoalDesk | None = None
+    #: The live Telephony and CallSupervisor actors, if any.
+    telephony: Callable[[], Any | None] = lambda: None
+    calls: Callable[[], Any | None] = lambda: None
 
     @property
     def store(self) -> Store:
         return self.switchboard.ledger.store
+
+    def tell_reminders(self) -> bool:
+        """Tell the ReminderScheduler that reminders changed; False if it is not running."""
+        ref = self.reminders()
+        if ref is None:
+            return False
+        try:
+            ref.tell(RemindersChanged())
+        except pykka.ActorDeadError:
+            return False
+        return True
 
 
 def _outcome(reply: RouteReply) -> ToolOutcome:

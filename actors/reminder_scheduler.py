@@ -1,0 +1,258 @@
+"""The ReminderScheduler: delivers each reminder (and callback request) once, when it is due.
+
+A permanent child of the root supervisor. It keeps one timer, for the soonest pending
+reminder, and moves it whenever reminders are created or cancelled; each timer message
+carries a generation, so a stale one (from before a change or a restart) does nothing.
+At start it delivers whatever came due while the daemon was down, saying it is late.
+
+Delivery: into the owner's live call through the Router when there is one; otherwise as
+``[reminders] delivery`` says: an outbound reminder call, an SMS, or both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pykka
+import structlog
+from tars_actors.reminder_time import describe_due
+
+from tars_actors.actor import TarsActor
+from tars_actors.messages import CallFailed, CallPlaced, PlaceCall, SendSms, SmsFailed, SmsSent
+from tars_actors.permissions import Permission
+from tars_actors.reminders import ReminderBook, ReminderRecord, RemindersChanged
+from tars_actors.routing import MessageType, Route, Switchboard
+from tars_actors.server import STATUS_PATH, connect_twiml, stream_url
+from tars_actors.settings import Settings
+from tars_actors.store import ReminderKind, Store
+from tars_actors.timers import TimerHandle, Timers
+
+__all__ = ["ReminderScheduler", "RemindersChanged", "reminder_text"]
+
+log = structlog.get_logger("tars.reminders")
+
+#: A reminder delivered this much after its due time says that it is late.
+LATE_AFTER = timedelta(seconds=60)
+#: Twilio ends a reminder call after this long, whatever happens.
+REMINDER_CALL_LIMIT_SECONDS = 300
+_PREFIX = "reminder-"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Due:
+    generation: int
+
+
+@dataclass(slots=True)
+class _Delivery:
+    """An occurrence being delivered by call and/or SMS: what is still awaited."""
+
+    waiting: set[str]
+    done: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def reminder_text(reminder: ReminderRecord, *, now: datetime, tz: ZoneInfo) -> str:
+    """What the owner hears or reads; a late one says when it was due."""
+    text = reminder.title
+    if reminder.kind == ReminderKind.REMINDER:
+        text = f"Reminder: {text}"
+    if now - reminder.due_at >= LATE_AFTER:
+        text += (
+            f" (This reminder is late: it was due {describe_due(reminder.due_at, now=now, tz=tz)}.)"
+        )
+    return text
+
+
+class ReminderScheduler(TarsActor):
+    actor_kind = "ReminderScheduler"
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        timers: Timers,
+        switchboard: Switchboard,
+        telephony: Callable[[], pykka.ActorRef[Any] | None],
+    ) -> None:
+        super().__init__()
+        self._settings = settings
+        self._store = store
+        self._timers = timers
+        self._switchboard = switchboard
+        self._telephony = telephony
+        self._tz = ZoneInfo(settings.owner.timezone)
+        self._book = ReminderBook(store, self._tz, clock=timers.wall_now)
+        self._generation = 0
+        self._timer: TimerHandle | None = None
+        self._deliveries: dict[int, _Delivery] = {}
+
+    def on_start(self) -> None:
+        self._store.connect()
+        unsettled = self._book.unsettled()
+        if unsettled:
+            # Claimed by a daemon that stopped before it could say how they went.
+            log.warning("reminders.redelivering", count=len(unsettled))
+        for reminder in unsettled:
+            self._deliver(reminder)
+        self._deliver_due()
+        self._schedule()
+
+    def on_stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._store.close()
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case RemindersChanged():
+                self._schedule()
+            case _Due(generation=generation):
+                if generation != self._generation:
+                    return None  # stale: a change or a restart moved the timer since
+                self._timer = None
+                self._deliver_due()
+                self._schedule()
+            case SmsSent(correlation_id=cid):
+                self._part_done(cid, "texted")
+            case SmsFailed(correlation_id=cid, error=error):
+                self._part_failed(cid, "texted", f"SMS: {error}")
+            case CallPlaced(correlation_id=cid, call_sid=sid):
+                log.info("reminders.call_placed", correlation_id=cid, call_sid=sid)
+                self._part_done(cid, "called")
+            case CallFailed(correlation_id=cid, error=error):
+                self._part_failed(cid, "called", f"call: {error}")
+            case _:
+                return super().on_receive(message)
+        return None
+
+    # --- timing ---------------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._generation += 1
+        due = self._book.next_due()
+        if due is None:
+            return
+        delay = max(0.0, (due - self._timers.wall_now()).total_seconds())
+        generation = self._generation
+        ref = self.actor_ref
+
+        def fire() -> None:
+            # Stopped meanwhile: its successor schedules its own timer.
+            with contextlib.suppress(pykka.ActorDeadError):
+                ref.tell(_Due(generation=generation))
+
+        self._timer = self._timers.call_later(delay, fire)
+        log.debug("reminders.scheduled", due_at=due.isoformat(), delay_seconds=round(delay, 3))
+
+    def _deliver_due(self) -> None:
+        for reminder in self._book.claim_due():
+            self._deliver(reminder)
+
+    # --- delivery -------------------------------------------------------------------------
+
+    def _deliver(self, reminder: ReminderRecord) -> None:
+        now = self._timers.wall_now()
+        text = reminder_text(reminder, now=now, tz=self._tz)
+        late = now - reminder.due_at >= LATE_AFTER
+        log.info(
+            "reminders.due",
+            reminder_id=reminder.id,
+            kind=str(reminder.kind),
+            late=late,
+            due_at=reminder.due_at.isoformat(),
+        )
+        if self._switchboard.presence.owner_main() is not None:
+            delivered = self._switchboard.tell(
+                Route(
+                    sender_session_id=None,
+                    sender_name="Reminders",
+                    body=text,
+                    target="user",
+                    message_type=MessageType.REMINDER,
+                    sender_permission=Permission.OWNER,
+                )
+            )
+            if delivered:
+                self._book.settle(reminder.id, "announced_in_call")
+                log.info("reminders.delivered", reminder_id=reminder.id, how="announced_in_call")
+                return
+            log.warning("reminders.router_unavailable", reminder_id=reminder.id)
+        mode = self._settings.reminders.delivery
+        parts = {"call", "message"} if mode == "both" else {mode}
+        self._deliveries[reminder.id] = _Delivery(
+            waiting={"called" if p == "call" else "texted" for p in parts}
+        )
+        telephony = self._telephony()
+        if telephony is None:
+            self._deliveries.pop(reminder.id)
+            self._book.settle(reminder.id, "failed", error="the telephony actor is not running")
+            log.error("reminders.failed", reminder_id=reminder.id, error="telephony not running")
+            return
+        cid = f"{_PREFIX}{reminder.id}"
+        owner_phone = self._settings.owner.phone
+        if "message" in parts:
+            telephony.tell(
+                SendSms(
+                    to=owner_phone,
+                    body=f"TARS: {text}",
+                    reply_to=self.actor_ref,
+                    correlation_id=cid,
+                )
+            )
+        if "call" in parts:
+            server = self._settings.server
+            telephony.tell(
+                PlaceCall(
+                    to=owner_phone,
+                    twiml=connect_twiml(
+                        stream_url(server.public_url),
+                        {"reminder_id": str(reminder.id), "direction": "outbound-api"},
+                    ),
+                    status_callback=f"{server.public_url}{STATUS_PATH}",
+                    time_limit_seconds=REMINDER_CALL_LIMIT_SECONDS,
+                    reply_to=self.actor_ref,
+                    correlation_id=cid,
+                )
+            )
+
+    def _part_done(self, correlation_id: str, part: str) -> None:
+        self._part(correlation_id, part, None)
+
+    def _part_failed(self, correlation_id: str, part: str, error: str) -> None:
+        self._part(correlation_id, part, error)
+
+    def _part(self, correlation_id: str, part: str, error: str | None) -> None:
+        if not correlation_id.startswith(_PREFIX):
+            return
+        reminder_id = int(correlation_id.removeprefix(_PREFIX))
+        delivery = self._deliveries.get(reminder_id)
+        if delivery is None or part not in delivery.waiting:
+            return
+        delivery.waiting.discard(part)
+        if error is None:
+            delivery.done.append(part)
+        else:
+            delivery.errors.append(error)
+        if delivery.waiting:
+            return
+        del self._deliveries[reminder_id]
+        if delivery.done:
+            how = "called_and_texted" if len(delivery.done) == 2 else delivery.done[0]
+            self._book.settle(reminder_id, how)
+            log.info(
+                "reminders.delivered", reminder_id=reminder_id, how=how, errors=delivery.errors
+            )
+        else:
+            message = "; ".join(delivery.errors)
+            self._book.settle(reminder_id, "failed", error=message)
+            log.error("reminders.failed", reminder_id=reminder_id, error=message)
