@@ -20,11 +20,11 @@ from zoneinfo import ZoneInfo
 
 import pykka
 import structlog
-from tars_actors.reminder_time import describe_due
 
 from tars_actors.actor import TarsActor
 from tars_actors.messages import CallFailed, CallPlaced, PlaceCall, SendSms, SmsFailed, SmsSent
 from tars_actors.permissions import Permission
+from tars_actors.reminder_time import describe_due
 from tars_actors.reminders import ReminderBook, ReminderRecord, RemindersChanged
 from tars_actors.routing import MessageType, Route, Switchboard
 from tars_actors.server import STATUS_PATH, connect_twiml, stream_url
@@ -80,13 +80,19 @@ class ReminderScheduler(TarsActor):
         timers: Timers,
         switchboard: Switchboard,
         telephony: Callable[[], pykka.ActorRef[Any] | None],
+        me: Callable[[], pykka.ActorRef[Any] | None],
+        boot: str,
     ) -> None:
+        """``me`` finds the live scheduler (replies reach a restarted one); ``boot``
+        names this run of the daemon (occurrences sent in it are not sent again)."""
         super().__init__()
         self._settings = settings
         self._store = store
         self._timers = timers
         self._switchboard = switchboard
         self._telephony = telephony
+        self._me = me
+        self._boot = boot
         self._tz = ZoneInfo(settings.owner.timezone)
         self._book = ReminderBook(store, self._tz, clock=timers.wall_now)
         self._generation = 0
@@ -95,7 +101,7 @@ class ReminderScheduler(TarsActor):
 
     def on_start(self) -> None:
         self._store.connect()
-        unsettled = self._book.unsettled()
+        unsettled = self._book.unsettled(boot=self._boot)
         if unsettled:
             # Claimed by a daemon that stopped before it could say how they went.
             log.warning("reminders.redelivering", count=len(unsettled))
@@ -200,12 +206,13 @@ class ReminderScheduler(TarsActor):
             return
         cid = f"{_PREFIX}{reminder.id}"
         owner_phone = self._settings.owner.phone
+        self._book.mark_sending(reminder.id, boot=self._boot)
         if "message" in parts:
             telephony.tell(
                 SendSms(
                     to=owner_phone,
                     body=f"TARS: {text}",
-                    reply_to=self.actor_ref,
+                    reply_to=self._me,
                     correlation_id=cid,
                 )
             )
@@ -220,7 +227,7 @@ class ReminderScheduler(TarsActor):
                     ),
                     status_callback=f"{server.public_url}{STATUS_PATH}",
                     time_limit_seconds=REMINDER_CALL_LIMIT_SECONDS,
-                    reply_to=self.actor_ref,
+                    reply_to=self._me,
                     correlation_id=cid,
                 )
             )
@@ -236,7 +243,10 @@ class ReminderScheduler(TarsActor):
             return
         reminder_id = int(correlation_id.removeprefix(_PREFIX))
         delivery = self._deliveries.get(reminder_id)
-        if delivery is None or part not in delivery.waiting:
+        if delivery is None:
+            # Sent by this scheduler's predecessor: this reply is all there is to go on.
+            delivery = _Delivery(waiting={part})
+        if part not in delivery.waiting:
             return
         delivery.waiting.discard(part)
         if error is None:
@@ -245,7 +255,7 @@ class ReminderScheduler(TarsActor):
             delivery.errors.append(error)
         if delivery.waiting:
             return
-        del self._deliveries[reminder_id]
+        self._deliveries.pop(reminder_id, None)
         if delivery.done:
             how = "called_and_texted" if len(delivery.done) == 2 else delivery.done[0]
             self._book.settle(reminder_id, how)

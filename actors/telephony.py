@@ -364,10 +364,16 @@ class Telephony(TarsActor):
 def _reply(
     request: SendSms | PlaceCall, message: SmsSent | SmsFailed | CallPlaced | CallFailed
 ) -> None:
-    if request.reply_to is None:
+    reply_to = request.reply_to
+    # A function is a lookup: the reply goes to whichever actor holds the role now (a
+    # restarted requester is a new actor, and its outcome must still be recorded).
+    direct = isinstance(reply_to, pykka.ActorRef) or reply_to is None
+    target = reply_to if direct else reply_to()
+    if target is None:
+        log.info("telephony.reply_undelivered", correlation_id=request.correlation_id)
         return
     try:
-        request.reply_to.tell(message)
+        target.tell(message)
     except pykka.ActorDeadError:
         log.info("telephony.reply_undelivered", correlation_id=request.correlation_id)
 

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
@@ -78,6 +79,8 @@ class Runtime:
     switchboard: Switchboard
     goals: GoalDesk
     model_client: genai.Client | None = None
+    #: This run of the daemon, for records that must tell a restart from a reboot.
+    boot: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def model_starter(self) -> ModelStarterFactory:
         """How a call session opens its model connections."""
@@ -167,6 +170,8 @@ def system_children(runtime: Runtime) -> list[ChildSpec]:
                 timers=runtime.timers,
                 switchboard=runtime.switchboard,
                 telephony=_first(Telephony),
+                me=_first(ReminderScheduler),
+                boot=runtime.boot,
             ),
             shutdown_timeout=shutdown_timeout,
         ),

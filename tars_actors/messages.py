@@ -345,7 +345,8 @@ class SendSms:
 
     to: str
     body: str
-    #: An ActorRef told :class:`SmsSent` or :class:`SmsFailed`; None for fire and forget.
+    #: An ActorRef told :class:`SmsSent` or :class:`SmsFailed`, or a function returning
+    #: the ref to tell when the outcome is known; None for fire and forget.
     reply_to: Any = None
     #: Echoed in the reply so the sender can tell its requests apart.
     correlation_id: str = ""
@@ -383,7 +384,8 @@ class PlaceCall:
     detect_machine: bool = False
     #: Twilio ends the call after this many seconds, whatever happens.
     time_limit_seconds: int | None = None
-    #: An ActorRef told :class:`CallPlaced` or :class:`CallFailed`; None for fire and forget.
+    #: An ActorRef told :class:`CallPlaced` or :class:`CallFailed`, or a function returning
+    #: the ref to tell when the outcome is known; None for fire and forget.
     reply_to: Any = None
     correlation_id: str = ""
 

@@ -183,14 +183,27 @@ class ReminderBook:
                         )
         return claimed
 
-    def unsettled(self) -> list[ReminderRecord]:
-        """Claimed but never settled: the daemon stopped mid-delivery."""
+    def unsettled(self, *, boot: str) -> list[ReminderRecord]:
+        """Claimed but never settled, and not on its way in this boot of the daemon:
+        a daemon stopped mid-delivery (they are delivered again, at least once)."""
         query = (
             Reminder.select()
-            .where(Reminder.status == ReminderStatus.DELIVERING)
+            .where(
+                Reminder.status == ReminderStatus.DELIVERING,
+                (Reminder.delivery_outcome.is_null())
+                | (Reminder.delivery_outcome != _sending(boot)),
+            )
             .order_by(Reminder.due_at, Reminder.id)
         )
         return [_record(row) for row in query]
+
+    def mark_sending(self, reminder_id: int, *, boot: str) -> None:
+        """The occurrence's call or SMS was handed to Telephony in this boot: a restarted
+        scheduler waits for its outcome instead of sending it again."""
+        with self._store.transaction():
+            Reminder.update(delivery_outcome=_sending(boot)).where(
+                Reminder.id == reminder_id, Reminder.status == ReminderStatus.DELIVERING
+            ).execute()
 
     def settle(self, reminder_id: int, outcome: str, *, error: str | None = None) -> bool:
         """Record how a claimed occurrence went; False if it was settled already."""
@@ -206,3 +219,7 @@ class ReminderBook:
             row.delivered_at = None if error is not None else self._clock()
             row.save()
         return True
+
+
+def _sending(boot: str) -> str:
+    return f"sending:{boot}"
