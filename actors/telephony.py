@@ -35,6 +35,7 @@ from tars_actors.twilio_rest import (
     is_already_ended,
     is_transient,
     make_client,
+    outbound_call_options,
 )
 
 __all__ = ["RetryPolicy", "Telephony", "TelephonyRequest"]
@@ -290,23 +291,14 @@ class Telephony(TarsActor):
         if not sender:
             self._call_failed(request, "[twilio] phone_number is not set", code=None, attempts=0)
             return
-        options: dict[str, Any] = {
-            "to": request.to,
-            "from_": sender,
-            "twiml": request.twiml,
-            "status_callback": request.status_callback,
-            "status_callback_method": "GET",
-            "status_callback_event": ["initiated", "ringing", "answered", "completed"],
-        }
-        if request.detect_machine:
-            options.update(
-                machine_detection="DetectMessageEnd",
-                async_amd="true",
-                async_amd_status_callback=request.status_callback,
-                async_amd_status_callback_method="GET",
-            )
-        if request.time_limit_seconds is not None:
-            options["time_limit"] = request.time_limit_seconds
+        options = outbound_call_options(
+            to=request.to,
+            from_=sender,
+            twiml=request.twiml,
+            status_callback=request.status_callback,
+            detect_machine=request.detect_machine,
+            time_limit_seconds=request.time_limit_seconds,
+        )
         # Not idempotent: a retry after an ambiguous failure could ring the callee twice.
         outcome = self._retrying(lambda client: client.calls.create(**options), idempotent=False)
         match outcome:

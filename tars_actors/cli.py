@@ -1,4 +1,4 @@
-"""Command line of run.py: serve (the default), check, bench."""
+"""Command line of run.py: serve (the default), check, demo, bench, load, call."""
 
 from __future__ import annotations
 
@@ -40,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run a benchmark and print its figures")
     bench.add_argument("name", choices=["mailbox", "messaging"], help="which benchmark")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    call = sub.add_parser(
+        "call", help="place a goal call: TARS phones someone for you and reports back"
+    )
+    call.add_argument("callee", metavar="NUMBER_OR_CONTACT", help="a +E.164 number or a contact")
+    call.add_argument("--goal", required=True, help="what the call should achieve")
     load = sub.add_parser(
         "load", help="capacity benchmark: concurrent softphone calls against a TARS process"
     )
@@ -72,6 +77,8 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
         return EXIT_USAGE
     if command == "check":
         return check(settings, out)
+    if command == "call":
+        return place_goal_call(settings, args.callee, args.goal, out)
     return _serve(settings)
 
 
@@ -134,4 +141,62 @@ def check(settings: Settings, out: TextIO) -> int:
             print(f"  - {problem}", file=out)
         return 1
     print("ready for real calls", file=out)
+    return 0
+
+
+def place_goal_call(settings: Settings, callee: str, objective: str, out: TextIO) -> int:
+    """Record a goal and place its call through Twilio; the running daemon takes the call
+    when it is answered and reports to the owner. Prints the goal id; 1 on failure."""
+    from tars_actors.goals import GoalError, create_goal, goal_call_twiml, mark_dialing
+    from tars_actors.log import configure_logging
+    from tars_actors.store import Store
+    from tars_actors.twilio_rest import describe_error, make_client, outbound_call_options
+
+    # The log lines go to stderr (and the log file): stdout is the result, for scripts.
+    configure_logging(
+        level=settings.logging.level,
+        format=settings.logging.format,
+        file=settings.logging.file or None,
+        secrets=settings.secret_values(),
+        stream=sys.stderr,
+    )
+
+    try:
+        client = make_client(settings)
+    except ValueError as error:
+        print(f"tars: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    store = Store.open(settings.database.url)
+    store.connect()
+    try:
+        store.migrate()
+        try:
+            goal = create_goal(store, callee=callee, objective=objective, parent_session_id=None)
+        except GoalError as error:
+            print(f"tars: {error}", file=sys.stderr)
+            return 1
+        twiml, status_callback = goal_call_twiml(settings, goal.id)
+        try:
+            call = client.calls.create(
+                **outbound_call_options(
+                    to=goal.phone,
+                    from_=settings.twilio.phone_number,
+                    twiml=twiml,
+                    status_callback=status_callback,
+                    detect_machine=True,
+                    time_limit_seconds=settings.sessions.max_call_seconds,
+                )
+            )
+        except Exception as error:  # noqa: BLE001 (any REST failure is reported, not raised)
+            from tars_actors.goals import finish_goal
+            from tars_actors.store import GoalStatus
+
+            finish_goal(store, goal.id, GoalStatus.FAILED)
+            print(f"tars: the call could not be placed: {describe_error(error)}", file=sys.stderr)
+            return 1
+        mark_dialing(store, goal.id, str(call.sid))
+    finally:
+        store.close()
+        store.shutdown()
+    print(f"goal {goal.id}: calling {goal.contact_name} ({goal.phone}), call {call.sid}", file=out)
     return 0

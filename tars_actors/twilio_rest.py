@@ -4,7 +4,7 @@ api_base_url`` when set, and the error kinds its callers act on (already ended, 
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import requests
 import urllib3
@@ -23,6 +23,7 @@ __all__ = [
     "is_already_ended",
     "is_transient",
     "make_client",
+    "outbound_call_options",
 ]
 
 #: Twilio's "The requested resource was not found": a hang-up of a call that already ended.
@@ -128,3 +129,34 @@ def _never_connected(error: requests.exceptions.ConnectionError) -> bool:
     return isinstance(cause, urllib3.exceptions.MaxRetryError) and isinstance(
         cause.reason, urllib3.exceptions.NewConnectionError
     )
+
+
+def outbound_call_options(
+    *,
+    to: str,
+    from_: str,
+    twiml: str,
+    status_callback: str,
+    detect_machine: bool = False,
+    time_limit_seconds: int | None = None,
+) -> dict[str, Any]:
+    """``calls.create`` keyword arguments for a call TARS places: inline TwiML, every
+    status event by GET, and optionally asynchronous answering-machine detection."""
+    options: dict[str, Any] = {
+        "to": to,
+        "from_": from_,
+        "twiml": twiml,
+        "status_callback": status_callback,
+        "status_callback_method": "GET",
+        "status_callback_event": ["initiated", "ringing", "answered", "completed"],
+    }
+    if detect_machine:
+        options.update(
+            machine_detection="DetectMessageEnd",
+            async_amd="true",
+            async_amd_status_callback=status_callback,
+            async_amd_status_callback_method="GET",
+        )
+    if time_limit_seconds is not None:
+        options["time_limit"] = time_limit_seconds
+    return options

@@ -5,12 +5,17 @@ when the call ends the text-model stand-in's summary reaches the owner."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from tars_actors.sim.gemini_live import LiveConnection, ScriptedReply, tone
+from tars_actors.sim.process import ROOT, write_settings
 from tars_actors.sim.softphone import SyncSoftphone
-from tars_actors.sim.twilio_rest import Operation
-from tars_actors.sim.world import OWNER_PHONE, LocalWorld
+from tars_actors.sim.twilio_rest import Operation, TwilioRestStandIn
+from tars_actors.sim.world import FAKE_ACCOUNT_SID, FAKE_AUTH_TOKEN, OWNER_PHONE, LocalWorld
 from tars_actors.store import CallGoal, Contact, Store
 from tests.logs import log_events
 from tests.waiting import wait_until
@@ -185,3 +190,44 @@ def test_calling_someone_unknown_is_refused_with_the_contacts_listed(world: Loca
     assert world.twilio.requests_for(Operation.CALLS_CREATE) == []
     with store_of(world).connection():
         assert CallGoal.select().count() == 0
+
+
+def test_python_run_py_call_places_a_goal_call_and_prints_its_id(tmp_path: Path) -> None:
+    with TwilioRestStandIn(auth_token=FAKE_AUTH_TOKEN, account_sid=FAKE_ACCOUNT_SID) as twilio:
+        settings = write_settings(
+            tmp_path,
+            twilio_base_url=twilio.base_url,
+            gemini_base_url="https://127.0.0.1:9",
+            gemini_ca_file="",
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TARS_", "TWILIO_"))}
+        env.update(TWILIO_ACCOUNT_SID=FAKE_ACCOUNT_SID, TWILIO_AUTH_TOKEN=FAKE_AUTH_TOKEN)
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "run.py"),
+                "--settings",
+                str(settings),
+                "call",
+                DENTIST,
+                "--goal",
+                "Ask whether the results are in.",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        [record] = twilio.calls
+        assert done.stdout.startswith(f"goal 1: calling {DENTIST} ({DENTIST}), call {record.sid}")
+        [request] = twilio.requests_for(Operation.CALLS_CREATE)
+        assert '<Parameter name="goal_id" value="1"' in (request.param("Twiml") or "")
+        assert request.param("StatusCallbackMethod") == "GET"
+        store = Store.open(f"sqlite:///{tmp_path / 'tars.db'}")
+        with store.connection():
+            goal = CallGoal.get_by_id(1)
+            assert (goal.status, goal.call_sid) == ("dialing", record.sid)
+            assert goal.objective == "Ask whether the results are in."
+        store.shutdown()
