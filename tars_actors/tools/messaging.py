@@ -134,6 +134,8 @@ def messaging_tools(services: ToolServices) -> list[ToolSpec]:
                 created_by_session=context.session_id,
             )
         log.info("tool.callback_requested", reminder_id=int(row.id), phone=number)
+        if not services.tell_reminders():
+            log.warning("tool.scheduler_not_running")
         return ToolOutcome(
             response={
                 "ok": True,
