@@ -65,7 +65,7 @@ def reminder_tools(services: ToolServices) -> list[ToolSpec]:
             response={
                 "ok": True,
                 "reminder_id": reminder.id,
-                "result": f"Reminder set for {when}" + (f", repeating {repeat}" if repeat else ""),
+                "result": f"Reminder set for {when}" + (f", {repeat}" if repeat else ""),
             }
         )
 
