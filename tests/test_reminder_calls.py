@@ -61,6 +61,16 @@ def test_a_reminder_due_during_the_owners_call_is_announced_in_it(world: LocalWo
     assert listed["reminders"] == []
     bad = call_tool(model, "create_reminder", {"title": "Too late", "due": "2020-01-01T09:00Z"})
     assert "in the past" in bad["error"]
+    vague = call_tool(model, "create_reminder", {"title": "Hm", "due": "next blursday"})
+    assert "is not a time I understand" in vague["error"]
+    bad_rule = call_tool(
+        model,
+        "create_reminder",
+        {"title": "Spam", "due": "in 1 hour", "recurrence": "FREQ=MINUTELY"},
+    )
+    assert "MINUTELY" in bad_rule["error"]
+    unknown = call_tool(model, "cancel_reminder", {"reminder_id": 999})
+    assert unknown["error"] == "there is no reminder with id 999"
     assert len(reminders(world)) == 1
 
 
