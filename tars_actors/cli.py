@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run a benchmark and print its figures")
     bench.add_argument("name", choices=["mailbox", "messaging"], help="which benchmark")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    bench.add_argument("--sessions", type=int, default=20, help="messaging: live calls")
+    bench.add_argument("--rounds", type=int, default=3, help="messaging: messages per call")
     call = sub.add_parser(
         "call", help="place a goal call: TARS phones someone for you and reports back"
     )
@@ -61,7 +63,8 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
     if command == "bench":
         from tars_actors import benchmarks
 
-        return benchmarks.main([args.name, *(["--json"] if args.json else [])])
+        options = ["--sessions", str(args.sessions), "--rounds", str(args.rounds)]
+        return benchmarks.main([args.name, *options, *(["--json"] if args.json else [])])
     if command == "demo":
         from tars_actors import demo
 
