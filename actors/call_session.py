@@ -45,6 +45,7 @@ from tars_actors.messages import (
     CallerEvent,
     CallSocket,
     CallStatusChanged,
+    EndWithNotice,
     Instruct,
     ModelChannel,
     ModelConnected,
@@ -285,6 +286,8 @@ class CallSession(TarsActor):
                 self._apply(self._flow.socket_closed(reason))
             case CallStatusChanged(status=status):
                 self._apply(self._flow.call_status(status))
+            case EndWithNotice(text=text, reason=reason, grace_seconds=grace):
+                self._apply(self._flow.end_with_notice(text, reason=reason, grace=grace))
             case Instruct(text=text):
                 log.info("call.instructed", text=text)
                 self._apply(self._flow.instruct(text))

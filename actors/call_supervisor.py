@@ -37,7 +37,9 @@ from tars_actors.messages import (
     CallPlaced,
     CallStatusChanged,
     CallStreamStarted,
+    EndWithNotice,
     Instruct,
+    SettingsChanged,
 )
 from tars_actors.permissions import Permission
 from tars_actors.persona import Caller, Persona, persona_for
@@ -88,6 +90,7 @@ class CallAdmission:
         self._reservation_seconds = reservation_seconds
         self._clock = clock
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._reserved: dict[str, float] = {}
         self._live: set[str] = set()
         self.draining = False
@@ -129,6 +132,13 @@ class CallAdmission:
         with self._lock:
             self._live.discard(call_sid)
             self._reserved.pop(call_sid, None)
+            if not self._live:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no call is live; False if some still are after ``timeout`` seconds."""
+        with self._lock:
+            return self._idle.wait_for(lambda: not self._live, timeout)
 
     @property
     def live(self) -> int:
@@ -261,6 +271,15 @@ class CallSupervisor(Supervisor):
                     self._goal_ended(
                         child_id, GoalStatus.VOICEMAIL if voicemail else GoalStatus.COMPLETED
                     )
+            case SettingsChanged(settings=settings):
+                self._settings = settings
+                log.info("calls.settings_changed")
+            case EndWithNotice():
+                refs = [info.ref for info in self.which_children() if info.ref is not None]
+                log.info("calls.ending_all", calls=len(refs), reason=message.reason)
+                for ref in refs:
+                    with contextlib.suppress(pykka.ActorDeadError):
+                        ref.tell(message)
             case CallPlaced(correlation_id=cid, call_sid=call_sid) if cid.startswith(GOAL_PREFIX):
                 mark_dialing(self._store, int(cid.removeprefix(GOAL_PREFIX)), call_sid)
             case CallFailed(correlation_id=cid, error=error) if cid.startswith(GOAL_PREFIX):

@@ -22,7 +22,15 @@ import pykka
 import structlog
 
 from tars_actors.actor import TarsActor
-from tars_actors.messages import CallFailed, CallPlaced, PlaceCall, SendSms, SmsFailed, SmsSent
+from tars_actors.messages import (
+    CallFailed,
+    CallPlaced,
+    PlaceCall,
+    SendSms,
+    SettingsChanged,
+    SmsFailed,
+    SmsSent,
+)
 from tars_actors.permissions import Permission
 from tars_actors.reminder_time import describe_due
 from tars_actors.reminders import ReminderBook, ReminderRecord, RemindersChanged
@@ -119,6 +127,8 @@ class ReminderScheduler(TarsActor):
         match message:
             case RemindersChanged():
                 self._schedule()
+            case SettingsChanged(settings=settings):
+                self._settings = settings
             case _Due(generation=generation):
                 if generation != self._generation:
                     return None  # stale: a change or a restart moved the timer since

@@ -258,6 +258,8 @@ class CallFlow:
         self._greeting_answered = False
         # Ending.
         self._apologising = False
+        # Why the call ends once the spoken apology or notice has been heard.
+        self._apology_reason = "model unreachable"
         self._ending_mark: str | None = None
         self._end_requested = False
         self._ended = False
@@ -433,12 +435,31 @@ class CallFlow:
         return self._finish(self._hang_up_reason(), hang_up=False, detail=f"status {status}")
 
     def _hang_up_reason(self) -> str:
-        return "model unreachable" if self._apologising else "caller hung up"
+        return self._apology_reason if self._apologising else "caller hung up"
 
     def shutdown(self, reason: str = "shutdown") -> list[Effect]:
         if self._ended:
             return []
         return self._finish(reason, hang_up=True)
+
+    def end_with_notice(self, text: str, *, reason: str, grace: float) -> list[Effect]:
+        """End the call politely: Twilio speaks ``text`` and hangs up (TARS is restarting).
+
+        Twilio plays it once the call's TwiML is replaced, which ends the stream from its
+        side; if the stream outlives ``grace`` seconds, the call is ended anyway.
+        """
+        if self._ended or self._apologising:
+            return []
+        self._apologising = True
+        self._apology_reason = reason
+        effects: list[Effect] = [
+            SayAndHangUp(text=text),
+            StartTimer(name=TIMER_APOLOGY, delay=grace),
+            LogEvent(event="call.ending_with_notice", fields={"reason": reason}),
+        ]
+        for name in (TIMER_MODEL_RESTART, TIMER_ROTATE, TIMER_NOTE_WAIT):
+            effects.append(CancelTimer(name=name))
+        return effects
 
     # --- tools --------------------------------------------------------------------------
 
@@ -581,7 +602,7 @@ class CallFlow:
                 return effects
             case "apology-grace":
                 # The stream outlived the apology: end the call ourselves.
-                return self._finish("model unreachable", hang_up=True)
+                return self._finish(self._apology_reason, hang_up=True)
             case "model-rotate":
                 if self._rotate_pending:
                     return self._rotate()

@@ -47,6 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     call.add_argument("callee", metavar="NUMBER_OR_CONTACT", help="a +E.164 number or a contact")
     call.add_argument("--goal", required=True, help="what the call should achieve")
+    twilio = sub.add_parser(
+        "twilio",
+        help="the Twilio number's webhooks: `configure` points them at TARS, `check` shows them",
+    )
+    twilio.add_argument("action", nargs=argparse.REMAINDER, help="configure | check")
+    sub.add_parser("service", help="print a systemd unit for this install")
+    sub.add_parser(
+        "inspect", help="live view of the actors and calls from a JSON log", add_help=False
+    )
     load = sub.add_parser(
         "load", help="capacity benchmark: concurrent softphone calls against a TARS process"
     )
@@ -75,9 +84,18 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
         options = ["--calls", str(args.calls), "--seconds", str(args.seconds)]
         return load.main([*options, *(["--json"] if args.json else [])])
 
+    if command == "service":
+        from tars_actors.operator import service_main
+
+        return service_main(resolve_settings_path(args.settings, os.environ), stdout=out)
+
     settings = _load(args.settings)
     if settings is None:
         return EXIT_USAGE
+    if command == "twilio":
+        from tars_actors.operator import twilio_main
+
+        return twilio_main(args.action, settings, stdout=out)
     if command == "check":
         return check(settings, out)
     if command == "call":

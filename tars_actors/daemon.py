@@ -7,6 +7,7 @@ shutdown, and non-zero when the root supervisor gave up, so a service manager re
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import os
 import signal
@@ -36,14 +37,16 @@ from tars_actors.events import EventBus
 from tars_actors.gemini import ModelProfile, make_client
 from tars_actors.goals import GoalDesk
 from tars_actors.ledger import MessageLedger
+from tars_actors.log import set_level
+from tars_actors.messages import EndWithNotice, SettingsChanged
 from tars_actors.observability import install_stack_dump_signal
 from tars_actors.permissions import Permission
 from tars_actors.persona import Persona
 from tars_actors.relay import AudioRelay
 from tars_actors.routing import Presence, Switchboard
 from tars_actors.server import Server
-from tars_actors.settings import Settings
-from tars_actors.store import Store
+from tars_actors.settings import Settings, SettingsError, load_settings
+from tars_actors.store import AgentSession, CallGoal, GoalStatus, SessionStatus, Store, utcnow
 from tars_actors.supervision import ChildSpec, Strategy, SupervisorFlags
 from tars_actors.timers import ThreadTimers, Timers
 from tars_actors.tools import ToolServices, build_registry
@@ -58,6 +61,24 @@ EXIT_OK = 0
 EXIT_GAVE_UP = 1
 #: Extra time allowed beyond the children's own shutdown timeouts.
 _SHUTDOWN_MARGIN_SECONDS = 2.0
+#: What callers still on the line hear when TARS stops (Twilio speaks it, then hangs up).
+RESTART_NOTICE = (
+    "Sorry, I have to hang up now: the assistant is restarting. Please call again in a minute."
+)
+#: How long a call's stream may outlive the notice before TARS hangs up itself.
+NOTICE_GRACE_SECONDS = 5.0
+#: Settings that a SIGHUP applies to the running daemon; others need a restart.
+LIVE_SETTINGS = frozenset(
+    {
+        "logging.level",
+        "assistant.language",
+        "sessions.max_concurrent",
+        "sessions.max_call_seconds",
+        "sessions.shutdown_grace_seconds",
+        "sessions.model_unreachable_seconds",
+        "reminders.delivery",
+    }
+)
 
 
 @dataclass
@@ -212,6 +233,7 @@ class Daemon:
     root_exit: ActorExit | None = None
     wake: threading.Event = field(default_factory=threading.Event)
     stop_signal: int | None = None
+    reload_requested: bool = False
     _children: Callable[[Runtime], list[ChildSpec]] = system_children
     #: Tests run the actor tree alone; the daemon serves Twilio.
     with_server: bool = True
@@ -228,6 +250,7 @@ class Daemon:
                 schema_version=store.schema_version(),
                 migrations_applied=applied,
             )
+            _close_sessions_left_open(store)
         finally:
             store.close()
         self.store = store
@@ -280,6 +303,7 @@ class Daemon:
             events=self.events,
             on_exit=self._on_root_exit,
         )
+        self._finish_interrupted_goals()
         if self.with_server:
             hooks = CallHooks(
                 self.settings, self.runtime.admission, _first(CallSupervisor), self.ready
@@ -292,6 +316,23 @@ class Daemon:
             port=self.server.port if self.server is not None else None,
         )
 
+    def _finish_interrupted_goals(self) -> None:
+        """Goal calls a dead daemon was placing or running are over: report them failed."""
+        runtime, store = self.runtime, self.store
+        assert runtime is not None
+        assert store is not None
+        with store.connection():
+            interrupted = [
+                int(row.id)
+                for row in CallGoal.select(CallGoal.id).where(
+                    CallGoal.status.in_([GoalStatus.DIALING, GoalStatus.IN_PROGRESS])
+                )
+            ]
+        for goal_id in interrupted:
+            runtime.goals.ended(
+                goal_id, GoalStatus.FAILED, error="TARS restarted while the call was going on"
+            )
+
     def _model_client(self) -> genai.Client:
         """The google-genai client, made on first use (the text model's summaries too)."""
         runtime = self.runtime
@@ -301,9 +342,15 @@ class Daemon:
         return runtime.model_client
 
     def ready(self) -> bool:
-        """The actor tree is up: root and call supervisor alive."""
-        root = self.root
-        return root is not None and root.is_alive() and _first(CallSupervisor)() is not None
+        """The actor tree is up (the root and every permanent child) and TARS is not
+        draining for a shutdown."""
+        root, runtime = self.root, self.runtime
+        if root is None or runtime is None or not root.is_alive() or runtime.admission.draining:
+            return False
+        return all(
+            _first(kind)() is not None
+            for kind in (CallSupervisor, Router, ReminderScheduler, Telephony, ActorMonitor)
+        )
 
     def _on_root_exit(self, exit_: ActorExit) -> None:
         self.root_exit = exit_
@@ -314,17 +361,99 @@ class Daemon:
         self.stop_signal = signum
         self.wake.set()
 
+    def request_reload(self) -> None:
+        """Called from the SIGHUP handler: only flags the request."""
+        self.reload_requested = True
+        self.wake.set()
+
     def wait(self) -> int:
-        """Block until a stop signal or until the root supervisor stops on its own."""
-        self.wake.wait()
+        """Block until a stop signal or until the root supervisor stops on its own,
+        reloading the settings on each SIGHUP meanwhile."""
+        while True:
+            self.wake.wait()
+            self.wake.clear()
+            if self.stop_signal is not None or self.root_exit is not None:
+                break
+            if self.reload_requested:
+                self.reload_requested = False
+                self.reload()
         if self.stop_signal is None:
             reason = self.root_exit.reason if self.root_exit is not None else "unknown"
             log.error("daemon.root_gave_up", reason=str(reason))
             self.shutdown()
             return EXIT_GAVE_UP
         log.info("daemon.stopping", signal=signal.Signals(self.stop_signal).name)
+        self.drain()
         self.shutdown()
         return EXIT_OK
+
+    def drain(self) -> None:
+        """Take no new calls, give live ones ``[sessions] shutdown_grace_seconds`` to end,
+        then end the rest with a spoken notice."""
+        runtime = self.runtime
+        if runtime is None:
+            return
+        admission = runtime.admission
+        admission.draining = True
+        grace = self.settings.sessions.shutdown_grace_seconds
+        log.info("daemon.draining", live_calls=admission.live, grace_seconds=grace)
+        if admission.wait_idle(grace):
+            return
+        calls = _first(CallSupervisor)()
+        if calls is not None:
+            log.info("daemon.ending_calls", live_calls=admission.live)
+            with contextlib.suppress(pykka.ActorDeadError):
+                calls.tell(
+                    EndWithNotice(
+                        text=RESTART_NOTICE, reason="shutdown", grace_seconds=NOTICE_GRACE_SECONDS
+                    )
+                )
+        if not admission.wait_idle(NOTICE_GRACE_SECONDS + _SHUTDOWN_MARGIN_SECONDS):
+            log.warning("daemon.calls_still_live", live_calls=admission.live)
+
+    def reload(self) -> bool:
+        """Re-read the settings file; apply what may change live, log what changed and what
+        needs a restart. An invalid file changes nothing; the reason is logged."""
+        path = self.settings.source
+        try:
+            fresh = load_settings(path, environ=os.environ)
+        except SettingsError as error:
+            # The problems say why; a traceback would add nothing.
+            log.error("settings.reload_rejected", path=path, problems=list(error.problems))  # noqa: TRY400
+            return False
+        old, new = self.settings.to_data(), fresh.to_data()
+        changed = {
+            f"{section}.{key}": (value, new[section][key])
+            for section, values in old.items()
+            for key, value in values.items()
+            if new[section][key] != value
+        }
+        live = {key: change for key, change in changed.items() if key in LIVE_SETTINGS}
+        needs_restart = sorted(set(changed) - LIVE_SETTINGS)
+        if not changed:
+            log.info("settings.reload_unchanged", path=path)
+            return True
+        applied = self.settings.with_overrides({key: new for key, (_, new) in live.items()})
+        self.settings = applied
+        runtime = self.runtime
+        if runtime is not None:
+            runtime.settings = applied
+            runtime.admission.max_concurrent = applied.sessions.max_concurrent
+        for kind in (CallSupervisor, ReminderScheduler):
+            ref = _first(kind)()
+            if ref is not None:
+                with contextlib.suppress(pykka.ActorDeadError):
+                    ref.tell(SettingsChanged(settings=applied))
+        # Logged before a new level applies: raising the level must not hide this line.
+        log.info(
+            "settings.reloaded",
+            path=path,
+            changed={key: {"from": was, "to": now} for key, (was, now) in live.items()},
+            needs_restart=needs_restart,
+        )
+        if "logging.level" in live:
+            set_level(applied.logging.level)
+        return True
 
     def shutdown(self) -> None:
         """Stop the actor tree within a bounded time, then the server and shared resources."""
@@ -357,8 +486,12 @@ def serve(settings: Settings) -> int:
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         daemon.request_stop(signum)
 
+    def on_hangup(_signum: int, _frame: FrameType | None) -> None:
+        daemon.request_reload()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     install_stack_dump_signal()
     try:
         daemon.start()
@@ -369,6 +502,20 @@ def serve(settings: Settings) -> int:
     code = daemon.wait()
     _exit_despite_abandoned_threads(code)
     return code
+
+
+def _close_sessions_left_open(store: Store) -> None:
+    """Sessions still open in the database belong to a daemon that died: close them."""
+    with store.transaction():
+        closed = (
+            AgentSession.update(
+                status=SessionStatus.ENDED, ended_at=utcnow(), end_reason="daemon restart"
+            )
+            .where(AgentSession.status.in_([SessionStatus.PENDING, SessionStatus.ACTIVE]))
+            .execute()
+        )
+    if closed:
+        log.warning("store.sessions_closed", count=closed, reason="daemon restart")
 
 
 def _exit_despite_abandoned_threads(code: int) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "CallStatusChanged",
     "CallStreamStarted",
     "CallerEvent",
+    "EndWithNotice",
     "FunctionCall",
     "GoAway",
     "HangUp",
@@ -43,6 +44,7 @@ __all__ = [
     "ResumptionHandle",
     "SayAndHangUp",
     "SendSms",
+    "SettingsChanged",
     "SmsFailed",
     "SmsSent",
     "SocketClosed",
@@ -413,3 +415,22 @@ class Instruct:
     (e.g. that the call reached voicemail)."""
 
     text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndWithNotice:
+    """→ CallSupervisor (for every call) or a CallSession: end the call with a spoken
+    notice (the daemon is shutting down)."""
+
+    text: str
+    reason: str = "shutdown"
+    #: How long the stream may outlive the notice before TARS hangs up itself.
+    grace_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettingsChanged:
+    """→ CallSupervisor, ReminderScheduler: settings reloaded on SIGHUP; use these from now on
+    (new calls, the next reminder). Only keys that may change live differ."""
+
+    settings: Any

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from pathlib import Path
 
 import pykka
 import pytest
 
 from tars_actors.log import configure_logging, reset_logging
 from tars_actors.sim.world import LocalWorld
+from tests.rig import Rig
 
 
 @pytest.fixture
@@ -27,3 +29,10 @@ def world(logs: io.StringIO) -> Iterator[LocalWorld]:
     with LocalWorld() as running:
         yield running
     pykka.ActorRegistry.stop_all()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    """The stand-ins here, and ``python run.py`` as a child process when the test asks."""
+    with Rig(tmp_path) as running:
+        yield running

@@ -5,93 +5,22 @@ loses nothing."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pykka
 import pytest
 
 from actors.router import Router
-from tars_actors.aio import LoopThread
 from tars_actors.routing import SessionJoined
-from tars_actors.sim.gemini_live import GeminiLiveStandIn, LiveConnection, ScriptedReply, tone
-from tars_actors.sim.process import OWNER_PHONE as OWNER
-from tars_actors.sim.process import PUBLIC_URL, DaemonProcess, write_settings
+from tars_actors.sim.gemini_live import LiveConnection, ScriptedReply, tone
 from tars_actors.sim.softphone import SyncSoftphone
-from tars_actors.sim.tls import create_local_certificate
-from tars_actors.sim.twilio_rest import Operation, TwilioRestStandIn
-from tars_actors.sim.world import (
-    FAKE_ACCOUNT_SID,
-    FAKE_AUTH_TOKEN,
-    OWNER_PHONE,
-    TWILIO_NUMBER,
-    LocalWorld,
-)
-from tars_actors.store import InterSessionMessage, MessageStatus, Store
+from tars_actors.sim.twilio_rest import Operation
+from tars_actors.sim.world import OWNER_PHONE, LocalWorld
+from tars_actors.store import InterSessionMessage, MessageStatus
 from tests.logs import log_events
+from tests.rig import OWNER, WAIT, Rig
 from tests.waiting import wait_until
 
-WAIT = 20.0
 STRANGER = "+15555550777"
-
-
-class Rig:
-    """The stand-ins in this process, TARS in a child process on a database that outlives it."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.gemini = GeminiLiveStandIn(create_local_certificate(directory / "tls"))
-        self.twilio = TwilioRestStandIn(auth_token=FAKE_AUTH_TOKEN, account_sid=FAKE_ACCOUNT_SID)
-        self.loop = LoopThread("durability-phones")
-        self.settings = directory / "settings.toml"
-        self.database_url = f"sqlite:///{directory / 'tars.db'}"
-
-    def start(self) -> None:
-        self.gemini.start()
-        self.twilio.start()
-        self.settings = write_settings(
-            self.directory,
-            twilio_base_url=self.twilio.base_url,
-            gemini_base_url=self.gemini.base_url,
-            gemini_ca_file=self.gemini.ca_file,
-        )
-
-    def daemon(self) -> tuple[DaemonProcess, int]:
-        process = DaemonProcess(self.settings, self.directory)
-        return process, process.wait_started(timeout=WAIT)
-
-    def phone(self, port: int, number: str) -> SyncSoftphone:
-        return SyncSoftphone(
-            server_url=f"http://127.0.0.1:{port}",
-            public_url=PUBLIC_URL,
-            auth_token=FAKE_AUTH_TOKEN,
-            account_sid=FAKE_ACCOUNT_SID,
-            from_number=number,
-            to_number=TWILIO_NUMBER,
-            loop=self.loop,
-        )
-
-    def messages(self) -> list[Any]:
-        store = Store.open(self.database_url)
-        try:
-            with store.connection():
-                return list(InterSessionMessage.select().order_by(InterSessionMessage.id))
-        finally:
-            store.shutdown()
-
-    def stop(self) -> None:
-        self.loop.stop()
-        self.gemini.stop()
-        self.twilio.stop()
-
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    running = Rig(tmp_path)
-    running.start()
-    yield running
-    running.stop()
 
 
 def speaking(phone: SyncSoftphone, model: LiveConnection) -> None:
@@ -132,6 +61,7 @@ def test_a_message_pending_when_the_daemon_is_killed_is_texted_once_after_restar
         first.kill()
     [held] = [m for m in rig.messages() if m.body == "Survive a crash."]
     assert held.status == MessageStatus.PENDING
+    assert [s.status for s in rig.sessions()] == ["active", "active"]  # as the kill left them
     assert len(owner_model.client_contents) == 2
 
     second, _ = rig.daemon()
@@ -146,6 +76,12 @@ def test_a_message_pending_when_the_daemon_is_killed_is_texted_once_after_restar
             ),
             "the row to say sent by SMS",
         )
+        # The calls the dead daemon was serving are closed, with the reason.
+        assert [(s.status, s.end_reason) for s in rig.sessions()] == [
+            ("ended", "daemon restart"),
+            ("ended", "daemon restart"),
+        ]
+        assert second.events("store.sessions_closed")[0]["count"] == 2
     finally:
         second.stop()
     third, _ = rig.daemon()

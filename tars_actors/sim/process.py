@@ -57,7 +57,7 @@ class DaemonProcess:
     """``python run.py --settings FILE`` in a child process with the stand-ins' fake
     credentials, its JSON log lines read on a thread."""
 
-    def __init__(self, settings_path: Path, directory: Path) -> None:
+    def __init__(self, settings_path: Path, directory: Path, *, keep_records: bool = False) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TARS_", "TWILIO_"))}
         env.update(
             TWILIO_ACCOUNT_SID=FAKE_ACCOUNT_SID,
@@ -75,6 +75,9 @@ class DaemonProcess:
         self.port: int | None = None
         self.errors: list[str] = []
         self.summaries: list[dict[str, Any]] = []
+        #: Every JSON log line, with ``keep_records`` (the load benchmark keeps none).
+        self.records: list[dict[str, Any]] = []
+        self._keep_records = keep_records
         self._summaries_changed = threading.Condition()
         self._started = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -88,6 +91,10 @@ class DaemonProcess:
             except ValueError:
                 self.errors.append(line.rstrip())
                 continue
+            if self._keep_records and isinstance(record, dict):
+                with self._summaries_changed:
+                    self.records.append(record)
+                    self._summaries_changed.notify_all()
             if record.get("event") == "daemon.started":
                 self.port = int(record["port"])
                 self._started.set()
@@ -98,11 +105,28 @@ class DaemonProcess:
             elif record.get("level") in ("error", "critical"):
                 self.errors.append(line.rstrip())
         self._started.set()
+        with self._summaries_changed:
+            self._summaries_changed.notify_all()
 
     def wait_started(self, timeout: float) -> int:
         if not self._started.wait(timeout) or self.port is None:
             raise RuntimeError(f"the server did not start: {self.errors[-5:]}")
         return self.port
+
+    def wait_for_event(self, event: str, timeout: float, count: int = 1) -> dict[str, Any]:
+        """The ``count``-th log line with ``event`` (needs ``keep_records``)."""
+
+        def found() -> list[dict[str, Any]]:
+            return [r for r in self.records if r.get("event") == event]
+
+        with self._summaries_changed:
+            if not self._summaries_changed.wait_for(lambda: len(found()) >= count, timeout):
+                raise TimeoutError(f"no {event!r} line ({count}) within {timeout:g} s")
+            return found()[count - 1]
+
+    def events(self, event: str) -> list[dict[str, Any]]:
+        with self._summaries_changed:
+            return [r for r in self.records if r.get("event") == event]
 
     def wait_for_summaries(self, count: int, timeout: float) -> list[dict[str, Any]]:
         with self._summaries_changed:

@@ -1,0 +1,446 @@
+"""The operator commands: twilio check/configure against the REST stand-in, the systemd unit."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tars_actors.operator import (
+    ENV_FILE,
+    NumberConfig,
+    NumberReport,
+    check_number,
+    configure_number,
+    expected_webhooks,
+    number_problems,
+    planned_changes,
+    render_check,
+    service_main,
+    service_unit,
+    twilio_main,
+)
+from tars_actors.settings import Secrets, Settings
+from tars_actors.sim.twilio_rest import Operation, TwilioRestStandIn
+
+ACCOUNT = "ACtest0123456789abcdef0123456789"
+TOKEN = "test-auth-token"
+NUMBER = "+15550100000"
+PUBLIC_URL = "https://tars.operator.test"
+VOICE_URL = f"{PUBLIC_URL}/twilio/voice"
+STATUS_URL = f"{PUBLIC_URL}/twilio/status"
+
+
+@pytest.fixture
+def twilio() -> Iterator[TwilioRestStandIn]:
+    with TwilioRestStandIn(account_sid=ACCOUNT, auth_token=TOKEN, phone_numbers=[NUMBER]) as rest:
+        yield rest
+
+
+@pytest.fixture
+def settings(twilio: TwilioRestStandIn) -> Settings:
+    base = Settings(secrets=Secrets(twilio_account_sid=ACCOUNT, twilio_auth_token=TOKEN))
+    return base.with_overrides(
+        {
+            "twilio.api_base_url": twilio.base_url,
+            "twilio.phone_number": NUMBER,
+            "server.public_url": PUBLIC_URL,
+        }
+    )
+
+
+def set_number(twilio: TwilioRestStandIn, **fields: str) -> None:
+    """Configure the stand-in's number through its own REST API, as the console would."""
+    [number] = twilio.phone_numbers
+    twilio.make_client().incoming_phone_numbers(number.sid).update(**fields)
+
+
+def run(argv: list[str], settings: Settings) -> tuple[int, str]:
+    out = io.StringIO()
+    code = twilio_main(argv, settings, stdout=out)
+    return code, out.getvalue()
+
+
+# -- twilio check ------------------------------------------------------------------------------
+
+
+def test_check_passes_a_number_pointing_at_tars_by_get(
+    twilio: TwilioRestStandIn, settings: Settings
+) -> None:
+    set_number(
+        twilio,
+        voice_url=VOICE_URL,
+        voice_method="GET",
+        status_callback=STATUS_URL,
+        status_callback_method="GET",
+    )
+    code, output = run(["check"], settings)
+    assert code == 0, output
+    assert f"voice URL:        {VOICE_URL} [GET]" in output
+    assert f"status callback:  {STATUS_URL} [GET]" in output
+    assert output.splitlines()[-1].startswith(f"ok: calls to {NUMBER} reach {VOICE_URL}")
+    assert "wrong" not in output
+    assert [r.operation for r in twilio.requests][-1] is Operation.NUMBERS_LIST
+
+
+def test_check_lists_every_problem_of_a_misconfigured_number(
+    twilio: TwilioRestStandIn, settings: Settings
+) -> None:
+    set_number(twilio, voice_url="http://tars.operator.test/twilio/voice", voice_method="POST")
+    code, output = run(["check"], settings)
+    assert code == 1
+    assert "voice URL:        http://tars.operator.test/twilio/voice [POST]" in output
+    assert "status callback:  (not set) [POST]" in output
+    problems = [line.strip() for line in output.splitlines() if line.startswith("  - ")]
+    assert problems == [
+        "- voice URL http://tars.operator.test/twilio/voice uses http instead of https; "
+        f"should be {VOICE_URL}",
+        f"- status callback is missing; should be {STATUS_URL}",
+        "- voice method is POST; should be GET (TARS's server cannot read request bodies)",
+        "- status callback method is POST; should be GET (TARS's server cannot read request "
+        "bodies)",
+    ]
+    assert "wrong (4 problems):" in output
+    assert output.splitlines()[-1] == "fix it with: python run.py twilio configure"
+
+
+def test_check_reports_a_wrong_path_and_another_host(
+    twilio: TwilioRestStandIn, settings: Settings
+) -> None:
+    set_number(
+        twilio,
+        voice_url=f"{PUBLIC_URL}/voice",
+        voice_method="GET",
+        status_callback="https://old.host.test/twilio/status",
+        status_callback_method="GET",
+    )
+    report = check_number(settings)
+    assert report.exit_code == 1
+    assert report.problems == (
+        f"voice URL is {PUBLIC_URL}/voice; should be {VOICE_URL}",
+        f"status callback is https://old.host.test/twilio/status; should be {STATUS_URL}",
+    )
+
+
+def test_check_reports_a_number_missing_from_the_account(
+    twilio: TwilioRestStandIn, settings: Settings
+) -> None:
+    other = settings.with_overrides({"twilio.phone_number": "+15550177777"})
+    code, output = run(["check"], other)
+    assert code == 1
+    assert "number +15550177777 is not in this Twilio account" in output
+    [listed] = twilio.requests_for(Operation.NUMBERS_LIST)
+    assert listed.param("PhoneNumber") == "+15550177777"
+
+
+def test_check_reports_a_failed_list_request(twilio: TwilioRestStandIn, settings: Settings) -> None:
+    twilio.fail_next(Operation.NUMBERS_LIST, status=503, code=20503, message="Service Unavailable")
+    code, output = run(["check"], settings)
+    assert code == 1
+    assert (
+        "error: cannot list the account's phone numbers: HTTP 503 code 20503: Service Unavailable"
+        in output
+    )
+
+
+def test_check_with_the_placeholder_public_url_is_a_settings_problem(
+    twilio: TwilioRestStandIn, settings: Settings
+) -> None:
+    placeholder = settings.with_overrides({"server.public_url": "https://tars.example.net"})
+    code, output = run(["check"], placeholder)
+    assert code == 2
+    assert "[server] public_url is still the placeholder https://tars.example.net" in output
+    # The number is still shown; only its URLs cannot be judged yet.
+    assert "voice method is POST; should be GET" in output
+    assert "voice URL is missing" not in output
+
+
+def test_a_twiml_app_or_trunk_on_the_number_is_reported_and_cleared() -> None:
+    wanted = expected_webhooks(Settings().with_overrides({"server.public_url": PUBLIC_URL}))
+    number = NumberConfig(
+        sid="PN1",
+        phone_number=NUMBER,
+        voice_url=VOICE_URL,
+        voice_method="GET",
+        status_callback=STATUS_URL,
+        status_callback_method="get",
+        voice_application_sid="AP123",
+    )
+    [problem] = number_problems(number, wanted)
+    assert problem.startswith("voice_application_sid AP123 is set: Twilio sends calls to that")
+    assert "ignores the voice URL" in problem
+    [change] = planned_changes(number, wanted)
+    assert (change.field, change.old, change.new) == ("voice_application_sid", "AP123", None)
+    shown = render_check(NumberReport(phone_number=NUMBER, wanted=wanted, number=number))
+    assert "TwiML app:        AP123" in shown
+
+
+# -- twilio configure --------------------------------------------------------------------------
+
+
+def test_configure_sends_one_update_then_nothing(
+    twilio: TwilioRestStandIn, settings: Settings
+) -> None:
+    code, output = run(["configure"], settings)
+    assert code == 0, output
+    [update] = twilio.requests_for(Operation.NUMBERS_UPDATE)
+    [number] = twilio.phone_numbers
+    assert update.path.endswith(f"/IncomingPhoneNumbers/{number.sid}.json")
+    assert dict(update.form) == {
+        "VoiceUrl": VOICE_URL,
+        "VoiceMethod": "GET",
+        "StatusCallback": STATUS_URL,
+        "StatusCallbackMethod": "GET",
+    }
+    assert output.splitlines() == [
+        f"Twilio number {NUMBER} ({number.sid}) updated:",
+        f"  voice_url: (not set) → {VOICE_URL}",
+        "  voice_method: POST → GET",
+        f"  status_callback: (not set) → {STATUS_URL}",
+        "  status_callback_method: POST → GET",
+    ]
+    assert (number.voice_url, number.voice_method) == (VOICE_URL, "GET")
+    assert (number.status_callback, number.status_callback_method) == (STATUS_URL, "GET")
+
+    code, again = run(["configure"], settings)
+    assert code == 0
+    assert len(twilio.requests_for(Operation.NUMBERS_UPDATE)) == 1
+    assert "already points at TARS; nothing changed" in again
+    assert run(["check"], settings)[0] == 0
+
+
+def test_configure_shows_only_what_changed(twilio: TwilioRestStandIn, settings: Settings) -> None:
+    set_number(
+        twilio,
+        voice_url=VOICE_URL,
+        voice_method="POST",
+        status_callback=STATUS_URL,
+        status_callback_method="GET",
+    )
+    before = len(twilio.requests_for(Operation.NUMBERS_UPDATE))
+    result = configure_number(settings)
+    assert result.exit_code == 0
+    assert [(c.field, c.old, c.new) for c in result.changes] == [("voice_method", "POST", "GET")]
+    updates = twilio.requests_for(Operation.NUMBERS_UPDATE)[before:]
+    assert len(updates) == 1
+    assert updates[0].param("VoiceMethod") == "GET"
+
+
+@pytest.mark.parametrize(
+    ("public_url", "reason"),
+    [
+        ("http://tars.operator.test", "is not https"),
+        ("https://tars.example.net", "is still the placeholder"),
+    ],
+)
+def test_configure_refuses_an_unusable_public_url(
+    twilio: TwilioRestStandIn, settings: Settings, public_url: str, reason: str
+) -> None:
+    # The loader refuses http, so an http URL can only come from an unvalidated replace.
+    unusable = dataclasses.replace(
+        settings, server=dataclasses.replace(settings.server, public_url=public_url)
+    )
+    code, output = run(["configure"], unusable)
+    assert code == 2
+    assert f"refusing to configure {NUMBER}:" in output
+    assert reason in output
+    assert "nothing was sent to Twilio" in output
+    assert twilio.requests == []
+
+
+def test_configure_reports_a_failed_update(twilio: TwilioRestStandIn, settings: Settings) -> None:
+    twilio.fail_next(Operation.NUMBERS_UPDATE)
+    code, output = run(["configure"], settings)
+    assert code == 1
+    [number] = twilio.phone_numbers
+    assert (
+        f"error: updating {NUMBER} ({number.sid}) failed: HTTP 500 code 20500: "
+        "Unable to update record: Internal Server Error" in output
+    )
+    assert "nothing changed" in output
+    assert number.voice_url is None
+
+
+def test_configure_reports_a_number_missing_from_the_account(
+    twilio: TwilioRestStandIn, settings: Settings
+) -> None:
+    code, output = run(["configure"], settings.with_overrides({"twilio.phone_number": "+15550177"}))
+    assert code == 1
+    assert "number +15550177 is not in this Twilio account" in output
+    assert twilio.requests_for(Operation.NUMBERS_UPDATE) == []
+
+
+@pytest.mark.parametrize("action", ["check", "configure"])
+def test_missing_credentials_are_one_line_and_exit_2(
+    twilio: TwilioRestStandIn, settings: Settings, action: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    no_token = dataclasses.replace(settings, secrets=Secrets(twilio_account_sid=ACCOUNT))
+    code, output = run([action], no_token)
+    assert code == 2
+    assert output == ""
+    assert capsys.readouterr().err == (
+        "tars: Twilio REST needs TWILIO_AUTH_TOKEN set in the environment\n"
+    )
+    assert twilio.requests == []
+
+
+def test_an_unknown_action_is_a_usage_error(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["frobnicate"], settings)[0] == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_a_given_client_is_used(twilio: TwilioRestStandIn, settings: Settings) -> None:
+    out = io.StringIO()
+    no_secrets = dataclasses.replace(settings, secrets=Secrets())
+    assert twilio_main(["check"], no_secrets, stdout=out, client=twilio.make_client()) == 1
+    assert "status callback is missing" in out.getvalue()
+
+
+# -- the systemd unit --------------------------------------------------------------------------
+
+
+def unit_lines(unit: str) -> list[str]:
+    return [line for line in unit.splitlines() if line and not line.startswith("#")]
+
+
+def test_the_unit_runs_this_install_with_its_settings(tmp_path: Path) -> None:
+    python = tmp_path / "venv" / "bin" / "python"
+    unit = service_unit(
+        tmp_path / "settings.toml", python=os.fspath(python), workdir=tmp_path, user="tars"
+    )
+    lines = unit_lines(unit)
+    assert f"ExecStart={python} {tmp_path}/run.py --settings {tmp_path}/settings.toml" in lines
+    assert f"WorkingDirectory={tmp_path}" in lines
+    assert f"EnvironmentFile=-{ENV_FILE}" in lines
+    for expected in [
+        "User=tars",
+        "Restart=on-failure",
+        "RestartSec=5",
+        "KillSignal=SIGTERM",
+        "TimeoutStopSec=90",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "StandardOutput=journal",
+        "StandardError=journal",
+        "After=network-online.target",
+        "Wants=network-online.target",
+        "WantedBy=multi-user.target",
+        "NoNewPrivileges=true",
+        "PrivateTmp=true",
+        "ProtectSystem=full",
+    ]:
+        assert expected in lines
+    assert lines.index("[Unit]") < lines.index("[Service]") < lines.index("[Install]")
+    assert "sudo tee /etc/systemd/system/tars.service" in unit
+    assert "systemctl daemon-reload && sudo systemctl enable --now tars" in unit
+    assert "journalctl -u tars -f" in unit
+    assert f"install -m 600 /dev/null {ENV_FILE}" in unit
+
+
+def test_the_unit_makes_paths_absolute_and_quotes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install = tmp_path / "my 100% tars"
+    install.mkdir()
+    monkeypatch.chdir(install)
+    unit = service_unit(Path("conf/settings.toml"), python="python3", workdir=Path("."), user=None)
+    lines = unit_lines(unit)
+    [exec_start] = [line for line in lines if line.startswith("ExecStart=")]
+    python = shutil.which("python3")
+    assert python is not None
+    escaped = os.fspath(install).replace("%", "%%")
+    assert exec_start == (
+        f'ExecStart={python} "{escaped}/run.py" --settings "{escaped}/conf/settings.toml"'
+    )
+    # WorkingDirectory= takes the rest of the line verbatim: no quotes, only % doubled.
+    assert f"WorkingDirectory={escaped}" in lines
+    assert not any(line.startswith("User=") for line in lines)
+
+
+def test_a_path_systemd_cannot_express_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="control character"):
+        service_unit(tmp_path / "a\nb.toml", workdir=tmp_path, user=None)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
+    install = tmp_path / "with space %"
+    install.mkdir()
+    unit_file = tmp_path / "tars.service"
+    unit_file.write_text(
+        service_unit(install / "settings.toml", workdir=install, user=None), encoding="utf-8"
+    )
+    verified = subprocess.run(
+        ["systemd-analyze", "verify", os.fspath(unit_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert verified.returncode == 0, verified.stderr
+
+
+def test_service_main_prints_a_unit_without_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secrets = {
+        "TWILIO_ACCOUNT_SID": "ACsecretsid000000000000000000000",
+        "TWILIO_AUTH_TOKEN": "very-secret-token",
+        "GEMINI_API_KEY": "very-secret-gemini-key",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    settings_file = tmp_path / "settings.toml"
+    settings_file.write_text("", encoding="utf-8")
+    out = io.StringIO()
+    assert service_main(settings_file, stdout=out) == 0
+    unit = out.getvalue()
+    for value in secrets.values():
+        assert value not in unit
+    assert capsys.readouterr().err == ""
+    install = Path(__file__).resolve().parent.parent
+    lines = unit_lines(unit)
+    assert f"ExecStart={sys.executable} {install}/run.py --settings {settings_file}" in lines
+    assert f"WorkingDirectory={install}" in lines
+    for line in lines:
+        if line.startswith(("ExecStart=", "WorkingDirectory=", "EnvironmentFile=")):
+            value = line.partition("=")[2].lstrip("-")
+            assert Path(value.split()[0]).is_absolute(), line
+
+
+def test_service_main_warns_about_a_missing_settings_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = io.StringIO()
+    assert service_main(tmp_path / "nope.toml", stdout=out) == 0
+    assert "does not exist yet" in capsys.readouterr().err
+    assert "[Service]" in out.getvalue()
+
+
+def test_an_unreachable_api_is_reported(settings: Settings) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    unreachable = settings.with_overrides({"twilio.api_base_url": f"http://127.0.0.1:{port}"})
+    code, output = run(["configure"], unreachable)
+    assert code == 1
+    assert output.startswith("error: cannot list the account's phone numbers: ConnectionError:")
+
+
+def test_run_py_wires_the_twilio_and_service_commands(tmp_path: Path) -> None:
+    """``python run.py twilio check`` and ``python run.py service`` reach these functions."""
+    from tars_actors.cli import main as cli_main
+
+    out = io.StringIO()
+    assert cli_main(["--settings", str(tmp_path / "missing.toml"), "service"], stdout=out) == 0
+    assert "ExecStart=" in out.getvalue()
+    assert "missing.toml" in out.getvalue()
