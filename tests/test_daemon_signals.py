@@ -4,8 +4,13 @@ broken file without changing anything."""
 
 from __future__ import annotations
 
+import json
 import signal
+import urllib.error
+import urllib.request
 from pathlib import Path
+
+import pytest
 
 from tars_actors.daemon import RESTART_NOTICE
 from tars_actors.sim.gemini_live import LiveConnection
@@ -27,12 +32,19 @@ def answered(rig: Rig, port: int, number: str, index: int) -> tuple[SyncSoftphon
 def test_sigterm_with_two_live_calls_ends_both_with_a_notice_and_exits_0(tmp_path: Path) -> None:
     with Rig(tmp_path, extra={"sessions": {"shutdown_grace_seconds": 0.5}}) as rig:
         daemon, port = rig.daemon()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=WAIT) as ready:
+            assert json.loads(ready.read())["ready"] is True
         first, _ = answered(rig, port, OWNER, 1)
         second, _ = answered(rig, port, STRANGER, 2)
 
         daemon.process.send_signal(signal.SIGTERM)
         draining = daemon.wait_for_event("daemon.draining", timeout=WAIT)
         assert draining["live_calls"] == 2
+        # Not ready any more, for the load balancer or the service manager.
+        with pytest.raises(urllib.error.HTTPError) as unready:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=WAIT)
+        assert unready.value.code == 503
+        assert json.loads(unready.value.read())["ready"] is False
         # A call arriving now is told TARS is restarting, and hung up.
         late = rig.phone(port, "+15555550111").dial()
         assert late.stream is None
