@@ -9,7 +9,6 @@ call status events.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pwd
 import re
@@ -25,7 +24,7 @@ from twilio.base.exceptions import TwilioException
 
 from tars_actors.server import STATUS_PATH, VOICE_PATH
 from tars_actors.settings import Settings
-from tars_actors.twilio_rest import describe_error, error_status, make_client
+from tars_actors.twilio_rest import describe_error, make_client
 
 __all__ = [
     "ENV_FILE",
@@ -230,25 +229,6 @@ def find_number(client: Any, phone_number: str) -> NumberConfig | None:
     return _number_config(matches[0]) if matches else None
 
 
-def _describe(error: BaseException) -> str:
-    """:func:`describe_error`, reading also the answer twilio's page loader keeps in args[1].
-
-    A failed ``list`` raises a bare ``TwilioException("Unable to fetch page", response)``.
-    """
-    response = error.args[1] if isinstance(error, TwilioException) and len(error.args) > 1 else None
-    status = getattr(response, "status_code", None)
-    if error_status(error) is not None or not isinstance(status, int):
-        return describe_error(error)
-    try:
-        body = json.loads(str(getattr(response, "text", "") or "{}"))
-    except ValueError:
-        body = None
-    fields: dict[str, Any] = body if isinstance(body, dict) else {}
-    code = fields.get("code")
-    message = fields.get("message") or error.args[0]
-    return f"HTTP {status}" + (f" code {code}" if isinstance(code, int) else "") + f": {message}"
-
-
 def _not_in_account(phone_number: str) -> str:
     return (
         f"number {phone_number} is not in this Twilio account: check [twilio] phone_number "
@@ -304,7 +284,7 @@ def check_number(settings: Settings, client: Any = None) -> NumberReport:
             phone_number=phone_number,
             wanted=wanted,
             settings_problems=blockers,
-            error=f"cannot list the account's phone numbers: {_describe(error)}",
+            error=f"cannot list the account's phone numbers: {describe_error(error)}",
         )
     if number is None:
         problems = [_not_in_account(phone_number)]
@@ -420,7 +400,7 @@ def configure_number(settings: Settings, client: Any = None) -> ConfigureResult:
         return ConfigureResult(
             phone_number=phone_number,
             wanted=wanted,
-            error=f"cannot list the account's phone numbers: {_describe(error)}",
+            error=f"cannot list the account's phone numbers: {describe_error(error)}",
         )
     if number is None:
         return ConfigureResult(
@@ -439,7 +419,7 @@ def configure_number(settings: Settings, client: Any = None) -> ConfigureResult:
             wanted=wanted,
             number=number,
             changes=changes,
-            error=f"updating {phone_number} ({number.sid}) failed: {_describe(error)}",
+            error=f"updating {phone_number} ({number.sid}) failed: {describe_error(error)}",
         )
     after = _number_config(updated)
     left = planned_changes(after, wanted)

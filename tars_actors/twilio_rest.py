@@ -4,6 +4,7 @@ api_base_url`` when set, and the error kinds its callers act on (already ended, 
 
 from __future__ import annotations
 
+import json
 from typing import Any, Final
 
 import requests
@@ -85,12 +86,29 @@ def error_code(error: BaseException) -> int | None:
 
 
 def describe_error(error: BaseException) -> str:
-    """One line for a log: twilio's own ``str`` turns into coloured paragraphs on a TTY."""
+    """One line for a log: twilio's own ``str`` turns into coloured paragraphs on a TTY.
+
+    A failed page of a ``list`` raises a bare ``TwilioException("Unable to fetch page",
+    response)``: its status, code and message are read from that response.
+    """
     status = error_status(error)
     if status is not None:
         code = error_code(error)
         text = getattr(error, "msg", None) or getattr(error, "title", None) or ""
         return f"HTTP {status}" + (f" code {code}" if code else "") + (f": {text}" if text else "")
+    response = error.args[1] if isinstance(error, TwilioException) and len(error.args) > 1 else None
+    answered = getattr(response, "status_code", None)
+    if isinstance(answered, int):
+        try:
+            body = json.loads(str(getattr(response, "text", "") or "{}"))
+        except ValueError:
+            body = None
+        fields: dict[str, Any] = body if isinstance(body, dict) else {}
+        code = fields.get("code")
+        message = fields.get("message") or error.args[0]
+        return (
+            f"HTTP {answered}" + (f" code {code}" if isinstance(code, int) else "") + f": {message}"
+        )
     return f"{type(error).__name__}: {error}"
 
 
