@@ -53,9 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     twilio.add_argument("action", nargs=argparse.REMAINDER, help="configure | check")
     sub.add_parser("service", help="print a systemd unit for this install")
-    sub.add_parser(
-        "inspect", help="live view of the actors and calls from a JSON log", add_help=False
+    inspect = sub.add_parser(
+        "inspect",
+        help="a live view of the actors and calls from a JSON log (`inspect -h` for options)",
+        add_help=False,
     )
+    inspect.add_argument("options", nargs=argparse.REMAINDER)
     load = sub.add_parser(
         "load", help="capacity benchmark: concurrent softphone calls against a TARS process"
     )
@@ -67,7 +70,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
     out = stdout or sys.stdout
-    args = _parser().parse_args(list(argv))
+    argv = list(argv)
+    inspect_at = _command_index(argv, "inspect")
+    if inspect_at is not None:
+        # Its options go to it whole (argparse's REMAINDER drops a leading --option).
+        from tars_actors import inspect_logs
+
+        return inspect_logs.main(argv[inspect_at + 1 :], stdout=out)
+    args = _parser().parse_args(argv)
     command = args.command or "serve"
     if command == "bench":
         from tars_actors import benchmarks
@@ -101,6 +111,22 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
     if command == "call":
         return place_goal_call(settings, args.callee, args.goal, out)
     return _serve(settings)
+
+
+def _command_index(argv: list[str], command: str) -> int | None:
+    """Where ``command`` stands in ``argv``, if it is the command (after global options)."""
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        if word == command:
+            return index
+        if word == "--settings":
+            index += 2
+        elif word.startswith("--settings="):
+            index += 1
+        else:
+            return None
+    return None
 
 
 def _load(cli_path: str | None) -> Settings | None:
