@@ -444,7 +444,11 @@ def _until_wall(until: str, tz: ZoneInfo) -> datetime:
     except ValueError:
         raise ReminderTimeError(f"UNTIL={until} is not a valid date") from None
     if match["utc"]:
-        return _local_naive(wall.replace(tzinfo=UTC), tz)
+        try:
+            return _local_naive(wall.replace(tzinfo=UTC), tz)
+        except OverflowError:
+            # The end of the calendar (UNTIL=99991231T235959Z east of UTC): no end at all.
+            return datetime.max
     return wall
 
 

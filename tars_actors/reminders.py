@@ -15,8 +15,12 @@ from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+import structlog
+
 from tars_actors.reminder_time import next_occurrence
 from tars_actors.store import Reminder, ReminderKind, ReminderStatus, Store, utcnow
+
+log = structlog.get_logger("tars.reminders")
 
 __all__ = [
     "ReminderBook",
@@ -170,7 +174,14 @@ class ReminderBook:
                 row.save()
                 claimed.append(_record(row))
                 if row.recurrence:
-                    following = next_occurrence(row.recurrence, row.due_at, tz=self._tz, after=now)
+                    try:
+                        following = next_occurrence(
+                            row.recurrence, row.due_at, tz=self._tz, after=now
+                        )
+                    except Exception:
+                        # One bad rule must not hold up every other due reminder.
+                        log.exception("reminders.recurrence_failed", reminder_id=int(row.id))
+                        following = None
                     if following is not None:
                         Reminder.create(
                             title=row.title,

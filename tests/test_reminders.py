@@ -251,3 +251,26 @@ def test_a_callback_request_reaches_the_owner_in_its_own_words(rig: Rig) -> None
     )
     rig.start()
     assert rig.wait_texts(1) == ["TARS: Anna asked you to call back about the invoice"]
+
+
+def test_a_rule_that_ends_at_the_end_of_the_calendar_still_repeats(rig: Rig) -> None:
+    # UNTIL at the very end of year 9999 in UTC is past the calendar in Budapest's time.
+    first = rig.book.create(
+        title="Forever", due_at=T0, recurrence="RRULE:FREQ=DAILY;UNTIL=99991231T235959Z"
+    )
+    rig.start()
+    assert rig.wait_texts(1) == ["TARS: Reminder: Forever"]
+    assert rig.settled(first.id).status == "delivered"
+    [following] = rig.book.upcoming()
+    # 08:00 in Budapest the next day, after the clocks went forward: 06:00 UTC.
+    assert following.due_at == datetime(2026, 3, 29, 6, 0, tzinfo=UTC)
+
+
+def test_a_rule_that_cannot_be_expanded_does_not_hold_up_the_others(rig: Rig) -> None:
+    with rig.store.transaction():
+        Reminder.create(title="Broken", due_at=T0, recurrence="RRULE:FREQ=NONSENSE")
+    fine = rig.book.create(title="Fine", due_at=T0)
+    rig.start()
+    texts = rig.wait_texts(2)
+    assert sorted(texts) == ["TARS: Reminder: Broken", "TARS: Reminder: Fine"]
+    assert rig.settled(fine.id).status == "delivered"
