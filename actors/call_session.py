@@ -130,7 +130,7 @@ class CallSession(TarsActor):
         store: Store,
         timers: Timers,
         start_model: ModelStarter,
-        telephony: pykka.ActorRef[Any] | None,
+        telephony: Callable[[], pykka.ActorRef[Any] | None],
         tool_pool: concurrent.futures.Executor,
         audio_loop: LoopThread,
         switchboard: Switchboard | None = None,
@@ -232,6 +232,11 @@ class CallSession(TarsActor):
         if not self._ended:
             # Stopped from outside (daemon shutdown, supervisor): end the call properly.
             self._apply(self._flow.shutdown(reason))
+        if not self._ended:
+            # The flow had ended already (a failure while carrying out its end): the record
+            # and the Router must still hear of it.
+            self._socket.close()
+            self._end(reason, "ended while failing")
         for connection in list(self._connections.values()):
             connection.link.stopping = True
             connection.ref.stop(block=False)
@@ -369,19 +374,25 @@ class CallSession(TarsActor):
                 if entry is not None:
                     entry[1].cancel()
             case HangUp(reason=reason):
-                if self._telephony is not None:
-                    self._telephony.tell(HangUpRequest(call_sid=self.info.call_sid, reason=reason))
+                self._to_telephony(HangUpRequest(call_sid=self.info.call_sid, reason=reason))
             case SayAndHangUp(text=text):
-                if self._telephony is not None:
-                    self._telephony.tell(
-                        SayAndHangUpRequest(call_sid=self.info.call_sid, text=text)
-                    )
+                self._to_telephony(SayAndHangUpRequest(call_sid=self.info.call_sid, text=text))
             case CloseCaller():
                 self._socket.close()
             case EndSession(reason=reason, detail=detail):
                 self._end(reason, detail)
             case LogEvent(event=event, level=level, fields=fields):
                 getattr(log, level)(event, **fields)
+
+    def _to_telephony(self, request: HangUpRequest | SayAndHangUpRequest) -> None:
+        """To the live Telephony actor (a restarted one is a new actor); a call that cannot
+        be ended through Twilio is still ended here, and the failure is logged."""
+        ref = self._telephony()
+        if ref is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                ref.tell(request)
+                return
+        log.error("call.telephony_unavailable", request=type(request).__name__)
 
     def _on_audio_loop(self, method: str, *args: Any) -> None:
         relay = self._relay

@@ -379,7 +379,7 @@ class CallSupervisor(Supervisor):
                 store=self._store,
                 timers=self._session_timers,
                 start_model=starter,
-                telephony=self._telephony(),
+                telephony=self._telephony,
                 tool_pool=self._tool_pool,
                 audio_loop=self._audio_loop,
                 switchboard=self._switchboard,

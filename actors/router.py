@@ -65,8 +65,15 @@ class Router(TarsActor):
         store: Store,
         presence: Presence,
         telephony: Callable[[], pykka.ActorRef[Any] | None],
+        me: Callable[[], pykka.ActorRef[Any] | None] | None = None,
+        texting: set[int] | None = None,
     ) -> None:
+        """``me`` finds the live Router, so that Telephony's replies reach a restarted one;
+        ``texting`` (kept by the runtime across restarts) holds the messages whose SMS is on
+        its way in this run of the daemon, which a restarted Router must not send again."""
         super().__init__()
+        self._me = me
+        self._texting = texting if texting is not None else set()
         self._settings = settings
         self._store = store
         self._ledger = MessageLedger(store)
@@ -97,11 +104,13 @@ class Router(TarsActor):
             case SmsSent(correlation_id=correlation_id, message_sid=sid):
                 sent_id = _message_id(correlation_id)
                 if sent_id is not None:
+                    self._texting.discard(sent_id)
                     self._ledger.settle(sent_id, MessageStatus.SMS_SENT)
                     log.info("router.sms_sent", message_id=sent_id, message_sid=sid)
             case SmsFailed(correlation_id=correlation_id, error=error, code=code):
                 failed_id = _message_id(correlation_id)
                 if failed_id is not None:
+                    self._texting.discard(failed_id)
                     self._ledger.settle(failed_id, MessageStatus.FAILED, error=f"SMS: {error}")
                     log.error("router.sms_failed", message_id=failed_id, error=error, code=code)
             case _:
@@ -313,6 +322,8 @@ class Router(TarsActor):
         return plan
 
     def _text_owner(self, record: MessageRecord) -> None:
+        if record.id in self._texting:
+            return  # sent by this Router's predecessor; its outcome comes here
         if self._ledger.begin_attempt(record.id) is None:
             return
         telephony = self._telephony()
@@ -326,10 +337,11 @@ class Router(TarsActor):
             SendSms(
                 to=self._settings.owner.phone,
                 body=sms_text(record, self._settings.assistant.name),
-                reply_to=self.actor_ref,
+                reply_to=self._me or self.actor_ref,
                 correlation_id=f"{_SMS_PREFIX}{record.id}",
             )
         )
+        self._texting.add(record.id)
         log.info("router.texting_owner", message_id=record.id)
 
     def _reply(self, plan: Deliver | Text | Queue | Fail, record: MessageRecord) -> RouteReply:

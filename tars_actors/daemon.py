@@ -100,6 +100,8 @@ class Runtime:
     switchboard: Switchboard
     goals: GoalDesk
     model_client: genai.Client | None = None
+    #: Messages whose SMS is on its way in this run (kept across Router restarts).
+    texting: set[int] = field(default_factory=set)
     #: This run of the daemon, for records that must tell a restart from a reboot.
     boot: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
@@ -180,6 +182,8 @@ def system_children(runtime: Runtime) -> list[ChildSpec]:
                 store=runtime.store,
                 presence=runtime.switchboard.presence,
                 telephony=_first(Telephony),
+                me=_first(Router),
+                texting=runtime.texting,
             ),
             shutdown_timeout=shutdown_timeout,
         ),

@@ -10,12 +10,13 @@ import pykka
 import pytest
 
 from actors.router import Router
+from actors.telephony import Telephony
 from tars_actors.routing import SessionJoined
 from tars_actors.sim.gemini_live import LiveConnection, ScriptedReply, tone
 from tars_actors.sim.softphone import SyncSoftphone
 from tars_actors.sim.twilio_rest import Operation
 from tars_actors.sim.world import OWNER_PHONE, LocalWorld
-from tars_actors.store import InterSessionMessage, MessageStatus
+from tars_actors.store import AgentSession, InterSessionMessage, MessageStatus
 from tests.logs import log_events
 from tests.rig import OWNER, WAIT, Rig
 from tests.waiting import wait_until
@@ -139,3 +140,30 @@ def test_a_router_that_crashes_mid_delivery_loses_nothing(
             [row] = InterSessionMessage.select().where(InterSessionMessage.body == "Crash-proof.")
         assert row.status == MessageStatus.DELIVERED
     pykka.ActorRegistry.stop_all()
+
+
+def test_a_restarted_telephony_actor_still_ends_calls(world: LocalWorld) -> None:
+    phone = world.phone(OWNER_PHONE)
+    phone.call()
+    model = world.gemini.wait_for_connection(1, timeout=WAIT)
+    phone.wait_for_mark("turn-1", timeout=WAIT)
+    [old] = pykka.ActorRegistry.get_by_class(Telephony)
+    old.stop()  # its supervisor starts a new one
+    wait_until(
+        lambda: [ref for ref in pykka.ActorRegistry.get_by_class(Telephony) if ref != old] != [],
+        "a new Telephony actor",
+    )
+    call_id = model.send_tool_call("end_call", {})
+    model.wait_for_tool_response(call_id, timeout=WAIT)
+    model.reply(ScriptedReply(transcript="Goodbye!", audio=tone(500.0, 0.2)))
+    hang_up = world.twilio.wait_for_request(Operation.CALLS_UPDATE, timeout=WAIT)
+    assert phone.call_sid in hang_up.path
+
+    def ended() -> bool:
+        assert world.daemon is not None
+        assert world.daemon.store is not None
+        with world.daemon.store.connection():
+            row = AgentSession.get(AgentSession.call_sid == phone.call_sid)
+        return bool(row.status == "ended" and row.end_reason == "end_call")
+
+    wait_until(ended, "the session row to be closed")
