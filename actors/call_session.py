@@ -296,16 +296,26 @@ class CallSession(TarsActor):
             case Instruct(text=text):
                 log.info("call.instructed", text=text)
                 self._apply(self._flow.instruct(text))
-            case DeliverNote(message_id=message_id, text=text):
-                if message_id in self._notes_taken:
-                    log.info("call.note_repeat_ignored", message_id=message_id)
-                else:
-                    self._notes_taken.add(message_id)
-                    log.info("call.note_received", message_id=message_id)
-                    self._apply(self._flow.deliver_note(message_id, text))
+            case DeliverNote():
+                self._note(message)
             case _:
                 return super().on_receive(message)
         return None
+
+    def _note(self, note: DeliverNote) -> None:
+        message_id = note.message_id
+        if self._ended or self._flow.ended:
+            # Handed over as this call ended: back to the Router, to go another way.
+            log.info("call.note_returned", message_id=message_id)
+            if self._switchboard is not None:
+                left = SessionLeft(session_id=self.info.session_id, undelivered=(message_id,))
+                self._switchboard.tell(left)
+        elif message_id in self._notes_taken:
+            log.info("call.note_repeat_ignored", message_id=message_id)
+        else:
+            self._notes_taken.add(message_id)
+            log.info("call.note_received", message_id=message_id)
+            self._apply(self._flow.deliver_note(message_id, note.text))
 
     def _model_disconnected(self, message: ModelDisconnected) -> None:
         connection = self._connections.get(message.connection_id)

@@ -22,6 +22,7 @@ import pykka
 import structlog
 
 from tars_actors.actor import TarsActor
+from tars_actors.ledger import MAX_BODY_CHARS, OWNER_TARGET
 from tars_actors.messages import (
     CallFailed,
     CallPlaced,
@@ -31,10 +32,9 @@ from tars_actors.messages import (
     SmsFailed,
     SmsSent,
 )
-from tars_actors.permissions import Permission
 from tars_actors.reminder_time import describe_due
 from tars_actors.reminders import ReminderBook, ReminderRecord, RemindersChanged
-from tars_actors.routing import MessageType, Route, Switchboard
+from tars_actors.routing import Dispatch, MessageType, Switchboard
 from tars_actors.server import STATUS_PATH, connect_twiml, stream_url
 from tars_actors.settings import Settings
 from tars_actors.store import ReminderKind, Store
@@ -65,11 +65,17 @@ class _Delivery:
     errors: list[str] = field(default_factory=list)
 
 
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_BODY_CHARS else text[: MAX_BODY_CHARS - 1] + "…"
+
+
 def reminder_text(reminder: ReminderRecord, *, now: datetime, tz: ZoneInfo) -> str:
     """What the owner hears or reads; a late one says when it was due."""
     text = reminder.title
     if reminder.kind == ReminderKind.REMINDER:
         text = f"Reminder: {text}"
+    elif reminder.caller_phone and reminder.caller_phone not in text:
+        text = f"{text} (call back on {reminder.caller_phone})"
     if now - reminder.due_at >= LATE_AFTER:
         text += (
             f" (This reminder is late: it was due {describe_due(reminder.due_at, now=now, tz=tz)}.)"
@@ -188,21 +194,25 @@ class ReminderScheduler(TarsActor):
             due_at=reminder.due_at.isoformat(),
         )
         if self._switchboard.presence.owner_main() is not None:
-            delivered = self._switchboard.tell(
-                Route(
-                    sender_session_id=None,
-                    sender_name="Reminders",
-                    body=text,
-                    target="user",
-                    message_type=MessageType.REMINDER,
-                    sender_permission=Permission.OWNER,
-                )
+            # Written to the ledger here, then handed to the Router: if the owner's call
+            # ends first, the Router texts it; if the Router is restarting, it finds it.
+            record = self._switchboard.ledger.record(
+                sender_session_id=None,
+                sender_name="Reminders",
+                target=OWNER_TARGET,
+                message_type=MessageType.REMINDER,
+                body=_clip(text),
             )
-            if delivered:
-                self._book.settle(reminder.id, "announced_in_call")
-                log.info("reminders.delivered", reminder_id=reminder.id, how="announced_in_call")
-                return
-            log.warning("reminders.router_unavailable", reminder_id=reminder.id)
+            self._book.settle(reminder.id, "announced_in_call")
+            log.info(
+                "reminders.delivered",
+                reminder_id=reminder.id,
+                how="announced_in_call",
+                message_id=record.id,
+            )
+            if not self._switchboard.tell(Dispatch(message_id=record.id)):
+                log.warning("reminders.router_unavailable", message_id=record.id)
+            return
         mode = self._settings.reminders.delivery
         parts = {"call", "message"} if mode == "both" else {mode}
         self._deliveries[reminder.id] = _Delivery(

@@ -733,6 +733,9 @@ class Server:
 
     def _status(self, params: dict[str, str]) -> Response:
         call_sid, status = params.get("CallSid", ""), params.get("CallStatus", "")
+        if not status and params.get("AnsweredBy"):
+            # The asynchronous answering-machine callback: the call is up, a status it has not.
+            status = "in-progress"
         if not call_sid or not status:
             return _response(http.HTTPStatus.BAD_REQUEST, "CallSid or CallStatus is missing\n")
         duration = params.get("CallDuration", "")

@@ -250,7 +250,9 @@ def test_a_callback_request_reaches_the_owner_in_its_own_words(rig: Rig) -> None
         caller_phone="+15555550777",
     )
     rig.start()
-    assert rig.wait_texts(1) == ["TARS: Anna asked you to call back about the invoice"]
+    assert rig.wait_texts(1) == [
+        "TARS: Anna asked you to call back about the invoice (call back on +15555550777)"
+    ]
 
 
 def test_a_rule_that_ends_at_the_end_of_the_calendar_still_repeats(rig: Rig) -> None:

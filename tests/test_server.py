@@ -309,6 +309,26 @@ def test_a_status_callback_reaches_the_hooks_and_gets_no_content(
     assert status.params["From"] == CALLER
 
 
+def test_the_answering_machine_callback_without_a_call_status_is_taken(
+    server: Server, hooks: FakeHooks, new_phone: Callable[..., SyncSoftphone]
+) -> None:
+    phone = new_phone(server)
+    params = {
+        "CallSid": phone.call_sid,
+        "AccountSid": phone.phone.account_sid,
+        "AnsweredBy": "machine_end_beep",
+        "MachineDetectionDuration": "2400",
+    }
+    reply = phone.get_signed(f"{PUBLIC}/twilio/status", params)
+    assert reply.status == 204
+    [status] = hooks.statuses
+    assert (status.call_sid, status.status, status.answered_by) == (
+        phone.call_sid,
+        "in-progress",
+        "machine_end_beep",
+    )
+
+
 # -- signatures ----------------------------------------------------------------------------------
 
 

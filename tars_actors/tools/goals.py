@@ -41,7 +41,8 @@ def goal_tools(services: ToolServices) -> list[ToolSpec]:
                 )
             except GoalError as error:
                 return ToolOutcome(response={"error": str(error)})
-        goals.place(goal, telephony, services.calls())
+        # A lookup: the CallSupervisor that is live when Twilio answers gets the outcome.
+        goals.place(goal, telephony, services.calls)
         return ToolOutcome(
             response={
                 "ok": True,
