@@ -325,6 +325,11 @@ class Daemon:
         runtime, store = self.runtime, self.store
         assert runtime is not None
         assert store is not None
+        # First the goals that ended without a report, then the interrupted ones (which
+        # end now): each is reported once.
+        unreported = runtime.goals.report_unreported()
+        if unreported:
+            log.info("goals.reporting_after_restart", count=unreported)
         with store.connection():
             interrupted = [
                 int(row.id)

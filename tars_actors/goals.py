@@ -319,29 +319,58 @@ class GoalDesk:
         context = contextvars.copy_context()
         self._pool.submit(context.run, self._close_and_report, goal_id, status, error)
 
+    def report_unreported(self) -> int:
+        """At boot: goals that ended without their report going out (the daemon stopped
+        while the summary was being written) are reported now. Returns how many."""
+        with self._store.connection():
+            rows = list(
+                CallGoal.select().where(
+                    CallGoal.status.in_(FINAL_GOAL_STATUSES), CallGoal.summary.is_null()
+                )
+            )
+        for row in rows:
+            context = contextvars.copy_context()
+            self._pool.submit(context.run, self._report_safely, _record(row), None)
+        return len(rows)
+
     def _close_and_report(self, goal_id: int, status: GoalStatus, error: str | None) -> None:
         try:
             with self._store.connection():
                 goal = finish_goal(self._store, goal_id, status)
-                if goal is None:
-                    return
-                log.info("goal.ended", goal_id=goal_id, status=str(status), error=error)
-                transcript = transcript_of(goal.session_id)
-                try:
-                    summary = summarize(
-                        self._client(), self._settings.gemini.text_model, goal, transcript
-                    )
-                except Exception as failure:  # noqa: BLE001 (the report goes out regardless)
-                    log.error(  # noqa: TRY400 (the error is the point, not a traceback)
-                        "goal.summary_failed",
-                        goal_id=goal_id,
-                        error=f"{type(failure).__name__}: {failure}",
-                    )
-                    summary = fallback_report(goal, transcript)
-                if error:
-                    summary = f"{summary} ({error})"
-                save_summary(self._store, goal_id, summary)
-                body = report_body(goal, summary)
+        except Exception:
+            log.exception("goal.finish_failed", goal_id=goal_id)
+            return
+        if goal is not None:
+            log.info("goal.ended", goal_id=goal_id, status=str(status), error=error)
+            self._report_safely(goal, error)
+
+    def _report_safely(self, goal: GoalRecord, error: str | None) -> None:
+        try:
+            self._report(goal, error)
+        except Exception:
+            log.exception("goal.report_failed", goal_id=goal.id)
+
+    def _report(self, goal: GoalRecord, error: str | None) -> None:
+        """The summary (or the fallback), saved with the owner's message in one transaction:
+        a goal has a summary exactly when its report is in the ledger."""
+        with self._store.connection():
+            transcript = transcript_of(goal.session_id)
+            try:
+                summary = summarize(
+                    self._client(), self._settings.gemini.text_model, goal, transcript
+                )
+            except Exception as failure:  # noqa: BLE001 (the report goes out regardless)
+                log.error(  # noqa: TRY400 (the error is the point, not a traceback)
+                    "goal.summary_failed",
+                    goal_id=goal.id,
+                    error=f"{type(failure).__name__}: {failure}",
+                )
+                summary = fallback_report(goal, transcript)
+            if error:
+                summary = f"{summary} ({error})"
+            body = report_body(goal, summary)
+            with self._store.transaction():
+                save_summary(self._store, goal.id, summary)
                 record = self._switchboard.ledger.record(
                     sender_session_id=goal.session_id,
                     sender_name=f"Goal call with {goal.contact_name}",
@@ -349,11 +378,9 @@ class GoalDesk:
                     message_type=MessageType.URGENT_REPORT,
                     body=body if len(body) <= MAX_BODY_CHARS else body[: MAX_BODY_CHARS - 1] + "…",
                 )
-            log.info("goal.reported", goal_id=goal_id, message_id=record.id)
-            if not self._switchboard.tell(Dispatch(message_id=record.id)):
-                log.warning("goal.router_not_running", goal_id=goal_id, message_id=record.id)
-        except Exception:
-            log.exception("goal.report_failed", goal_id=goal_id)
+        log.info("goal.reported", goal_id=goal.id, message_id=record.id)
+        if not self._switchboard.tell(Dispatch(message_id=record.id)):
+            log.warning("goal.router_not_running", goal_id=goal.id, message_id=record.id)
 
 
 #: ``correlation_id`` prefix of a goal call's PlaceCall.

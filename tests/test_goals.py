@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pykka
 import pytest
 
 from tars_actors.sim.gemini_live import LiveConnection, ScriptedReply, tone
@@ -237,3 +238,28 @@ def test_python_run_py_call_places_a_goal_call_and_prints_its_id(tmp_path: Path)
             assert (goal.status, goal.call_sid) == ("dialing", record.sid)
             assert goal.objective == "Ask whether the results are in."
         store.shutdown()
+
+
+def test_a_goal_that_ended_without_its_report_is_reported_once_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'tars.db'}")
+    store.migrate()
+    with store.connection():
+        CallGoal.create(
+            contact_name="Dr Smith's office",
+            phone=DENTIST,
+            objective="Book a check-up next week.",
+            status="completed",
+            outcome="Objective met: Booked Tuesday 10:00",
+        )
+    store.shutdown()
+    for boot in (1, 2):
+        with LocalWorld(directory=tmp_path) as world:
+            if boot == 1:
+                sms = world.twilio.wait_for_request(Operation.MESSAGES_CREATE, timeout=WAIT)
+                assert "Goal call to Dr Smith's office" in (sms.param("Body") or "")
+                wait_until(lambda: goal_row(world, 1).summary is not None, "the summary")
+            else:
+                assert world.twilio.requests_for(Operation.MESSAGES_CREATE) == []
+        pykka.ActorRegistry.stop_all()
