@@ -151,18 +151,19 @@ class CallHooks:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: Callable[[], Settings],
         admission: CallAdmission,
         call_supervisor: Callable[[], pykka.ActorRef[Any] | None],
         ready: Callable[[], bool],
     ) -> None:
+        """``settings`` returns the current settings (a SIGHUP may change the language)."""
         self._settings = settings
         self._admission = admission
         self._call_supervisor = call_supervisor
         self._ready = ready
 
     def admit_call(self, params: Mapping[str, str]) -> Admission:
-        language = self._settings.assistant.language
+        language = self._settings().assistant.language
         if self._admission.draining:
             return Draining(language=language)
         if not self._admission.reserve(params.get("CallSid", "")):

@@ -106,12 +106,13 @@ class Runtime:
     boot: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def model_starter(self) -> ModelStarterFactory:
-        """How a call session opens its model connections."""
-        settings = self.settings
+        """How a call session opens its model connections (with the settings current
+        when the call starts: a SIGHUP may have changed the language)."""
 
         def for_session(
             persona: Persona, permission: Permission, info: SessionInfo
         ) -> ModelStarter:
+            settings = self.settings
             profile = ModelProfile(
                 model=settings.gemini.model,
                 voice=settings.gemini.voice,
@@ -172,13 +173,13 @@ def system_children(runtime: Runtime) -> list[ChildSpec]:
         ),
         ChildSpec(
             id="telephony",
-            start=lambda: Telephony.start(settings),
+            start=lambda: Telephony.start(runtime.settings),
             shutdown_timeout=shutdown_timeout,
         ),
         ChildSpec(
             id="router",
             start=lambda: Router.start(
-                settings=settings,
+                settings=runtime.settings,
                 store=runtime.store,
                 presence=runtime.switchboard.presence,
                 telephony=_first(Telephony),
@@ -190,7 +191,7 @@ def system_children(runtime: Runtime) -> list[ChildSpec]:
         ChildSpec(
             id="reminders",
             start=lambda: ReminderScheduler.start(
-                settings=settings,
+                settings=runtime.settings,
                 store=runtime.store,
                 timers=runtime.timers,
                 switchboard=runtime.switchboard,
@@ -203,7 +204,7 @@ def system_children(runtime: Runtime) -> list[ChildSpec]:
         ChildSpec(
             id="calls",
             start=lambda: CallSupervisor.start(
-                settings=settings,
+                settings=runtime.settings,
                 store=runtime.store,
                 timers=runtime.timers,
                 tools=runtime.tools,
@@ -309,8 +310,9 @@ class Daemon:
         )
         self._finish_interrupted_goals()
         if self.with_server:
+            runtime = self.runtime
             hooks = CallHooks(
-                self.settings, self.runtime.admission, _first(CallSupervisor), self.ready
+                lambda: runtime.settings, runtime.admission, _first(CallSupervisor), self.ready
             )
             self.server = Server(self.settings, hooks, loop_thread=self.runtime.io_loop)
             self.server.start()
@@ -448,6 +450,7 @@ class Daemon:
         if runtime is not None:
             runtime.settings = applied
             runtime.admission.max_concurrent = applied.sessions.max_concurrent
+            runtime.goals.use(applied)
         for kind in (CallSupervisor, ReminderScheduler):
             ref = _first(kind)()
             if ref is not None:

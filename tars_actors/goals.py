@@ -298,6 +298,10 @@ class GoalDesk:
         self._client = client
         self._pool = pool
 
+    def use(self, settings: Settings) -> None:
+        """Settings reloaded (SIGHUP): the next goal call uses these."""
+        self._settings = settings
+
     def place(self, goal: GoalRecord, telephony: Any, reply_to: Any) -> None:
         """Ask Telephony to dial; the outcome goes to ``reply_to`` as CallPlaced/CallFailed."""
         twiml, status_callback = goal_call_twiml(self._settings, goal.id)

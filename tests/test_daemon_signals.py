@@ -90,6 +90,8 @@ def test_sighup_applies_a_new_log_level_and_refuses_a_broken_file(rig: Rig) -> N
         # new calls are greeted in German, and info lines (call.started) are no longer logged.
         phone, model = answered(rig, port, OWNER, 1)
         assert "de-DE" in model.client_contents[0].text
+        # ...and the model connection's own speech settings follow the new language too.
+        assert '"de-DE"' in json.dumps(model.setup)
         phone.hang_up()
         assert daemon.process.poll() is None
         assert daemon.events("call.started") == []
