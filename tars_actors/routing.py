@@ -251,8 +251,9 @@ class Switchboard:
     presence: Presence
     ledger: MessageLedger
     router: Callable[[], Any | None]
-    #: How long a tool waits for the Router's answer.
-    ask_timeout: float = 5.0
+    #: How long a tool waits for the Router's answer: longer than a database write may
+    #: wait for its lock (SQLite's busy timeout), so a slow write is not taken for a loss.
+    ask_timeout: float = 15.0
 
     def tell(self, message: object) -> bool:
         """Tell the Router; False (logged by the caller) when it is not running."""
@@ -269,13 +270,18 @@ class Switchboard:
         """Ask the Router, bounded by :attr:`ask_timeout`; raises RouterUnavailable."""
         ref = self.router()
         if ref is None:
-            raise RouterUnavailable("the message router is not running")
+            raise RouterUnavailable("the message router is not running; try again in a moment")
         try:
             return ref.ask(message, timeout=self.ask_timeout)
         except pykka.ActorDeadError as error:
-            raise RouterUnavailable("the message router is restarting") from error
+            raise RouterUnavailable(
+                "the message router is restarting; try again in a moment"
+            ) from error
         except pykka.Timeout as error:
-            raise RouterUnavailable("the message router did not answer in time") from error
+            raise RouterUnavailable(
+                "the message router did not answer in time; the message may still go out, "
+                "so do not send it again"
+            ) from error
 
 
 class RouterUnavailable(RuntimeError):

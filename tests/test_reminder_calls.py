@@ -69,6 +69,16 @@ def test_a_reminder_due_during_the_owners_call_is_announced_in_it(world: LocalWo
         {"title": "Spam", "due": "in 1 hour", "recurrence": "FREQ=MINUTELY"},
     )
     assert "MINUTELY" in bad_rule["error"]
+    never = call_tool(
+        model,
+        "create_reminder",
+        {
+            "title": "Never again",
+            "due": "2030-01-01T09:00:00+01:00",  # a Tuesday: this rule only matches Tuesdays
+            "recurrence": "FREQ=DAILY;INTERVAL=7;BYDAY=MO",
+        },
+    )
+    assert "would never repeat" in never["error"]
     unknown = call_tool(model, "cancel_reminder", {"reminder_id": 999})
     assert unknown["error"] == "there is no reminder with id 999"
     assert len(reminders(world)) == 1

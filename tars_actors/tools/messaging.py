@@ -83,7 +83,7 @@ def _ask(services: ToolServices, message: Route | DecideBroadcast) -> ToolOutcom
         reply = services.switchboard.ask(message)
     except RouterUnavailable as error:
         log.error("tool.router_unavailable", error=str(error))  # noqa: TRY400 (no traceback to add)
-        return ToolOutcome(response={"error": f"{error}; try again in a moment"})
+        return ToolOutcome(response={"error": str(error)})
     return _outcome(reply)
 
 

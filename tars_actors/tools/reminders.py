@@ -16,6 +16,7 @@ from tars_actors.reminder_time import (
     ReminderTimeError,
     describe_due,
     describe_recurrence,
+    next_occurrence,
     parse_due,
     parse_recurrence,
 )
@@ -45,8 +46,17 @@ def reminder_tools(services: ToolServices) -> list[ToolSpec]:
         try:
             due = parse_due(args["due"], now=now, tz=tz)
             recurrence = parse_recurrence(args.get("recurrence"))
+            repeats = recurrence is None or next_occurrence(recurrence, due, tz=tz) is not None
         except ReminderTimeError as error:
             return ToolOutcome(response={"error": str(error)})
+        if not repeats:
+            when = describe_due(due, now=now, tz=tz)
+            return ToolOutcome(
+                response={
+                    "error": f"the repeat rule {recurrence} has no occurrence after {when}: "
+                    "it would never repeat"
+                }
+            )
         with store.connection():
             try:
                 reminder = book().create(
