@@ -34,6 +34,7 @@ from tars_actors.goals import (
 )
 from tars_actors.messages import (
     CallFailed,
+    CallNotAnswered,
     CallPlaced,
     CallStatusChanged,
     CallStreamStarted,
@@ -214,6 +215,7 @@ class CallSupervisor(Supervisor):
         events: EventBus | None = None,
         switchboard: Switchboard | None = None,
         goals: GoalDesk | None = None,
+        reminders: Callable[[], pykka.ActorRef[Any] | None] = lambda: None,
     ) -> None:
         super().__init__(
             "calls",
@@ -234,6 +236,7 @@ class CallSupervisor(Supervisor):
         self._session_timers = timers
         self._switchboard = switchboard
         self._goals = goals
+        self._reminders = reminders
         # Goal calls that reached an answering machine: they end as "voicemail".
         self._voicemail: set[str] = set()
 
@@ -263,6 +266,7 @@ class CallSupervisor(Supervisor):
                     # The call ended before its stream started: free its place now.
                     self._admission.release(call_sid)
                     self._goal_ended(call_sid, goal_status_for(status) or GoalStatus.FAILED)
+                    self._tell_reminders(CallNotAnswered(call_sid=call_sid, status=status))
             case ActorExit(child_id=child_id):
                 super().on_receive(message)
                 if child_id not in {info.id for info in self.which_children()}:
@@ -310,6 +314,12 @@ class CallSupervisor(Supervisor):
                 )
             ),
         )
+
+    def _tell_reminders(self, message: CallNotAnswered) -> None:
+        ref = self._reminders()
+        if ref is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                ref.tell(message)
 
     def _goal_ended(self, call_sid: str, status: GoalStatus) -> None:
         if self._goals is None:

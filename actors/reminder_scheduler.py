@@ -25,6 +25,7 @@ from tars_actors.actor import TarsActor
 from tars_actors.ledger import MAX_BODY_CHARS, OWNER_TARGET
 from tars_actors.messages import (
     CallFailed,
+    CallNotAnswered,
     CallPlaced,
     PlaceCall,
     SendSms,
@@ -49,6 +50,10 @@ LATE_AFTER = timedelta(seconds=60)
 #: Twilio ends a reminder call after this long, whatever happens.
 REMINDER_CALL_LIMIT_SECONDS = 300
 _PREFIX = "reminder-"
+#: The SMS sent when a reminder call was not answered.
+_MISSED_PREFIX = "reminder-missed-"
+#: Reminder calls remembered until Twilio says they went unanswered.
+_CALLS_KEPT = 100
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,6 +117,9 @@ class ReminderScheduler(TarsActor):
         self._generation = 0
         self._timer: TimerHandle | None = None
         self._deliveries: dict[int, _Delivery] = {}
+        # Reminder calls placed by this scheduler, by call SID, and what each says.
+        self._calls: dict[str, int] = {}
+        self._texts: dict[int, str] = {}
 
     def on_start(self) -> None:
         self._store.connect()
@@ -141,13 +149,30 @@ class ReminderScheduler(TarsActor):
                 self._timer = None
                 self._deliver_due()
                 self._schedule()
+            case SmsSent(correlation_id=cid) if cid.startswith(_MISSED_PREFIX):
+                reminder_id = int(cid.removeprefix(_MISSED_PREFIX))
+                self._book.relabel(reminder_id, "texted_after_unanswered_call")
+                log.info(
+                    "reminders.delivered",
+                    reminder_id=reminder_id,
+                    how="texted_after_unanswered_call",
+                )
+            case SmsFailed(correlation_id=cid, error=error) if cid.startswith(_MISSED_PREFIX):
+                log.error("reminders.fallback_failed", correlation_id=cid, error=error)
             case SmsSent(correlation_id=cid):
                 self._part_done(cid, "texted")
             case SmsFailed(correlation_id=cid, error=error):
                 self._part_failed(cid, "texted", f"SMS: {error}")
             case CallPlaced(correlation_id=cid, call_sid=sid):
                 log.info("reminders.call_placed", correlation_id=cid, call_sid=sid)
+                placed = _reminder_id(cid)
+                if placed is not None:
+                    self._calls[sid] = placed
+                    while len(self._calls) > _CALLS_KEPT:
+                        self._calls.pop(next(iter(self._calls)))
                 self._part_done(cid, "called")
+            case CallNotAnswered(call_sid=sid, status=status):
+                self._not_answered(sid, status)
             case CallFailed(correlation_id=cid, error=error):
                 self._part_failed(cid, "called", f"call: {error}")
             case _:
@@ -226,6 +251,10 @@ class ReminderScheduler(TarsActor):
             return
         cid = f"{_PREFIX}{reminder.id}"
         owner_phone = self._settings.owner.phone
+        if "call" in parts:
+            self._texts[reminder.id] = text
+            while len(self._texts) > _CALLS_KEPT:  # answered calls never report back
+                self._texts.pop(next(iter(self._texts)))
         self._book.mark_sending(reminder.id, boot=self._boot)
         if "message" in parts:
             telephony.tell(
@@ -252,6 +281,25 @@ class ReminderScheduler(TarsActor):
                 )
             )
 
+    def _not_answered(self, call_sid: str, status: str) -> None:
+        """A reminder call nobody answered: the reminder goes by SMS after all."""
+        reminder_id = self._calls.pop(call_sid, None)
+        if reminder_id is None:
+            return
+        text = self._texts.pop(reminder_id, "")
+        telephony = self._telephony()
+        log.warning("reminders.call_not_answered", reminder_id=reminder_id, status=status)
+        if telephony is None or not text:
+            return
+        telephony.tell(
+            SendSms(
+                to=self._settings.owner.phone,
+                body=f"TARS: {text} (I called, but nobody answered.)",
+                reply_to=self._me,
+                correlation_id=f"{_MISSED_PREFIX}{reminder_id}",
+            )
+        )
+
     def _part_done(self, correlation_id: str, part: str) -> None:
         self._part(correlation_id, part, None)
 
@@ -259,9 +307,9 @@ class ReminderScheduler(TarsActor):
         self._part(correlation_id, part, error)
 
     def _part(self, correlation_id: str, part: str, error: str | None) -> None:
-        if not correlation_id.startswith(_PREFIX):
+        reminder_id = _reminder_id(correlation_id)
+        if reminder_id is None:
             return
-        reminder_id = int(correlation_id.removeprefix(_PREFIX))
         delivery = self._deliveries.get(reminder_id)
         if delivery is None:
             # Sent by this scheduler's predecessor: this reply is all there is to go on.
@@ -286,3 +334,9 @@ class ReminderScheduler(TarsActor):
             message = "; ".join(delivery.errors)
             self._book.settle(reminder_id, "failed", error=message)
             log.error("reminders.failed", reminder_id=reminder_id, error=message)
+
+
+def _reminder_id(correlation_id: str) -> int | None:
+    """The reminder a Telephony reply is about, from its ``reminder-N`` correlation id."""
+    digits = correlation_id.removeprefix(_PREFIX)
+    return int(digits) if correlation_id.startswith(_PREFIX) and digits.isdigit() else None

@@ -216,6 +216,7 @@ def system_children(runtime: Runtime) -> list[ChildSpec]:
                 events=runtime.events,
                 switchboard=runtime.switchboard,
                 goals=runtime.goals,
+                reminders=_first(ReminderScheduler),
             ),
             # Its sessions each get their own timeout, in reverse start order.
             shutdown_timeout=None,

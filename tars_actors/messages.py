@@ -18,6 +18,7 @@ __all__ = [
     "AudioInput",
     "AudioStarted",
     "CallFailed",
+    "CallNotAnswered",
     "CallPlaced",
     "CallSocket",
     "CallStatusChanged",
@@ -434,3 +435,12 @@ class SettingsChanged:
     (new calls, the next reminder). Only keys that may change live differ."""
 
     settings: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallNotAnswered:
+    """CallSupervisor → ReminderScheduler: a call ended (``status``) without ever
+    connecting its stream; if it was a reminder call, the reminder goes by SMS instead."""
+
+    call_sid: str
+    status: str

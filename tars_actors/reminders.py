@@ -216,6 +216,14 @@ class ReminderBook:
                 Reminder.id == reminder_id, Reminder.status == ReminderStatus.DELIVERING
             ).execute()
 
+    def relabel(self, reminder_id: int, outcome: str) -> None:
+        """A delivered occurrence went another way after all (an unanswered reminder call
+        followed by an SMS): record how it finally reached the owner."""
+        with self._store.transaction():
+            Reminder.update(delivery_outcome=outcome).where(
+                Reminder.id == reminder_id, Reminder.status == ReminderStatus.DELIVERED
+            ).execute()
+
     def settle(self, reminder_id: int, outcome: str, *, error: str | None = None) -> bool:
         """Record how a claimed occurrence went; False if it was settled already."""
         with self._store.transaction():

@@ -147,3 +147,32 @@ def test_a_reminder_due_while_the_daemon_was_down_is_texted_once_and_says_it_is_
             else:
                 assert world.twilio.requests_for(Operation.MESSAGES_CREATE) == []
         pykka.ActorRegistry.stop_all()
+
+
+def test_an_unanswered_reminder_call_sends_the_reminder_by_sms(tmp_path: Path) -> None:
+    with LocalWorld(directory=tmp_path, settings={"reminders": {"delivery": "call"}}) as world:
+        assert world.daemon is not None
+        assert world.daemon.store is not None
+        store = world.daemon.store
+        with store.connection():
+            ReminderBook(store, ZoneInfo("Europe/Budapest")).create(
+                title="Feed the cat", due_at=utcnow() - timedelta(seconds=1)
+            )
+        [scheduler] = pykka.ActorRegistry.get_by_class(ReminderScheduler)
+        scheduler.tell(RemindersChanged())
+        world.twilio.wait_for_request(Operation.CALLS_CREATE, timeout=WAIT)
+        [record] = world.twilio.calls
+        wait_until(lambda: [r.delivery_outcome for r in reminders(world)] == ["called"], "the call")
+        # Twilio reports that nobody picked up.
+        world.phone(OWNER_PHONE, call_sid=record.sid).send_status("no-answer")
+
+        sms = world.twilio.wait_for_request(Operation.MESSAGES_CREATE, timeout=WAIT)
+        assert sms.param("To") == OWNER_PHONE
+        assert sms.param("Body") == "TARS: Reminder: Feed the cat (I called, but nobody answered.)"
+        wait_until(
+            lambda: (
+                [r.delivery_outcome for r in reminders(world)] == ["texted_after_unanswered_call"]
+            ),
+            "the outcome to say so",
+        )
+    pykka.ActorRegistry.stop_all()
