@@ -35,7 +35,7 @@ from tars_actors.messages import (
 )
 from tars_actors.reminder_time import describe_due
 from tars_actors.reminders import ReminderBook, ReminderRecord, RemindersChanged
-from tars_actors.routing import Dispatch, MessageType, Switchboard
+from tars_actors.routing import Dispatch, MessageType, Switchboard, clip
 from tars_actors.server import STATUS_PATH, connect_twiml, stream_url
 from tars_actors.settings import Settings
 from tars_actors.store import ReminderKind, Store
@@ -68,10 +68,6 @@ class _Delivery:
     waiting: set[str]
     done: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= MAX_BODY_CHARS else text[: MAX_BODY_CHARS - 1] + "…"
 
 
 def reminder_text(reminder: ReminderRecord, *, now: datetime, tz: ZoneInfo) -> str:
@@ -226,7 +222,7 @@ class ReminderScheduler(TarsActor):
                 sender_name="Reminders",
                 target=OWNER_TARGET,
                 message_type=MessageType.REMINDER,
-                body=_clip(text),
+                body=clip(text, MAX_BODY_CHARS),
             )
             self._book.settle(reminder.id, "announced_in_call")
             log.info(

@@ -38,6 +38,7 @@ from tars_actors.routing import (
     SessionLeft,
     Text,
     UnknownTarget,
+    clip,
     note_text,
     plan_delivery,
     resolve_target,
@@ -132,7 +133,7 @@ class Router(TarsActor):
 
     def _route(self, request: Route) -> RouteReply:
         # Columns of 100 characters: a caller's name plus a session name can run longer.
-        request = replace(request, sender_name=_clip(request.sender_name, 100))
+        request = replace(request, sender_name=clip(request.sender_name, 100))
         try:
             body = MessageLedger.check_body(request.body)
         except LedgerError as error:
@@ -412,10 +413,6 @@ class Router(TarsActor):
     @property
     def _owner_name(self) -> str:
         return self._settings.owner.name
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _message_id(correlation_id: str) -> int | None:

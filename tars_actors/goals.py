@@ -21,7 +21,7 @@ from google import genai
 
 from tars_actors.ledger import MAX_BODY_CHARS, OWNER_TARGET
 from tars_actors.messages import PlaceCall
-from tars_actors.routing import Dispatch, MessageType, Switchboard
+from tars_actors.routing import Dispatch, MessageType, Switchboard, clip
 from tars_actors.server import STATUS_PATH, connect_twiml, stream_url
 from tars_actors.settings import Settings
 from tars_actors.store import (
@@ -380,7 +380,7 @@ class GoalDesk:
                     sender_name=f"Goal call with {goal.contact_name}",
                     target=OWNER_TARGET,
                     message_type=MessageType.URGENT_REPORT,
-                    body=body if len(body) <= MAX_BODY_CHARS else body[: MAX_BODY_CHARS - 1] + "…",
+                    body=clip(body, MAX_BODY_CHARS),
                 )
         log.info("goal.reported", goal_id=goal.id, message_id=record.id)
         if not self._switchboard.tell(Dispatch(message_id=record.id)):

@@ -42,6 +42,7 @@ __all__ = [
     "Switchboard",
     "Text",
     "UnknownTarget",
+    "clip",
     "note_text",
     "plan_delivery",
     "resolve_target",
@@ -359,4 +360,9 @@ def sms_text(record: MessageRecord, assistant_name: str = "TARS") -> str:
         text = f"{assistant_name}: {record.body}"
     else:
         text = f"{assistant_name}: message from {record.sender_name}: {record.body}"
-    return text if len(text) <= SMS_MAX_CHARS else text[: SMS_MAX_CHARS - 1] + "…"
+    return clip(text, SMS_MAX_CHARS)
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, an ellipsis marking the cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

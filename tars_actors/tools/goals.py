@@ -11,6 +11,7 @@ import structlog
 
 from tars_actors.goals import GoalError, create_goal, record_outcome
 from tars_actors.messages import SendSms
+from tars_actors.routing import SMS_MAX_CHARS
 from tars_actors.store import E164_PATTERN, Contact, utcnow
 from tars_actors.tools.messaging import ToolServices
 from tars_actors.tools.registry import Param, ToolContext, ToolOutcome, ToolSpec
@@ -18,9 +19,6 @@ from tars_actors.tools.registry import Param, ToolContext, ToolOutcome, ToolSpec
 __all__ = ["goal_tools"]
 
 log = structlog.get_logger("tars.tools")
-
-#: One SMS may carry up to 1600 characters (Twilio joins the segments).
-SMS_MAX_CHARS = 1600
 
 
 def goal_tools(services: ToolServices) -> list[ToolSpec]:

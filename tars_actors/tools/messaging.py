@@ -8,17 +8,19 @@ on the call's audio path.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pykka
 import structlog
 
 from tars_actors.goals import GoalDesk
 from tars_actors.ledger import MAX_BODY_CHARS, OWNER_TARGET
-from tars_actors.reminders import RemindersChanged
+from tars_actors.reminders import ReminderBook, RemindersChanged
 from tars_actors.routing import (
     BROADCAST_TARGET,
     DecideBroadcast,
@@ -29,7 +31,7 @@ from tars_actors.routing import (
     Switchboard,
 )
 from tars_actors.settings import Settings
-from tars_actors.store import E164_PATTERN, Reminder, ReminderKind, Store, utcnow
+from tars_actors.store import E164_PATTERN, ReminderKind, Store, utcnow
 from tars_actors.tools.registry import Param, ToolContext, ToolOutcome, ToolSpec
 
 __all__ = ["ToolServices", "messaging_tools"]
@@ -57,16 +59,19 @@ class ToolServices:
     def store(self) -> Store:
         return self.switchboard.ledger.store
 
-    def tell_reminders(self) -> bool:
-        """Tell the ReminderScheduler that reminders changed; False if it is not running."""
+    def reminder_book(self) -> ReminderBook:
+        """The reminders, with times in ``[owner] timezone`` (on the caller's connection)."""
+        return ReminderBook(self.store, ZoneInfo(self.settings.owner.timezone), clock=self.clock)
+
+    def tell_reminders(self) -> None:
+        """Tell the ReminderScheduler that reminders changed. If it is not running, the
+        change is still stored: its successor schedules from the table when it starts."""
         ref = self.reminders()
-        if ref is None:
-            return False
-        try:
-            ref.tell(RemindersChanged())
-        except pykka.ActorDeadError:
-            return False
-        return True
+        if ref is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                ref.tell(RemindersChanged())
+                return
+        log.warning("tool.scheduler_not_running")
 
 
 def _outcome(reply: RouteReply) -> ToolOutcome:
@@ -125,17 +130,17 @@ def messaging_tools(services: ToolServices) -> list[ToolSpec]:
                 }
             )
         who = args.get("caller_name") or number
-        with services.store.connection(), services.store.transaction():
-            row = Reminder.create(
+        with services.store.connection():
+            # Due now: the scheduler delivers it to the owner like any reminder.
+            reminder = services.reminder_book().create(
                 title=f"{who} asked you to call back about {args['reason']}",
-                due_at=utcnow(),
+                due_at=services.clock(),
                 kind=ReminderKind.CALLBACK,
                 caller_phone=number,
-                created_by_session=context.session_id,
+                created_by_session_id=context.session_id,
             )
-        log.info("tool.callback_requested", reminder_id=int(row.id), phone=number)
-        if not services.tell_reminders():
-            log.warning("tool.scheduler_not_running")
+        log.info("tool.callback_requested", reminder_id=reminder.id, phone=number)
+        services.tell_reminders()
         return ToolOutcome(
             response={
                 "ok": True,

@@ -20,7 +20,7 @@ from tars_actors.reminder_time import (
     parse_due,
     parse_recurrence,
 )
-from tars_actors.reminders import ReminderBook, ReminderError
+from tars_actors.reminders import ReminderError
 from tars_actors.store import ReminderKind
 from tars_actors.tools.messaging import ToolServices
 from tars_actors.tools.registry import Param, ToolContext, ToolOutcome, ToolSpec
@@ -33,13 +33,6 @@ log = structlog.get_logger("tars.tools")
 def reminder_tools(services: ToolServices) -> list[ToolSpec]:
     tz = ZoneInfo(services.settings.owner.timezone)
     store = services.store
-
-    def book() -> ReminderBook:
-        return ReminderBook(store, tz, clock=services.clock)
-
-    def changed() -> None:
-        if not services.tell_reminders():
-            log.warning("tool.scheduler_not_running")
 
     def create_reminder(context: ToolContext, args: Mapping[str, Any]) -> ToolOutcome:
         now = services.clock()
@@ -59,7 +52,7 @@ def reminder_tools(services: ToolServices) -> list[ToolSpec]:
             )
         with store.connection():
             try:
-                reminder = book().create(
+                reminder = services.reminder_book().create(
                     title=args["title"],
                     due_at=due,
                     recurrence=recurrence,
@@ -67,7 +60,7 @@ def reminder_tools(services: ToolServices) -> list[ToolSpec]:
                 )
             except ReminderError as error:
                 return ToolOutcome(response={"error": str(error)})
-        changed()
+        services.tell_reminders()
         repeat = describe_recurrence(recurrence)
         when = describe_due(due, now=now, tz=tz)
         log.info("tool.reminder_created", reminder_id=reminder.id, due_at=due.isoformat())
@@ -82,7 +75,7 @@ def reminder_tools(services: ToolServices) -> list[ToolSpec]:
     def list_reminders(_context: ToolContext, _args: Mapping[str, Any]) -> ToolOutcome:
         now = services.clock()
         with store.connection():
-            upcoming = book().upcoming(limit=20)
+            upcoming = services.reminder_book().upcoming(limit=20)
         items = [
             {
                 "reminder_id": r.id,
@@ -99,10 +92,10 @@ def reminder_tools(services: ToolServices) -> list[ToolSpec]:
     def cancel_reminder(_context: ToolContext, args: Mapping[str, Any]) -> ToolOutcome:
         with store.connection():
             try:
-                reminder = book().cancel(args["reminder_id"])
+                reminder = services.reminder_book().cancel(args["reminder_id"])
             except ReminderError as error:
                 return ToolOutcome(response={"error": str(error)})
-        changed()
+        services.tell_reminders()
         return ToolOutcome(response={"ok": True, "result": f'Cancelled "{reminder.title}"'})
 
     return [
