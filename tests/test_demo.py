@@ -41,7 +41,8 @@ def test_the_demo_runs_whole_calls_and_exits_zero(tmp_path: Path) -> None:
     assert "Goal call with Dr Smith's office: call from +15555550444 (goal)" in out
     assert "goal 1 ended: completed" in out
     assert "The check-up with Dr Smith is booked for Tuesday at 10:00" in out
-    assert "(delivered)" in out.split("goal 1 ended: completed", 1)[1]
+    [report] = [line for line in out.splitlines() if "Goal call to Dr Smith's office" in line]
+    assert report.endswith("(delivered)")
     # Where to look next.
     database = next(line for line in out.splitlines() if line.startswith("Database: "))
     assert Path(database.removeprefix("Database: sqlite:///")).is_file()

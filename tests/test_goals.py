@@ -21,7 +21,7 @@ from tars_actors.sim.twilio_rest import Operation, TwilioRestStandIn
 from tars_actors.sim.world import FAKE_ACCOUNT_SID, FAKE_AUTH_TOKEN, OWNER_PHONE, LocalWorld
 from tars_actors.store import CallGoal, Contact, Store
 from tests.logs import log_events
-from tests.waiting import wait_until
+from tests.waiting import QUIET, never, wait_until
 
 WAIT = 15.0
 DENTIST = "+15555550444"
@@ -184,8 +184,12 @@ def test_a_goal_call_answered_by_a_machine_leaves_a_message_and_ends_as_voicemai
     assert "Dr Smith's office" in instruction.text
     callee.hang_up()
     wait_until(lambda: goal_row(world, goal_id).status == "voicemail", "the voicemail status")
+    # The summary is asked for a voicemail, and that summary is what the owner hears.
+    summary_request = world.gemini.wait_for_text_request(1, timeout=WAIT)
+    assert "How it went: it went to voicemail and a message was left" in summary_request.text
     report = owner_model.wait_for_client_content(count=2, timeout=WAIT)
     assert "Goal call to Dr Smith's office" in report.text
+    assert goal_row(world, goal_id).summary in report.text
 
 
 def test_calling_someone_unknown_is_refused_with_the_contacts_listed(world: LocalWorld) -> None:
@@ -261,5 +265,8 @@ def test_a_goal_that_ended_without_its_report_is_reported_once_after_a_restart(
                 assert "Goal call to Dr Smith's office" in (sms.param("Body") or "")
                 wait_until(lambda: goal_row(world, 1).summary is not None, "the summary")
             else:
-                assert world.twilio.requests_for(Operation.MESSAGES_CREATE) == []
+                never(
+                    lambda: world.twilio.wait_for_request(Operation.MESSAGES_CREATE, timeout=QUIET),
+                    "a second report",
+                )
         pykka.ActorRegistry.stop_all()
