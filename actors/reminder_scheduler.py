@@ -51,7 +51,7 @@ LATE_AFTER = timedelta(seconds=60)
 REMINDER_CALL_LIMIT_SECONDS = 300
 _PREFIX = "reminder-"
 #: The SMS sent when a reminder call was not answered.
-_MISSED_PREFIX = "reminder-missed-"
+_MISSED_PREFIX = "missed-reminder-"
 #: Reminder calls remembered until Twilio says they went unanswered.
 _CALLS_KEPT = 100
 
@@ -217,14 +217,17 @@ class ReminderScheduler(TarsActor):
         if self._switchboard.presence.owner_main() is not None:
             # Written to the ledger here, then handed to the Router: if the owner's call
             # ends first, the Router texts it; if the Router is restarting, it finds it.
-            record = self._switchboard.ledger.record(
-                sender_session_id=None,
-                sender_name="Reminders",
-                target=OWNER_TARGET,
-                message_type=MessageType.REMINDER,
-                body=clip(text, MAX_BODY_CHARS),
-            )
-            self._book.settle(reminder.id, "announced_in_call")
+            # One transaction: the occurrence is settled exactly when the owner's message
+            # exists, so a crash in between cannot announce it twice.
+            with self._store.transaction():
+                record = self._switchboard.ledger.record(
+                    sender_session_id=None,
+                    sender_name="Reminders",
+                    target=OWNER_TARGET,
+                    message_type=MessageType.REMINDER,
+                    body=clip(text, MAX_BODY_CHARS),
+                )
+                self._book.settle(reminder.id, "announced_in_call")
             log.info(
                 "reminders.delivered",
                 reminder_id=reminder.id,

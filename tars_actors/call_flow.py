@@ -257,9 +257,9 @@ class CallFlow:
         self._note_wait_over = False  # ... and has fired: stop waiting for the caller
         self._greeting_answered = False
         # Ending.
-        self._apologising = False
-        # Why the call ends once the spoken apology or notice has been heard.
-        self._apology_reason = "model unreachable"
+        # Set while Twilio speaks an apology or notice before hanging up: why the call
+        # ends once it has been heard.
+        self._saying_goodbye: str | None = None
         self._ending_mark: str | None = None
         self._end_requested = False
         self._ended = False
@@ -295,7 +295,7 @@ class CallFlow:
     # --- the model connection -----------------------------------------------------------
 
     def model_connected(self, connection_id: int) -> list[Effect]:
-        if self._ended or self._apologising or connection_id != self._connecting:
+        if self._ended or self._saying_goodbye is not None or connection_id != self._connecting:
             return [StopModel(connection_id=connection_id)]
         effects: list[Effect] = [CancelTimer(name=TIMER_MODEL_UNREACHABLE)]
         previous = self._current
@@ -321,7 +321,7 @@ class CallFlow:
             self._current = None
         # What the ended connection did not send goes first, before newer inputs.
         self._gap.extendleft(reversed(list(unsent)))
-        if self._ended or self._apologising:
+        if self._ended or self._saying_goodbye is not None:
             return effects
         if self._current is not None:
             return self._to_current(*self._drain_gap())
@@ -435,7 +435,7 @@ class CallFlow:
         return self._finish(self._hang_up_reason(), hang_up=False, detail=f"status {status}")
 
     def _hang_up_reason(self) -> str:
-        return self._apology_reason if self._apologising else "caller hung up"
+        return self._saying_goodbye or "caller hung up"
 
     def shutdown(self, reason: str = "shutdown") -> list[Effect]:
         if self._ended:
@@ -448,17 +448,27 @@ class CallFlow:
         Twilio plays it once the call's TwiML is replaced, which ends the stream from its
         side; if the stream outlives ``grace`` seconds, the call is ended anyway.
         """
-        if self._ended or self._apologising:
+        if self._ended or self._saying_goodbye is not None:
             return []
-        self._apologising = True
-        self._apology_reason = reason
+        return [
+            *self._say_and_end(text, reason=reason, grace=grace),
+            LogEvent(event="call.ending_with_notice", fields={"reason": reason}),
+        ]
+
+    def _say_and_end(self, text: str, *, reason: str, grace: float) -> list[Effect]:
+        """Have Twilio speak ``text`` and hang up; end the call with ``reason`` once the
+        stream closes, or after ``grace`` seconds if it does not. No model connection is
+        opened meanwhile (one on its way is stopped) and nothing else is scheduled."""
+        self._saying_goodbye = reason
         effects: list[Effect] = [
             SayAndHangUp(text=text),
             StartTimer(name=TIMER_APOLOGY, delay=grace),
-            LogEvent(event="call.ending_with_notice", fields={"reason": reason}),
         ]
         for name in (TIMER_MODEL_RESTART, TIMER_ROTATE, TIMER_NOTE_WAIT):
             effects.append(CancelTimer(name=name))
+        if self._connecting is not None:
+            effects.append(StopModel(connection_id=self._connecting))
+            self._connecting = None
         return effects
 
     # --- tools --------------------------------------------------------------------------
@@ -542,7 +552,7 @@ class CallFlow:
         return tuple(ids)
 
     def _flush_notes(self) -> list[Effect]:
-        if not self._notes or self._apologising or self._end_requested:
+        if not self._notes or self._saying_goodbye is not None or self._end_requested:
             return []
         if not self._greeting_answered or self._turn_has_output or self._tools_in_flight:
             return []  # the next turn boundary flushes them
@@ -577,7 +587,11 @@ class CallFlow:
             case "end-call-grace":
                 return self._finish("end_call", hang_up=True)
             case "model-restart":
-                if self._current is None and self._connecting is None and not self._apologising:
+                if (
+                    self._current is None
+                    and self._connecting is None
+                    and not self._saying_goodbye is not None
+                ):
                     return [self._open_connection()]
                 return []
             case "model-unreachable":
@@ -585,24 +599,21 @@ class CallFlow:
                     return []
                 # Twilio speaks the apology once the call's TwiML is replaced, which ends
                 # the stream from its side; closing the socket first would hang up before.
-                self._apologising = True
-                effects: list[Effect] = [
-                    SayAndHangUp(text=UNREACHABLE_APOLOGY),
-                    CancelTimer(name=TIMER_MODEL_RESTART),
-                    StartTimer(name=TIMER_APOLOGY, delay=self.limits.apology_grace_seconds),
+                return [
+                    *self._say_and_end(
+                        UNREACHABLE_APOLOGY,
+                        reason="model unreachable",
+                        grace=self.limits.apology_grace_seconds,
+                    ),
                     LogEvent(
                         event="model.unreachable",
                         level="error",
                         fields={"seconds": self.limits.model_unreachable_seconds},
                     ),
                 ]
-                if self._connecting is not None:
-                    effects.append(StopModel(connection_id=self._connecting))
-                    self._connecting = None
-                return effects
             case "apology-grace":
                 # The stream outlived the apology: end the call ourselves.
-                return self._finish(self._apology_reason, hang_up=True)
+                return self._finish(self._saying_goodbye or "model unreachable", hang_up=True)
             case "model-rotate":
                 if self._rotate_pending:
                     return self._rotate()

@@ -171,11 +171,6 @@ def goal_call_twiml(settings: Settings, goal_id: int) -> tuple[str, str]:
     return twiml, f"{public_url}{STATUS_PATH}"
 
 
-def get_goal(goal_id: int) -> GoalRecord | None:
-    row = CallGoal.get_or_none(CallGoal.id == goal_id)
-    return None if row is None else _record(row)
-
-
 def goal_for_call(call_sid: str) -> GoalRecord | None:
     row = CallGoal.get_or_none(CallGoal.call_sid == call_sid)
     return None if row is None else _record(row)

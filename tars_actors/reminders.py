@@ -132,9 +132,7 @@ class ReminderBook:
     def cancel(self, reminder_id: int) -> ReminderRecord:
         """Cancel a pending reminder (and so its recurrence); ReminderError otherwise."""
         with self._store.transaction():
-            row = self._store.for_update(
-                Reminder.select().where(Reminder.id == reminder_id)
-            ).first()
+            row = self._locked(reminder_id)
             if row is None:
                 raise ReminderError(f"there is no reminder with id {reminder_id}")
             if row.status != ReminderStatus.PENDING:
@@ -227,9 +225,7 @@ class ReminderBook:
     def settle(self, reminder_id: int, outcome: str, *, error: str | None = None) -> bool:
         """Record how a claimed occurrence went; False if it was settled already."""
         with self._store.transaction():
-            row = self._store.for_update(
-                Reminder.select().where(Reminder.id == reminder_id)
-            ).first()
+            row = self._locked(reminder_id)
             if row is None or row.status != ReminderStatus.DELIVERING:
                 return False
             row.status = ReminderStatus.FAILED if error is not None else ReminderStatus.DELIVERED

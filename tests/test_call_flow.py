@@ -386,3 +386,17 @@ def test_a_note_sent_while_the_model_is_reconnecting_is_undelivered_until_resent
     [turn] = notes_sent(flow.model_connected(start.connection_id))
     assert turn.note_ids == (7,)
     assert flow.undelivered_notes() == ()
+
+
+def test_a_notice_while_reconnecting_stops_the_connection_on_its_way() -> None:
+    flow = greeted_flow()
+    flow.model_disconnected(1, expected=False, unsent=(), reason="lost")
+    [start] = of(StartModel, flow.timer_fired("model-restart"))
+    effects = flow.end_with_notice("Restarting.", reason="shutdown", grace=5.0)
+    assert of(SayAndHangUp, effects) == [SayAndHangUp(text="Restarting.")]
+    assert of(StopModel, effects) == [StopModel(connection_id=start.connection_id)]
+    assert flow.model_connected(start.connection_id) == [
+        StopModel(connection_id=start.connection_id)
+    ]
+    ended = flow.timer_fired("apology-grace")
+    assert of(EndSession, ended) == [EndSession(reason="shutdown")]
