@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 __all__ = ["Changes"]
 
@@ -97,3 +100,19 @@ class Changes:
             with self.lock:
                 if waiter in self._async_waiters:
                     self._async_waiters.remove(waiter)
+
+    def wait_nth(
+        self, items: Callable[[], Sequence[T]], count: int, timeout: float, what: str
+    ) -> T:
+        """Block until ``items()`` holds ``count`` entries; return the ``count``-th."""
+        self.wait(lambda: len(items()) >= count, timeout, what)
+        with self.lock:
+            return items()[count - 1]
+
+    async def wait_nth_async(
+        self, items: Callable[[], Sequence[T]], count: int, timeout: float, what: str
+    ) -> T:
+        """Like :meth:`wait_nth`, without blocking the calling event loop."""
+        await self.wait_async(lambda: len(items()) >= count, timeout, what)
+        with self.lock:
+            return items()[count - 1]

@@ -425,14 +425,14 @@ class LiveConnection:
 
     def wait_for_client_content(self, count: int = 1, timeout: float = 5.0) -> ClientContent:
         """Wait until ``count`` client_content messages arrived; return the ``count``-th."""
-        self.wait_for(
-            lambda c: len(c._client_contents) >= count, timeout, f"{count} client_content"
+        return self._changes.wait_nth(
+            lambda: self._client_contents, count, timeout, f"{count} client_content"
         )
-        return self.client_contents[count - 1]
 
     def wait_for_realtime_text(self, count: int = 1, timeout: float = 5.0) -> str:
-        self.wait_for(lambda c: len(c._realtime_texts) >= count, timeout, f"{count} texts")
-        return self.realtime_texts[count - 1]
+        return self._changes.wait_nth(
+            lambda: self._realtime_texts, count, timeout, f"{count} texts"
+        )
 
     def wait_for_tool_response(self, call_id: str, timeout: float = 5.0) -> ToolResponse:
         self.wait_for(
@@ -826,18 +826,16 @@ class GeminiLiveStandIn:
 
     def wait_for_connection(self, count: int = 1, timeout: float = 5.0) -> LiveConnection:
         """Wait until ``count`` connections completed setup; return the ``count``-th."""
-        self._changes.wait(
-            lambda: len(self._connections) >= count, timeout, f"Live connection {count}"
+        return self._changes.wait_nth(
+            lambda: self._connections, count, timeout, f"Live connection {count}"
         )
-        return self._connections[count - 1]
 
     async def wait_for_connection_async(
         self, count: int = 1, timeout: float = 5.0
     ) -> LiveConnection:
-        await self._changes.wait_async(
-            lambda: len(self._connections) >= count, timeout, f"Live connection {count}"
+        return await self._changes.wait_nth_async(
+            lambda: self._connections, count, timeout, f"Live connection {count}"
         )
-        return self._connections[count - 1]
 
     def wait_for_refused(self, count: int = 1, timeout: float = 5.0) -> None:
         self._changes.wait(
@@ -870,10 +868,9 @@ class GeminiLiveStandIn:
             return list(self._text_requests)
 
     def wait_for_text_request(self, count: int = 1, timeout: float = 5.0) -> TextRequest:
-        self._changes.wait(
-            lambda: len(self._text_requests) >= count, timeout, f"{count} generateContent calls"
+        return self._changes.wait_nth(
+            lambda: self._text_requests, count, timeout, f"{count} generateContent calls"
         )
-        return self._text_requests[count - 1]
 
     # -- server internals ---------------------------------------------------------------------
 

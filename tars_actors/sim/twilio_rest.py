@@ -454,17 +454,15 @@ class TwilioRestStandIn:
         self, operation: Operation, count: int = 1, timeout: float = 5.0
     ) -> RecordedRequest:
         """Wait for the ``count``-th request of ``operation`` (answered or refused)."""
-        self.wait_for(
-            lambda s: len(s.requests_for(operation)) >= count,
-            timeout,
-            f"{count} {operation} request(s)",
+        return self._changes.wait_nth(
+            lambda: self.requests_for(operation), count, timeout, f"{count} {operation} request(s)"
         )
-        return self.requests_for(operation)[count - 1]
 
     def wait_for_call(self, count: int = 1, timeout: float = 5.0) -> CallRecord:
         """Wait until ``count`` calls were created; return the ``count``-th."""
-        self.wait_for(lambda s: len(s._calls) >= count, timeout, f"{count} created call(s)")
-        return self.calls[count - 1]
+        return self._changes.wait_nth(
+            lambda: list(self._calls.values()), count, timeout, f"{count} created call(s)"
+        )
 
     def wait_for_call_status(
         self, sid: str, statuses: str | Sequence[str], timeout: float = 5.0
@@ -478,8 +476,7 @@ class TwilioRestStandIn:
         return self.call(sid)
 
     def wait_for_message(self, count: int = 1, timeout: float = 5.0) -> MessageRecord:
-        self.wait_for(lambda s: len(s._messages) >= count, timeout, f"{count} message(s)")
-        return self.messages[count - 1]
+        return self._changes.wait_nth(lambda: self._messages, count, timeout, f"{count} message(s)")
 
     # -- request handling (server threads) ------------------------------------------------------
 
