@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from bisect import bisect_left
-from collections.abc import Sequence
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -40,11 +42,11 @@ __all__ = ["LoadResult", "main", "run_load"]
 
 #: 16 kHz PCM16 bytes per 20 ms caller frame.
 MODEL_FRAME_BYTES = 640
-#: After the measured window, how long frames sent in it get to arrive before counting.
-DRAIN_SECONDS = 2.0
-#: Audio sent this recently may still be on its way: not counted as lost.
-IN_FLIGHT = 0.5
-#: What Twilio would reach: signatures are computed over it (no request ever goes there).
+#: After the measured window the callers stop sending; the figures are taken once nothing
+#: has moved for this long, everything in flight having arrived (or been lost).
+QUIET_SECONDS = 0.5
+#: ...or after this long at the most: what has not arrived by then counts as lost.
+SETTLE_TIMEOUT = 20.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,6 +148,10 @@ class _ModelStandIn:
                 raise RuntimeError(f"only {self._ask('count')} of {count} model connections")
             time.sleep(0.1)  # a benchmark's set-up poll across processes
 
+    def totals(self) -> str:
+        """Audio bytes received and echoed so far, per caller (a fingerprint of progress)."""
+        return self._ask("totals")
+
     def arrivals(self) -> dict[str, _ModelTimes]:
         report = json.loads(self._ask("report"))
         return {caller: _ModelTimes(*lists) for caller, lists in report.items()}
@@ -161,6 +167,26 @@ class _ModelStandIn:
                 self.process.wait()
 
 
+@contextlib.contextmanager
+def _without_collection_pauses() -> Iterator[None]:
+    """No cyclic garbage collection while the calls run, here on the measuring side.
+
+    The callers keep a record of every frame they send and hear; a full collection over
+    those records stops this process's loop for 50-100 ms (measured with gc.callbacks),
+    and every caller's frames would go out that late: the load generator's own stall,
+    counted as frames lost and latency added. Reference counting still frees almost
+    everything; what a cycle holds waits until the end of the run.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
 def _serve_model_stand_in(directory: Path) -> int:
     """The child side of :class:`_ModelStandIn`: answers ``count`` and ``report``."""
     certificate = create_local_certificate(directory / "tls")
@@ -168,12 +194,22 @@ def _serve_model_stand_in(directory: Path) -> int:
     behaviour = LiveBehaviour(
         echo=True, echo_turn_frames=10**9, turn_reply=None, record_audio=False
     )
-    with GeminiLiveStandIn(certificate, behaviour=behaviour) as gemini:
+    with (
+        _without_collection_pauses(),
+        GeminiLiveStandIn(certificate, behaviour=behaviour) as gemini,
+    ):
         print(json.dumps({"base_url": gemini.base_url, "ca_file": gemini.ca_file}), flush=True)
         for command in sys.stdin:
             match command.strip():
                 case "count":
                     print(len(gemini.connections), flush=True)
+                case "totals":
+                    progress = {
+                        _caller_of(connection): connection.audio_arrivals[1][-1:].tolist()
+                        + connection.echo_departures[1][-1:].tolist()
+                        for connection in gemini.connections
+                    }
+                    print(json.dumps(progress), flush=True)
                 case "report":
                     report = {}
                     for connection in gemini.connections:
@@ -216,49 +252,56 @@ def run_load(calls: int = 50, seconds: float = 20.0, warmup: float = 2.0) -> Loa
                 port = server.wait_started(timeout=60)
                 pid = server.process.pid
                 rss_idle = _rss_mb(pid)
-                loop = LoopThread("load-softphones")
-                phones = [
-                    Softphone(
-                        server_url=f"http://127.0.0.1:{port}",
-                        public_url=PUBLIC_URL,
-                        auth_token=FAKE_AUTH_TOKEN,
-                        account_sid=FAKE_ACCOUNT_SID,
-                        from_number=f"+1555{index:07d}",
-                        to_number=TWILIO_NUMBER,
-                    )
-                    for index in range(calls)
-                ]
+                with _without_collection_pauses():
+                    loop = LoopThread("load-softphones")
+                    phones = [
+                        Softphone(
+                            server_url=f"http://127.0.0.1:{port}",
+                            public_url=PUBLIC_URL,
+                            auth_token=FAKE_AUTH_TOKEN,
+                            account_sid=FAKE_ACCOUNT_SID,
+                            from_number=f"+1555{index:07d}",
+                            to_number=TWILIO_NUMBER,
+                        )
+                        for index in range(calls)
+                    ]
 
-                async def dial_all() -> None:
-                    await asyncio.gather(*(phone.call() for phone in phones))
+                    async def dial_all() -> None:
+                        await asyncio.gather(*(phone.call() for phone in phones))
 
-                loop.submit(dial_all()).result(60)
-                gemini.wait_for_connections(calls, timeout=60)
-                time.sleep(warmup)  # a benchmark's warm-up period, not a wait for an event
-                start, cpu_start = time.monotonic(), _cpu_seconds(pid)
-                time.sleep(seconds)
-                end, cpu_end = time.monotonic(), _cpu_seconds(pid)
-                rss_loaded = _rss_mb(pid)
-                # Frames sent near the end are still on their way: let them arrive before
-                # counting any as lost (the figures cover frames sent within the window).
-                time.sleep(DRAIN_SECONDS)
-                connections = gemini.arrivals()
-                samples = [
-                    _measure(
-                        phone,
-                        connections[phone.from_number],
-                        window=(start, end),
-                        inbound_delay=inbound_delay,
-                        outbound_delay=outbound_delay,
-                    )
-                    for phone in phones
-                ]
+                    loop.submit(dial_all()).result(60)
+                    gemini.wait_for_connections(calls, timeout=60)
+                    time.sleep(warmup)  # a benchmark's warm-up period, not a wait for an event
+                    start, cpu_start = time.monotonic(), _cpu_seconds(pid)
+                    time.sleep(seconds)
+                    end, cpu_end = time.monotonic(), _cpu_seconds(pid)
+                    rss_loaded = _rss_mb(pid)
 
-                async def hang_up_all() -> None:
-                    await asyncio.gather(*(phone.hang_up() for phone in phones))
+                    async def stop_media() -> None:
+                        for phone in phones:
+                            phone.stop_media()
 
-                loop.submit(hang_up_all()).result(60)
-                loop.stop()
+                    # Every frame sent is then either delivered or lost: the streams are
+                    # compared whole once nothing moves any more.
+                    loop.submit(stop_media()).result(10)
+                    _settle(gemini, phones)
+                    connections = gemini.arrivals()
+                    samples = [
+                        _measure(
+                            phone,
+                            connections[phone.from_number],
+                            window=(start, end),
+                            inbound_delay=inbound_delay,
+                            outbound_delay=outbound_delay,
+                        )
+                        for phone in phones
+                    ]
+
+                    async def hang_up_all() -> None:
+                        await asyncio.gather(*(phone.hang_up() for phone in phones))
+
+                    loop.submit(hang_up_all()).result(60)
+                    loop.stop()
                 summaries = server.wait_for_summaries(calls, timeout=30)
             finally:
                 server.stop()
@@ -330,6 +373,21 @@ class _CallSample:
     outbound: list[float]
 
 
+def _settle(gemini: _ModelStandIn, phones: Sequence[Softphone]) -> None:
+    """Wait until no audio has moved either way for :data:`QUIET_SECONDS`."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    last: tuple[str, int] | None = None
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        progress = (gemini.totals(), sum(phone.bytes_received for phone in phones))
+        now = time.monotonic()
+        if progress != last:
+            last, quiet_since = progress, now
+        elif now - quiet_since >= QUIET_SECONDS:
+            return
+        time.sleep(0.05)  # a benchmark's poll across processes, bounded by the deadline
+
+
 def _measure(
     phone: Softphone,
     model: _ModelTimes,
@@ -339,12 +397,12 @@ def _measure(
     outbound_delay: int,
 ) -> _CallSample:
     """Time every caller frame sent in ``window`` to the model, and every echoed payload
-    played in it back to the caller; count what never arrived.
+    heard in it back at the caller; count what never arrived, over the whole call.
 
-    Audio is a continuous stream and the echo keeps byte counts, so a lost frame shows as
-    a deficit that never recovers: at the window's end, what the model has received falls
-    short of what the caller sent by more than what is still in flight (frames sent in the
-    last ``IN_FLIGHT`` seconds), and likewise what the caller heard back of the model's.
+    Audio is a continuous stream and the echo keeps byte counts. Once the callers have
+    stopped and everything in flight has arrived, a lost frame shows as a deficit: the
+    model received less than the caller sent, or the caller heard less than the model
+    echoed (less the bytes each streaming resampler holds back).
     """
     send_times = phone.send_times
     arrival_times, arrival_totals = model.arrival_times, model.arrival_totals
@@ -359,27 +417,18 @@ def _measure(
         if at_model < len(arrival_times):
             inbound.append(arrival_times[at_model] - sent_at)
     outbound = _outbound_added(phone, model.echo_times, model.echo_totals, window, outbound_delay)
-    end = window[1]
-    sent_settled = bisect_left(send_times, end - IN_FLIGHT)
-    model_bytes = _total_at(arrival_times, arrival_totals, end)
-    lost_in = max(0, sent_settled * MODEL_FRAME_BYTES - inbound_delay - model_bytes)
-    model_settled = _total_at(arrival_times, arrival_totals, end - IN_FLIGHT)
-    received = phone.received
-    heard = sum(len(media.payload) for media in received if media.at < end)
-    lost_out = max(0, model_settled // 4 - outbound_delay - heard)
+    received = arrival_totals[-1] if arrival_totals else 0
+    lost_in = max(0, len(send_times) * MODEL_FRAME_BYTES - inbound_delay - received)
+    echoed = model.echo_totals[-1] if model.echo_totals else 0
+    lost_out = max(0, echoed // 4 - outbound_delay - phone.bytes_received)
     return _CallSample(
         frames=frames,
+        # Whole frames: a few bytes either way are the resamplers' delay estimate.
         lost_inbound=lost_in // MODEL_FRAME_BYTES,
         lost_outbound=lost_out // FRAME_BYTES,
         inbound=inbound,
         outbound=outbound,
     )
-
-
-def _total_at(times: Sequence[float], totals: Sequence[int], when: float) -> int:
-    """Bytes the model stand-in had received by ``when``."""
-    index = bisect_left(times, when)
-    return totals[index - 1] if index else 0
 
 
 def _outbound_added(
@@ -389,27 +438,32 @@ def _outbound_added(
     window: tuple[float, float],
     outbound_delay: int,
 ) -> list[float]:
-    """How much later each echoed payload starts playing at the caller than it could have.
+    """How much later each echoed payload reached the caller than the caller needed it.
 
-    A payload could start playing once the model stand-in sent its echo and once
-    everything before it has played in real time. What the caller hears later than that
-    is what the server added: processing, queueing, pacing.
+    A payload is needed once the model stand-in has sent the echo carrying its first
+    byte and the caller has played everything before it. Arriving after that leaves the
+    caller a gap of silence as long as the delay: that is what the server added
+    (processing, queueing, pacing). Arriving earlier adds nothing: the pacer sends up to
+    its lead ahead of playout, and Twilio buffers it.
+
+    The caller's playout is the reference, not an ideal one from the echo times: in an
+    endless echo, one late payload shifts the playout for the rest of the call, and every
+    later payload would otherwise count that same delay again.
     """
     added: list[float] = []
-    ideal_end = 0.0
+    played_until = 0.0
     position = 0
     for media in phone.received:
         size = len(media.payload)
+        # The echo that carries this payload's first byte (16 kHz bytes at the model).
+        at_model = bisect_right(echo_totals, 4 * (position + outbound_delay))
         position += size
-        # The 16 kHz byte position at the model whose echo completes this payload.
-        at_model = bisect_left(echo_totals, 4 * (position + outbound_delay))
         if at_model >= len(echo_times):
             break
-        ready = echo_times[at_model]
-        ideal_start = max(ready, ideal_end)
-        ideal_end = ideal_start + size / 8000
+        needed = max(echo_times[at_model], played_until)
+        played_until = media.play_at + size / 8000
         if window[0] <= media.at < window[1]:
-            added.append(media.play_at - ideal_start)
+            added.append(max(0.0, media.at - needed))
     return added
 
 

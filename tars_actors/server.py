@@ -387,13 +387,17 @@ class MediaStreamSocket:
         # Time spent before the pacer: what TARS took to get the audio here.
         self._stamps.append([len(frames), self._loop.time() - since if since else None])
         self._pacer.enqueue(frames)
-        self._pump(self._loop.time())
+        if self._timer is None:
+            # Otherwise the pacer is holding audio back: the refill timer sends this
+            # with the rest, in one message, rather than a message per arrival.
+            self._pump(self._loop.time())
 
     def _mark(self, name: str) -> None:
         if self._closed:
             return
         self._pacer.mark(name)
-        self._pump(self._loop.time())
+        if self._timer is None:
+            self._pump(self._loop.time())
 
     def _clear(self) -> None:
         if self._closed:
@@ -493,15 +497,28 @@ class MediaStreamSocket:
         ):
             return False
         try:
-            for item in items:
-                connection.protocol.send_text(self._encode(item).encode())
-                connection.send_data()
-                self.frames_out += 1
+            audio: list[bytes] = []
+            for item in (*items, None):
                 if isinstance(item, bytes):
-                    self._timed_audio_sent()
+                    audio.append(item)
+                    continue
+                if audio:
+                    # Payloads released together play back to back: one media message.
+                    self._send_now(twilio_stream.media(self._stream_sid, b"".join(audio)))
+                    for _ in audio:
+                        self._timed_audio_sent()
+                    audio.clear()
+                if item is not None:
+                    self._send_now(self._encode(item))
         except Exception:  # noqa: BLE001 (the writer's next send reports the closed socket)
             self._wake.set()
         return True
+
+    def _send_now(self, text: str) -> None:
+        connection = self._connection
+        connection.protocol.send_text(text.encode())
+        connection.send_data()
+        self.frames_out += 1
 
     async def _write(self) -> None:
         outbox = self._outbox

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
@@ -19,9 +20,10 @@ import pytest
 
 from tars_actors import cli
 from tars_actors.actor import TarsActor
-from tars_actors.daemon import EXIT_GAVE_UP, Daemon, Runtime
+from tars_actors.daemon import EXIT_GAVE_UP, Daemon, Runtime, watch_collection_pauses
 from tars_actors.settings import parse_settings
 from tars_actors.supervision import ChildSpec, Restart
+from tests.logs import log_events
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -212,3 +214,24 @@ def test_serve_refuses_to_start_without_credentials_and_names_them(tmp_path: Pat
     assert result.returncode == 2
     for name in FAKE_SECRETS:
         assert name in result.stderr
+
+
+def test_a_long_garbage_collection_pass_is_logged_with_its_generation(logs: io.StringIO) -> None:
+    watch = watch_collection_pauses(threshold=0.0)  # every pass counts as long here
+    try:
+        gc.collect(1)
+        gc.collect()
+    finally:
+        gc.callbacks.remove(watch)
+    pauses = log_events(logs, "gc.pause")
+    assert [pause["generation"] for pause in pauses[-2:]] == [1, 2]
+    assert all(pause["level"] == "warning" and pause["pause_ms"] >= 0 for pause in pauses)
+
+
+def test_a_short_garbage_collection_pass_is_not_logged(logs: io.StringIO) -> None:
+    watch = watch_collection_pauses(threshold=60.0)
+    try:
+        gc.collect()
+    finally:
+        gc.callbacks.remove(watch)
+    assert log_events(logs, "gc.pause") == []

@@ -36,7 +36,7 @@ from tars_actors.server import (
     SocketCloseReason,
 )
 from tars_actors.settings import Secrets, Settings
-from tars_actors.sim.softphone import FRAME_BYTES, StreamRejected, SyncSoftphone
+from tars_actors.sim.softphone import FRAME_BYTES, ReceivedMedia, StreamRejected, SyncSoftphone
 from tars_actors.twilio_stream import Dtmf, Mark, Media, MediaStreamDecoder, Start, Stop
 from tests.waiting import wait_until
 
@@ -156,6 +156,20 @@ def numbered_frame(chunk: int) -> bytes:
 
 def chunk_of(frame: bytes) -> int:
     return int(struct.unpack(">I", frame[:4])[0])
+
+
+def heard_frames(phone: SyncSoftphone) -> list[ReceivedMedia]:
+    """What the phone received, 20 ms frame by frame: payloads the pacer releases
+    together arrive as one media message."""
+    return [
+        ReceivedMedia(
+            at=media.at,
+            payload=media.payload[offset : offset + FRAME_BYTES],
+            play_at=media.play_at + offset / 8000,
+        )
+        for media in phone.received
+        for offset in range(0, len(media.payload), FRAME_BYTES)
+    ]
 
 
 # -- fixtures ----------------------------------------------------------------------------------
@@ -624,8 +638,10 @@ def test_two_seconds_of_audio_are_sent_in_step_with_playout_not_at_once(
     socket.send_audio([numbered_frame(n) for n in range(1, 101)])  # 2 s in one go
     phone.wait_for_audio(100 * FRAME_BYTES)
 
-    received = phone.received
+    received = heard_frames(phone)
     assert [chunk_of(media.payload) for media in received] == list(range(1, 101))
+    # Held-back audio goes out a refill (40 ms) at a time, each refill one message.
+    assert len(phone.received) <= 100 // 2 + 5
     first = received[0].at
     by_half_second = sum(1 for media in received if media.at - first <= 0.5)
     # 0.5 s of playout plus the 0.1 s lead is 30 frames; a burst would be all 100.
@@ -633,6 +649,30 @@ def test_two_seconds_of_audio_are_sent_in_step_with_playout_not_at_once(
     assert 1.8 <= received[-1].at - first <= 2.1
     # Never more than the lead (plus a frame of timer slack) waits unplayed at the phone.
     assert max(media.play_at - media.at for media in received) <= 0.1 + 0.03
+    assert phone.phone.underruns == 0
+    assert phone.violations == []
+
+
+def test_audio_arriving_while_the_pacer_holds_back_goes_out_a_refill_at_a_time(
+    server: Server, hooks: FakeHooks, new_phone: Callable[..., SyncSoftphone]
+) -> None:
+    """A model speaks faster than real time, then keeps streaming: with half a second
+    queued, each new chunk joins the queue instead of becoming a message of its own."""
+    phone, socket, _ = started_call(server, hooks, new_phone)
+    socket.send_audio([numbered_frame(n) for n in range(1, 26)])
+    loop = server.loop_thread.loop
+
+    def stream_the_rest() -> None:  # then one frame every 20 ms, as a live model streams
+        for n in range(26, 76):
+            loop.call_later((n - 26) * 0.02, socket.send_audio, [numbered_frame(n)])
+
+    loop.call_soon_threadsafe(stream_the_rest)
+    phone.wait_for_audio(75 * FRAME_BYTES)
+
+    frames = heard_frames(phone)
+    assert [chunk_of(media.payload) for media in frames] == list(range(1, 76))
+    # The lead at once, then one message per 40 ms refill: 2 frames each, not 1.
+    assert len(phone.received) <= 75 // 2 + 5
     assert phone.phone.underruns == 0
     assert phone.violations == []
 
@@ -669,7 +709,7 @@ def test_marks_come_back_after_their_audio_has_played(
     second = phone.wait_for_mark("turn-2")
     first = phone.wait_for_mark("turn-1")
 
-    received = phone.received
+    received = heard_frames(phone)
     assert first.received_at >= received[24].at  # sent after its 25 frames...
     assert first.received_at <= received[25].at  # ...and before the next turn's
     assert first.returned_at >= received[24].play_at + 0.02 - 0.005

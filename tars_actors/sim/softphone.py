@@ -265,6 +265,7 @@ class Softphone:
         self._connected_at: float | None = None
         self._hanging_up = False
         self._sending = False
+        self._media_stopped = False
         # Sending.
         self._send_times = array("d")
         self._late_frames = 0
@@ -501,6 +502,14 @@ class Softphone:
             pass
         await self._join_tasks()
 
+    def stop_media(self) -> None:
+        """Send no more media frames; the stream stays open and audio still plays.
+
+        Not something Twilio does (it streams for as long as the call lasts): a load test
+        stops the callers so that everything in flight can arrive before it counts.
+        """
+        self._media_stopped = True
+
     async def close(self) -> None:
         """Release the stream without the protocol's goodbye (tests' cleanup)."""
         if self._ws is not None:
@@ -560,7 +569,7 @@ class Softphone:
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            if self._closed or self._hanging_up:
+            if self._closed or self._hanging_up or self._media_stopped:
                 return
             payload = base64.b64encode(self._next_frame(chunk)).decode("ascii")
             sequence = next(self._sequence)
