@@ -66,6 +66,9 @@ class LoadResult:
     server_inbound_p99_ms: float | None
     server_outbound_p50_ms: float | None
     server_outbound_p99_ms: float | None
+    #: The most audio each resampler holds back (its lookahead), not counted above.
+    resampler_lookahead_in_ms: float
+    resampler_lookahead_out_ms: float
     frames_dropped_by_server: int
     server_cpu_ms_per_call_second: float
     server_rss_idle_mb: float
@@ -77,24 +80,38 @@ class LoadResult:
     caller_max_send_lag_ms: float
 
 
-def _pipeline_delays() -> tuple[int, int]:
-    """Bytes the two streaming resamplers hold back: an algorithmic delay, not latency
-    added by waiting, so the byte positions of one frame's audio are shifted by it."""
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """The least and most bytes a streaming resampler holds back once it has started."""
+
+    least: int
+    most: int
+
+
+def _pipeline_delays() -> tuple[_Held, _Held]:
+    """Bytes the two streaming resamplers hold back: their lookahead, a property of the
+    filter and its block size rather than latency added by waiting.
+
+    libsoxr emits in blocks, so what it holds varies from frame to frame (8 → 16 kHz:
+    88-424 bytes, 2.75-13.25 ms). Latency is timed to the moment everything the
+    resampler can emit for a frame has arrived (the most held back, shown on its own
+    line); losses are counted with the least, so that no lookahead hides a lost frame.
+    """
     noise = np.random.default_rng(1)
-    inbound = CallerToModel()
-    produced = sum(
-        len(inbound.process(noise.integers(0, 256, FRAME_BYTES, dtype=np.uint8).tobytes()))
-        for _ in range(100)
-    )
-    outbound = ModelToCaller()
-    emitted = sum(
-        len(payload)
-        for _ in range(100)
-        for payload in outbound.process(
-            noise.integers(-3000, 3000, 480, dtype=np.int16).astype("<i2").tobytes()
+    inbound, outbound = CallerToModel(), ModelToCaller()
+    held_in: list[int] = []
+    held_out: list[int] = []
+    produced = emitted = 0
+    for frame in range(1, 501):
+        produced += len(
+            inbound.process(noise.integers(0, 256, FRAME_BYTES, dtype=np.uint8).tobytes())
         )
-    )
-    return 100 * MODEL_FRAME_BYTES - produced, 100 * FRAME_BYTES - emitted
+        pcm = noise.integers(-3000, 3000, 480, dtype=np.int16).astype("<i2").tobytes()
+        emitted += sum(len(payload) for payload in outbound.process(pcm))
+        if frame > 50:  # past the start-up transient
+            held_in.append(frame * MODEL_FRAME_BYTES - produced)
+            held_out.append(frame * FRAME_BYTES - emitted)
+    return _Held(min(held_in), max(held_in)), _Held(min(held_out), max(held_out))
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -324,6 +341,8 @@ def run_load(calls: int = 50, seconds: float = 20.0, warmup: float = 2.0) -> Loa
         server_inbound_p99_ms=inside_in.percentile(99),
         server_outbound_p50_ms=inside_out.percentile(50),
         server_outbound_p99_ms=inside_out.percentile(99),
+        resampler_lookahead_in_ms=round(inbound_delay.most / (2 * 16), 2),
+        resampler_lookahead_out_ms=round(outbound_delay.most / 8, 2),
         frames_dropped_by_server=sum(int(s.get("gap_frames_dropped", 0)) for s in summaries),
         server_cpu_ms_per_call_second=round(
             (cpu_end - cpu_start) * 1000 / (calls * (end - start)), 2
@@ -393,8 +412,8 @@ def _measure(
     model: _ModelTimes,
     *,
     window: tuple[float, float],
-    inbound_delay: int,
-    outbound_delay: int,
+    inbound_delay: _Held,
+    outbound_delay: _Held,
 ) -> _CallSample:
     """Time every caller frame sent in ``window`` to the model, and every echoed payload
     heard in it back at the caller; count what never arrived, over the whole call.
@@ -413,17 +432,19 @@ def _measure(
             continue
         frames += 1
         # Frame k's audio is complete at the model once this many bytes have arrived.
-        at_model = bisect_left(arrival_totals, (k + 1) * MODEL_FRAME_BYTES - inbound_delay)
+        at_model = bisect_left(arrival_totals, (k + 1) * MODEL_FRAME_BYTES - inbound_delay.most)
         if at_model < len(arrival_times):
             inbound.append(arrival_times[at_model] - sent_at)
-    outbound = _outbound_added(phone, model.echo_times, model.echo_totals, window, outbound_delay)
+    outbound = _outbound_added(
+        phone, model.echo_times, model.echo_totals, window, outbound_delay.most
+    )
     received = arrival_totals[-1] if arrival_totals else 0
-    lost_in = max(0, len(send_times) * MODEL_FRAME_BYTES - inbound_delay - received)
+    lost_in = max(0, len(send_times) * MODEL_FRAME_BYTES - inbound_delay.least - received)
     echoed = model.echo_totals[-1] if model.echo_totals else 0
-    lost_out = max(0, echoed // 4 - outbound_delay - phone.bytes_received)
+    lost_out = max(0, echoed // 4 - outbound_delay.least - phone.bytes_received)
     return _CallSample(
         frames=frames,
-        # Whole frames: a few bytes either way are the resamplers' delay estimate.
+        # Whole frames: what a resampler holds varies by less than a frame.
         lost_inbound=lost_in // MODEL_FRAME_BYTES,
         lost_outbound=lost_out // FRAME_BYTES,
         inbound=inbound,
@@ -489,6 +510,10 @@ def render_table(result: LoadResult) -> str:
         (
             "  inside TARS, model → caller p50 / p99",
             f"{result.server_outbound_p50_ms} / {result.server_outbound_p99_ms} ms",
+        ),
+        (
+            "resampler lookahead in / out (not counted above)",
+            f"{result.resampler_lookahead_in_ms} / {result.resampler_lookahead_out_ms} ms",
         ),
         ("frames dropped by TARS", f"{result.frames_dropped_by_server}"),
         ("server CPU per call-second", f"{result.server_cpu_ms_per_call_second} ms"),
