@@ -71,6 +71,10 @@ class LoadResult:
     resampler_lookahead_out_ms: float
     frames_dropped_by_server: int
     server_cpu_ms_per_call_second: float
+    #: The same for the model stand-in and this process over the same window: their work
+    #: does not depend on TARS, so they show how fast the machine ran meanwhile.
+    model_stand_in_cpu_ms_per_call_second: float
+    load_generator_cpu_ms_per_call_second: float
     server_rss_idle_mb: float
     server_rss_loaded_mb: float
     server_memory_per_call_mb: float
@@ -289,9 +293,15 @@ def run_load(calls: int = 50, seconds: float = 20.0, warmup: float = 2.0) -> Loa
                     loop.submit(dial_all()).result(60)
                     gemini.wait_for_connections(calls, timeout=60)
                     time.sleep(warmup)  # a benchmark's warm-up period, not a wait for an event
+                    others = (gemini.process.pid, os.getpid())
                     start, cpu_start = time.monotonic(), _cpu_seconds(pid)
+                    others_start = [_cpu_seconds(other) for other in others]
                     time.sleep(seconds)
                     end, cpu_end = time.monotonic(), _cpu_seconds(pid)
+                    others_used = [
+                        _cpu_seconds(other) - before
+                        for other, before in zip(others, others_start, strict=True)
+                    ]
                     rss_loaded = _rss_mb(pid)
 
                     async def stop_media() -> None:
@@ -346,6 +356,12 @@ def run_load(calls: int = 50, seconds: float = 20.0, warmup: float = 2.0) -> Loa
         frames_dropped_by_server=sum(int(s.get("gap_frames_dropped", 0)) for s in summaries),
         server_cpu_ms_per_call_second=round(
             (cpu_end - cpu_start) * 1000 / (calls * (end - start)), 2
+        ),
+        model_stand_in_cpu_ms_per_call_second=round(
+            others_used[0] * 1000 / (calls * (end - start)), 2
+        ),
+        load_generator_cpu_ms_per_call_second=round(
+            others_used[1] * 1000 / (calls * (end - start)), 2
         ),
         server_rss_idle_mb=round(rss_idle, 1),
         server_rss_loaded_mb=round(rss_loaded, 1),
@@ -517,6 +533,11 @@ def render_table(result: LoadResult) -> str:
         ),
         ("frames dropped by TARS", f"{result.frames_dropped_by_server}"),
         ("server CPU per call-second", f"{result.server_cpu_ms_per_call_second} ms"),
+        (
+            "  model stand-in / load generator, the same",
+            f"{result.model_stand_in_cpu_ms_per_call_second}"
+            f" / {result.load_generator_cpu_ms_per_call_second} ms",
+        ),
         (
             "server memory idle / loaded",
             f"{result.server_rss_idle_mb} / {result.server_rss_loaded_mb} MiB",
