@@ -10,111 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import math
-import selectors
 import threading
-import time
-from collections.abc import Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
-if TYPE_CHECKING:
-    from _typeshed import FileDescriptorLike
-
-__all__ = ["BatchingSelector", "LoopThread"]
+__all__ = ["LoopThread"]
 
 T = TypeVar("T")
 
 
-class BatchingSelector(selectors.BaseSelector):
-    """A selector that lets readiness gather for up to ``interval`` seconds before a poll.
-
-    A loop carrying many calls' audio wakes for nearly every frame of every call: with
-    50 calls, a few hundred times a second, and each wake-up (the poll, the scheduler,
-    one pass of the loop) costs more than the frame it brings. When the loop would block,
-    this selector first waits until ``interval`` has passed since its last poll, then
-    polls without blocking, so that what arrived meanwhile is handled in one pass; only if
-    nothing did does it block for the rest of the timeout. A poll the loop asks for
-    without blocking (it has callbacks ready) happens at once, and the wait never runs
-    past the timeout, so timers fire on time. What it costs: an event that arrives on an
-    idle loop, or a callback handed over from another thread, waits up to ``interval``.
-    """
-
-    def __init__(
-        self,
-        interval: float,
-        *,
-        inner: selectors.BaseSelector | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], object] = time.sleep,
-    ) -> None:
-        if not interval > 0:
-            raise ValueError(f"interval must be positive, got {interval!r}")
-        self.interval = interval
-        self._inner = inner if inner is not None else selectors.DefaultSelector()
-        self._clock = clock
-        self._sleep = sleep
-        self._last_poll = -math.inf
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        if timeout is None or timeout > 0:
-            hold = self._last_poll + self.interval - self._clock()
-            if hold > 0:
-                if timeout is not None and hold >= timeout:
-                    self._sleep(timeout)
-                    return self._poll(0)
-                self._sleep(hold)
-                ready = self._poll(0)
-                if ready:
-                    return ready
-                if timeout is not None:
-                    timeout -= hold
-        return self._poll(timeout)
-
-    def _poll(self, timeout: float | None) -> list[tuple[selectors.SelectorKey, int]]:
-        try:
-            return self._inner.select(timeout)
-        finally:
-            self._last_poll = self._clock()
-
-    def register(
-        self, fileobj: FileDescriptorLike, events: int, data: Any = None
-    ) -> selectors.SelectorKey:
-        return self._inner.register(fileobj, events, data)
-
-    def unregister(self, fileobj: FileDescriptorLike) -> selectors.SelectorKey:
-        return self._inner.unregister(fileobj)
-
-    def modify(
-        self, fileobj: FileDescriptorLike, events: int, data: Any = None
-    ) -> selectors.SelectorKey:
-        return self._inner.modify(fileobj, events, data)
-
-    def get_key(self, fileobj: FileDescriptorLike) -> selectors.SelectorKey:
-        return self._inner.get_key(fileobj)
-
-    def get_map(self) -> Mapping[FileDescriptorLike, selectors.SelectorKey]:
-        return self._inner.get_map()
-
-    def close(self) -> None:
-        self._inner.close()
-
-
 class LoopThread:
-    """Owns one event loop running forever on a daemon thread until :meth:`stop`.
+    """Owns one event loop running forever on a daemon thread until :meth:`stop`."""
 
-    ``batch_interval``: if positive, the loop polls through a :class:`BatchingSelector`
-    with that interval (for a loop whose work is many small, steady events).
-    """
-
-    def __init__(self, name: str = "tars-asyncio", *, batch_interval: float = 0.0) -> None:
+    def __init__(self, name: str = "tars-asyncio") -> None:
         self.name = name
-        self.batch_interval = batch_interval
-        if batch_interval > 0:
-            self.loop: asyncio.AbstractEventLoop = asyncio.SelectorEventLoop(
-                BatchingSelector(batch_interval)
-            )
-        else:
-            self.loop = asyncio.new_event_loop()
+        self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
