@@ -590,7 +590,7 @@ class CallFlow:
                 if (
                     self._current is None
                     and self._connecting is None
-                    and not self._saying_goodbye is not None
+                    and self._saying_goodbye is None
                 ):
                     return [self._open_connection()]
                 return []

@@ -542,13 +542,14 @@ def watch_collection_pauses(
 ) -> Callable[[str, dict[str, int]], None]:
     """Log every garbage collection pass longer than ``threshold`` seconds (``gc.pause``,
     with its generation and duration); returns the callback, to remove it again."""
-    started = [0.0]
+    started = 0.0
 
     def watch(phase: str, info: dict[str, int]) -> None:
+        nonlocal started
         if phase == "start":
-            started[0] = time.perf_counter()
+            started = time.perf_counter()
             return
-        seconds = time.perf_counter() - started[0]
+        seconds = time.perf_counter() - started
         if seconds > threshold:
             log.warning(
                 "gc.pause",

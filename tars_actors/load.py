@@ -71,8 +71,9 @@ class LoadResult:
     resampler_lookahead_out_ms: float
     frames_dropped_by_server: int
     server_cpu_ms_per_call_second: float
-    #: The same for the model stand-in and this process over the same window: their work
-    #: does not depend on TARS, so they show how fast the machine ran meanwhile.
+    #: The same for the model stand-in and this process over the same window: with the
+    #: same TARS their work is the same from run to run, so they show how fast the
+    #: machine ran meanwhile.
     model_stand_in_cpu_ms_per_call_second: float
     load_generator_cpu_ms_per_call_second: float
     server_rss_idle_mb: float
@@ -293,15 +294,11 @@ def run_load(calls: int = 50, seconds: float = 20.0, warmup: float = 2.0) -> Loa
                     loop.submit(dial_all()).result(60)
                     gemini.wait_for_connections(calls, timeout=60)
                     time.sleep(warmup)  # a benchmark's warm-up period, not a wait for an event
-                    others = (gemini.process.pid, os.getpid())
-                    start, cpu_start = time.monotonic(), _cpu_seconds(pid)
-                    others_start = [_cpu_seconds(other) for other in others]
+                    # TARS, the model stand-in, and this process (the callers).
+                    measured = (pid, gemini.process.pid, os.getpid())
+                    start, cpu_start = time.monotonic(), [_cpu_seconds(p) for p in measured]
                     time.sleep(seconds)
-                    end, cpu_end = time.monotonic(), _cpu_seconds(pid)
-                    others_used = [
-                        _cpu_seconds(other) - before
-                        for other, before in zip(others, others_start, strict=True)
-                    ]
+                    end, cpu_end = time.monotonic(), [_cpu_seconds(p) for p in measured]
                     rss_loaded = _rss_mb(pid)
 
                     async def stop_media() -> None:
@@ -337,6 +334,11 @@ def run_load(calls: int = 50, seconds: float = 20.0, warmup: float = 2.0) -> Loa
     outbound = [v for s in samples for v in s.outbound]
     inside_in = _merged(summaries, "latency_in_ms_histogram")
     inside_out = _merged(summaries, "latency_out_ms_histogram")
+    call_seconds = calls * (end - start)
+    cpu_ms = [
+        round((after - before) * 1000 / call_seconds, 2)
+        for before, after in zip(cpu_start, cpu_end, strict=True)
+    ]
     return LoadResult(
         calls=calls,
         seconds=seconds,
@@ -354,15 +356,9 @@ def run_load(calls: int = 50, seconds: float = 20.0, warmup: float = 2.0) -> Loa
         resampler_lookahead_in_ms=round(inbound_delay.most / (2 * 16), 2),
         resampler_lookahead_out_ms=round(outbound_delay.most / 8, 2),
         frames_dropped_by_server=sum(int(s.get("gap_frames_dropped", 0)) for s in summaries),
-        server_cpu_ms_per_call_second=round(
-            (cpu_end - cpu_start) * 1000 / (calls * (end - start)), 2
-        ),
-        model_stand_in_cpu_ms_per_call_second=round(
-            others_used[0] * 1000 / (calls * (end - start)), 2
-        ),
-        load_generator_cpu_ms_per_call_second=round(
-            others_used[1] * 1000 / (calls * (end - start)), 2
-        ),
+        server_cpu_ms_per_call_second=cpu_ms[0],
+        model_stand_in_cpu_ms_per_call_second=cpu_ms[1],
+        load_generator_cpu_ms_per_call_second=cpu_ms[2],
         server_rss_idle_mb=round(rss_idle, 1),
         server_rss_loaded_mb=round(rss_loaded, 1),
         server_memory_per_call_mb=round((rss_loaded - rss_idle) / calls, 2),

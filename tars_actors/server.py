@@ -217,8 +217,9 @@ class MediaStreamSocket:
         # [payloads left, when their audio reached TARS] per send_audio call, in order:
         # the writer times each payload it sends against it.
         self._stamps: deque[list[Any]] = deque()
-        # When the pacer released each payload now waiting in the outbox, in order.
-        self._released: deque[float] = deque()
+        # (when the pacer released it, payloads joined in it) for each audio message
+        # not yet sent, in order.
+        self._released: deque[tuple[float, int]] = deque()
         #: From reading the model's audio to writing it to Twilio, less the pacing wait.
         self.latency_out = LatencyHistogram()
         # What the writer sends next, encoded as it goes out: a clear must be able to
@@ -428,11 +429,19 @@ class MediaStreamSocket:
         self._pump(max(self._loop.time(), when))
 
     def _pump(self, now: float) -> None:
-        items = self._pacer.due(now)
-        released = self._released
-        for item in items:
+        items: list[bytes | PlayoutMark] = []
+        audio: list[bytes] = []
+        for item in (*self._pacer.due(now), None):
             if isinstance(item, bytes):
-                released.append(now)
+                audio.append(item)
+                continue
+            if audio:
+                # Payloads released together play back to back: one media message.
+                items.append(b"".join(audio))
+                self._released.append((now, len(audio)))
+                audio.clear()
+            if item is not None:
+                items.append(item)
         if items and (self._outbox or not self._writer_idle or not self._write_now(items)):
             self._outbox.extend(items)
             self._wake.set()
@@ -455,20 +464,24 @@ class MediaStreamSocket:
         return pacer.queued_seconds + pacer.in_flight_seconds(self._loop.time())
 
     def _timed_audio_sent(self) -> None:
-        """One payload went out: add what TARS took before the pacer to what it took
-        after the pacer released it. The pacer's own wait is left out: it only keeps
-        audio in step with the caller's playback, and the audio would otherwise wait just
-        as long in Twilio's buffer."""
+        """One audio message went out: for each payload in it, add what TARS took before
+        the pacer to what it took after the pacer released it. The pacer's own wait is
+        left out: it only keeps audio in step with the caller's playback, and the audio
+        would otherwise wait just as long in Twilio's buffer."""
         stamps, released = self._stamps, self._released
-        if not stamps or not released:
+        if not released:
             return
-        released_at = released.popleft()
-        stamp = stamps[0]
-        stamp[0] -= 1
-        if stamp[1] is not None:
-            self.latency_out.add(stamp[1] + self._loop.time() - released_at)
-        if stamp[0] <= 0:
-            stamps.popleft()
+        released_at, payloads = released.popleft()
+        after_pacer = self._loop.time() - released_at
+        for _ in range(payloads):
+            if not stamps:
+                return
+            stamp = stamps[0]
+            stamp[0] -= 1
+            if stamp[1] is not None:
+                self.latency_out.add(stamp[1] + after_pacer)
+            if stamp[0] <= 0:
+                stamps.popleft()
 
     def _encode(self, item: bytes | PlayoutMark | _ClearFrame) -> str:
         sid = self._stream_sid
@@ -497,28 +510,15 @@ class MediaStreamSocket:
         ):
             return False
         try:
-            audio: list[bytes] = []
-            for item in (*items, None):
+            for item in items:
+                connection.protocol.send_text(self._encode(item).encode())
+                connection.send_data()
+                self.frames_out += 1
                 if isinstance(item, bytes):
-                    audio.append(item)
-                    continue
-                if audio:
-                    # Payloads released together play back to back: one media message.
-                    self._send_now(twilio_stream.media(self._stream_sid, b"".join(audio)))
-                    for _ in audio:
-                        self._timed_audio_sent()
-                    audio.clear()
-                if item is not None:
-                    self._send_now(self._encode(item))
+                    self._timed_audio_sent()
         except Exception:  # noqa: BLE001 (the writer's next send reports the closed socket)
             self._wake.set()
         return True
-
-    def _send_now(self, text: str) -> None:
-        connection = self._connection
-        connection.protocol.send_text(text.encode())
-        connection.send_data()
-        self.frames_out += 1
 
     async def _write(self) -> None:
         outbox = self._outbox

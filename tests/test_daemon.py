@@ -224,7 +224,9 @@ def test_a_long_garbage_collection_pass_is_logged_with_its_generation(logs: io.S
     finally:
         gc.callbacks.remove(watch)
     pauses = log_events(logs, "gc.pause")
-    assert [pause["generation"] for pause in pauses[-2:]] == [1, 2]
+    # The two passes asked for, in order (a young-generation pass may come in between).
+    generations = [pause["generation"] for pause in pauses]
+    assert 2 in generations[generations.index(1) + 1 :]
     assert all(pause["level"] == "warning" and pause["pause_ms"] >= 0 for pause in pauses)
 
 

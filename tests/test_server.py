@@ -677,6 +677,27 @@ def test_audio_arriving_while_the_pacer_holds_back_goes_out_a_refill_at_a_time(
     assert phone.violations == []
 
 
+def test_audio_released_while_the_writer_is_busy_also_goes_out_as_one_message(
+    server: Server, hooks: FakeHooks, new_phone: Callable[..., SyncSoftphone]
+) -> None:
+    """A clear waits in the writer's queue when a new turn's audio arrives in the same
+    loop pass: the pacer's first release (its 0.1 s lead) queues behind it, and still
+    goes out as one media message, not one per payload."""
+    phone, socket, _ = started_call(server, hooks, new_phone)
+
+    def clear_then_speak() -> None:  # on the loop: both run now, before the writer
+        socket.clear()
+        socket.send_audio([numbered_frame(n) for n in range(1, 11)])
+
+    server.loop_thread.loop.call_soon_threadsafe(clear_then_speak)
+    phone.wait_for_clear()
+    phone.wait_for_audio(10 * FRAME_BYTES)
+
+    assert [chunk_of(media.payload) for media in heard_frames(phone)] == list(range(1, 11))
+    assert len(phone.received[0].payload) == 5 * FRAME_BYTES  # the lead, in one message
+    assert phone.violations == []
+
+
 def test_clear_stops_the_audio_at_once(
     server: Server, hooks: FakeHooks, new_phone: Callable[..., SyncSoftphone]
 ) -> None:
