@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 import pykka
 import structlog
@@ -53,6 +53,7 @@ from tars_actors.messages import (
     TurnComplete,
 )
 from tars_actors.relay import AudioRelay
+from tars_actors.ws_delivery import consume
 
 __all__ = ["MAX_AUDIO_BATCH_BYTES", "GeminiConnection", "LiveChannel", "ModelConnectionLost"]
 
@@ -438,8 +439,8 @@ class _LiveRun:
                     self._handle_events(translate(message))
         relay = self._relay
         connection_id = self._connection_id
-        while True:
-            raw = await _recv(ws)
+
+        def handle(raw: bytes | str) -> bool:
             read_at = time.monotonic()
             counters.messages_received += 1
             message = json.loads(raw) if raw else {}
@@ -452,6 +453,14 @@ class _LiveRun:
                 self._tell_session(
                     ModelEvent(connection_id=connection_id, event=ModelAudio(pcm=audio))
                 )
+            return False
+
+        try:
+            # With DirectClientConnection (see make_client), audio is handled as it is
+            # parsed, without a task hop per message.
+            await consume(ws, handle, decode=False)
+        except websockets.ConnectionClosed as error:
+            _raise_api_error(error)
 
     def _handle_events(self, events: Iterable[ModelServerEvent]) -> None:
         """Audio, barge-in and turn ends to the relay first (in wire order), then the session."""
@@ -715,16 +724,12 @@ class GeminiConnection(TarsActor):
             log.warning("model.close_slow", waited=self._close_timeout)
 
 
-async def _recv(ws: Any) -> bytes | str:
-    """One frame off the socket; a close is raised as google-genai raises it (APIError)."""
-    try:
-        raw: bytes | str = await ws.recv(decode=False)
-    except websockets.ConnectionClosed as error:
-        code = error.rcvd.code if error.rcvd is not None else 1006
-        reason = error.rcvd.reason if error.rcvd is not None else "Abnormal closure."
-        errors.APIError.raise_error(code, reason, None)
-        raise  # raise_error always raises; this keeps the type checker informed
-    return raw
+def _raise_api_error(error: websockets.ConnectionClosed) -> NoReturn:
+    """A close raised as google-genai raises it (APIError), with its code and reason."""
+    code = error.rcvd.code if error.rcvd is not None else 1006
+    reason = error.rcvd.reason if error.rcvd is not None else "Abnormal closure."
+    errors.APIError.raise_error(code, reason, None)
+    raise error  # raise_error always raises; this keeps the type checker informed
 
 
 def _parse(session: AsyncSession, message: dict[str, Any]) -> types.LiveServerMessage:

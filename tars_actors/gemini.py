@@ -32,6 +32,7 @@ from tars_actors.messages import (
     TurnComplete,
 )
 from tars_actors.settings import Settings, SettingsError
+from tars_actors.ws_delivery import DirectClientConnection
 
 __all__ = [
     "INPUT_AUDIO_MIME",
@@ -257,7 +258,14 @@ def make_client(settings: Settings) -> genai.Client:
             ["GEMINI_API_KEY is not set in the environment: the Gemini Live model needs it"]
         )
     gemini = settings.gemini
-    async_client_args: dict[str, object] | None = None
+    # The SDK hands the keys of these that websockets' connect() takes to the Live
+    # WebSocket, and leaves them out of its HTTP clients. DirectClientConnection hands
+    # model audio over as it is parsed (see ws_delivery). No permessage-deflate: base64
+    # audio hardly compresses, and deflating it would cost CPU on every message.
+    async_client_args: dict[str, object] = {
+        "create_connection": DirectClientConnection,
+        "compression": None,
+    }
     client_args: dict[str, object] | None = None
     if gemini.ca_file:
         try:
@@ -269,7 +277,7 @@ def make_client(settings: Settings) -> genai.Client:
         # The SDK uses this context for the Live WebSocket and for asynchronous HTTP
         # requests alike; synchronous requests (the text model's summaries, made on a
         # worker thread) go through httpx, which takes it as ``verify``.
-        async_client_args = {"ssl": context}
+        async_client_args["ssl"] = context
         client_args = {"verify": context}
     options = types.HttpOptions(
         base_url=gemini.base_url or None,

@@ -25,7 +25,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from websockets.asyncio.server import Server as WebSocketServer
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed, ConnectionClosedError
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
@@ -43,6 +43,7 @@ from tars_actors.twilio_stream import (
     Start,
     Stop,
 )
+from tars_actors.ws_delivery import DirectServerConnection, consume
 
 __all__ = [
     "HEALTH_PATH",
@@ -654,6 +655,7 @@ class Server:
             process_request=self._process_request,
             # Twilio does not negotiate permessage-deflate; not offering it saves CPU.
             compression=None,
+            create_connection=DirectServerConnection,
             server_header=None,
         )
         self._port = int(self._ws_server.sockets[0].getsockname()[1])
@@ -829,19 +831,24 @@ class Server:
         opened_at = time.monotonic()
         log.info("stream.started", tracks=list(start.tracks))
         reason: SocketCloseReason = SocketCloseReason.CALLER_CLOSED
+
+        def handle(frame: str | bytes) -> bool:
+            received_at = time.monotonic()
+            socket.frames_in += 1
+            result = decoder.decode(frame)
+            if isinstance(result, FrameRejected):
+                self._log_rejection(result, socket.count_rejected())
+                return False
+            socket.deliver(CallerEvent(event=result, received_at=received_at))
+            return isinstance(result, Stop)
+
         try:
             self._hooks.stream_started(CallStreamStarted(start=start, socket=socket))
-            async for frame in connection:
-                received_at = time.monotonic()
-                socket.frames_in += 1
-                result = decoder.decode(frame)
-                if isinstance(result, FrameRejected):
-                    self._log_rejection(result, socket.count_rejected())
-                    continue
-                socket.deliver(CallerEvent(event=result, received_at=received_at))
-                if isinstance(result, Stop):
-                    reason = SocketCloseReason.STOP
-                    break
+            # Frames are handled as they are parsed (DirectServerConnection), in order.
+            await consume(connection, handle)
+            reason = SocketCloseReason.STOP
+        except ConnectionClosedOK:
+            pass  # the caller's side closed the socket cleanly
         except ConnectionClosedError:
             reason = SocketCloseReason.CONNECTION_LOST
         except asyncio.CancelledError:

@@ -1,0 +1,259 @@
+"""WebSocket messages handed to their handler as they arrive, without a task hop each.
+
+websockets' asyncio connections parse each read with a chain of generators, queue every
+frame in an ``Assembler``, and ``recv()`` takes it from there in the reading task, which
+the event loop resumes on a later pass. For a call's audio (50 small messages a second
+each way, per call) that machinery is most of what a message costs.
+
+:class:`DirectServerConnection` and :class:`DirectClientConnection` are websockets'
+own connections (``create_connection=`` of ``serve`` and ``connect``) with one change:
+while :func:`consume` runs, each complete, unfragmented text or binary frame that a read
+brings is handed to the handler from ``data_received``. Everything else (control frames,
+fragments, a frame split across reads, a text frame that is not UTF-8, anything out of
+the ordinary, and messages already queued when delivery started) goes through websockets'
+own parser, ``Assembler`` and ``recv()`` as before, and reaches the same handler. The
+handler sees every message once, in wire order; websockets still does the handshake,
+pings, closing and every error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable, Sized
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.connection import Connection
+from websockets.asyncio.server import ServerConnection
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Protocol, Side, State
+from websockets.typing import Data
+
+try:  # the C version, which websockets itself uses when it is built
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover (pure-Python installs)
+    from websockets.utils import apply_mask
+
+__all__ = ["DirectClientConnection", "DirectServerConnection", "MessageHandler", "consume"]
+
+MessageHandler = Callable[[Data], bool]
+"""Takes one message; returns True to stop consuming (the message ended the stream)."""
+
+_TEXT, _BINARY = Opcode.TEXT.value, Opcode.BINARY.value
+
+
+class _DirectDelivery(Connection):
+    """The fast path, shared by both sides; see the module docstring."""
+
+    _direct: Callable[[Data], None] | None = None
+    _direct_decode: bool | None = None
+    _direct_limit: int | None = None
+    #: The Assembler's frame queue: while it holds anything, new messages queue behind.
+    _direct_queue: Sized = ()
+    #: Known to sit between frames: set after a check, cleared whenever the parser is fed.
+    _between_frames = False
+
+    def start_direct(self, deliver: Callable[[Data], None], decode: bool | None) -> bool:
+        """Hand messages to ``deliver`` from now on; False if this websockets does not
+        keep its queue where it can be seen (then everything goes through ``recv()``)."""
+        queue = getattr(getattr(self.recv_messages, "frames", None), "queue", None)
+        if not isinstance(queue, Sized):
+            return False
+        self._direct_queue = queue
+        self._direct_decode = decode
+        self._direct_limit = _message_limit(self.protocol)
+        self._direct = deliver
+        return True
+
+    def stop_direct(self) -> None:
+        self._direct = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._direct is not None and (self._between_frames or self._check_between_frames()):
+            taken = self._take_frames(data)
+            if taken == len(data):
+                return
+            data = data[taken:]
+        self._between_frames = False
+        super().data_received(data)
+
+    def _check_between_frames(self) -> bool:
+        self._between_frames = _between_frames(self.protocol)
+        return self._between_frames
+
+    def _take_frames(self, data: bytes) -> int:
+        """Hand over the complete, unfragmented data frames at the start of ``data``;
+        returns how many bytes they took. What follows is left to websockets' parser,
+        which then starts on a frame border, as it expects."""
+        protocol = self.protocol
+        masked = protocol.side is Side.SERVER
+        limit = self._direct_limit
+        queue = self._direct_queue
+        end = len(data)
+        taken = 0
+        while end - taken >= 2:
+            head, size = data[taken], data[taken + 1]
+            opcode = head & 0x0F
+            # FIN set, no reserved bit (no extension is negotiated), text or binary,
+            # masked exactly when a client sent it (RFC 6455, 5.2).
+            if head & 0xF0 != 0x80 or opcode not in (_TEXT, _BINARY):
+                break
+            if (size >= 0x80) is not masked:
+                break
+            length = size & 0x7F
+            start = taken + 2
+            if length == 126:
+                length = int.from_bytes(data[start : start + 2], "big")
+                start += 2
+            elif length == 127:
+                length = int.from_bytes(data[start : start + 8], "big")
+                start += 8
+            if masked:
+                start += 4
+            stop = start + length
+            deliver = self._direct
+            if (
+                stop > end
+                or (limit is not None and length > limit)
+                or deliver is None
+                or protocol.state is not State.OPEN
+                or len(queue)  # what recv() has yet to take goes first
+            ):
+                break
+            payload = data[start:stop]
+            if masked:
+                payload = apply_mask(payload, data[start - 4 : start])
+            decode = self._direct_decode
+            message: Data = payload
+            if decode or (decode is None and opcode == _TEXT):
+                try:
+                    message = payload.decode()
+                except UnicodeDecodeError:
+                    break  # websockets closes the connection with the right code
+            taken = stop
+            deliver(message)
+        return taken
+
+    def process_event(self, event: Any) -> None:
+        # Frames that websockets' parser read (those the fast path left to it) skip the
+        # Assembler too, when nothing is queued before them.
+        deliver = self._direct
+        if (
+            deliver is not None
+            and not len(self._direct_queue)
+            and isinstance(event, Frame)
+            and event.fin
+            and (event.opcode is Opcode.TEXT or event.opcode is Opcode.BINARY)
+        ):
+            data = bytes(event.data)
+            decode = self._direct_decode
+            if not (decode or (decode is None and event.opcode is Opcode.TEXT)):
+                deliver(data)
+                return
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                pass  # recv() closes the connection with the right code
+            else:
+                deliver(text)
+                return
+        super().process_event(event)
+
+
+def _between_frames(protocol: Protocol) -> bool:
+    """Whether websockets' parser holds no part of a frame or of a fragmented message.
+
+    Between frames, the parser waits in its reader's ``at_eof()`` with an empty buffer.
+    Anywhere else (a frame's header read, its payload not yet), it must be fed the rest
+    before any new frame.
+    """
+    # The innermost generator the parser waits in: the handshake's parser delegates to
+    # the frame parser, which delegates to its reader.
+    waiting_in = getattr(protocol, "parser", None)
+    while (inner := getattr(waiting_in, "gi_yieldfrom", None)) is not None:
+        waiting_in = inner
+    return (
+        getattr(waiting_in, "__name__", None) == "at_eof"
+        and not protocol.reader.buffer
+        and getattr(protocol, "current_size", getattr(protocol, "cur_size", 0)) is None
+    )
+
+
+def _message_limit(protocol: Protocol) -> int | None:
+    """The largest message the protocol accepts (``max_size``), in bytes."""
+    limits = [
+        getattr(protocol, name, None)
+        for name in ("max_message_size", "max_fragment_size", "max_size")
+    ]
+    sizes = [limit for limit in limits if isinstance(limit, int)]
+    return min(sizes) if sizes else None
+
+
+class DirectServerConnection(_DirectDelivery, ServerConnection):
+    """``serve(create_connection=DirectServerConnection)``: see :func:`consume`."""
+
+
+class DirectClientConnection(_DirectDelivery, ClientConnection):
+    """``connect(create_connection=DirectClientConnection)``: see :func:`consume`."""
+
+
+async def consume(
+    connection: Connection, handle: MessageHandler, *, decode: bool | None = None
+) -> None:
+    """Hand every message on ``connection`` to ``handle``, in order, until it returns True.
+
+    ``handle`` runs on the loop, in this task's context: from ``data_received`` when the
+    connection is a :class:`DirectServerConnection` or :class:`DirectClientConnection`,
+    else right after ``recv()``; never concurrently with itself. ``decode`` is
+    ``recv()``'s. Returns once ``handle`` returns True; raises what ``handle`` raised, or
+    websockets' ``ConnectionClosed`` when the connection closes first. Cancelling it is
+    safe: messages not handed over stay queued on the connection.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    direct = connection if isinstance(connection, _DirectDelivery) else None
+    # data_received runs outside this task: the handler runs in the task's context, so
+    # that what it logs carries what the task bound (a call's ids, say).
+    context = contextvars.copy_context()
+
+    def finish(error: Exception | None) -> None:
+        if direct is not None:
+            direct.stop_direct()
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def hand_over(message: Data) -> None:
+        if done.done():
+            return  # the stream ended here: what follows is not read, as after a recv loop
+        try:
+            stop = handle(message)
+        except Exception as error:  # noqa: BLE001 (raised again from consume, in its task)
+            finish(error)
+            return
+        if stop:
+            finish(None)
+
+    async def pull() -> None:
+        # Messages left to recv(), handed over in the same step recv() returns them, so
+        # that none taken off the queue can wait behind a newer one.
+        while not done.done():
+            hand_over(await connection.recv(decode))
+
+    puller = loop.create_task(pull(), name="ws-consume")
+    if direct is not None:
+        direct.start_direct(lambda message: context.run(hand_over, message), decode)
+    try:
+        await asyncio.wait((puller, done), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if direct is not None:
+            direct.stop_direct()
+        if not puller.done():
+            puller.cancel()
+            await asyncio.gather(puller, return_exceptions=True)
+    if done.done():
+        done.result()
+        return
+    puller.result()
