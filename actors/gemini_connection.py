@@ -53,7 +53,7 @@ from tars_actors.messages import (
     TurnComplete,
 )
 from tars_actors.relay import AudioRelay
-from tars_actors.ws_delivery import consume
+from tars_actors.ws_delivery import consume, send_text_now
 
 __all__ = ["MAX_AUDIO_BATCH_BYTES", "GeminiConnection", "LiveChannel", "ModelConnectionLost"]
 
@@ -393,8 +393,7 @@ class _LiveRun:
         ):
             return False
         try:
-            ws.protocol.send_text(realtime_audio_message(item.pcm).encode())
-            ws.send_data()
+            send_text_now(ws, realtime_audio_message(item.pcm).encode())
         except Exception:  # noqa: BLE001 (the sender's next write reports the closed socket)
             return False
         counters = self._counters

@@ -43,7 +43,7 @@ from tars_actors.twilio_stream import (
     Start,
     Stop,
 )
-from tars_actors.ws_delivery import DirectServerConnection, consume
+from tars_actors.ws_delivery import DirectServerConnection, consume, send_text_now
 
 __all__ = [
     "HEALTH_PATH",
@@ -512,8 +512,7 @@ class MediaStreamSocket:
             return False
         try:
             for item in items:
-                connection.protocol.send_text(self._encode(item).encode())
-                connection.send_data()
+                send_text_now(connection, self._encode(item).encode())
                 self.frames_out += 1
                 if isinstance(item, bytes):
                     self._timed_audio_sent()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import secrets
 from collections.abc import Callable, Sized
 from typing import Any
 
@@ -35,7 +36,13 @@ try:  # the C version, which websockets itself uses when it is built
 except ImportError:  # pragma: no cover (pure-Python installs)
     from websockets.utils import apply_mask
 
-__all__ = ["DirectClientConnection", "DirectServerConnection", "MessageHandler", "consume"]
+__all__ = [
+    "DirectClientConnection",
+    "DirectServerConnection",
+    "MessageHandler",
+    "consume",
+    "send_text_now",
+]
 
 MessageHandler = Callable[[Data], bool]
 """Takes one message; returns True to stop consuming (the message ended the stream)."""
@@ -68,6 +75,46 @@ class _DirectDelivery(Connection):
 
     def stop_direct(self) -> None:
         self._direct = None
+
+    def send_text_now(self, data: bytes) -> None:
+        """Send one text message now: what ``protocol.send_text(data)`` and
+        ``send_data()`` do, without building a Frame for it. The caller checks, as for
+        those, that no ``send()`` is in progress; when the protocol is anything but
+        open and idle, they run as they are (and raise as they do)."""
+        protocol = self.protocol
+        if (
+            protocol.state is not State.OPEN
+            or protocol.expect_continuation_frame
+            or protocol.extensions
+            or protocol.writes
+        ):
+            protocol.send_text(data)
+            self.send_data()
+            return
+        length = len(data)
+        if length < 126:
+            header = bytes((0x81, length))
+        elif length < 65536:
+            header = bytes((0x81, 126)) + length.to_bytes(2, "big")
+        else:
+            header = bytes((0x81, 127)) + length.to_bytes(8, "big")
+        if protocol.side is Side.CLIENT:
+            # RFC 6455, 5.3: a fresh unpredictable key per frame, from the OS's CSPRNG
+            # (read 4 KiB at a time rather than one system call per frame).
+            key = self._mask_key()
+            header = bytes((header[0], header[1] | 0x80)) + header[2:] + key
+            data = apply_mask(data, key)
+        self.transport.write(header + data)
+
+    _mask_keys = b""
+    _mask_key_at = 0
+
+    def _mask_key(self) -> bytes:
+        at = self._mask_key_at
+        if at + 4 > len(self._mask_keys):
+            self._mask_keys, at = secrets.token_bytes(4096), 0
+        self._mask_key_at = at + 4
+        return self._mask_keys[at : at + 4]
 
     def data_received(self, data: bytes) -> None:
         if self._direct is not None and (self._between_frames or self._check_between_frames()):
@@ -188,6 +235,17 @@ def _message_limit(protocol: Protocol) -> int | None:
     ]
     sizes = [limit for limit in limits if isinstance(limit, int)]
     return min(sizes) if sizes else None
+
+
+def send_text_now(connection: Connection, data: bytes) -> None:
+    """Send one text message now, on any websockets connection (see
+    ``_DirectDelivery.send_text_now``); the caller checks that no ``send()`` is in
+    progress, as it would for ``protocol.send_text`` and ``send_data``."""
+    if isinstance(connection, _DirectDelivery):
+        connection.send_text_now(data)
+    else:
+        connection.protocol.send_text(data)
+        connection.send_data()
 
 
 class DirectServerConnection(_DirectDelivery, ServerConnection):
