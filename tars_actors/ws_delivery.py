@@ -278,6 +278,10 @@ async def consume(
     def finish(error: Exception | None) -> None:
         if direct is not None:
             direct.stop_direct()
+        if puller is not asyncio.current_task():
+            # Now, before the rest of this read is queued: a recv() that is woken
+            # would take a message off the queue that nobody is handed.
+            puller.cancel()
         if error is None:
             done.set_result(None)
         else:
