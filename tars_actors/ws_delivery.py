@@ -61,26 +61,24 @@ class _DirectDelivery(Connection):
     #: Known to sit between frames: set after a check, cleared whenever the parser is fed.
     _between_frames = False
 
-    def start_direct(self, deliver: Callable[[Data], None], decode: bool | None) -> bool:
-        """Hand messages to ``deliver`` from now on; False if this websockets does not
-        keep its queue where it can be seen (then everything goes through ``recv()``)."""
+    def start_direct(self, deliver: Callable[[Data], None], decode: bool | None) -> None:
+        """Hand messages to ``deliver`` from now on, unless this websockets does not keep
+        its queue where it can be seen: then everything goes through ``recv()``."""
         queue = getattr(getattr(self.recv_messages, "frames", None), "queue", None)
         if not isinstance(queue, Sized):
-            return False
+            return
         self._direct_queue = queue
         self._direct_decode = decode
         self._direct_limit = _message_limit(self.protocol)
         self._direct = deliver
-        return True
 
     def stop_direct(self) -> None:
         self._direct = None
 
-    def send_text_now(self, data: bytes) -> None:
-        """Send one text message now: what ``protocol.send_text(data)`` and
-        ``send_data()`` do, without building a Frame for it. The caller checks, as for
-        those, that no ``send()`` is in progress; when the protocol is anything but
-        open and idle, they run as they are (and raise as they do)."""
+    def write_text_frame(self, data: bytes) -> bool:
+        """Write one text message to the transport as a single frame, as
+        ``protocol.send_text(data)`` and ``send_data()`` would, without building a Frame
+        for it; False, writing nothing, unless the protocol is open and idle."""
         protocol = self.protocol
         if (
             protocol.state is not State.OPEN
@@ -88,9 +86,7 @@ class _DirectDelivery(Connection):
             or protocol.extensions
             or protocol.writes
         ):
-            protocol.send_text(data)
-            self.send_data()
-            return
+            return False
         length = len(data)
         if length < 126:
             header = bytes((0x81, length))
@@ -105,6 +101,7 @@ class _DirectDelivery(Connection):
             header = bytes((header[0], header[1] | 0x80)) + header[2:] + key
             data = apply_mask(data, key)
         self.transport.write(header + data)
+        return True
 
     _mask_keys = b""
     _mask_key_at = 0
@@ -171,13 +168,9 @@ class _DirectDelivery(Connection):
             payload = data[start:stop]
             if masked:
                 payload = apply_mask(payload, data[start - 4 : start])
-            decode = self._direct_decode
-            message: Data = payload
-            if decode or (decode is None and opcode == _TEXT):
-                try:
-                    message = payload.decode()
-                except UnicodeDecodeError:
-                    break  # websockets closes the connection with the right code
+            message = _message(payload, opcode == _TEXT, self._direct_decode)
+            if message is None:
+                break  # websockets closes the connection with the right code
             taken = stop
             deliver(message)
         return taken
@@ -193,19 +186,22 @@ class _DirectDelivery(Connection):
             and event.fin
             and (event.opcode is Opcode.TEXT or event.opcode is Opcode.BINARY)
         ):
-            data = bytes(event.data)
-            decode = self._direct_decode
-            if not (decode or (decode is None and event.opcode is Opcode.TEXT)):
-                deliver(data)
+            message = _message(bytes(event.data), event.opcode is Opcode.TEXT, self._direct_decode)
+            if message is not None:
+                deliver(message)
                 return
-            try:
-                text = data.decode()
-            except UnicodeDecodeError:
-                pass  # recv() closes the connection with the right code
-            else:
-                deliver(text)
-                return
+            # Not UTF-8: recv() closes the connection with the right code.
         super().process_event(event)
+
+
+def _message(payload: bytes, text: bool, decode: bool | None) -> Data | None:
+    """A frame's payload as ``recv(decode)`` returns it; None for text that is not UTF-8."""
+    if not (decode or (decode is None and text)):
+        return payload
+    try:
+        return payload.decode()
+    except UnicodeDecodeError:
+        return None
 
 
 def _between_frames(protocol: Protocol) -> bool:
@@ -238,12 +234,11 @@ def _message_limit(protocol: Protocol) -> int | None:
 
 
 def send_text_now(connection: Connection, data: bytes) -> None:
-    """Send one text message now, on any websockets connection (see
-    ``_DirectDelivery.send_text_now``); the caller checks that no ``send()`` is in
-    progress, as it would for ``protocol.send_text`` and ``send_data``."""
-    if isinstance(connection, _DirectDelivery):
-        connection.send_text_now(data)
-    else:
+    """Send one text message now, on any websockets connection: written as one frame
+    straight to the transport when it is a Direct connection that is open and idle,
+    else by ``protocol.send_text`` and ``send_data()`` (which raise as they do). The
+    caller checks, as for those, that no ``send()`` is in progress."""
+    if not (isinstance(connection, _DirectDelivery) and connection.write_text_frame(data)):
         connection.protocol.send_text(data)
         connection.send_data()
 

@@ -21,7 +21,7 @@ import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
+from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidState
 from websockets.frames import Close, Frame, Opcode
 from websockets.typing import Data
 
@@ -29,6 +29,7 @@ from tars_actors.ws_delivery import (
     DirectClientConnection,
     DirectServerConnection,
     consume,
+    send_text_now,
 )
 
 T = TypeVar("T")
@@ -1174,3 +1175,89 @@ def test_any_mix_of_frames_and_reads_is_handed_over_exactly_once_in_order(
     messages = _run(main())
     assert len(messages) == len(queued + expected)
     assert messages == queued + expected
+
+
+# -- send_text_now -----------------------------------------------------------------------
+
+
+class _Writes:
+    """From now on: every write the connection makes to its transport, and how many
+    frames websockets' protocol built (none, for a frame send_text_now writes itself)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.writes: list[bytes] = []
+        self.frames_built = 0
+        transport, protocol = connection.transport, connection.protocol
+        write, send_frame = transport.write, protocol.send_frame
+
+        def counted_write(data: bytes | bytearray | memoryview) -> None:
+            self.writes.append(bytes(data))
+            write(data)
+
+        def counted_send_frame(frame: Frame) -> None:
+            self.frames_built += 1
+            send_frame(frame)
+
+        transport.write = counted_write  # type: ignore[method-assign]
+        protocol.send_frame = counted_send_frame  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 70000])
+def test_send_text_now_from_the_server_arrives_whole_without_a_frame_object(size: int) -> None:
+    text = "".join(chr(ord("a") + index % 26) for index in range(size))
+
+    async def main() -> tuple[list[Data], int, int]:
+        async with _link() as (server, client):
+            taps = _Writes(server)
+            send_text_now(server, text.encode())
+            send_text_now(server, b"after")
+            received = [await client.recv(), await client.recv()]
+            return received, len(taps.writes), taps.frames_built
+
+    received, writes, frames_built = _run(main())
+    assert received == [text, "after"]
+    assert writes == 2  # one transport write per message
+    assert frames_built == 0
+
+
+def test_send_text_now_from_a_client_is_masked_with_a_fresh_key_per_frame() -> None:
+    count = 1500  # past one 4 KiB batch of keys (1,024 frames)
+
+    async def main() -> tuple[list[Data], list[bytes], int]:
+        async with _direct_client_link() as (server, client):
+            taps = _Writes(client)
+            for index in range(count):
+                send_text_now(client, f"frame {index}".encode())
+            received = [await server.recv() for _ in range(count)]
+            return received, list(taps.writes), taps.frames_built
+
+    received, writes, frames_built = _run(main())
+    # websockets' server closes with 1002 on a client frame that is not masked.
+    assert received == [f"frame {index}" for index in range(count)]
+    assert frames_built == 0
+    assert len(writes) == count
+    assert all(write[1] & 0x80 for write in writes)
+    assert len({write[2:6] for write in writes}) > count - 5  # 32-bit random keys
+
+
+@pytest.mark.parametrize("server_class", SERVER_CLASSES)
+def test_send_text_now_after_close_raises_as_websockets_does(
+    server_class: type[ServerConnection],
+) -> None:
+    async def main() -> None:
+        async with _link(server_class) as (server, _client):
+            await server.close()
+            with pytest.raises(InvalidState):
+                send_text_now(server, b"too late")
+
+    _run(main())
+
+
+def test_send_text_now_on_a_plain_connection_goes_through_websockets() -> None:
+    async def main() -> tuple[Data, int]:
+        async with _link(ServerConnection) as (server, client):
+            taps = _Writes(server)
+            send_text_now(server, b"plain")
+            return await client.recv(), taps.frames_built
+
+    assert _run(main()) == ("plain", 1)
