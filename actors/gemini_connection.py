@@ -9,7 +9,6 @@ import contextlib
 import contextvars
 import functools
 import itertools
-import json
 import threading
 import time
 from collections import deque
@@ -25,8 +24,8 @@ from google import genai
 from google.genai import _live_converters as live_converters
 from google.genai import errors, types
 from google.genai.live import AsyncSession
-from websockets.protocol import State
 
+from tars_actors import json_frames
 from tars_actors.actor import TarsActor
 from tars_actors.aio import LoopThread
 from tars_actors.gemini import (
@@ -56,10 +55,6 @@ from tars_actors.relay import AudioRelay
 from tars_actors.ws_delivery import consume, send_text_now
 
 __all__ = ["MAX_AUDIO_BATCH_BYTES", "GeminiConnection", "LiveChannel", "ModelConnectionLost"]
-
-#: Bytes already waiting in the transport above which audio goes to the sender task,
-#: which waits for the socket to drain.
-_DIRECT_WRITE_LIMIT = 64 * 1024
 
 log = structlog.get_logger("tars.gemini")
 
@@ -385,12 +380,10 @@ class _LiveRun:
     def _write_direct(self, session: AsyncSession, item: AudioInput) -> bool:
         """Write caller audio to the socket now if it can take it without waiting."""
         ws = getattr(session, "_ws", None)
-        if (
-            ws is None
-            or ws.protocol.state is not State.OPEN
-            or ws.send_in_progress is not None
-            or ws.transport.get_write_buffer_size() > _DIRECT_WRITE_LIMIT
-        ):
+        # paused: the transport holds more than the connection's write limit (websockets'
+        # flow control), so the sender task, which waits for it to drain, writes instead.
+        # A socket that is not open refuses the frame below.
+        if ws is None or ws.paused or ws.send_in_progress is not None:
             return False
         try:
             send_text_now(ws, realtime_audio_message(item.pcm).encode())
@@ -442,7 +435,7 @@ class _LiveRun:
         def handle(raw: bytes | str) -> bool:
             read_at = time.monotonic()
             counters.messages_received += 1
-            message = json.loads(raw) if raw else {}
+            message = json_frames.loads(raw) if raw else {}
             audio = audio_only(message)
             if audio is None:
                 self._handle_events(translate(_parse(session, message)))

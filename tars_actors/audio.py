@@ -16,6 +16,11 @@ import numpy as np
 import soxr
 from numpy.typing import NDArray
 
+try:
+    from numpy._core import umath as _umath  # numpy 2
+except ImportError:  # pragma: no cover (numpy 1.26)
+    from numpy.core import umath as _umath  # type: ignore[no-redef]
+
 __all__ = [
     "CALLER_RATE",
     "DEFAULT_QUALITY",
@@ -108,10 +113,15 @@ def pcm16_to_ulaw(pcm: bytes) -> bytes:
 
 
 def _samples_to_ulaw(samples: NDArray[np.int16]) -> NDArray[np.uint8]:
-    return _PCM_TO_ULAW[samples.view(np.uint16)]
+    return _PCM_TO_ULAW.take(samples.view(np.uint16))
 
 
 # --- Streaming resampling ------------------------------------------------------------
+
+# The ufunc behind np.clip (not in numpy's type stubs), called without np.clip's wrapper.
+_clip: Final[np.ufunc] = getattr(_umath, "clip")  # noqa: B009
+_INT16_MIN: Final = np.float32(-32768.0)
+_INT16_MAX: Final = np.float32(32767.0)
 
 _NO_SAMPLES: Final = np.zeros(0, dtype=np.float32)
 _NO_SAMPLES.flags.writeable = False
@@ -173,12 +183,12 @@ class StreamResampler:
 
 
 def _round_to_int16(samples: NDArray[np.float32]) -> NDArray[np.int16]:
-    # libsoxr returns a fresh array, so rounding in place costs no allocation.
+    # libsoxr returns a fresh array, so clipping and rounding in place cost no allocation.
+    # The clip ufunc with float32 bounds, not np.clip or np.minimum + np.maximum, whose
+    # dispatch and casting checks cost more than the work on a 20 ms frame (measured:
+    # 2.3 → 1.3 µs for rounding a frame).
+    _clip(samples, _INT16_MIN, _INT16_MAX, out=samples)
     np.rint(samples, out=samples)
-    # Two ufuncs instead of np.clip, whose Python dispatch costs more than the work on a
-    # 20 ms frame (measured: 3.3 → 2.5 µs per frame).
-    np.minimum(samples, 32767.0, out=samples)
-    np.maximum(samples, -32768.0, out=samples)
     return samples.astype(np.int16)
 
 
@@ -193,7 +203,7 @@ class CallerToModel:
     def process(self, ulaw: bytes) -> bytes:
         """Convert one Twilio payload (any length); output trails input by a few ms."""
         # Decoding straight to float32 saves the int16 → float32 pass per frame.
-        samples = _ULAW_TO_FLOAT[np.frombuffer(ulaw, dtype=np.uint8)]
+        samples = _ULAW_TO_FLOAT.take(np.frombuffer(ulaw, dtype=np.uint8))
         return self._resampler.process_samples(samples).astype("<i2", copy=False).tobytes()
 
     def flush(self) -> bytes:

@@ -218,31 +218,39 @@ def audio_only(message: Mapping[str, Any]) -> bytes | None:
     Anything else (transcriptions, turn ends, tool calls, unknown fields) returns None, so
     that the message is parsed by the SDK and translated by :func:`translate`.
     """
-    if len(message) != 1:
-        return None
-    content = message.get("serverContent")
-    if not isinstance(content, dict) or len(content) != 1:
+    content = message.get("serverContent") if len(message) == 1 else None
+    if type(content) is not dict or len(content) != 1:
         return None
     turn = content.get("modelTurn")
-    if not isinstance(turn, dict) or len(turn) != 1:
+    if type(turn) is not dict or len(turn) != 1:
         return None
     parts = turn.get("parts")
-    if not isinstance(parts, list) or not parts:
+    if type(parts) is not list or not parts:
         return None
     chunks: list[bytes] = []
     for part in parts:
-        blob = part.get("inlineData") if isinstance(part, dict) and len(part) == 1 else None
-        if not isinstance(blob, dict):
+        blob = part.get("inlineData") if type(part) is dict and len(part) == 1 else None
+        if type(blob) is not dict:
             return None
-        mime_type = blob.get("mimeType", "audio/")
         data = blob.get("data")
-        if not isinstance(data, str) or not str(mime_type).startswith("audio/"):
+        if type(data) is not str or not str(blob.get("mimeType", "audio/")).startswith("audio/"):
             return None
-        try:
-            chunks.append(base64.b64decode(data.replace("-", "+").replace("_", "/"), validate=True))
-        except (binascii.Error, ValueError):
+        audio = _base64_audio(data)
+        if audio is None:
             return None
+        chunks.append(audio)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _base64_audio(data: str) -> bytes | None:
+    """Base64 in either alphabet (the API sends the standard one, the SDK accepts both);
+    None if it is not valid base64."""
+    if "-" in data or "_" in data:
+        data = data.replace("-", "+").replace("_", "/")
+    try:
+        return binascii.a2b_base64(data, strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 def make_client(settings: Settings) -> genai.Client:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, TypeAlias
 
+from tars_actors import json_frames
+
 __all__ = [
     "MAX_FRAME_SIZE",
     "Connected",
@@ -190,7 +192,7 @@ class MediaStreamDecoder:
         if len(frame) > MAX_FRAME_SIZE:
             raise _Rejected("oversize", f"frame of {len(frame)} chars exceeds {MAX_FRAME_SIZE}")
         try:
-            message = json.loads(frame)
+            message = json_frames.loads(frame)
         except (ValueError, RecursionError) as error:
             raise _Rejected("bad_json", f"not JSON: {error}") from None
         if type(message) is not dict:

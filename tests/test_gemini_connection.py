@@ -513,6 +513,35 @@ def test_audio_queued_while_the_loop_is_busy_goes_out_as_one_chunk(
     assert connection.audio_chunks == 2  # the cap splits the backlog once
 
 
+def test_audio_sent_on_the_loop_to_a_backed_up_model_waits_in_order_without_piling_up(
+    model: GeminiLiveStandIn, harness: Harness, loop: LoopThread
+) -> None:
+    """The audio relay sends on the loop, where each chunk is written to the socket at
+    once while it keeps up. Once the model stops reading and the socket backs up, chunks
+    wait for the sender task, which sends them in batches as the socket drains, instead
+    of each going into the transport's buffer."""
+    server_loop = server_loop_of(model)
+    channel = harness.connected()
+    connection = model.wait_for_connection(1)
+    items = numbered_audio(flood_size() // 640, 640)
+    sent = threading.Event()
+    accepted: list[bool] = []
+
+    def send_all() -> None:
+        accepted.extend(channel.send(item) for item in items)
+        sent.set()
+
+    with blocked(server_loop()):
+        loop.loop.call_soon_threadsafe(send_all)
+        assert sent.wait(WAIT)
+
+    assert all(accepted)
+    received = connection.wait_for_audio(len(items) * 640)
+    assert received == b"".join(item.pcm for item in items)
+    # Message by message while the socket kept up, then batches of the backlog.
+    assert connection.audio_chunks < len(items) // 2
+
+
 def test_text_turns_realtime_text_and_tool_responses_reach_the_model_in_order(
     model: GeminiLiveStandIn, harness: Harness
 ) -> None:

@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, Inv
 from websockets.frames import Close, Frame, Opcode
 from websockets.typing import Data
 
+from tars_actors.sim.tls import LocalCertificate, create_local_certificate
 from tars_actors.ws_delivery import (
     DirectClientConnection,
     DirectServerConnection,
@@ -60,8 +61,11 @@ async def _link(
     *,
     max_size: int | tuple[int | None, int | None] | None = 2**20,
     max_queue: int | None = 16,
+    client_class: type[ClientConnection] = ClientConnection,
+    tls: LocalCertificate | None = None,
 ) -> AsyncIterator[tuple[ServerConnection, ClientConnection]]:
-    """A real loopback connection: (the server's side, a plain websockets client)."""
+    """A real loopback connection, over TLS with ``tls``: (the server's side, a client,
+    websockets' own unless told)."""
     accepted: asyncio.Future[ServerConnection] = asyncio.get_running_loop().create_future()
 
     async def handler(connection: ServerConnection) -> None:
@@ -76,11 +80,19 @@ async def _link(
         compression=None,
         max_size=max_size,
         max_queue=max_queue,
+        ssl=None if tls is None else tls.server_context(),
     ) as server:
         port = server.sockets[0].getsockname()[1]
-        async with connect(f"ws://127.0.0.1:{port}", compression=None, max_size=None) as client:
+        async with connect(
+            f"{'ws' if tls is None else 'wss'}://127.0.0.1:{port}",
+            create_connection=client_class,
+            compression=None,
+            max_size=None,
+            ssl=None if tls is None else tls.client_context(),
+        ) as client:
             connection = await accepted
             assert type(connection) is server_class
+            assert type(client) is client_class
             yield connection, client
 
 
@@ -1261,3 +1273,84 @@ def test_send_text_now_on_a_plain_connection_goes_through_websockets() -> None:
             return await client.recv(), taps.frames_built
 
     assert _run(main()) == ("plain", 1)
+
+
+# -- send_text_now over TLS ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> LocalCertificate:
+    return create_local_certificate(tmp_path_factory.mktemp("tls"))
+
+
+class _TlsWrites:
+    """From now on: what the connection hands asyncio's TLS transport (``write``), and
+    what reaches the socket's own transport underneath (encrypted)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.app_writes = 0
+        self.socket_writes = 0
+        app_transport = connection.transport
+        tls = app_transport._ssl_protocol  # type: ignore[attr-defined]
+        app_write, socket_write = app_transport.write, tls._transport.write
+
+        def counted_app_write(data: bytes | bytearray | memoryview) -> None:
+            self.app_writes += 1
+            app_write(data)
+
+        def counted_socket_write(data: bytes | bytearray | memoryview) -> None:
+            self.socket_writes += 1
+            socket_write(data)
+
+        app_transport.write = counted_app_write  # type: ignore[method-assign]
+        tls._transport.write = counted_socket_write
+
+
+@pytest.mark.parametrize("size", [0, 125, 16384, 70000])
+def test_send_text_now_over_tls_is_encrypted_straight_to_the_socket(
+    certificate: LocalCertificate, size: int
+) -> None:
+    text = "".join(chr(ord("a") + index % 26) for index in range(size))
+    count = 20
+
+    async def main() -> tuple[list[Data], int, int]:
+        async with _link(
+            ServerConnection, client_class=DirectClientConnection, tls=certificate
+        ) as (server, client):
+            taps = _TlsWrites(client)
+            for index in range(count):
+                send_text_now(client, f"{index}:{text}".encode())
+            received = [await server.recv() for _ in range(count)]
+            return received, taps.app_writes, taps.socket_writes
+
+    received, app_writes, socket_writes = _run(main())
+    assert received == [f"{index}:{text}" for index in range(count)]
+    assert app_writes == 0  # asyncio's TLS transport write (and its bookkeeping) skipped
+    assert socket_writes == count
+
+
+def test_send_text_now_over_tls_queues_behind_what_asyncio_holds(
+    certificate: LocalCertificate,
+) -> None:
+    """While the socket's transport is full (asyncio has paused TLS writing), messages go
+    through asyncio's queue; once it drains, everything arrives in order."""
+
+    async def main() -> tuple[list[Data], int]:
+        async with _link(
+            ServerConnection, client_class=DirectClientConnection, tls=certificate
+        ) as (server, client):
+            tls = client.transport._ssl_protocol  # type: ignore[attr-defined]
+            taps = _TlsWrites(client)
+            send_text_now(client, b"before")
+            tls.pause_writing()  # what the socket's transport does above its high water
+            send_text_now(client, b"held 1")
+            assert tls._outgoing.pending  # encrypted by asyncio and held, not written
+            tls.resume_writing()
+            send_text_now(client, b"held 2")  # asyncio's queue is flushed first
+            send_text_now(client, b"after")
+            received = [await server.recv() for _ in range(4)]
+            return received, taps.app_writes
+
+    received, app_writes = _run(main())
+    assert received == ["before", "held 1", "held 2", "after"]
+    assert app_writes == 1  # only "held 1" went through asyncio's TLS transport
