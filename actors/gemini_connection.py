@@ -52,7 +52,7 @@ from tars_actors.messages import (
     TurnComplete,
 )
 from tars_actors.relay import AudioRelay
-from tars_actors.ws_delivery import consume, send_text_now
+from tars_actors.ws_delivery import consume, send_text_now, writable_now
 
 __all__ = ["MAX_AUDIO_BATCH_BYTES", "GeminiConnection", "LiveChannel", "ModelConnectionLost"]
 
@@ -380,11 +380,8 @@ class _LiveRun:
     def _write_direct(self, session: AsyncSession, item: AudioInput) -> bool:
         """Write caller audio to the socket now if it can take it without waiting."""
         ws = getattr(session, "_ws", None)
-        # paused: the transport holds more than the connection's write limit (websockets'
-        # flow control), so the sender task, which waits for it to drain, writes instead.
-        # A socket that is not open refuses the frame below.
-        if ws is None or ws.paused or ws.send_in_progress is not None:
-            return False
+        if ws is None or not writable_now(ws):
+            return False  # the sender task, which waits for the socket, writes it
         try:
             send_text_now(ws, realtime_audio_message(item.pcm).encode())
         except Exception:  # noqa: BLE001 (the sender's next write reports the closed socket)

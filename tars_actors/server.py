@@ -27,7 +27,6 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 
 from tars_actors import twilio_stream
 from tars_actors.aio import LoopThread
@@ -43,7 +42,7 @@ from tars_actors.twilio_stream import (
     Start,
     Stop,
 )
-from tars_actors.ws_delivery import DirectServerConnection, consume, send_text_now
+from tars_actors.ws_delivery import DirectServerConnection, consume, send_text_now, writable_now
 
 __all__ = [
     "HEALTH_PATH",
@@ -184,10 +183,6 @@ class _ClearFrame:
 
 
 _CLEAR: Final = _ClearFrame()
-
-#: Bytes already waiting in the transport above which payloads go to the writer task,
-#: which waits for the socket to drain.
-_DIRECT_WRITE_LIMIT: Final = 64 * 1024
 
 
 class MediaStreamSocket:
@@ -503,12 +498,7 @@ class MediaStreamSocket:
         socket) goes the writer's way instead, which keeps the order.
         """
         connection = self._connection
-        transport = connection.transport
-        if (
-            connection.protocol.state is not State.OPEN
-            or connection.send_in_progress is not None
-            or transport.get_write_buffer_size() > _DIRECT_WRITE_LIMIT
-        ):
+        if not writable_now(connection):
             return False
         try:
             for item in items:

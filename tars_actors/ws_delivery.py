@@ -43,6 +43,7 @@ __all__ = [
     "MessageHandler",
     "consume",
     "send_text_now",
+    "writable_now",
 ]
 
 MessageHandler = Callable[[Data], bool]
@@ -268,17 +269,26 @@ def _write_tls(transport: Any, data: bytes) -> bool:
     except AttributeError:
         return False
     try:
-        written = sslobj.write(data)
+        # Whole or not at all: Python's ssl module does not enable OpenSSL's partial writes.
+        sslobj.write(data)
     except ssl.SSLError:
         return False  # nothing was written: asyncio's own path queues it and retries
-    if written < len(data):  # pragma: no cover (a memory BIO takes every write whole)
-        # The rest goes through asyncio, which sends it after what is encrypted so far.
-        protocol._write_appdata((data[written:],))
-        return True
     # Everything encrypted is handed over: asyncio's TLS-level flow control, which counts
     # what is not, has nothing to count.
     raw.write(outgoing.read())
     return True
+
+
+def writable_now(connection: Connection) -> bool:
+    """Whether a message written now goes out without waiting: the connection is open,
+    no ``send()`` is in progress, and websockets' flow control has not paused writing
+    (the transport holds less than the connection's ``write_limit``). Otherwise a
+    writer that awaits ``send()`` must take it, which keeps the order."""
+    return (
+        connection.protocol.state is State.OPEN
+        and connection.send_in_progress is None
+        and not connection.paused
+    )
 
 
 def send_text_now(connection: Connection, data: bytes) -> None:

@@ -12,7 +12,7 @@ import asyncio
 import contextvars
 import itertools
 import random
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from tars_actors.ws_delivery import (
     DirectServerConnection,
     consume,
     send_text_now,
+    writable_now,
 )
 
 T = TypeVar("T")
@@ -187,6 +188,34 @@ async def _waiting(connection: Connection) -> None:
         ),
         "consume to wait for messages",
     )
+
+
+E = TypeVar("E", bound=Exception)
+
+#: In the reads of :func:`_consumed_until`: wait for consume's recv() to wait again.
+WAIT_FOR_RECV = None
+
+
+async def _consumed_until(
+    error: type[E],
+    connection: Connection,
+    reads: Sequence[bytes | None],
+    *,
+    decode: bool | None = None,
+) -> tuple[list[Data], E]:
+    """Consume ``connection`` while it is fed ``reads`` (each through ``data_received``)
+    until consume raises ``error``: what was handed over, and the error."""
+    collector = Collector()
+    consuming = _start(connection, collector, decode=decode)
+    await _waiting(connection)
+    for data in reads:
+        if data is WAIT_FOR_RECV:
+            await _waiting(connection)
+        else:
+            connection.data_received(data)
+    with pytest.raises(error) as raised:
+        await consuming
+    return collector.messages, raised.value
 
 
 def _delivering(connection: Connection) -> bool:
@@ -534,15 +563,9 @@ def test_text_that_is_not_utf8_closes_with_1007_after_the_messages_before_it(
 ) -> None:
     async def main() -> tuple[list[Data], ConnectionClosedError, int | None]:
         async with _link(server_class) as (server, client):
-            collector = Collector()
-            consuming = _start(server, collector)
-            await _waiting(server)
-            for data in reads:
-                server.data_received(data)
-            with pytest.raises(ConnectionClosedError) as raised:
-                await consuming
+            messages, error = await _consumed_until(ConnectionClosedError, server, reads)
             await client.wait_closed()
-            return collector.messages, raised.value, client.close_code
+            return messages, error, client.close_code
 
     messages, error, client_saw = _run(main())
     assert messages == ["fine"]
@@ -569,14 +592,8 @@ def test_a_frame_over_max_size_closes_with_1009_after_the_messages_before_it(
 ) -> None:
     async def main() -> tuple[list[Data], ConnectionClosedError]:
         async with _link(server_class, max_size=max_size) as (server, _client):
-            collector = Collector()
-            consuming = _start(server, collector)
-            await _waiting(server)
-            server.data_received(_text("fine") + _text("x" * 1000))  # exactly max_size
-            server.data_received(oversize + _text("never"))
-            with pytest.raises(ConnectionClosedError) as raised:
-                await consuming
-            return collector.messages, raised.value
+            reads = [_text("fine") + _text("x" * 1000), oversize + _text("never")]
+            return await _consumed_until(ConnectionClosedError, server, reads)
 
     messages, error = _run(main())
     assert messages == ["fine", "x" * 1000]
@@ -603,16 +620,9 @@ def test_a_frame_masked_the_wrong_way_or_with_a_reserved_bit_closes_with_1002(
         async with _direct_client_link(server_class=DirectServerConnection) as (server, client):
             connection: Connection = server if side == "server" else client
             mask = side == "server"
-            collector = Collector()
+            read = _binary(b"fine", mask=mask) + frame + _binary(b"never" * 4, mask=mask)
             # Bytes, not text: a frame misread as another must not be caught by UTF-8.
-            consuming = _start(connection, collector, decode=False)
-            await _waiting(connection)
-            connection.data_received(
-                _binary(b"fine", mask=mask) + frame + _binary(b"never" * 4, mask=mask)
-            )
-            with pytest.raises(ConnectionClosedError) as raised:
-                await consuming
-            return collector.messages, raised.value
+            return await _consumed_until(ConnectionClosedError, connection, [read], decode=False)
 
     messages, error = _run(main())
     assert messages == [b"fine"]
@@ -626,16 +636,12 @@ def test_a_new_message_inside_a_fragmented_one_closes_with_1002(
 ) -> None:
     async def main() -> tuple[list[Data], ConnectionClosedError]:
         async with _link(server_class) as (server, _client):
-            collector = Collector()
-            consuming = _start(server, collector)
-            await _waiting(server)
-            server.data_received(_text("fine") + _frame(Opcode.TEXT, b"frag", fin=False))
-            # consume's recv() holds the first fragment: nothing is queued.
-            await _waiting(server)
-            server.data_received(_text("not a continuation"))
-            with pytest.raises(ConnectionClosedError) as raised:
-                await consuming
-            return collector.messages, raised.value
+            reads = [
+                _text("fine") + _frame(Opcode.TEXT, b"frag", fin=False),
+                WAIT_FOR_RECV,  # consume's recv() holds the first fragment: nothing is queued
+                _text("not a continuation"),
+            ]
+            return await _consumed_until(ConnectionClosedError, server, reads)
 
     messages, error = _run(main())
     assert messages == ["fine"]
@@ -708,13 +714,8 @@ def test_with_decode_true_binary_that_is_not_utf8_closes_with_1007(
 ) -> None:
     async def main() -> tuple[list[Data], ConnectionClosedError]:
         async with _link(server_class) as (server, _client):
-            collector = Collector()
-            consuming = _start(server, collector, decode=True)
-            await _waiting(server)
-            server.data_received(_binary(b"fine") + _binary(b"\xff") + _binary(b"never"))
-            with pytest.raises(ConnectionClosedError) as raised:
-                await consuming
-            return collector.messages, raised.value
+            read = _binary(b"fine") + _binary(b"\xff") + _binary(b"never")
+            return await _consumed_until(ConnectionClosedError, server, [read], decode=True)
 
     messages, error = _run(main())
     assert messages == ["fine"]
@@ -879,14 +880,11 @@ def test_a_close_frame_in_the_same_read_ends_it_and_what_follows_is_not_handed_o
 ) -> None:
     async def main() -> tuple[list[Data], ConnectionClosedOK]:
         async with _link(server_class) as (server, _client):
-            collector = Collector()
-            consuming = _start(server, collector)
-            await _waiting(server)
-            server.data_received(_text("one") + _close(1000, "bye") + _text("after the close"))
-            server.data_received(_text("in a read after the close"))
-            with pytest.raises(ConnectionClosedOK) as raised:
-                await consuming
-            return collector.messages, raised.value
+            reads = [
+                _text("one") + _close(1000, "bye") + _text("after the close"),
+                _text("in a read after the close"),
+            ]
+            return await _consumed_until(ConnectionClosedOK, server, reads)
 
     messages, closed = _run(main())
     assert messages == ["one"]
@@ -1273,6 +1271,55 @@ def test_send_text_now_on_a_plain_connection_goes_through_websockets() -> None:
             return await client.recv(), taps.frames_built
 
     assert _run(main()) == ("plain", 1)
+
+
+# -- writable_now ----------------------------------------------------------------------
+
+
+def test_writable_now_until_the_transport_backs_up_and_again_once_it_drains() -> None:
+    chunk = b"x" * (1 << 20)
+
+    async def main() -> tuple[bool, int, bool, int]:
+        async with _link() as (server, client):
+            idle = writable_now(server)
+            written = 0
+            # Written without yielding, so the client cannot read: the kernel's buffers
+            # fill, then the transport's, and websockets' flow control pauses writing.
+            while writable_now(server) and written < 64:
+                send_text_now(server, chunk)
+                written += 1
+            received = [await client.recv() for _ in range(written)]
+            await _until(lambda: writable_now(server), "the transport to drain")
+            return idle, written, all(len(m) == len(chunk) for m in received), len(received)
+
+    idle, written, whole, received = _run(main())
+    assert idle
+    assert 0 < written < 64
+    assert whole
+    assert received == written
+
+
+def test_not_writable_now_while_a_send_is_in_progress_or_once_closed() -> None:
+    async def main() -> tuple[bool, bool, bool]:
+        async with _link() as (server, client):
+            release = asyncio.Event()
+
+            async def fragments() -> AsyncIterator[str]:
+                yield "first "
+                await release.wait()
+                yield "last"
+
+            sending = asyncio.ensure_future(server.send(fragments()))
+            await _until(lambda: server.send_in_progress is not None, "the send to start")
+            during = writable_now(server)
+            release.set()
+            await sending
+            assert await client.recv() == "first last"
+            after = writable_now(server)
+            await server.close()
+            return during, after, writable_now(server)
+
+    assert _run(main()) == (False, True, False)
 
 
 # -- send_text_now over TLS ----------------------------------------------------------------
