@@ -135,10 +135,20 @@ def test_a_router_that_crashes_mid_delivery_loses_nothing(
         owner.wait_for_mark("turn-3", timeout=WAIT)
         assert sum("Crash-proof." in c.text for c in owner_model.client_contents) == 1
         assert world.daemon is not None
-        assert world.daemon.store is not None
-        with world.daemon.store.connection():
+        store = world.daemon.store
+        assert store is not None
+        with store.connection():
             [row] = InterSessionMessage.select().where(InterSessionMessage.body == "Crash-proof.")
-        assert row.status == MessageStatus.DELIVERED
+        # The stand-in has the note; the session settles it once the connection reports
+        # it sent, which can come a moment later.
+        wait_until(
+            lambda: any(
+                row.id in e["message_ids"] for e in log_events(logs, "call.note_delivered")
+            ),
+            "the note settled",
+        )
+        with store.connection():
+            assert InterSessionMessage.get_by_id(row.id).status == MessageStatus.DELIVERED
     pykka.ActorRegistry.stop_all()
 
 
