@@ -16,6 +16,8 @@ import numpy as np
 import soxr
 from numpy.typing import NDArray
 
+from tars_actors import libsoxr
+
 try:
     from numpy._core import umath as _umath  # numpy 2
 except ImportError:  # pragma: no cover (numpy 1.26)
@@ -95,8 +97,8 @@ def _build_encode_table() -> NDArray[np.uint8]:
 
 
 _ULAW_TO_PCM: Final = _build_decode_table()
-_ULAW_TO_FLOAT: Final = _ULAW_TO_PCM.astype(np.float32)
-_ULAW_TO_FLOAT.flags.writeable = False
+_ULAW_TO_PCM_LE: Final = _ULAW_TO_PCM.astype("<i2")
+_ULAW_TO_PCM_LE.flags.writeable = False
 _PCM_TO_ULAW: Final = _build_encode_table()
 
 
@@ -127,69 +129,103 @@ _NO_SAMPLES: Final = np.zeros(0, dtype=np.float32)
 _NO_SAMPLES.flags.writeable = False
 
 
+class _PythonSoxrStream:
+    """python-soxr's own streaming path, where libsoxr cannot be called directly.
+
+    Samples go through libsoxr as float32 and are rounded here, because python-soxr's
+    int16 output is dithered with a clock-seeded generator (soxr.c, ``p->seed = time(0)
+    ^ …``): the same audio would come out different on every run, which no test or
+    replay can pin. The result is the same as :class:`libsoxr.Int16Stream`'s.
+    """
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, in_rate: int, out_rate: int, quality: str) -> None:
+        self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality=quality)
+
+    def process(self, pcm: bytes) -> NDArray[np.int16]:
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
+        return _round_to_int16(self._stream.resample_chunk(samples))
+
+    def flush(self) -> NDArray[np.int16]:
+        tail = _round_to_int16(self._stream.resample_chunk(_NO_SAMPLES, last=True))
+        # A stream that was told ``last`` accepts nothing more until it is cleared.
+        self._stream.clear()
+        return tail
+
+    def clear(self) -> None:
+        self._stream.clear()
+
+
+def _round_to_int16(samples: NDArray[np.float32]) -> NDArray[np.int16]:
+    # libsoxr returns a fresh array, so clipping and rounding in place cost no allocation.
+    # The clip ufunc with float32 bounds, not np.clip or np.minimum + np.maximum, whose
+    # dispatch and casting checks cost more than the work on a 20 ms frame.
+    _clip(samples, _INT16_MIN, _INT16_MAX, out=samples)
+    np.rint(samples, out=samples)
+    return samples.astype(np.int16)
+
+
 class StreamResampler:
-    """One direction of one call: PCM16 at ``in_rate`` in, PCM16 at ``out_rate`` out.
+    """One direction of one call: PCM16 LE at ``in_rate`` in, PCM16 at ``out_rate`` out.
 
     The libsoxr stream keeps its filter state between chunks, so chunk borders do not
     click and the output is the same whatever the chunk sizes. Input may be cut anywhere,
     even inside a sample: an odd trailing byte waits for the next chunk.
 
-    Samples go through libsoxr as float32 and are rounded here, because libsoxr dithers
-    int16 output with a clock-seeded generator (soxr.c, ``p->seed = time(0) ^ …``): the
-    same audio would come out different on every run, which no test or replay can pin.
+    libsoxr is called directly where it can be (:mod:`tars_actors.libsoxr`: int16 in and
+    out, no dither), else through python-soxr in float32 with rounding here; ``direct``
+    forces one or the other. Both give the same samples.
     """
 
-    __slots__ = ("_odd_byte", "_stream", "in_rate", "out_rate")
+    __slots__ = ("_odd_byte", "_stream", "direct", "in_rate", "out_rate")
 
-    def __init__(self, in_rate: int, out_rate: int, *, quality: str = DEFAULT_QUALITY) -> None:
+    def __init__(
+        self,
+        in_rate: int,
+        out_rate: int,
+        *,
+        quality: str = DEFAULT_QUALITY,
+        direct: bool | None = None,
+    ) -> None:
         self.in_rate = in_rate
         self.out_rate = out_rate
-        self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality=quality)
+        self.direct = libsoxr.available() if direct is None else direct
+        self._stream: libsoxr.Int16Stream | _PythonSoxrStream = (
+            libsoxr.Int16Stream(in_rate, out_rate, quality)
+            if self.direct
+            else _PythonSoxrStream(in_rate, out_rate, quality)
+        )
         self._odd_byte = b""
 
     def process(self, pcm: bytes) -> bytes:
         """Resample a chunk of PCM16 LE bytes; returns what the stream can emit so far."""
-        return self.process_samples(self.take_pcm(pcm)).astype("<i2", copy=False).tobytes()
+        return self.samples(pcm).astype("<i2", copy=False).tobytes()
 
-    def take_pcm(self, pcm: bytes) -> NDArray[np.float32]:
-        """PCM16 LE bytes as float32 samples, holding back an odd trailing byte."""
+    def samples(self, pcm: bytes) -> NDArray[np.int16]:
+        """Like :meth:`process`, as int16 samples (valid until the next call: the array
+        may be a view of the stream's own buffer)."""
         if self._odd_byte:
             pcm = self._odd_byte + pcm
             self._odd_byte = b""
         if len(pcm) & 1:
             self._odd_byte = pcm[-1:]
             pcm = pcm[:-1]
-        return np.frombuffer(pcm, dtype="<i2").astype(np.float32)
+        return self._stream.process(pcm)
 
     def flush(self) -> bytes:
         """Emit the stream's tail (end of a segment) and start afresh for the next one."""
         return self.flush_samples().astype("<i2", copy=False).tobytes()
 
+    def flush_samples(self) -> NDArray[np.int16]:
+        """Like :meth:`flush`, returning int16 samples."""
+        self._odd_byte = b""
+        return self._stream.flush()
+
     def reset(self) -> None:
         """Drop buffered input and filter state without emitting anything."""
         self._stream.clear()
         self._odd_byte = b""
-
-    def process_samples(self, samples: NDArray[np.float32]) -> NDArray[np.int16]:
-        """Like :meth:`process` for float32 samples on the int16 scale (for pipelines)."""
-        return _round_to_int16(self._stream.resample_chunk(samples))
-
-    def flush_samples(self) -> NDArray[np.int16]:
-        """Like :meth:`flush`, returning int16 samples."""
-        tail = _round_to_int16(self._stream.resample_chunk(_NO_SAMPLES, last=True))
-        # A stream that was told ``last`` accepts nothing more until it is cleared.
-        self.reset()
-        return tail
-
-
-def _round_to_int16(samples: NDArray[np.float32]) -> NDArray[np.int16]:
-    # libsoxr returns a fresh array, so clipping and rounding in place cost no allocation.
-    # The clip ufunc with float32 bounds, not np.clip or np.minimum + np.maximum, whose
-    # dispatch and casting checks cost more than the work on a 20 ms frame (measured:
-    # 2.3 → 1.3 µs for rounding a frame).
-    _clip(samples, _INT16_MIN, _INT16_MAX, out=samples)
-    np.rint(samples, out=samples)
-    return samples.astype(np.int16)
 
 
 class CallerToModel:
@@ -197,14 +233,15 @@ class CallerToModel:
 
     __slots__ = ("_resampler",)
 
-    def __init__(self, *, quality: str = DEFAULT_QUALITY) -> None:
-        self._resampler = StreamResampler(CALLER_RATE, MODEL_INPUT_RATE, quality=quality)
+    def __init__(self, *, quality: str = DEFAULT_QUALITY, direct: bool | None = None) -> None:
+        self._resampler = StreamResampler(
+            CALLER_RATE, MODEL_INPUT_RATE, quality=quality, direct=direct
+        )
 
     def process(self, ulaw: bytes) -> bytes:
         """Convert one Twilio payload (any length); output trails input by a few ms."""
-        # Decoding straight to float32 saves the int16 → float32 pass per frame.
-        samples = _ULAW_TO_FLOAT.take(np.frombuffer(ulaw, dtype=np.uint8))
-        return self._resampler.process_samples(samples).astype("<i2", copy=False).tobytes()
+        pcm = _ULAW_TO_PCM_LE.take(np.frombuffer(ulaw, dtype=np.uint8)).tobytes()
+        return self._resampler.process(pcm)
 
     def flush(self) -> bytes:
         """Emit the audio still inside the resampler, e.g. before the stream ends."""
@@ -227,14 +264,14 @@ class ModelToCaller:
 
     __slots__ = ("_resampler",)
 
-    def __init__(self, *, quality: str = DEFAULT_QUALITY) -> None:
-        self._resampler = StreamResampler(MODEL_OUTPUT_RATE, CALLER_RATE, quality=quality)
+    def __init__(self, *, quality: str = DEFAULT_QUALITY, direct: bool | None = None) -> None:
+        self._resampler = StreamResampler(
+            MODEL_OUTPUT_RATE, CALLER_RATE, quality=quality, direct=direct
+        )
 
     def process(self, pcm: bytes) -> list[bytes]:
         """Convert a chunk of model audio; returns the μ-law payloads now available."""
-        resampler = self._resampler
-        samples = resampler.process_samples(resampler.take_pcm(pcm))
-        return _payloads(_samples_to_ulaw(samples).tobytes())
+        return _payloads(_samples_to_ulaw(self._resampler.samples(pcm)).tobytes())
 
     def flush(self) -> list[bytes]:
         """End of a model turn: emit what the resampler still holds."""

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from tars_actors import libsoxr
 from tars_actors.audio import (
     FRAME_BYTES,
     ULAW_SILENCE,
@@ -234,6 +235,94 @@ def test_resampler_latency_is_small() -> None:
             emitted += len(resampler.process(chunk)) // 2
             worst = max(worst, n * 0.02 - emitted / out_rate)
         assert worst <= max_lag, (in_rate, out_rate, worst)
+
+
+# --- libsoxr called directly against python-soxr ----------------------------------------
+
+
+def test_libsoxr_is_called_directly_here() -> None:
+    # What CI runs must be the path calls take; the comparisons below need both.
+    assert libsoxr.available()
+    assert StreamResampler(8000, 16000).direct
+    assert not StreamResampler(8000, 16000, direct=False).direct
+
+
+def loud_noise(rate: int, seconds: float, seed: int) -> bytes:
+    # Well past full scale half the time: the resamplers' rounding and clipping both work.
+    rng = np.random.default_rng(seed)
+    return pcm(np.clip(rng.normal(0.0, 24000.0, round(rate * seconds)), -32768, 32767))
+
+
+def run_pieces(resampler: StreamResampler, data: bytes, sizes: list[int]) -> list[bytes]:
+    out, i, n = [], 0, 0
+    while i < len(data):
+        size = sizes[n % len(sizes)]
+        out.append(resampler.process(data[i : i + size]))
+        i, n = i + size, n + 1
+    out.append(resampler.flush())
+    return out
+
+
+@pytest.mark.parametrize(("in_rate", "out_rate"), [(8000, 16000), (24000, 8000)])
+@pytest.mark.parametrize("sizes", [[320], [960], [1, 7, 333, 2048, 959], [96000]])
+def test_direct_libsoxr_gives_python_soxrs_samples(
+    in_rate: int, out_rate: int, sizes: list[int]
+) -> None:
+    data = loud_noise(in_rate, 1.0, seed=in_rate) + pcm(tone(440.0, in_rate, 0.5))
+    direct, fallback = (
+        StreamResampler(in_rate, out_rate),
+        StreamResampler(in_rate, out_rate, direct=False),
+    )
+    # Piece by piece, not only in total: what each call returns is what gets sent.
+    assert run_pieces(direct, data, sizes) == run_pieces(fallback, data, sizes)
+    # Flushed streams start afresh, and a reset mid-stream forgets alike.
+    assert run_pieces(direct, data[:5000], sizes) == run_pieces(fallback, data[:5000], sizes)
+    direct.process(data[:3001])
+    fallback.process(data[:3001])
+    direct.reset()
+    fallback.reset()
+    assert run_pieces(direct, data, sizes) == run_pieces(fallback, data, sizes)
+
+
+def test_direct_libsoxr_returns_a_long_chunk_whole_at_once() -> None:
+    # 30 s of model audio in one message: far more output than the stream's buffer holds.
+    data = pcm(tone(440.0, 24000, 30.0))
+    whole = StreamResampler(24000, 8000)
+    at_once = whole.process(data)
+    framed = StreamResampler(24000, 8000)
+    by_frames = b"".join(framed.process(c) for c in chunks(data, 960))
+    assert at_once == by_frames
+    assert len(at_once) // 2 >= 30 * 8000 - 80  # all but the resampler's last 10 ms
+    assert whole.flush() == framed.flush()
+
+
+def test_pipelines_fall_back_to_python_soxr_without_direct_libsoxr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ulaw = pcm16_to_ulaw(loud_noise(8000, 0.3, seed=5))
+    model = loud_noise(24000, 0.3, seed=6)
+    to_model, to_caller = CallerToModel(), ModelToCaller()
+    assert to_model._resampler.direct
+    expected = (
+        [to_model.process(c) for c in chunks(ulaw, FRAME_BYTES)],
+        [to_caller.process(c) for c in chunks(model, 960)],
+    )
+    monkeypatch.setattr(libsoxr, "_LIB", None)
+    assert not libsoxr.available()
+    with pytest.raises(RuntimeError, match="not reachable"):
+        libsoxr.Int16Stream(8000, 16000, "LQ")
+    to_model, to_caller = CallerToModel(), ModelToCaller()
+    assert not to_model._resampler.direct
+    assert (
+        [to_model.process(c) for c in chunks(ulaw, FRAME_BYTES)],
+        [to_caller.process(c) for c in chunks(model, 960)],
+    ) == expected
+
+
+def test_direct_libsoxr_rejects_an_unknown_quality() -> None:
+    with pytest.raises(ValueError, match="quality must be one of"):
+        libsoxr.Int16Stream(8000, 16000, "best")
+    assert len(libsoxr.Int16Stream(8000, 16000, "hq").process(pcm(np.zeros(160)))) >= 0
 
 
 # --- Pipelines -----------------------------------------------------------------------

@@ -1,0 +1,197 @@
+"""libsoxr's streaming API called directly: int16 samples in, int16 samples out, no dither.
+
+python-soxr's ``ResampleStream`` costs about 3 µs a call around 2 µs of resampling: it
+converts its arrays in and out through nanobind, allocates and zero-fills a fresh output
+array, asks libsoxr for its delay and releases the GIL, on every 20 ms frame of every
+call. It also offers int16 output only with libsoxr's default TPDF dither, whose generator
+is seeded from the clock, so a call's pipeline has to resample in float32 and round.
+
+:class:`Int16Stream` calls the same libsoxr, the copy python-soxr's extension carries and
+exports, through ctypes: libsoxr reads the PCM16 bytes as they are and writes int16 with
+dither off (``SOXR_NO_DITHER``: it rounds to nearest and clips, as ``np.rint`` after
+clipping does) into an output buffer kept for the stream's life. Where that copy cannot be
+reached (a python-soxr built with hidden symbols, a big-endian machine), :func:`available`
+is False and callers keep python-soxr's own path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+import weakref
+from typing import Any, Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["Int16Stream", "available"]
+
+_INT16_I: Final = 3  # SOXR_INT16_I (soxr.h): interleaved int16
+_NO_DITHER: Final = 8  # SOXR_NO_DITHER (soxr.h)
+RECIPES: Final = {"QQ": 0, "LQ": 1, "MQ": 2, "HQ": 4, "VHQ": 6}
+"""python-soxr's quality names, as libsoxr's recipe numbers (soxr.h, SOXR_QQ … SOXR_VHQ)."""
+
+
+class _IoSpec(ctypes.Structure):
+    _fields_ = [
+        ("itype", ctypes.c_int),
+        ("otype", ctypes.c_int),
+        ("scale", ctypes.c_double),
+        ("e", ctypes.c_void_p),
+        ("flags", ctypes.c_ulong),
+    ]
+
+
+class _QualitySpec(ctypes.Structure):
+    _fields_ = [
+        ("precision", ctypes.c_double),
+        ("phase_response", ctypes.c_double),
+        ("passband_end", ctypes.c_double),
+        ("stopband_begin", ctypes.c_double),
+        ("e", ctypes.c_void_p),
+        ("flags", ctypes.c_ulong),
+    ]
+
+
+def _load() -> Any:
+    """libsoxr as python-soxr's extension module exports it, or None."""
+    if sys.byteorder != "little":
+        return None  # PCM16 on the wire is little-endian; libsoxr's int16 is native
+    try:
+        from soxr import soxr_ext
+
+        # PyDLL: the calls keep the GIL; each is a few microseconds, and handing the GIL
+        # to another thread and back would cost more than that.
+        lib = ctypes.PyDLL(soxr_ext.__file__)
+        lib.soxr_io_spec.restype = _IoSpec
+        lib.soxr_io_spec.argtypes = [ctypes.c_int, ctypes.c_int]
+        lib.soxr_quality_spec.restype = _QualitySpec
+        lib.soxr_quality_spec.argtypes = [ctypes.c_ulong, ctypes.c_ulong]
+        lib.soxr_create.restype = ctypes.c_void_p
+        lib.soxr_create.argtypes = [
+            ctypes.c_double,
+            ctypes.c_double,
+            ctypes.c_uint,
+            ctypes.POINTER(ctypes.c_char_p),
+            ctypes.POINTER(_IoSpec),
+            ctypes.POINTER(_QualitySpec),
+            ctypes.c_void_p,
+        ]
+        lib.soxr_process.restype = ctypes.c_char_p
+        lib.soxr_process.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.POINTER(ctypes.c_size_t),
+        ]
+        lib.soxr_output.restype = ctypes.c_size_t
+        lib.soxr_output.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+        lib.soxr_clear.restype = ctypes.c_char_p
+        lib.soxr_clear.argtypes = [ctypes.c_void_p]
+        lib.soxr_delete.restype = None
+        lib.soxr_delete.argtypes = [ctypes.c_void_p]
+    except (ImportError, OSError, AttributeError):
+        return None
+    return lib
+
+
+_LIB: Final = _load()
+
+
+def available() -> bool:
+    """Whether :class:`Int16Stream` can be used here."""
+    return _LIB is not None
+
+
+class Int16Stream:
+    """One libsoxr stream, mono: PCM16 (native byte order) in, int16 samples out.
+
+    The arrays returned are views of the stream's own output buffer: each is valid until
+    the next call on the same stream, which overwrites it.
+    """
+
+    __slots__ = ("__weakref__", "_address", "_capacity", "_done", "_handle", "_out")
+
+    # Samples: a 20 ms frame needs 320 at most, 100 ms of model audio 800. A longer
+    # chunk's output is collected in pieces, and the buffer grows to hold it.
+    _INITIAL_CAPACITY: Final = 4096
+
+    def __init__(self, in_rate: float, out_rate: float, quality: str) -> None:
+        lib = _LIB
+        if lib is None:
+            raise RuntimeError("libsoxr is not reachable through python-soxr here")
+        recipe = RECIPES.get(quality.upper())
+        if recipe is None:
+            raise ValueError(f"quality must be one of {', '.join(RECIPES)}, got {quality!r}")
+        io_spec = lib.soxr_io_spec(_INT16_I, _INT16_I)
+        io_spec.flags |= _NO_DITHER
+        quality_spec = lib.soxr_quality_spec(recipe, 0)
+        error = ctypes.c_char_p()
+        handle = lib.soxr_create(
+            in_rate,
+            out_rate,
+            1,
+            ctypes.byref(error),
+            ctypes.byref(io_spec),
+            ctypes.byref(quality_spec),
+            None,
+        )
+        if error.value or not handle:
+            if handle:
+                lib.soxr_delete(handle)
+            raise RuntimeError(f"libsoxr: {(error.value or b'no stream').decode()}")
+        self._handle: int = handle
+        weakref.finalize(self, lib.soxr_delete, handle)
+        self._done = ctypes.c_size_t()
+        self._out: NDArray[np.int16] = np.empty(0, dtype=np.int16)
+        self._address = 0
+        self._capacity = 0
+        self._use(np.empty(self._INITIAL_CAPACITY, dtype=np.int16))
+
+    def _use(self, out: NDArray[np.int16]) -> None:
+        self._out = out
+        self._address = out.ctypes.data
+        self._capacity = len(out)
+
+    def process(self, pcm: bytes) -> NDArray[np.int16]:
+        """Resample whole samples (``len(pcm)`` even); returns what the stream emits now."""
+        # libsoxr takes all the input (no ``idone``) and writes what fits; _drained
+        # collects the rest when a long chunk fills the buffer.
+        error = _LIB.soxr_process(
+            self._handle, pcm, len(pcm) >> 1, None, self._address, self._capacity, self._done
+        )
+        if error:
+            raise RuntimeError(f"libsoxr: {error.decode()}")
+        return self._drained(self._done.value)
+
+    def flush(self) -> NDArray[np.int16]:
+        """End the input: emit everything still inside, then start afresh."""
+        error = _LIB.soxr_process(
+            self._handle, None, 0, None, self._address, self._capacity, self._done
+        )
+        if error:
+            raise RuntimeError(f"libsoxr: {error.decode()}")
+        tail = self._drained(self._done.value).copy()
+        self.clear()
+        return tail
+
+    def clear(self) -> None:
+        """Drop buffered input and filter state: the stream is as new."""
+        error = _LIB.soxr_clear(self._handle)
+        if error:
+            raise RuntimeError(f"libsoxr: {error.decode()}")
+
+    def _drained(self, done: int) -> NDArray[np.int16]:
+        if done < self._capacity:
+            return self._out[:done]
+        # The buffer filled up: take the rest libsoxr holds, then hand back all of it
+        # (from a buffer that size from now on).
+        parts = [self._out.copy()]
+        while done == self._capacity:
+            done = _LIB.soxr_output(self._handle, self._address, self._capacity)
+            parts.append(self._out[:done].copy())
+        self._use(np.concatenate(parts))
+        return self._out
