@@ -314,6 +314,16 @@ class MediaStreamSocket:
 
     # -- delivery (loop thread, and attach's thread) ---------------------------------------
 
+    def caller_audio(self, payload: bytes, received_at: float) -> bool:
+        """Caller audio straight to the relay; False, doing nothing, when it must go as an
+        event through :meth:`deliver` (no relay yet, or events still queued before it)."""
+        with self._delivery:
+            relay = self._relay
+            if relay is None or self._pending or self._session is None or self._session_gone:
+                return False
+            relay.caller_audio(payload, received_at)
+            return True
+
     def deliver(self, event: CallerEvent) -> None:
         with self._delivery:
             if self._session is not None and not self._pending:
@@ -824,6 +834,10 @@ class Server:
         def handle(frame: str | bytes) -> bool:
             received_at = time.monotonic()
             socket.frames_in += 1
+            # Nearly every frame is caller audio: it skips the event and its routing.
+            payload = decoder.media_payload(frame)
+            if payload is not None and socket.caller_audio(payload, received_at):
+                return False
             result = decoder.decode(frame)
             if isinstance(result, FrameRejected):
                 self._log_rejection(result, socket.count_rejected())

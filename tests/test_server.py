@@ -480,6 +480,57 @@ def test_caller_events_reach_the_session_in_order_including_those_before_attach(
     assert received == sorted(received)
 
 
+class FakeRelay:
+    """Takes caller audio as the call's AudioRelay would, on the loop."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+
+    def caller_audio(self, payload: bytes, received_at: float = 0.0) -> None:
+        self._journal.add((payload, received_at))
+
+
+def test_caller_audio_reaches_the_relay_in_order_without_an_event_once_attached(
+    server: Server,
+    hooks: FakeHooks,
+    new_phone: Callable[..., SyncSoftphone],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decoded: list[str] = []
+    decode = MediaStreamDecoder.decode
+
+    def counted(self: MediaStreamDecoder, frame: str | bytes) -> Any:
+        result = decode(self, frame)
+        decoded.append(type(result).__name__)
+        return result
+
+    monkeypatch.setattr(MediaStreamDecoder, "decode", counted)
+    phone = new_phone(server, frame_source=numbered_frame)
+    phone.call()
+    started = hooks.next_stream()
+    socket = started.socket
+    assert isinstance(socket, MediaStreamSocket)
+    wait_until(lambda: socket.frames_in >= 10, "10 frames before attach")
+    journal = Journal()
+    session = FakeSession.start(socket, journal)
+    socket.attach(session, cast(Any, FakeRelay(journal)))
+    journal.wait_for(lambda j: len(j.messages) >= 40, "40 frames of audio")
+    phone.send_dtmf("3")
+    journal.wait_for(lambda j: bool(j.events(Dtmf)), "the digit")
+    phone.hang_up()
+    journal.wait_for(lambda j: bool(j.closes()), "the socket close")
+
+    audio = [m for m in journal.messages if isinstance(m, tuple)]
+    # Every frame once, in order: those queued before the relay came first.
+    assert [chunk_of(payload) for payload, _ in audio] == list(range(1, len(audio) + 1))
+    assert [at for _, at in audio] == sorted(at for _, at in audio)
+    assert journal.events(Media) == []
+    # Only what came before the relay (and the other events) went through decode().
+    frames_before = decoded.count("Media")
+    assert 10 <= frames_before < len(audio) - 20
+    assert decoded.count("Dtmf") == decoded.count("Stop") == 1
+
+
 def test_the_socket_closed_is_told_once_and_sending_after_it_does_nothing(
     server: Server, hooks: FakeHooks, new_phone: Callable[..., SyncSoftphone]
 ) -> None:

@@ -348,6 +348,72 @@ def test_random_garbage_only_ever_yields_events_or_rejections() -> None:
     assert {"binary_frame", "bad_json", "missing_field", "bad_field"} <= reasons
 
 
+# --- Twilio's own layout, read without the general decoder ---------------------------
+
+
+def test_media_payload_reads_twilios_layout_as_decode_does() -> None:
+    decoder = started()
+    assert decoder.media_payload(MEDIA) == AUDIO
+    event = decoder.decode(MEDIA)
+    assert isinstance(event, Media)
+    assert event.payload == AUDIO
+    empty = MEDIA.replace(PAYLOAD, "")
+    assert decoder.media_payload(empty) == b""
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        json.dumps(json.loads(MEDIA)),  # spaces after the separators
+        edited(MEDIA, ("sequenceNumber",), 3).replace(" ", ""),  # a JSON number
+        MEDIA.replace('"chunk":"1"', '"chunk":"\\u0031"'),  # an escape
+        MEDIA.replace('"timestamp":"5"', '"timestamp":"\u0665"'),  # an Arabic-Indic five
+        MEDIA.replace(PAYLOAD, PAYLOAD[:-1]),  # base64 cut short
+        MEDIA.replace(PAYLOAD, PAYLOAD.replace("A", "-", 1)),  # the URL-safe alphabet
+        MEDIA.replace(SID, "MZ" + "0" * 32),  # another stream's
+        MEDIA.replace('"track":"inbound",', ""),
+        MEDIA.replace("media", "stop", 1),
+        MEDIA.encode(),
+        MEDIA[:-2] + " " * (MAX_FRAME_SIZE - len(MEDIA)) + "}}",
+        DTMF,
+        MARK,
+        STOP,
+    ],
+)
+def test_media_payload_leaves_anything_else_to_decode(frame: str | bytes) -> None:
+    assert started().media_payload(frame) is None
+
+
+def test_media_payload_needs_a_started_stream_that_has_not_stopped() -> None:
+    decoder = MediaStreamDecoder()
+    assert decoder.media_payload(MEDIA) is None
+    decoder.decode(START)
+    assert decoder.media_payload(MEDIA) == AUDIO
+    decoder.decode(STOP)
+    assert decoder.media_payload(MEDIA) is None
+
+
+def test_media_payload_never_accepts_what_decode_reads_otherwise() -> None:
+    # Every one-character deletion, insertion and substitution of a media frame: where
+    # the shortcut gives audio, the decoder gives the same audio.
+    decoder = started()
+    alphabet = ['"', "\\", "{", "}", ":", ",", " ", "0", "9", "a", "Z", "+", "/", "=", "\u0663"]
+    frames = [MEDIA[:i] + MEDIA[i + 1 :] for i in range(len(MEDIA))]
+    for i in range(len(MEDIA) + 1):
+        frames += [MEDIA[:i] + c + MEDIA[i:] for c in alphabet]
+        frames += [MEDIA[:i] + c + MEDIA[i + 1 :] for c in alphabet]
+    taken = 0
+    for frame in frames:
+        audio = decoder.media_payload(frame)
+        if audio is not None:
+            taken += 1
+            event = decoder.decode(frame)
+            assert isinstance(event, Media), (frame, event)
+            assert event.payload == audio, frame
+    # Both ways were exercised: digits in numbers and base64 in the payload pass.
+    assert 100 < taken < len(frames) // 2
+
+
 # --- Outbound frames -----------------------------------------------------------------
 
 
