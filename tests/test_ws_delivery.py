@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import itertools
 import random
+import ssl
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -1401,3 +1402,130 @@ def test_send_text_now_over_tls_queues_behind_what_asyncio_holds(
     received, app_writes = _run(main())
     assert received == ["before", "held 1", "held 2", "after"]
     assert app_writes == 1  # only "held 1" went through asyncio's TLS transport
+
+
+# -- reading TLS ---------------------------------------------------------------------------
+
+
+class _TlsReads:
+    """From now on: the connection's reads of decrypted data, and how many ended on
+    ``SSLWantReadError`` (nothing whole left to decrypt)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.reads = 0
+        self.again = 0
+        sslobj = connection.transport._ssl_protocol._sslobj  # type: ignore[attr-defined]
+        read = sslobj.read
+
+        def counted_read(*args: Any) -> bytes:
+            self.reads += 1
+            try:
+                return bytes(read(*args))
+            except ssl.SSLWantReadError:
+                self.again += 1
+                raise
+
+        sslobj.read = counted_read
+
+
+def _tls_raw(connection: Connection, data: bytes) -> bytes:
+    """``data`` encrypted by ``connection``'s TLS layer, as it would go on the wire."""
+    tls = connection.transport._ssl_protocol  # type: ignore[attr-defined]
+    tls._sslobj.write(data)
+    return bytes(tls._outgoing.read())
+
+
+@pytest.mark.parametrize("client_class", [DirectClientConnection, ClientConnection])
+def test_tls_reads_end_when_the_input_is_used_up_not_on_an_exception(
+    certificate: LocalCertificate, client_class: type[ClientConnection]
+) -> None:
+    count = 20
+
+    async def main() -> tuple[list[Data], int, int]:
+        async with _link(ServerConnection, client_class=client_class, tls=certificate) as (
+            server,
+            client,
+        ):
+            collector = Collector()
+            consuming = _start(client, collector)
+            reads = _TlsReads(client)
+            for index in range(count):
+                await server.send(f"message {index}")
+                await collector.wait_for(index + 1)
+            await server.close()
+            with pytest.raises(ConnectionClosedOK):
+                await consuming
+            return collector.messages, reads.reads, reads.again
+
+    messages, reads, again = _run(main())
+    assert messages == [f"message {index}" for index in range(count)]
+    if client_class is DirectClientConnection:
+        assert again <= 1  # the close handshake's own read may end on it
+        assert reads <= count + 3  # one per message, then the close and close_notify
+    else:  # asyncio's own reads: one more per read, which raises
+        assert again >= count
+
+
+@pytest.mark.parametrize("size", [0, 125, 16384, 70000, 300000])
+def test_tls_messages_in_bursts_of_records_arrive_whole_and_in_order(
+    certificate: LocalCertificate, size: int
+) -> None:
+    text = "".join(chr(ord("a") + index % 26) for index in range(size))
+    count = 12
+
+    async def main() -> list[Data]:
+        async with _link(
+            ServerConnection, client_class=DirectClientConnection, tls=certificate
+        ) as (server, client):
+            collector = Collector(stop_after=count)
+            consuming = _start(client, collector)
+            for index in range(count):  # no wait between: reads carry several records
+                await server.send(f"{index}:{text}")
+            await consuming
+            return collector.messages
+
+    assert _run(main()) == [f"{index}:{text}" for index in range(count)]
+
+
+def test_a_tls_record_cut_across_reads_is_read_once_it_is_whole(
+    certificate: LocalCertificate,
+) -> None:
+    async def main() -> tuple[list[Data], list[Data]]:
+        async with _link(
+            ServerConnection, client_class=DirectClientConnection, tls=certificate
+        ) as (server, client):
+            collector = Collector()
+            consuming = _start(client, collector)
+            reads = _TlsReads(client)
+            raw = _tls_raw(server, _text("cut in two", mask=False) + _text("next", mask=False))
+            socket = server.transport._ssl_protocol._transport  # type: ignore[attr-defined]
+            socket.write(raw[:9])  # the record's header and a few bytes
+            await _until(lambda: reads.again >= 1, "the client to try the cut record")
+            before = list(collector.messages)
+            socket.write(raw[9:])
+            await collector.wait_for(2)
+            consuming.cancel()
+            return before, collector.messages
+
+    before, after = _run(main())
+    assert before == []
+    assert after == ["cut in two", "next"]
+
+
+def test_a_tls_record_larger_than_one_read_is_read_to_its_end(
+    certificate: LocalCertificate,
+) -> None:
+    # asyncio reads at most max_size bytes at a time; what a record has left after one
+    # read is OpenSSL's, not the input's, and must be read too.
+    async def main() -> list[Data]:
+        async with _link(
+            ServerConnection, client_class=DirectClientConnection, tls=certificate
+        ) as (server, client):
+            client.transport._ssl_protocol.max_size = 100  # type: ignore[attr-defined]
+            collector = Collector(stop_after=1)
+            consuming = _start(client, collector)
+            await server.send("x" * 5000)  # and nothing after it to bring the rest
+            await consuming
+            return collector.messages
+
+    assert _run(main()) == ["x" * 5000]
