@@ -7,6 +7,7 @@ direction and feeds it bytes; nothing sleeps, reads a clock or touches a socket.
 from __future__ import annotations
 
 import os
+import sys
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -97,14 +98,20 @@ def _build_encode_table() -> NDArray[np.uint8]:
 
 
 _ULAW_TO_PCM: Final = _build_decode_table()
-_ULAW_TO_PCM_LE: Final = _ULAW_TO_PCM.astype("<i2")
-_ULAW_TO_PCM_LE.flags.writeable = False
+# The same table as two byte-to-byte tables, low and high byte of each little-endian
+# sample: bytes.translate decodes a 20 ms frame with them in a fraction of numpy's
+# per-call cost.
+_ULAW_TO_PCM_LOW: Final = (_ULAW_TO_PCM.astype("<i2").view(np.uint8)[0::2]).tobytes()
+_ULAW_TO_PCM_HIGH: Final = (_ULAW_TO_PCM.astype("<i2").view(np.uint8)[1::2]).tobytes()
 _PCM_TO_ULAW: Final = _build_encode_table()
 
 
 def ulaw_to_pcm16(ulaw: bytes) -> bytes:
     """Decode G.711 μ-law bytes to PCM16 little-endian bytes (two bytes per input byte)."""
-    return _ULAW_TO_PCM[np.frombuffer(ulaw, dtype=np.uint8)].astype("<i2", copy=False).tobytes()
+    pcm = bytearray(2 * len(ulaw))
+    pcm[0::2] = ulaw.translate(_ULAW_TO_PCM_LOW)
+    pcm[1::2] = ulaw.translate(_ULAW_TO_PCM_HIGH)
+    return bytes(pcm)
 
 
 def pcm16_to_ulaw(pcm: bytes) -> bytes:
@@ -125,6 +132,7 @@ _clip: Final[np.ufunc] = getattr(_umath, "clip")  # noqa: B009
 _INT16_MIN: Final = np.float32(-32768.0)
 _INT16_MAX: Final = np.float32(32767.0)
 
+_LITTLE_ENDIAN: Final = sys.byteorder == "little"
 _NO_SAMPLES: Final = np.zeros(0, dtype=np.float32)
 _NO_SAMPLES.flags.writeable = False
 
@@ -155,6 +163,10 @@ class _PythonSoxrStream:
 
     def clear(self) -> None:
         self._stream.clear()
+
+
+def _little_endian_bytes(samples: NDArray[np.int16]) -> bytes:
+    return samples.tobytes() if _LITTLE_ENDIAN else samples.astype("<i2").tobytes()
 
 
 def _round_to_int16(samples: NDArray[np.float32]) -> NDArray[np.int16]:
@@ -200,7 +212,7 @@ class StreamResampler:
 
     def process(self, pcm: bytes) -> bytes:
         """Resample a chunk of PCM16 LE bytes; returns what the stream can emit so far."""
-        return self.samples(pcm).astype("<i2", copy=False).tobytes()
+        return _little_endian_bytes(self.samples(pcm))
 
     def samples(self, pcm: bytes) -> NDArray[np.int16]:
         """Like :meth:`process`, as int16 samples (valid until the next call: the array
@@ -215,7 +227,7 @@ class StreamResampler:
 
     def flush(self) -> bytes:
         """Emit the stream's tail (end of a segment) and start afresh for the next one."""
-        return self.flush_samples().astype("<i2", copy=False).tobytes()
+        return _little_endian_bytes(self.flush_samples())
 
     def flush_samples(self) -> NDArray[np.int16]:
         """Like :meth:`flush`, returning int16 samples."""
@@ -240,8 +252,7 @@ class CallerToModel:
 
     def process(self, ulaw: bytes) -> bytes:
         """Convert one Twilio payload (any length); output trails input by a few ms."""
-        pcm = _ULAW_TO_PCM_LE.take(np.frombuffer(ulaw, dtype=np.uint8)).tobytes()
-        return self._resampler.process(pcm)
+        return self._resampler.process(ulaw_to_pcm16(ulaw))
 
     def flush(self) -> bytes:
         """Emit the audio still inside the resampler, e.g. before the stream ends."""

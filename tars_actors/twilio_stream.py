@@ -48,14 +48,17 @@ _MAX_NUMBER_DIGITS: Final = 19
 _DETAIL_VALUE_CHARS: Final = 40
 
 # A media frame exactly as Twilio writes it (PROTOCOLS.md: compact JSON, these keys in this
-# order, numbers as decimal strings). Every string in it is plain ASCII without escapes, so
-# json.loads would read the same values, and each is one the full decoder accepts.
+# order, numbers as decimal strings), up to the payload, which runs to the closing '"}}'.
+# Every string in it is plain ASCII without escapes (the payload is strict base64, which
+# has neither '"' nor '\\'), so json.loads would read the same values, and each is one
+# the full decoder accepts.
 _NUMBER: Final = f'"[0-9]{{1,{_MAX_NUMBER_DIGITS}}}"'
-_TWILIO_MEDIA_FRAME: Final = re.compile(
+_TWILIO_MEDIA_HEAD: Final = re.compile(
     rf'\{{"event":"media","sequenceNumber":{_NUMBER},"streamSid":"([0-9A-Za-z]+)",'
     rf'"media":\{{"track":"[0-9A-Za-z_]+","chunk":{_NUMBER},"timestamp":{_NUMBER},'
-    r'"payload":"([0-9A-Za-z+/=]*)"\}\}'
+    r'"payload":"'
 )
+_TWILIO_MEDIA_TAIL: Final = '"}}'
 
 
 # --- Inbound events ------------------------------------------------------------------
@@ -199,13 +202,24 @@ class MediaStreamDecoder:
         """
         if type(frame) is not str or len(frame) > MAX_FRAME_SIZE:
             return None
-        match = _TWILIO_MEDIA_FRAME.fullmatch(frame)
+        head = _TWILIO_MEDIA_HEAD.match(frame)
         start = self._start
-        if match is None or start is None or self._stopped or match[1] != start.stream_sid:
+        if (
+            head is None
+            or start is None
+            or self._stopped
+            or head[1] != start.stream_sid
+            or not frame.endswith(_TWILIO_MEDIA_TAIL)
+            or len(frame) < head.end() + len(_TWILIO_MEDIA_TAIL)  # the '"' ending the head
+        ):
             return None
         try:
-            return binascii.a2b_base64(match[2], strict_mode=True)
-        except binascii.Error:
+            # Strict: only the base64 alphabet and its padding, so the payload cannot
+            # hold the end of a string or an escape.
+            return binascii.a2b_base64(
+                frame[head.end() : -len(_TWILIO_MEDIA_TAIL)], strict_mode=True
+            )
+        except ValueError:  # binascii.Error, or a character that is not ASCII
             return None
 
     def decode(self, frame: str | bytes) -> InboundEvent | FrameRejected:

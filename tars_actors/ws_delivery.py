@@ -78,15 +78,25 @@ class _DirectDelivery(Connection):
         super().connection_made(transport)
         _read_tls_without_raising(transport)
 
-    def start_direct(self, deliver: Callable[[Data], None], decode: bool | None) -> None:
-        """Hand messages to ``deliver`` from now on, unless this websockets does not keep
-        its queue where it can be seen: then everything goes through ``recv()``."""
+    #: The context ``deliver`` runs in (the consuming task's).
+    _direct_context: contextvars.Context | None = None
+
+    def start_direct(
+        self,
+        deliver: Callable[[Data], None],
+        decode: bool | None,
+        context: contextvars.Context | None = None,
+    ) -> None:
+        """Hand messages to ``deliver`` from now on, in ``context`` (else the current
+        one), unless this websockets does not keep its queue where it can be seen: then
+        everything goes through ``recv()``."""
         queue = getattr(getattr(self.recv_messages, "frames", None), "queue", None)
         if not isinstance(queue, Sized):
             return
         self._direct_queue = queue
         self._direct_decode = decode
         self._direct_limit = _message_limit(self.protocol)
+        self._direct_context = context if context is not None else contextvars.copy_context()
         self._direct = deliver
 
     def stop_direct(self) -> None:
@@ -105,19 +115,27 @@ class _DirectDelivery(Connection):
         ):
             return False
         length = len(data)
+        masked = protocol.side is Side.CLIENT
+        # FIN and text; then the mask bit (a client's frames, RFC 6455 5.3) and the length.
+        second = 0x80 if masked else 0x00
         if length < 126:
-            header = bytes((0x81, length))
+            header = bytes((0x81, second | length))
         elif length < 65536:
-            header = bytes((0x81, 126)) + length.to_bytes(2, "big")
+            header = bytes((0x81, second | 126)) + length.to_bytes(2, "big")
         else:
-            header = bytes((0x81, 127)) + length.to_bytes(8, "big")
-        if protocol.side is Side.CLIENT:
-            # RFC 6455, 5.3: a fresh unpredictable key per frame, from the OS's CSPRNG
-            # (read 4 KiB at a time rather than one system call per frame).
-            key = self._mask_key()
-            header = bytes((header[0], header[1] | 0x80)) + header[2:] + key
-            data = apply_mask(data, key)
-        frame = header + data
+            header = bytes((0x81, second | 127)) + length.to_bytes(8, "big")
+        if masked:
+            # A fresh unpredictable key per frame, from the OS's CSPRNG (read 4 KiB at a
+            # time rather than one system call per frame).
+            keys, at = self._mask_keys, self._mask_key_at
+            if at + 4 > len(keys):
+                keys, at = secrets.token_bytes(4096), 0
+                self._mask_keys = keys
+            self._mask_key_at = at + 4
+            key = keys[at : at + 4]
+            frame = header + key + apply_mask(data, key)
+        else:
+            frame = header + data
         if not _write_tls(self.transport, frame):
             self.transport.write(frame)
         return True
@@ -125,16 +143,15 @@ class _DirectDelivery(Connection):
     _mask_keys = b""
     _mask_key_at = 0
 
-    def _mask_key(self) -> bytes:
-        at = self._mask_key_at
-        if at + 4 > len(self._mask_keys):
-            self._mask_keys, at = secrets.token_bytes(4096), 0
-        self._mask_key_at = at + 4
-        return self._mask_keys[at : at + 4]
-
     def data_received(self, data: bytes) -> None:
-        if self._direct is not None and (self._between_frames or self._check_between_frames()):
-            taken = self._take_frames(data)
+        context = self._direct_context
+        if (
+            self._direct is not None
+            and context is not None
+            and (self._between_frames or self._check_between_frames())
+        ):
+            # One context switch per read, not per message.
+            taken = context.run(self._take_frames, data)
             if taken == len(data):
                 return
             data = data[taken:]
@@ -207,7 +224,11 @@ class _DirectDelivery(Connection):
         ):
             message = _message(bytes(event.data), event.opcode is Opcode.TEXT, self._direct_decode)
             if message is not None:
-                deliver(message)
+                context = self._direct_context
+                if context is None:
+                    deliver(message)
+                else:
+                    context.run(deliver, message)
                 return
             # Not UTF-8: recv() closes the connection with the right code.
         super().process_event(event)
@@ -418,7 +439,7 @@ async def consume(
 
     puller = loop.create_task(pull(), name="ws-consume")
     if direct is not None:
-        direct.start_direct(lambda message: context.run(hand_over, message), decode)
+        direct.start_direct(hand_over, decode, context)
     try:
         await asyncio.wait((puller, done), return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -369,6 +369,8 @@ def test_media_payload_reads_twilios_layout_as_decode_does() -> None:
         MEDIA.replace('"chunk":"1"', '"chunk":"\\u0031"'),  # an escape
         MEDIA.replace('"timestamp":"5"', '"timestamp":"\u0665"'),  # an Arabic-Indic five
         MEDIA.replace(PAYLOAD, PAYLOAD[:-1]),  # base64 cut short
+        MEDIA.replace(PAYLOAD + '"', ""),  # no payload, not even its closing quote
+        MEDIA.replace(PAYLOAD, PAYLOAD[:100] + '"}},"more":"' + PAYLOAD[100:]),
         MEDIA.replace(PAYLOAD, PAYLOAD.replace("A", "-", 1)),  # the URL-safe alphabet
         MEDIA.replace(SID, "MZ" + "0" * 32),  # another stream's
         MEDIA.replace('"track":"inbound",', ""),
