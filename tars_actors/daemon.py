@@ -33,6 +33,7 @@ from actors.reminder_scheduler import ReminderScheduler
 from actors.router import Router
 from actors.supervisor import RootWatch, Supervisor, start_root
 from actors.telephony import Telephony
+from tars_actors import libsoxr
 from tars_actors.actor import ActorExit
 from tars_actors.aio import LoopThread
 from tars_actors.events import EventBus
@@ -323,6 +324,8 @@ class Daemon:
             "daemon.started",
             pid=os.getpid(),
             port=self.server.port if self.server is not None else None,
+            # python-soxr's slower path is used where libsoxr cannot be called directly.
+            resampler="libsoxr" if libsoxr.available() else "python-soxr",
         )
 
     def _finish_interrupted_goals(self) -> None:

@@ -102,6 +102,7 @@ def test_serve_runs_until_sigterm_then_shuts_down_and_exits_zero(tmp_path: Path)
     try:
         started = _wait_for_event(lines, "daemon.started", timeout=30)
         assert started["pid"] == process.pid
+        assert started["resampler"] == "libsoxr"
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=30)
         stopped = _wait_for_event(lines, "daemon.stopped", timeout=5)
