@@ -212,7 +212,9 @@ class StreamResampler:
 
     def process(self, pcm: bytes) -> bytes:
         """Resample a chunk of PCM16 LE bytes; returns what the stream can emit so far."""
-        return _little_endian_bytes(self.samples(pcm))
+        if self._odd_byte or len(pcm) & 1:
+            return _little_endian_bytes(self.samples(pcm))
+        return _little_endian_bytes(self._stream.process(pcm))
 
     def samples(self, pcm: bytes) -> NDArray[np.int16]:
         """Like :meth:`process`, as int16 samples (valid until the next call: the array

@@ -165,7 +165,8 @@ class Int16Stream:
         )
         if error:
             raise RuntimeError(f"libsoxr: {error.decode()}")
-        return self._drained(self._done.value)
+        done = self._done.value
+        return self._out[:done] if done < self._capacity else self._drained(done)
 
     def flush(self) -> NDArray[np.int16]:
         """End the input: emit everything still inside, then start afresh."""
@@ -185,6 +186,8 @@ class Int16Stream:
             raise RuntimeError(f"libsoxr: {error.decode()}")
 
     def _drained(self, done: int) -> NDArray[np.int16]:
+        """The ``done`` samples written, and whatever libsoxr has left when they filled
+        the buffer."""
         if done < self._capacity:
             return self._out[:done]
         # The buffer filled up: take the rest libsoxr holds, then hand back all of it
