@@ -682,6 +682,18 @@ def started_call(
     return phone, started.socket, attach_session(started)
 
 
+def test_the_pacers_clock_is_the_event_loops() -> None:
+    # The pacer reads time.monotonic() and sets its timers with loop.call_at.
+    loop = asyncio.new_event_loop()
+    try:
+        before = time.monotonic()
+        at = loop.time()
+        after = time.monotonic()
+    finally:
+        loop.close()
+    assert before <= at <= after
+
+
 def test_two_seconds_of_audio_are_sent_in_step_with_playout_not_at_once(
     server: Server, hooks: FakeHooks, new_phone: Callable[..., SyncSoftphone]
 ) -> None:
