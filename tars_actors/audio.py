@@ -101,8 +101,9 @@ _ULAW_TO_PCM: Final = _build_decode_table()
 # The same table as two byte-to-byte tables, low and high byte of each little-endian
 # sample: bytes.translate decodes a 20 ms frame with them in a fraction of numpy's
 # per-call cost.
-_ULAW_TO_PCM_LOW: Final = (_ULAW_TO_PCM.astype("<i2").view(np.uint8)[0::2]).tobytes()
-_ULAW_TO_PCM_HIGH: Final = (_ULAW_TO_PCM.astype("<i2").view(np.uint8)[1::2]).tobytes()
+_ULAW_TO_PCM_BYTES: Final = _ULAW_TO_PCM.astype("<i2").view(np.uint8)
+_ULAW_TO_PCM_LOW: Final = _ULAW_TO_PCM_BYTES[0::2].tobytes()
+_ULAW_TO_PCM_HIGH: Final = _ULAW_TO_PCM_BYTES[1::2].tobytes()
 _PCM_TO_ULAW: Final = _build_encode_table()
 
 

@@ -8,8 +8,8 @@ is seeded from the clock, so a call's pipeline has to resample in float32 and ro
 
 :class:`Int16Stream` calls the same libsoxr, the copy python-soxr's extension carries and
 exports, through ctypes: libsoxr reads the PCM16 bytes as they are and writes int16 with
-dither off (``SOXR_NO_DITHER``: it rounds to nearest and clips, as ``np.rint`` after
-clipping does) into an output buffer kept for the stream's life. Where that copy cannot be
+dither off (``SOXR_NO_DITHER``: it clips and rounds to nearest, halves to even on x86 as
+``np.rint`` does) into an output buffer kept for the stream's life. Where that copy cannot be
 reached (a python-soxr built with hidden symbols, a big-endian machine), :func:`available`
 is False and callers keep python-soxr's own path.
 """
@@ -28,7 +28,7 @@ __all__ = ["Int16Stream", "available"]
 
 _INT16_I: Final = 3  # SOXR_INT16_I (soxr.h): interleaved int16
 _NO_DITHER: Final = 8  # SOXR_NO_DITHER (soxr.h)
-RECIPES: Final = {"QQ": 0, "LQ": 1, "MQ": 2, "HQ": 4, "VHQ": 6}
+_RECIPES: Final = {"QQ": 0, "LQ": 1, "MQ": 2, "HQ": 4, "VHQ": 6}
 """python-soxr's quality names, as libsoxr's recipe numbers (soxr.h, SOXR_QQ … SOXR_VHQ)."""
 
 
@@ -123,9 +123,9 @@ class Int16Stream:
         lib = _LIB
         if lib is None:
             raise RuntimeError("libsoxr is not reachable through python-soxr here")
-        recipe = RECIPES.get(quality.upper())
+        recipe = _RECIPES.get(quality.upper())
         if recipe is None:
-            raise ValueError(f"quality must be one of {', '.join(RECIPES)}, got {quality!r}")
+            raise ValueError(f"quality must be one of {', '.join(_RECIPES)}, got {quality!r}")
         io_spec = lib.soxr_io_spec(_INT16_I, _INT16_I)
         io_spec.flags |= _NO_DITHER
         quality_spec = lib.soxr_quality_spec(recipe, 0)

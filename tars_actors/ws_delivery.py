@@ -14,6 +14,12 @@ the ordinary, and messages already queued when delivery started) goes through we
 own parser, ``Assembler`` and ``recv()`` as before, and reaches the same handler. The
 handler sees every message once, in wire order; websockets still does the handshake,
 pings, closing and every error.
+
+Over TLS, :func:`send_text_now` encrypts straight to the socket's transport when asyncio
+holds nothing back (:func:`_write_tls`), and the Direct connections' reads end once the
+input is used up rather than on an exception (:func:`_read_tls_without_raising`). Both
+read asyncio's own TLS state, and leave the work to asyncio wherever it is not as
+expected.
 """
 
 from __future__ import annotations

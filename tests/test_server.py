@@ -514,7 +514,11 @@ def test_caller_audio_reaches_the_relay_in_order_without_an_event_once_attached(
     journal = Journal()
     session = FakeSession.start(socket, journal)
     socket.attach(session, cast(Any, FakeRelay(journal)))
-    journal.wait_for(lambda j: len(j.messages) >= 40, "40 frames of audio")
+    # 40 frames after those that came before the relay (each of those was decoded).
+    journal.wait_for(
+        lambda j: sum(isinstance(m, tuple) for m in j.messages) >= decoded.count("Media") + 40,
+        "40 frames of audio through the relay",
+    )
     phone.send_dtmf("3")
     journal.wait_for(lambda j: bool(j.events(Dtmf)), "the digit")
     phone.hang_up()
