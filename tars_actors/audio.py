@@ -188,7 +188,8 @@ class StreamResampler:
 
     libsoxr is called directly where it can be (:mod:`tars_actors.libsoxr`: int16 in and
     out, no dither), else through python-soxr in float32 with rounding here; ``direct``
-    forces one or the other. Both give the same samples.
+    forces one or the other. Both give the same samples up to "HQ" (at "VHQ" libsoxr works
+    in double precision, and the float32 path may round a sample one step differently).
     """
 
     __slots__ = ("_odd_byte", "_stream", "direct", "in_rate", "out_rate")

@@ -324,11 +324,11 @@ class MediaStreamSocket:
         """Caller audio straight to the relay; False, doing nothing, when it must go as an
         event through :meth:`deliver` (no relay yet, or events still queued before it)."""
         with self._delivery:
-            relay = self._relay
-            if relay is None or self._pending or self._session is None or self._session_gone:
-                return False
-            relay.caller_audio(payload, received_at)
-            return True
+            return (
+                self._session is not None
+                and not self._pending
+                and self._to_relay(payload, received_at)
+            )
 
     def deliver(self, event: CallerEvent) -> None:
         with self._delivery:
@@ -346,11 +346,19 @@ class MediaStreamSocket:
 
     def _route(self, event: CallerEvent) -> bool:
         """Caller audio to the relay, everything else to the session; holds ``_delivery``."""
-        relay = self._relay
-        if relay is not None and isinstance(event.event, Media) and not self._session_gone:
-            relay.caller_audio(event.event.payload, event.received_at)
+        if isinstance(event.event, Media) and self._to_relay(
+            event.event.payload, event.received_at
+        ):
             return True
         return self._tell(event)
+
+    def _to_relay(self, payload: bytes, received_at: float) -> bool:
+        """Caller audio to the relay, if there is one; holds ``_delivery``."""
+        relay = self._relay
+        if relay is None or self._session_gone:
+            return False
+        relay.caller_audio(payload, received_at)
+        return True
 
     def _tell(self, message: CallerEvent | SocketClosed) -> bool:
         """Tell the session; the caller holds ``_delivery``. False once the session died."""

@@ -84,25 +84,22 @@ class _DirectDelivery(Connection):
         super().connection_made(transport)
         _read_tls_without_raising(transport)
 
-    #: The context ``deliver`` runs in (the consuming task's).
-    _direct_context: contextvars.Context | None = None
+    #: The context ``deliver`` runs in (the consuming task's), set with it.
+    _direct_context = contextvars.Context()
 
     def start_direct(
-        self,
-        deliver: Callable[[Data], None],
-        decode: bool | None,
-        context: contextvars.Context | None = None,
+        self, deliver: Callable[[Data], None], decode: bool | None, context: contextvars.Context
     ) -> None:
-        """Hand messages to ``deliver`` from now on, in ``context`` (else the current
-        one), unless this websockets does not keep its queue where it can be seen: then
-        everything goes through ``recv()``."""
+        """Hand messages to ``deliver`` from now on, in ``context``, unless this websockets
+        does not keep its queue where it can be seen: then everything goes through
+        ``recv()``."""
         queue = getattr(getattr(self.recv_messages, "frames", None), "queue", None)
         if not isinstance(queue, Sized):
             return
         self._direct_queue = queue
         self._direct_decode = decode
         self._direct_limit = _message_limit(self.protocol)
-        self._direct_context = context if context is not None else contextvars.copy_context()
+        self._direct_context = context
         self._direct = deliver
 
     def stop_direct(self) -> None:
@@ -150,14 +147,9 @@ class _DirectDelivery(Connection):
     _mask_key_at = 0
 
     def data_received(self, data: bytes) -> None:
-        context = self._direct_context
-        if (
-            self._direct is not None
-            and context is not None
-            and (self._between_frames or self._check_between_frames())
-        ):
+        if self._direct is not None and (self._between_frames or self._check_between_frames()):
             # One context switch per read, not per message.
-            taken = context.run(self._take_frames, data)
+            taken = self._direct_context.run(self._take_frames, data)
             if taken == len(data):
                 return
             data = data[taken:]
@@ -230,11 +222,7 @@ class _DirectDelivery(Connection):
         ):
             message = _message(bytes(event.data), event.opcode is Opcode.TEXT, self._direct_decode)
             if message is not None:
-                context = self._direct_context
-                if context is None:
-                    deliver(message)
-                else:
-                    context.run(deliver, message)
+                self._direct_context.run(deliver, message)
                 return
             # Not UTF-8: recv() closes the connection with the right code.
         super().process_event(event)

@@ -319,10 +319,19 @@ def test_pipelines_fall_back_to_python_soxr_without_direct_libsoxr(
     ) == expected
 
 
-def test_direct_libsoxr_rejects_an_unknown_quality() -> None:
+def test_direct_libsoxr_takes_python_soxrs_quality_names() -> None:
     with pytest.raises(ValueError, match="quality must be one of"):
         libsoxr.Int16Stream(8000, 16000, "best")
-    assert len(libsoxr.Int16Stream(8000, 16000, "hq").process(pcm(np.zeros(160)))) >= 0
+    # Any case, and the recipe python-soxr picks for the name: the same samples. (VHQ
+    # resamples in double precision, which python-soxr's float32 output rounds off.)
+    data = loud_noise(24000, 0.5, seed=9)
+    for quality in ("hq", "MQ", "qq"):
+        direct = StreamResampler(24000, 8000, quality=quality)
+        fallback = StreamResampler(24000, 8000, quality=quality, direct=False)
+        assert direct.direct
+        assert run_pieces(direct, data, [960]) == run_pieces(fallback, data, [960])
+    low, high = StreamResampler(24000, 8000), StreamResampler(24000, 8000, quality="HQ")
+    assert run_pieces(low, data, [960]) != run_pieces(high, data, [960])
 
 
 # --- Pipelines -----------------------------------------------------------------------

@@ -191,6 +191,26 @@ async def _waiting(connection: Connection) -> None:
     )
 
 
+async def _started(connection: Connection, handle: Callable[[Data], bool]) -> asyncio.Task[None]:
+    """consume() started, and waiting for messages (so the fast path, if any, is on)."""
+    consuming = _start(connection, handle)
+    await _waiting(connection)
+    return consuming
+
+
+async def _fed(
+    route: str, connection: Connection, handle: Callable[[Data], bool], burst: bytes
+) -> asyncio.Task[None]:
+    """consume() started, with ``burst`` reaching it by ``route``: already queued before it
+    started, read by the fast path, or parsed by websockets (behind a ping)."""
+    if route == "queued":
+        connection.data_received(burst)
+        return _start(connection, handle)
+    consuming = await _started(connection, handle)
+    connection.data_received(burst if route == "fast" else _frame(Opcode.PING, b"") + burst)
+    return consuming
+
+
 E = TypeVar("E", bound=Exception)
 
 #: In the reads of :func:`_consumed_until`: wait for consume's recv() to wait again.
@@ -217,6 +237,35 @@ async def _consumed_until(
     with pytest.raises(error) as raised:
         await consuming
     return collector.messages, raised.value
+
+
+def _consume_reads(
+    server_class: type[ServerConnection],
+    error: type[E],
+    reads: Sequence[bytes | None],
+    *,
+    decode: bool | None = None,
+    max_size: int | tuple[int | None, int | None] | None = 2**20,
+) -> tuple[list[Data], E]:
+    """:func:`_consumed_until` on the server's side of a fresh link."""
+
+    async def main() -> tuple[list[Data], E]:
+        async with _link(server_class, max_size=max_size) as (server, _client):
+            return await _consumed_until(error, server, reads, decode=decode)
+
+    return _run(main())
+
+
+def _sent_code(error: ConnectionClosedError) -> int:
+    """The close code this side sent."""
+    assert error.sent is not None
+    return error.sent.code
+
+
+def _received_code(closed: ConnectionClosedOK) -> int:
+    """The close code this side received."""
+    assert closed.rcvd is not None
+    return closed.rcvd.code
 
 
 def _delivering(connection: Connection) -> bool:
@@ -255,8 +304,7 @@ def test_messages_sent_after_consume_starts_arrive_in_order_without_the_parser()
     async def main() -> tuple[list[Data], tuple[int, int]]:
         async with _link() as (server, client):
             collector = Collector(stop_after=len(expected) + len(long))
-            consuming = _start(server, collector)
-            await _waiting(server)
+            consuming = await _started(server, collector)
             taps = Taps(server)
             for message in expected:
                 await client.send(message)
@@ -387,8 +435,7 @@ def test_frames_sharing_a_read_or_split_across_reads_come_whole_and_in_order(
     async def main() -> list[Data]:
         async with _link(server_class) as (server, _client):
             collector = Collector(stop_after=len(expected))
-            consuming = _start(server, collector)
-            await _waiting(server)
+            consuming = await _started(server, collector)
             for data in reads:
                 server.data_received(data)
             await consuming
@@ -420,8 +467,7 @@ def test_a_frame_split_at_any_byte_comes_whole_with_the_one_after(
                             pieces = [frame[:first], frame[first:second], frame[second:]]
                         pieces[-1] += _text("next")
                         collector = Collector(stop_after=2)
-                        consuming = _start(server, collector)
-                        await _waiting(server)
+                        consuming = await _started(server, collector)
                         for piece in pieces:
                             server.data_received(piece)
                         await consuming
@@ -456,8 +502,7 @@ def test_fragmented_messages_between_others_are_reassembled_in_place(
     async def main() -> list[Data]:
         async with _link(server_class) as (server, _client):
             collector = Collector(stop_after=7)
-            consuming = _start(server, collector)
-            await _waiting(server)
+            consuming = await _started(server, collector)
             for data in reads:
                 server.data_received(data)
             await consuming
@@ -492,8 +537,7 @@ def test_a_ping_between_data_frames_is_answered_and_the_data_is_intact(
 
             client.process_event = watch  # type: ignore[method-assign]
             collector = Collector(stop_after=6)
-            consuming = _start(server, collector)
-            await _waiting(server)
+            consuming = await _started(server, collector)
             taps = Taps(server)
             server.data_received(
                 _text("one")
@@ -570,8 +614,7 @@ def test_text_that_is_not_utf8_closes_with_1007_after_the_messages_before_it(
 
     messages, error, client_saw = _run(main())
     assert messages == ["fine"]
-    assert error.sent is not None
-    assert error.sent.code == 1007
+    assert _sent_code(error) == 1007
     assert client_saw == 1007
 
 
@@ -591,15 +634,10 @@ def test_a_frame_over_max_size_closes_with_1009_after_the_messages_before_it(
     max_size: int | tuple[int, int],
     oversize: bytes,
 ) -> None:
-    async def main() -> tuple[list[Data], ConnectionClosedError]:
-        async with _link(server_class, max_size=max_size) as (server, _client):
-            reads = [_text("fine") + _text("x" * 1000), oversize + _text("never")]
-            return await _consumed_until(ConnectionClosedError, server, reads)
-
-    messages, error = _run(main())
+    reads = [_text("fine") + _text("x" * 1000), oversize + _text("never")]
+    messages, error = _consume_reads(server_class, ConnectionClosedError, reads, max_size=max_size)
     assert messages == ["fine", "x" * 1000]
-    assert error.sent is not None
-    assert error.sent.code == 1009
+    assert _sent_code(error) == 1009
 
 
 @pytest.mark.parametrize(
@@ -627,27 +665,21 @@ def test_a_frame_masked_the_wrong_way_or_with_a_reserved_bit_closes_with_1002(
 
     messages, error = _run(main())
     assert messages == [b"fine"]
-    assert error.sent is not None
-    assert error.sent.code == 1002
+    assert _sent_code(error) == 1002
 
 
 @pytest.mark.parametrize("server_class", SERVER_CLASSES)
 def test_a_new_message_inside_a_fragmented_one_closes_with_1002(
     server_class: type[ServerConnection],
 ) -> None:
-    async def main() -> tuple[list[Data], ConnectionClosedError]:
-        async with _link(server_class) as (server, _client):
-            reads = [
-                _text("fine") + _frame(Opcode.TEXT, b"frag", fin=False),
-                WAIT_FOR_RECV,  # consume's recv() holds the first fragment: nothing is queued
-                _text("not a continuation"),
-            ]
-            return await _consumed_until(ConnectionClosedError, server, reads)
-
-    messages, error = _run(main())
+    reads = [
+        _text("fine") + _frame(Opcode.TEXT, b"frag", fin=False),
+        WAIT_FOR_RECV,  # consume's recv() holds the first fragment: nothing is queued
+        _text("not a continuation"),
+    ]
+    messages, error = _consume_reads(server_class, ConnectionClosedError, reads)
     assert messages == ["fine"]
-    assert error.sent is not None
-    assert error.sent.code == 1002
+    assert _sent_code(error) == 1002
 
 
 # -- decode ------------------------------------------------------------------------------
@@ -713,15 +745,10 @@ def test_with_decode_false_text_is_not_checked_for_utf8_as_with_recv(
 def test_with_decode_true_binary_that_is_not_utf8_closes_with_1007(
     server_class: type[ServerConnection],
 ) -> None:
-    async def main() -> tuple[list[Data], ConnectionClosedError]:
-        async with _link(server_class) as (server, _client):
-            read = _binary(b"fine") + _binary(b"\xff") + _binary(b"never")
-            return await _consumed_until(ConnectionClosedError, server, [read], decode=True)
-
-    messages, error = _run(main())
+    read = _binary(b"fine") + _binary(b"\xff") + _binary(b"never")
+    messages, error = _consume_reads(server_class, ConnectionClosedError, [read], decode=True)
     assert messages == ["fine"]
-    assert error.sent is not None
-    assert error.sent.code == 1007
+    assert _sent_code(error) == 1007
 
 
 # -- the handler ends it -----------------------------------------------------------------
@@ -739,13 +766,7 @@ def test_a_handler_returning_true_ends_consume_and_is_handed_nothing_more(
         async with _link(server_class) as (server, client):
             collector = Collector(stop_on="stop")
             burst = _text("a") + _text("stop") + _text("b") + _text("c")
-            if route == "queued":
-                server.data_received(burst)
-                consuming = _start(server, collector)
-            else:
-                consuming = _start(server, collector)
-                await _waiting(server)
-                server.data_received(burst if route == "fast" else _frame(Opcode.PING, b"") + burst)
+            consuming = await _fed(route, server, collector, burst)
             await consuming
             # What arrives after it ended is not handed over either.
             server.data_received(_text("d"))
@@ -767,13 +788,7 @@ def test_a_handler_raising_ends_consume_with_that_exception(
         async with _link(server_class) as (server, client):
             collector = Collector(fail_on="boom", fail_with=failure)
             burst = _text("a") + _text("boom") + _text("b")
-            if route == "queued":
-                server.data_received(burst)
-                consuming = _start(server, collector)
-            else:
-                consuming = _start(server, collector)
-                await _waiting(server)
-                server.data_received(burst if route == "fast" else _frame(Opcode.PING, b"") + burst)
+            consuming = await _fed(route, server, collector, burst)
             with pytest.raises(ValueError, match="cannot take this one") as raised:
                 await consuming
             assert raised.value is failure
@@ -799,13 +814,7 @@ def test_messages_after_the_one_that_ended_consume_stay_on_the_connection(
             if ending == "returns-true":
                 collector.fail_on = None
             burst = _text("a") + _text("end") + _text("b") + _binary(b"c")
-            if route == "queued":
-                server.data_received(burst)
-                consuming = _start(server, collector)
-            else:
-                consuming = _start(server, collector)
-                await _waiting(server)
-                server.data_received(burst if route == "fast" else _frame(Opcode.PING, b"") + burst)
+            consuming = await _fed(route, server, collector, burst)
             try:
                 await consuming
             except ValueError:
@@ -859,8 +868,7 @@ def test_a_normal_close_raises_connection_closed_ok_after_every_message(
     async def main() -> tuple[list[Data], ConnectionClosedOK]:
         async with _link(server_class) as (server, client):
             collector = Collector()
-            consuming = _start(server, collector)
-            await _waiting(server)
+            consuming = await _started(server, collector)
             await client.send("one")
             await client.send(b"two")
             await client.close(1000, "done")
@@ -870,8 +878,7 @@ def test_a_normal_close_raises_connection_closed_ok_after_every_message(
 
     messages, closed = _run(main())
     assert messages == ["one", b"two"]
-    assert closed.rcvd is not None
-    assert closed.rcvd.code == 1000
+    assert _received_code(closed) == 1000
     assert closed.rcvd.reason == "done"
 
 
@@ -879,18 +886,13 @@ def test_a_normal_close_raises_connection_closed_ok_after_every_message(
 def test_a_close_frame_in_the_same_read_ends_it_and_what_follows_is_not_handed_over(
     server_class: type[ServerConnection],
 ) -> None:
-    async def main() -> tuple[list[Data], ConnectionClosedOK]:
-        async with _link(server_class) as (server, _client):
-            reads = [
-                _text("one") + _close(1000, "bye") + _text("after the close"),
-                _text("in a read after the close"),
-            ]
-            return await _consumed_until(ConnectionClosedOK, server, reads)
-
-    messages, closed = _run(main())
+    reads = [
+        _text("one") + _close(1000, "bye") + _text("after the close"),
+        _text("in a read after the close"),
+    ]
+    messages, closed = _consume_reads(server_class, ConnectionClosedOK, reads)
     assert messages == ["one"]
-    assert closed.rcvd is not None
-    assert closed.rcvd.code == 1000
+    assert _received_code(closed) == 1000
 
 
 @pytest.mark.parametrize("server_class", SERVER_CLASSES)
@@ -918,8 +920,7 @@ def test_an_aborted_connection_raises_connection_closed_error(
     async def main() -> tuple[list[Data], ConnectionClosedError]:
         async with _link(server_class) as (server, client):
             collector = Collector()
-            consuming = _start(server, collector)
-            await _waiting(server)
+            consuming = await _started(server, collector)
             await client.send("one")
             await collector.wait_for(1)
             client.transport.abort()
@@ -983,8 +984,7 @@ def test_cancelling_consume_leaves_what_it_did_not_hand_over_on_the_connection(
     async def main() -> tuple[list[Data], list[Data]]:
         async with _link(server_class) as (server, client):
             collector = Collector()
-            consuming = _start(server, collector)
-            await _waiting(server)
+            consuming = await _started(server, collector)
             await client.send("handed over")
             await collector.wait_for(1)
             consuming.cancel()
@@ -1007,8 +1007,7 @@ def test_cancelling_consume_inside_a_fragmented_message_keeps_its_fragments(
     async def main() -> tuple[list[Data], list[Data]]:
         async with _link(server_class) as (server, _client):
             collector = Collector()
-            consuming = _start(server, collector)
-            await _waiting(server)
+            consuming = await _started(server, collector)
             server.data_received(_frame(Opcode.TEXT, b"frag", fin=False))
             # consume's recv() has taken the first fragment and waits for the next.
             await _waiting(server)
@@ -1331,6 +1330,13 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> LocalCertificate:
     return create_local_certificate(tmp_path_factory.mktemp("tls"))
 
 
+def _tls_link(
+    certificate: LocalCertificate, client_class: type[ClientConnection] = DirectClientConnection
+) -> Any:
+    """A link over TLS: websockets' own server, a Direct client unless told."""
+    return _link(ServerConnection, client_class=client_class, tls=certificate)
+
+
 class _TlsWrites:
     """From now on: what the connection hands asyncio's TLS transport (``write``), and
     what reaches the socket's own transport underneath (encrypted)."""
@@ -1362,9 +1368,7 @@ def test_send_text_now_over_tls_is_encrypted_straight_to_the_socket(
     count = 20
 
     async def main() -> tuple[list[Data], int, int]:
-        async with _link(
-            ServerConnection, client_class=DirectClientConnection, tls=certificate
-        ) as (server, client):
+        async with _tls_link(certificate) as (server, client):
             taps = _TlsWrites(client)
             for index in range(count):
                 send_text_now(client, f"{index}:{text}".encode())
@@ -1384,9 +1388,7 @@ def test_send_text_now_over_tls_queues_behind_what_asyncio_holds(
     through asyncio's queue; once it drains, everything arrives in order."""
 
     async def main() -> tuple[list[Data], int]:
-        async with _link(
-            ServerConnection, client_class=DirectClientConnection, tls=certificate
-        ) as (server, client):
+        async with _tls_link(certificate) as (server, client):
             tls = client.transport._ssl_protocol  # type: ignore[attr-defined]
             taps = _TlsWrites(client)
             send_text_now(client, b"before")
@@ -1442,10 +1444,7 @@ def test_tls_reads_end_when_the_input_is_used_up_not_on_an_exception(
     count = 20
 
     async def main() -> tuple[list[Data], int, int]:
-        async with _link(ServerConnection, client_class=client_class, tls=certificate) as (
-            server,
-            client,
-        ):
+        async with _tls_link(certificate, client_class) as (server, client):
             collector = Collector()
             consuming = _start(client, collector)
             reads = _TlsReads(client)
@@ -1474,9 +1473,7 @@ def test_tls_messages_in_bursts_of_records_arrive_whole_and_in_order(
     count = 12
 
     async def main() -> list[Data]:
-        async with _link(
-            ServerConnection, client_class=DirectClientConnection, tls=certificate
-        ) as (server, client):
+        async with _tls_link(certificate) as (server, client):
             collector = Collector(stop_after=count)
             consuming = _start(client, collector)
             for index in range(count):  # no wait between: reads carry several records
@@ -1491,9 +1488,7 @@ def test_a_tls_record_cut_across_reads_is_read_once_it_is_whole(
     certificate: LocalCertificate,
 ) -> None:
     async def main() -> tuple[list[Data], list[Data]]:
-        async with _link(
-            ServerConnection, client_class=DirectClientConnection, tls=certificate
-        ) as (server, client):
+        async with _tls_link(certificate) as (server, client):
             collector = Collector()
             consuming = _start(client, collector)
             reads = _TlsReads(client)
@@ -1518,9 +1513,7 @@ def test_a_tls_record_larger_than_one_read_is_read_to_its_end(
     # asyncio reads at most max_size bytes at a time; what a record has left after one
     # read is OpenSSL's, not the input's, and must be read too.
     async def main() -> list[Data]:
-        async with _link(
-            ServerConnection, client_class=DirectClientConnection, tls=certificate
-        ) as (server, client):
+        async with _tls_link(certificate) as (server, client):
             client.transport._ssl_protocol.max_size = 100  # type: ignore[attr-defined]
             collector = Collector(stop_after=1)
             consuming = _start(client, collector)
