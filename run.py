@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from tars_actors.cli import main
+from tars_actors.ops.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

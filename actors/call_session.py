@@ -19,10 +19,24 @@ from typing import Any
 import pykka
 import structlog
 
-from tars_actors.actor import ActorExit, ExitLink, TarsActor, linked
-from tars_actors.aio import LoopThread
-from tars_actors.audio import FRAME_SECONDS
-from tars_actors.call_flow import (
+from tars_actors.actor_messages import (
+    AudioInput,
+    CallerEvent,
+    CallSocket,
+    CallStatusChanged,
+    EndWithNotice,
+    Instruct,
+    ModelChannel,
+    ModelConnected,
+    ModelDisconnected,
+    ModelEvent,
+    SocketClosed,
+    TextTurn,
+)
+from tars_actors.actor_messages import HangUp as HangUpRequest
+from tars_actors.actor_messages import SayAndHangUp as SayAndHangUpRequest
+from tars_actors.audio.pipeline import FRAME_SECONDS
+from tars_actors.call.flow import (
     CallFlow,
     CancelTimer,
     CloseCaller,
@@ -40,25 +54,18 @@ from tars_actors.call_flow import (
     StopModel,
     StoreTranscript,
 )
-from tars_actors.messages import (
-    AudioInput,
-    CallerEvent,
-    CallSocket,
-    CallStatusChanged,
-    EndWithNotice,
-    Instruct,
-    ModelChannel,
-    ModelConnected,
-    ModelDisconnected,
-    ModelEvent,
-    SocketClosed,
-    TextTurn,
+from tars_actors.call.permissions import Permission
+from tars_actors.call.relay import AudioRelay, LatencyHistogram
+from tars_actors.messaging.routing import (
+    DeliverNote,
+    LiveSession,
+    SessionJoined,
+    SessionLeft,
+    Switchboard,
 )
-from tars_actors.messages import HangUp as HangUpRequest
-from tars_actors.messages import SayAndHangUp as SayAndHangUpRequest
-from tars_actors.permissions import Permission
-from tars_actors.relay import AudioRelay, LatencyHistogram
-from tars_actors.routing import DeliverNote, LiveSession, SessionJoined, SessionLeft, Switchboard
+from tars_actors.net.loop import LoopThread
+from tars_actors.runtime.actor import ActorExit, ExitLink, TarsActor, linked
+from tars_actors.runtime.timers import TimerHandle, Timers
 from tars_actors.store import (
     AgentSession,
     Conversation,
@@ -67,7 +74,6 @@ from tars_actors.store import (
     Store,
     utcnow,
 )
-from tars_actors.timers import TimerHandle, Timers
 from tars_actors.tools.registry import PreparedCall, ToolOutcome
 
 __all__ = ["CallSession", "ModelStarter", "SessionInfo"]

@@ -19,20 +19,7 @@ import structlog
 
 from actors.call_session import CallSession, ModelStarter, SessionInfo
 from actors.supervisor import Supervisor
-from tars_actors.actor import ActorExit
-from tars_actors.aio import LoopThread
-from tars_actors.call_flow import CallFlow, CallLimits
-from tars_actors.events import EventBus
-from tars_actors.goals import (
-    FINAL_GOAL_STATUSES,
-    GOAL_PREFIX,
-    GoalDesk,
-    goal_for_call,
-    goal_status_for,
-    mark_answered,
-    mark_dialing,
-)
-from tars_actors.messages import (
+from tars_actors.actor_messages import (
     CallFailed,
     CallNotAnswered,
     CallPlaced,
@@ -42,11 +29,25 @@ from tars_actors.messages import (
     Instruct,
     SettingsChanged,
 )
-from tars_actors.permissions import Permission
-from tars_actors.persona import Caller, Persona, persona_for
-from tars_actors.routing import Switchboard
-from tars_actors.server import Admission, Connect, Draining, OverCapacity
-from tars_actors.settings import Settings
+from tars_actors.call.flow import CallFlow, CallLimits
+from tars_actors.call.permissions import Permission
+from tars_actors.call.persona import Caller, Persona, persona_for
+from tars_actors.goals.desk import (
+    FINAL_GOAL_STATUSES,
+    GOAL_PREFIX,
+    GoalDesk,
+    goal_for_call,
+    goal_status_for,
+    mark_answered,
+    mark_dialing,
+)
+from tars_actors.messaging.routing import Switchboard
+from tars_actors.net.loop import LoopThread
+from tars_actors.runtime.actor import ActorExit
+from tars_actors.runtime.events import EventBus
+from tars_actors.runtime.settings import Settings
+from tars_actors.runtime.supervision import ChildSpec, Restart, Strategy, SupervisorFlags
+from tars_actors.runtime.timers import Timers
 from tars_actors.store import (
     AgentSession,
     CallGoal,
@@ -57,8 +58,7 @@ from tars_actors.store import (
     Store,
     utcnow,
 )
-from tars_actors.supervision import ChildSpec, Restart, Strategy, SupervisorFlags
-from tars_actors.timers import Timers
+from tars_actors.telephony.server import Admission, Connect, Draining, OverCapacity
 from tars_actors.tools.registry import ToolRegistry
 
 __all__ = ["CallAdmission", "CallHooks", "CallSupervisor", "ModelStarterFactory"]

@@ -25,18 +25,7 @@ from google.genai import _live_converters as live_converters
 from google.genai import errors, types
 from google.genai.live import AsyncSession
 
-from tars_actors import json_frames
-from tars_actors.actor import TarsActor
-from tars_actors.aio import LoopThread
-from tars_actors.gemini import (
-    INPUT_AUDIO_MIME,
-    ModelProfile,
-    audio_only,
-    live_config,
-    realtime_audio_message,
-    translate,
-)
-from tars_actors.messages import (
+from tars_actors.actor_messages import (
     AudioInput,
     InputTranscript,
     Interrupted,
@@ -51,8 +40,19 @@ from tars_actors.messages import (
     ToolResponses,
     TurnComplete,
 )
-from tars_actors.relay import AudioRelay
-from tars_actors.ws_delivery import consume, send_text_now, writable_now
+from tars_actors.call.relay import AudioRelay
+from tars_actors.model.wire import (
+    INPUT_AUDIO_MIME,
+    ModelProfile,
+    audio_only,
+    live_config,
+    realtime_audio_message,
+    translate,
+)
+from tars_actors.net import _json_frames as json_frames
+from tars_actors.net._ws_delivery import consume, send_text_now, writable_now
+from tars_actors.net.loop import LoopThread
+from tars_actors.runtime.actor import TarsActor
 
 __all__ = ["MAX_AUDIO_BATCH_BYTES", "GeminiConnection", "LiveChannel", "ModelConnectionLost"]
 
@@ -98,7 +98,7 @@ class _SetupIncomplete(Exception):
 
 
 class LiveChannel:
-    """The send side of one Live connection (a :class:`~tars_actors.messages.ModelChannel`).
+    """The send side of one Live connection (a :class:`~tars_actors.actor_messages.ModelChannel`).
 
     :meth:`send` and :meth:`close` are thread-safe and never block. Items wait in a deque
     shared with the loop under a lock; the loop is woken with ``call_soon_threadsafe`` only

@@ -13,9 +13,9 @@ from typing import Any
 import pykka
 import structlog
 
-from tars_actors.actor import TarsActor
-from tars_actors.events import EventBus
-from tars_actors.observability import (
+from tars_actors.runtime.actor import TarsActor
+from tars_actors.runtime.events import EventBus
+from tars_actors.runtime.observability import (
     ActorStats,
     ActorStuck,
     CheckStuck,
@@ -25,7 +25,7 @@ from tars_actors.observability import (
     snapshot_actors,
     stuck_report,
 )
-from tars_actors.timers import TimerHandle, Timers
+from tars_actors.runtime.timers import TimerHandle, Timers
 
 __all__ = ["ActorMonitor"]
 

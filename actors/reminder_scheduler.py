@@ -21,9 +21,7 @@ from zoneinfo import ZoneInfo
 import pykka
 import structlog
 
-from tars_actors.actor import TarsActor
-from tars_actors.ledger import MAX_BODY_CHARS, OWNER_TARGET
-from tars_actors.messages import (
+from tars_actors.actor_messages import (
     CallFailed,
     CallNotAnswered,
     CallPlaced,
@@ -33,13 +31,15 @@ from tars_actors.messages import (
     SmsFailed,
     SmsSent,
 )
-from tars_actors.reminder_time import describe_due
-from tars_actors.reminders import ReminderBook, ReminderRecord, RemindersChanged
-from tars_actors.routing import Dispatch, MessageType, Switchboard, clip
-from tars_actors.server import STATUS_PATH, connect_twiml, stream_url
-from tars_actors.settings import Settings
+from tars_actors.messaging.ledger import MAX_BODY_CHARS, OWNER_TARGET
+from tars_actors.messaging.routing import Dispatch, MessageType, Switchboard, clip
+from tars_actors.reminders.book import ReminderBook, ReminderRecord, RemindersChanged
+from tars_actors.reminders.timing import describe_due
+from tars_actors.runtime.actor import TarsActor
+from tars_actors.runtime.settings import Settings
+from tars_actors.runtime.timers import TimerHandle, Timers
 from tars_actors.store import ReminderKind, Store
-from tars_actors.timers import TimerHandle, Timers
+from tars_actors.telephony.server import STATUS_PATH, connect_twiml, stream_url
 
 __all__ = ["ReminderScheduler", "RemindersChanged", "reminder_text"]
 

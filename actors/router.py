@@ -1,9 +1,9 @@
 """The Router: routes messages between live calls and to the owner, and records each outcome.
 
 A permanent child of the root supervisor. Who is live is kept in the runtime's
-:class:`~tars_actors.routing.Presence`, so a restarted Router knows every call at once; what
-was sent is kept in the :class:`~tars_actors.ledger.MessageLedger`, so a restarted Router
-(or daemon) delivers what was never delivered, and nothing twice.
+:class:`~tars_actors.messaging.routing.Presence`, so a restarted Router knows every call at
+once; what was sent is kept in the :class:`~tars_actors.messaging.ledger.MessageLedger`, so a
+restarted Router (or daemon) delivers what was never delivered, and nothing twice.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from typing import Any
 import pykka
 import structlog
 
-from tars_actors.actor import TarsActor
-from tars_actors.ledger import LedgerError, MessageLedger, MessageRecord
-from tars_actors.messages import SendSms, SmsFailed, SmsSent
-from tars_actors.permissions import Permission
-from tars_actors.routing import (
+from tars_actors.actor_messages import SendSms, SmsFailed, SmsSent
+from tars_actors.call.permissions import Permission
+from tars_actors.messaging.ledger import LedgerError, MessageLedger, MessageRecord
+from tars_actors.messaging.routing import (
     BROADCAST_TARGET,
     OWNER_TARGET,
     DecideBroadcast,
@@ -44,7 +43,8 @@ from tars_actors.routing import (
     resolve_target,
     sms_text,
 )
-from tars_actors.settings import Settings
+from tars_actors.runtime.actor import TarsActor
+from tars_actors.runtime.settings import Settings
 from tars_actors.store import MessageStatus, Store
 
 __all__ = ["Router"]

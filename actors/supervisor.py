@@ -1,7 +1,7 @@
 """The Supervisor actor: starts children from specs, restarts them by strategy, escalates.
 
-The rules live in :mod:`tars_actors.supervision`; this actor carries them out on its own
-thread and learns of child exits from the :class:`~tars_actors.actor.ExitLink` each child
+The rules live in :mod:`tars_actors.runtime.supervision`; this actor carries them out on its own
+thread and learns of child exits from the :class:`~tars_actors.runtime.actor.ExitLink` each child
 is started under.
 """
 
@@ -19,9 +19,9 @@ from typing import Any, Literal, NoReturn
 import pykka
 import structlog
 
-from tars_actors.actor import ActorExit, ExitLink, ExitReason, TarsActor, linked
-from tars_actors.events import EventBus
-from tars_actors.supervision import (
+from tars_actors.runtime.actor import ActorExit, ExitLink, ExitReason, TarsActor, linked
+from tars_actors.runtime.events import EventBus
+from tars_actors.runtime.supervision import (
     ChildInfo,
     ChildSpec,
     ChildStartError,
@@ -34,7 +34,7 @@ from tars_actors.supervision import (
     SupervisorFlags,
     SupervisorStartError,
 )
-from tars_actors.timers import TimerHandle, Timers
+from tars_actors.runtime.timers import TimerHandle, Timers
 
 __all__ = ["RootWatch", "Supervisor", "start_root", "supervisor_spec"]
 

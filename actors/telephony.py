@@ -16,8 +16,7 @@ import pykka
 import structlog
 from twilio.rest import Client
 
-from tars_actors.actor import TarsActor
-from tars_actors.messages import (
+from tars_actors.actor_messages import (
     CallFailed,
     CallPlaced,
     HangUp,
@@ -27,9 +26,9 @@ from tars_actors.messages import (
     SmsFailed,
     SmsSent,
 )
-from tars_actors.server import goodbye_twiml
-from tars_actors.settings import Settings
-from tars_actors.twilio_rest import (
+from tars_actors.runtime.actor import TarsActor
+from tars_actors.runtime.settings import Settings
+from tars_actors.telephony.rest import (
     describe_error,
     error_code,
     is_already_ended,
@@ -37,6 +36,7 @@ from tars_actors.twilio_rest import (
     make_client,
     outbound_call_options,
 )
+from tars_actors.telephony.server import goodbye_twiml
 
 __all__ = ["RetryPolicy", "Telephony", "TelephonyRequest"]
 
@@ -89,8 +89,9 @@ class _Failed:
 
 
 class Telephony(TarsActor):
-    """Carries out :class:`~tars_actors.messages.HangUp`,
-    :class:`~tars_actors.messages.SayAndHangUp` and :class:`~tars_actors.messages.SendSms`.
+    """Carries out :class:`~tars_actors.actor_messages.HangUp`,
+    :class:`~tars_actors.actor_messages.SayAndHangUp` and
+    :class:`~tars_actors.actor_messages.SendSms`.
 
     Each request runs on the actor's thread pool (``max_workers`` at once), so one slow
     request does not hold up a hang-up; outcomes are logged once each and SMS results are

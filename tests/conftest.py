@@ -9,7 +9,7 @@ from pathlib import Path
 import pykka
 import pytest
 
-from tars_actors.log import configure_logging, reset_logging
+from tars_actors.runtime.log import configure_logging, reset_logging
 from tars_actors.sim.world import LocalWorld
 from tests.rig import Rig
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tars_actors.aio import LoopThread
+from tars_actors.net.loop import LoopThread
 from tars_actors.sim.gemini_live import GeminiLiveStandIn
 from tars_actors.sim.process import OWNER_PHONE as OWNER
 from tars_actors.sim.process import PUBLIC_URL, DaemonProcess, write_settings
 from tars_actors.sim.softphone import SyncSoftphone
 from tars_actors.sim.tls import create_local_certificate
-from tars_actors.sim.twilio_rest import TwilioRestStandIn
+from tars_actors.sim.twilio_api import TwilioRestStandIn
 from tars_actors.sim.world import FAKE_ACCOUNT_SID, FAKE_AUTH_TOKEN, TWILIO_NUMBER
 from tars_actors.store import AgentSession, InterSessionMessage, Store
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from tars_actors import libsoxr
-from tars_actors.audio import (
+from tars_actors.audio import _libsoxr as libsoxr
+from tars_actors.audio.pipeline import (
     FRAME_BYTES,
     ULAW_SILENCE,
     CallerToModel,

@@ -5,7 +5,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
-from tars_actors.call_flow import (
+from tars_actors.actor_messages import (
+    AudioInput,
+    AudioStarted,
+    FunctionCall,
+    GoAway,
+    InputTranscript,
+    Interrupted,
+    OutputTranscript,
+    ResumptionHandle,
+    TextTurn,
+    ToolCallRequest,
+    ToolResponses,
+    TurnComplete,
+)
+from tars_actors.call.flow import (
     CallFlow,
     CallLimits,
     CancelTimer,
@@ -22,24 +36,10 @@ from tars_actors.call_flow import (
     StopModel,
     StoreTranscript,
 )
-from tars_actors.messages import (
-    AudioInput,
-    AudioStarted,
-    FunctionCall,
-    GoAway,
-    InputTranscript,
-    Interrupted,
-    OutputTranscript,
-    ResumptionHandle,
-    TextTurn,
-    ToolCallRequest,
-    ToolResponses,
-    TurnComplete,
-)
-from tars_actors.permissions import Permission
+from tars_actors.call.permissions import Permission
+from tars_actors.telephony.stream_codec import Mark, Stop
 from tars_actors.tools import build_registry
 from tars_actors.tools.registry import ToolContext, ToolOutcome
-from tars_actors.twilio_stream import Mark, Stop
 
 E = TypeVar("E")
 

@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 import pykka
 
-from tars_actors.audio import pcm16_to_ulaw, ulaw_to_pcm16
-from tars_actors.events import Subscription
-from tars_actors.persona import unknown_caller_greeting
+from tars_actors.audio.pipeline import pcm16_to_ulaw, ulaw_to_pcm16
+from tars_actors.call.persona import unknown_caller_greeting
+from tars_actors.runtime.events import Subscription
+from tars_actors.runtime.supervision import SupervisorEvent
 from tars_actors.sim.gemini_live import LiveBehaviour, ScriptedReply, tone
-from tars_actors.sim.twilio_rest import Operation
+from tars_actors.sim.twilio_api import Operation
 from tars_actors.sim.world import OWNER_PHONE, LocalWorld
 from tars_actors.store import AgentSession, Contact, Conversation
-from tars_actors.supervision import SupervisorEvent
 from tests.logs import log_events
 
 WAIT = 15.0

@@ -18,11 +18,11 @@ from typing import Any
 import pykka
 import pytest
 
-from tars_actors import cli
-from tars_actors.actor import TarsActor
-from tars_actors.daemon import EXIT_GAVE_UP, Daemon, Runtime, watch_collection_pauses
-from tars_actors.settings import parse_settings
-from tars_actors.supervision import ChildSpec, Restart
+from tars_actors.daemon.lifecycle import EXIT_GAVE_UP, Daemon, Runtime, watch_collection_pauses
+from tars_actors.ops import cli
+from tars_actors.runtime.actor import TarsActor
+from tars_actors.runtime.settings import parse_settings
+from tars_actors.runtime.supervision import ChildSpec, Restart
 from tests.logs import log_events
 
 ROOT = Path(__file__).resolve().parent.parent

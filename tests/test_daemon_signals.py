@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tars_actors.daemon import RESTART_NOTICE
+from tars_actors.daemon.lifecycle import RESTART_NOTICE
 from tars_actors.sim.gemini_live import LiveConnection
 from tars_actors.sim.softphone import SyncSoftphone
-from tars_actors.sim.twilio_rest import Operation
+from tars_actors.sim.twilio_api import Operation
 from tests.rig import OWNER, WAIT, Rig
 
 STRANGER = "+15555550777"

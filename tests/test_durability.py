@@ -11,10 +11,10 @@ import pytest
 
 from actors.router import Router
 from actors.telephony import Telephony
-from tars_actors.routing import SessionJoined
+from tars_actors.messaging.routing import SessionJoined
 from tars_actors.sim.gemini_live import LiveConnection, ScriptedReply, tone
 from tars_actors.sim.softphone import SyncSoftphone
-from tars_actors.sim.twilio_rest import Operation
+from tars_actors.sim.twilio_api import Operation
 from tars_actors.sim.world import OWNER_PHONE, LocalWorld
 from tars_actors.store import AgentSession, InterSessionMessage, MessageStatus
 from tests.logs import log_events

@@ -22,10 +22,7 @@ from google.genai import types
 from structlog.testing import capture_logs
 
 from actors.gemini_connection import MAX_AUDIO_BATCH_BYTES, GeminiConnection, LiveChannel
-from tars_actors.actor import ActorExit, ExitLink, TarsActor, linked
-from tars_actors.aio import LoopThread
-from tars_actors.gemini import ModelProfile, live_config, make_client, parse_duration, translate
-from tars_actors.messages import (
+from tars_actors.actor_messages import (
     AudioInput,
     FunctionCall,
     GoAway,
@@ -46,7 +43,10 @@ from tars_actors.messages import (
     ToolResponses,
     TurnComplete,
 )
-from tars_actors.settings import GeminiSettings, Secrets, Settings, SettingsError
+from tars_actors.model.wire import ModelProfile, live_config, make_client, parse_duration, translate
+from tars_actors.net.loop import LoopThread
+from tars_actors.runtime.actor import ActorExit, ExitLink, TarsActor, linked
+from tars_actors.runtime.settings import GeminiSettings, Secrets, Settings, SettingsError
 from tars_actors.sim.gemini_live import GeminiLiveStandIn, LiveBehaviour, LiveConnection, tone
 from tars_actors.sim.tls import LocalCertificate, create_local_certificate
 
@@ -244,7 +244,7 @@ def flood_size() -> int:
     return total + (8 << 20)
 
 
-# --- tars_actors.gemini: config ----------------------------------------------------------
+# --- tars_actors.model.wire: config ----------------------------------------------------------
 
 
 def test_live_config_asks_for_audio_in_the_profile_voice_with_tools_and_long_sessions() -> None:
@@ -290,7 +290,7 @@ def test_live_config_resumes_from_the_handle_and_leaves_out_what_the_profile_tur
     assert config.context_window_compression is None
 
 
-# --- tars_actors.gemini: translation -----------------------------------------------------
+# --- tars_actors.model.wire: translation -----------------------------------------------------
 
 
 def server_message(data: Mapping[str, Any]) -> types.LiveServerMessage:
@@ -378,7 +378,7 @@ def test_translate_gives_nothing_for_messages_a_call_does_not_act_on() -> None:
     assert translate(server_message({"server_content": {"generation_complete": True}})) == []
 
 
-# --- tars_actors.gemini: client ----------------------------------------------------------
+# --- tars_actors.model.wire: client ----------------------------------------------------------
 
 
 def test_make_client_names_the_missing_api_key(model: GeminiLiveStandIn) -> None:

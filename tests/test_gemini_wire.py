@@ -9,8 +9,8 @@ from typing import Any
 from google.genai import _common, types
 from google.genai import _live_converters as live_converters
 
-from tars_actors.gemini import INPUT_AUDIO_MIME, audio_only, realtime_audio_message, translate
-from tars_actors.messages import ModelAudio, TurnComplete
+from tars_actors.actor_messages import ModelAudio, TurnComplete
+from tars_actors.model.wire import INPUT_AUDIO_MIME, audio_only, realtime_audio_message, translate
 
 PCM = bytes(range(256)) * 3  # every byte value, so both base64 alphabets differ
 

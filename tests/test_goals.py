@@ -17,7 +17,7 @@ import pytest
 from tars_actors.sim.gemini_live import LiveConnection, ScriptedReply, tone
 from tars_actors.sim.process import ROOT, write_settings
 from tars_actors.sim.softphone import SyncSoftphone
-from tars_actors.sim.twilio_rest import Operation, TwilioRestStandIn
+from tars_actors.sim.twilio_api import Operation, TwilioRestStandIn
 from tars_actors.sim.world import FAKE_ACCOUNT_SID, FAKE_AUTH_TOKEN, OWNER_PHONE, LocalWorld
 from tars_actors.store import CallGoal, Contact, Store
 from tests.logs import log_events

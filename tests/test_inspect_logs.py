@@ -14,8 +14,8 @@ from typing import Any
 import pykka
 import pytest
 
-from tars_actors.demo import run_demo
-from tars_actors.inspect_logs import (
+from tars_actors.ops.demo import run_demo
+from tars_actors.ops.inspect_logs import (
     CLEAR_SCREEN,
     SEPARATOR,
     STOPPED_ACTORS_KEPT,
@@ -32,7 +32,7 @@ from tars_actors.inspect_logs import (
     story_line,
     tell_story,
 )
-from tars_actors.log import reset_logging
+from tars_actors.runtime.log import reset_logging
 
 T0 = datetime(2026, 3, 1, 9, 0, 0, tzinfo=UTC)
 OWNER_SID = "CA" + "1" * 32
@@ -896,7 +896,7 @@ def test_following_stdin_tells_a_story_without_a_first_pass() -> None:
 
 def test_run_py_inspect_passes_every_option_through(demo_log: Path) -> None:
     """``python run.py [--settings X] inspect --call SID LOG`` reaches inspect whole."""
-    from tars_actors.cli import main as cli_main
+    from tars_actors.ops.cli import main as cli_main
 
     out = io.StringIO()
     assert (

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tars_actors import json_frames
+from tars_actors.net import _json_frames as json_frames
 
 FRAMES: list[str | bytes] = [
     '{"event":"media","streamSid":"MZ1","media":{"payload":"/w=="}}',

@@ -11,7 +11,7 @@ from typing import Any
 import peewee
 import pytest
 
-from tars_actors.ledger import (
+from tars_actors.messaging.ledger import (
     MAX_BODY_CHARS,
     ApprovalRecord,
     LedgerError,

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import pytest
 
-from tars_actors.load import (
+from tars_actors.ops.load import (
     MODEL_FRAME_BYTES,
     _Held,
     _measure,

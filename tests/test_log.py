@@ -16,8 +16,8 @@ import pykka
 import pytest
 import structlog
 
-from tars_actors.actor import TarsActor
-from tars_actors.log import (
+from tars_actors.runtime.actor import TarsActor
+from tars_actors.runtime.log import (
     REDACTED,
     SecretRedactor,
     configure_logging,

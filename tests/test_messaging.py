@@ -12,13 +12,12 @@ from typing import Any
 
 import pykka
 
-from tars_actors import benchmarks
-from tars_actors.ledger import MessageLedger
-from tars_actors.routing import MessageType, Route
-from tars_actors.server import connect_twiml
+from tars_actors.messaging.ledger import MessageLedger
+from tars_actors.messaging.routing import MessageType, Route
+from tars_actors.ops import bench_mailbox as benchmarks
 from tars_actors.sim.gemini_live import LiveConnection, ScriptedReply, tone
 from tars_actors.sim.softphone import SyncSoftphone
-from tars_actors.sim.twilio_rest import Operation
+from tars_actors.sim.twilio_api import Operation
 from tars_actors.sim.world import OWNER_PHONE, TWILIO_NUMBER, LocalWorld
 from tars_actors.store import (
     AgentSession,
@@ -30,6 +29,7 @@ from tars_actors.store import (
     Reminder,
     Store,
 )
+from tars_actors.telephony.server import connect_twiml
 from tests.logs import log_events
 from tests.waiting import QUIET, never, wait_until
 

@@ -17,12 +17,12 @@ import pykka
 import pytest
 
 from actors.monitor import ActorMonitor
-from tars_actors import benchmarks
-from tars_actors.actor import TarsActor
-from tars_actors.events import EventBus
-from tars_actors.log import configure_logging, reset_logging
-from tars_actors.mailbox import Mailbox
-from tars_actors.observability import (
+from tars_actors.ops import bench_mailbox as benchmarks
+from tars_actors.runtime.actor import TarsActor
+from tars_actors.runtime.events import EventBus
+from tars_actors.runtime.log import configure_logging, reset_logging
+from tars_actors.runtime.mailbox import Mailbox
+from tars_actors.runtime.observability import (
     ActorSnapshot,
     ActorStats,
     ActorStuck,
@@ -34,7 +34,7 @@ from tars_actors.observability import (
     install_stack_dump_signal,
     snapshot_actors,
 )
-from tars_actors.timers import ManualTimers
+from tars_actors.runtime.timers import ManualTimers
 
 WAIT = 5.0
 

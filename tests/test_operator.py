@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tars_actors.operator import (
+from tars_actors.ops.operator import (
     ENV_FILE,
     NumberConfig,
     NumberReport,
@@ -28,8 +28,8 @@ from tars_actors.operator import (
     service_unit,
     twilio_main,
 )
-from tars_actors.settings import Secrets, Settings
-from tars_actors.sim.twilio_rest import Operation, TwilioRestStandIn
+from tars_actors.runtime.settings import Secrets, Settings
+from tars_actors.sim.twilio_api import Operation, TwilioRestStandIn
 
 ACCOUNT = "ACtest0123456789abcdef0123456789"
 TOKEN = "test-auth-token"
@@ -438,7 +438,7 @@ def test_an_unreachable_api_is_reported(settings: Settings) -> None:
 
 def test_run_py_wires_the_twilio_and_service_commands(tmp_path: Path) -> None:
     """``python run.py twilio check`` and ``python run.py service`` reach these functions."""
-    from tars_actors.cli import main as cli_main
+    from tars_actors.ops.cli import main as cli_main
 
     out = io.StringIO()
     assert cli_main(["--settings", str(tmp_path / "missing.toml"), "service"], stdout=out) == 0

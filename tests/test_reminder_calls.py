@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 import pykka
 
 from actors.reminder_scheduler import ReminderScheduler
-from tars_actors.reminders import ReminderBook, RemindersChanged
+from tars_actors.reminders.book import ReminderBook, RemindersChanged
 from tars_actors.sim.gemini_live import LiveConnection
-from tars_actors.sim.twilio_rest import Operation
+from tars_actors.sim.twilio_api import Operation
 from tars_actors.sim.world import OWNER_PHONE, LocalWorld
 from tars_actors.store import Reminder, ReminderStatus, Store, utcnow
 from tests.waiting import QUIET, never, wait_until

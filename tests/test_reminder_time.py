@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tars_actors.reminder_time import (
+from tars_actors.reminders.timing import (
     ReminderTimeError,
     describe_due,
     describe_recurrence,

@@ -16,13 +16,13 @@ import pytest
 
 from actors.reminder_scheduler import ReminderScheduler
 from actors.telephony import RetryPolicy, Telephony
-from tars_actors.ledger import MessageLedger
-from tars_actors.reminders import ReminderBook, RemindersChanged
-from tars_actors.routing import Presence, Switchboard
-from tars_actors.settings import Secrets, Settings
-from tars_actors.sim.twilio_rest import Operation, TwilioRestStandIn
+from tars_actors.messaging.ledger import MessageLedger
+from tars_actors.messaging.routing import Presence, Switchboard
+from tars_actors.reminders.book import ReminderBook, RemindersChanged
+from tars_actors.runtime.settings import Secrets, Settings
+from tars_actors.runtime.timers import ManualTimers
+from tars_actors.sim.twilio_api import Operation, TwilioRestStandIn
 from tars_actors.store import Reminder, ReminderKind, ReminderStatus, Store
-from tars_actors.timers import ManualTimers
 from tests.waiting import QUIET, never, wait_until
 
 ACCOUNT = "AC" + "1" * 32

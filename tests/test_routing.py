@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from tars_actors.ledger import MessageRecord
-from tars_actors.permissions import Permission
-from tars_actors.routing import (
+from tars_actors.call.permissions import Permission
+from tars_actors.messaging.ledger import MessageRecord
+from tars_actors.messaging.routing import (
     SMS_MAX_CHARS,
     Deliver,
     Fail,

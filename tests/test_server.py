@@ -18,15 +18,17 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from tars_actors.aio import LoopThread
-from tars_actors.messages import (
+from tars_actors.actor_messages import (
     CallerEvent,
     CallSocket,
     CallStatusChanged,
     CallStreamStarted,
     SocketClosed,
 )
-from tars_actors.server import (
+from tars_actors.net.loop import LoopThread
+from tars_actors.runtime.settings import Secrets, Settings
+from tars_actors.sim.softphone import FRAME_BYTES, ReceivedMedia, StreamRejected, SyncSoftphone
+from tars_actors.telephony.server import (
     Admission,
     Connect,
     Draining,
@@ -35,9 +37,7 @@ from tars_actors.server import (
     Server,
     SocketCloseReason,
 )
-from tars_actors.settings import Secrets, Settings
-from tars_actors.sim.softphone import FRAME_BYTES, ReceivedMedia, StreamRejected, SyncSoftphone
-from tars_actors.twilio_stream import Dtmf, Mark, Media, MediaStreamDecoder, Start, Stop
+from tars_actors.telephony.stream_codec import Dtmf, Mark, Media, MediaStreamDecoder, Start, Stop
 from tests.waiting import wait_until
 
 TOKEN = "test-auth-token"

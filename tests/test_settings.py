@@ -13,7 +13,7 @@ from typing import Any
 import peewee
 import pytest
 
-from tars_actors.settings import (
+from tars_actors.runtime.settings import (
     PLACEHOLDER_PUBLIC_URL,
     Secrets,
     Settings,

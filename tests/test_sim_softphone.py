@@ -23,7 +23,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from tars_actors.aio import LoopThread
+from tars_actors.net.loop import LoopThread
 from tars_actors.sim.softphone import (
     FRAME_BYTES,
     Softphone,

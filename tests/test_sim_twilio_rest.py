@@ -12,7 +12,7 @@ import pytest
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
-from tars_actors.sim.twilio_rest import CallRecord, Operation, TwilioRestStandIn
+from tars_actors.sim.twilio_api import CallRecord, Operation, TwilioRestStandIn
 
 ACCOUNT = "ACtest0123456789abcdef0123456789"
 TOKEN = "test-auth-token"

@@ -15,9 +15,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from actors.supervisor import Supervisor, start_root, supervisor_spec
-from tars_actors.actor import TarsActor
-from tars_actors.events import EventBus, Subscription
-from tars_actors.supervision import (
+from tars_actors.runtime.actor import TarsActor
+from tars_actors.runtime.events import EventBus, Subscription
+from tars_actors.runtime.supervision import (
     Backoff,
     ChildInfo,
     ChildSpec,
@@ -29,7 +29,7 @@ from tars_actors.supervision import (
     SupervisorFlags,
     SupervisorStartError,
 )
-from tars_actors.timers import ManualTimers
+from tars_actors.runtime.timers import ManualTimers
 
 WAIT = 5.0
 

@@ -15,7 +15,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
 from actors.telephony import RetryPolicy, Telephony
-from tars_actors.messages import (
+from tars_actors.actor_messages import (
     CallFailed,
     CallPlaced,
     HangUp,
@@ -25,9 +25,9 @@ from tars_actors.messages import (
     SmsFailed,
     SmsSent,
 )
-from tars_actors.settings import Secrets, Settings
-from tars_actors.sim.twilio_rest import Operation, TwilioRestStandIn
-from tars_actors.twilio_rest import describe_error, is_already_ended, is_transient, make_client
+from tars_actors.runtime.settings import Secrets, Settings
+from tars_actors.sim.twilio_api import Operation, TwilioRestStandIn
+from tars_actors.telephony.rest import describe_error, is_already_ended, is_transient, make_client
 from tests.waiting import wait_until
 
 ACCOUNT = "ACtest0123456789abcdef0123456789"

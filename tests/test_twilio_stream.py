@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tars_actors.twilio_stream import (
+from tars_actors.telephony.stream_codec import (
     MAX_FRAME_SIZE,
     Connected,
     Dtmf,

@@ -26,14 +26,14 @@ from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, Inv
 from websockets.frames import Close, Frame, Opcode
 from websockets.typing import Data
 
-from tars_actors.sim.tls import LocalCertificate, create_local_certificate
-from tars_actors.ws_delivery import (
+from tars_actors.net._ws_delivery import (
     DirectClientConnection,
     DirectServerConnection,
     consume,
     send_text_now,
     writable_now,
 )
+from tars_actors.sim.tls import LocalCertificate, create_local_certificate
 
 T = TypeVar("T")
 

@@ -35,7 +35,7 @@ import numpy.typing as npt
 from aiohttp import WSMsgType, web
 from google.genai import types
 
-from tars_actors.aio import LoopThread
+from tars_actors.net.loop import LoopThread
 from tars_actors.sim._waiting import Changes
 from tars_actors.sim.tls import LocalCertificate
 

@@ -37,7 +37,7 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
-from tars_actors.aio import LoopThread
+from tars_actors.net.loop import LoopThread
 from tars_actors.sim._waiting import Changes
 
 __all__ = [

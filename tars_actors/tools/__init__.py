@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from tars_actors.goals.tools import goal_tools
+from tars_actors.messaging.tools import ToolServices, messaging_tools
+from tars_actors.reminders.tools import reminder_tools
 from tars_actors.tools.call import END_CALL
-from tars_actors.tools.goals import goal_tools
-from tars_actors.tools.messaging import ToolServices, messaging_tools
 from tars_actors.tools.registry import ToolRegistry
-from tars_actors.tools.reminders import reminder_tools
 
 __all__ = ["ToolServices", "build_registry"]
 

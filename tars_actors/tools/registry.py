@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 
 from google.genai import types
 
-from tars_actors.permissions import Permission, allowed_tools
+from tars_actors.call.permissions import Permission, allowed_tools
 
 __all__ = [
     "Param",

@@ -1,0 +1,728 @@
+"""What one call does, as a pure state machine: caller and model events in, effects out.
+
+:class:`CallFlow` owns no threads, sockets or clients. The ``CallSession`` actor feeds it
+Twilio events, model events, tool results and timer expiries, and carries out the effects
+it returns in order. Tests drive it directly. The audio itself, frame by frame, is the
+:class:`~tars_actors.call.relay.AudioRelay`'s: the flow hears of it once per turn.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tars_actors.actor_messages import (
+    AudioStarted,
+    GoAway,
+    InputTranscript,
+    Interrupted,
+    ModelInput,
+    ModelServerEvent,
+    OutputTranscript,
+    PlaybackCut,
+    ResumptionHandle,
+    TextTurn,
+    ToolCallCancelled,
+    ToolCallRequest,
+    ToolResponse,
+    ToolResponses,
+    TurnComplete,
+)
+from tars_actors.call.permissions import Permission
+from tars_actors.runtime.supervision import Backoff
+from tars_actors.telephony.stream_codec import Dtmf, InboundEvent, Mark, Stop
+from tars_actors.tools.registry import PreparedCall, ToolError, ToolOutcome, ToolRegistry
+
+__all__ = [
+    "CallFlow",
+    "CallLimits",
+    "CallStats",
+    "CancelTimer",
+    "CloseCaller",
+    "Effect",
+    "EndSession",
+    "HangUp",
+    "LogEvent",
+    "MarkCaller",
+    "MarkUnheard",
+    "RunTool",
+    "SayAndHangUp",
+    "SendToModel",
+    "StartModel",
+    "StartTimer",
+    "StopModel",
+    "StoreTranscript",
+]
+
+
+# --- Effects --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MarkCaller:
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloseCaller:
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendToModel:
+    connection_id: int
+    item: ModelInput
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartModel:
+    connection_id: int
+    resumption_handle: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StopModel:
+    connection_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunTool:
+    call: PreparedCall
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreTranscript:
+    speaker: str
+    text: str
+    heard: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MarkUnheard:
+    """The last assistant line stored was cut off before the caller heard all of it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartTimer:
+    name: str
+    delay: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelTimer:
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HangUp:
+    """End the phone call through Twilio REST (the stream socket alone may not)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SayAndHangUp:
+    """Have Twilio speak ``text`` and hang up (used when the model cannot speak)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndSession:
+    reason: str
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogEvent:
+    event: str
+    level: str = "info"
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+Effect = (
+    MarkCaller
+    | CloseCaller
+    | SendToModel
+    | StartModel
+    | StopModel
+    | RunTool
+    | StoreTranscript
+    | MarkUnheard
+    | StartTimer
+    | CancelTimer
+    | HangUp
+    | SayAndHangUp
+    | EndSession
+    | LogEvent
+)
+
+
+# --- Configuration and figures ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallLimits:
+    max_call_seconds: float = 1800.0
+    #: How long to wait for the goodbye's mark before hanging up anyway.
+    end_call_grace_seconds: float = 10.0
+    #: How long the call may be without a model connection before it is given up.
+    model_unreachable_seconds: float = 20.0
+    #: Caller audio kept while the model is reconnecting (20 ms frames).
+    gap_buffer_seconds: float = 10.0
+    #: Seconds before a goAway deadline at which the connection is rotated regardless.
+    go_away_margin_seconds: float = 2.0
+    #: How long Twilio gets to end the stream after the apology before TARS hangs up.
+    apology_grace_seconds: float = 15.0
+    #: How long a note for the model waits while the caller keeps talking.
+    note_wait_seconds: float = 2.0
+    reconnect_backoff: Backoff = field(
+        default_factory=lambda: Backoff(initial=0.2, maximum=5.0, jitter=0.0)
+    )
+
+
+@dataclass(slots=True)
+class CallStats:
+    """The figures of the ``call.summary`` line."""
+
+    turns: int = 0
+    interruptions: int = 0
+    reconnects: int = 0
+    tool_calls: int = 0
+    tools_refused: int = 0
+
+    def as_fields(self) -> dict[str, int]:
+        return {
+            "turns": self.turns,
+            "interruptions": self.interruptions,
+            "reconnects": self.reconnects,
+            "tool_calls": self.tool_calls,
+            "tools_refused": self.tools_refused,
+        }
+
+
+TIMER_MAX_DURATION = "max-duration"
+TIMER_END_GRACE = "end-call-grace"
+TIMER_MODEL_RESTART = "model-restart"
+TIMER_MODEL_UNREACHABLE = "model-unreachable"
+TIMER_ROTATE = "model-rotate"
+TIMER_APOLOGY = "apology-grace"
+TIMER_NOTE_WAIT = "note-wait"
+
+UNREACHABLE_APOLOGY = (
+    "Sorry, I am having trouble connecting right now. Please call again in a few minutes."
+)
+
+
+class CallFlow:
+    """The behaviour of one call. Every public method returns the effects to carry out."""
+
+    def __init__(
+        self,
+        *,
+        permission: Permission,
+        greeting: str,
+        tools: ToolRegistry,
+        limits: CallLimits | None = None,
+    ) -> None:
+        self.permission = permission
+        self.greeting = greeting
+        self.tools = tools
+        self.limits = limits or CallLimits()
+        self.stats = CallStats()
+        # Model connection state.
+        self._next_connection_id = 1
+        self._current: int | None = None  # the connection inputs go to, once connected
+        self._connecting: int | None = None  # a connection being opened (start or rotate)
+        self._handle: str | None = None
+        self._greeted = False
+        self._restart_attempt = 0
+        self._rotate_pending = False
+        # Inputs other than audio (greeting, tool results) kept while there is no
+        # connection; the relay keeps the audio.
+        self._gap: deque[ModelInput] = deque()
+        # Turn state.
+        self._turn = 0
+        self._turn_has_output = False
+        self._turn_interrupted = False
+        self._assistant_text: list[str] = []
+        self._caller_text: list[str] = []
+        self._tools_in_flight: dict[str, str] = {}
+        # Notes waiting for a turn boundary: (routed message id, or None for TARS's own
+        # instruction, and the text).
+        self._notes: list[tuple[int | None, str]] = []
+        self._note_wait = False  # the note-wait timer is running
+        self._note_wait_over = False  # ... and has fired: stop waiting for the caller
+        self._greeting_answered = False
+        # Ending.
+        # Set while Twilio speaks an apology or notice before hanging up: why the call
+        # ends once it has been heard.
+        self._saying_goodbye: str | None = None
+        self._ending_mark: str | None = None
+        self._end_requested = False
+        self._ended = False
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    @property
+    def resumption_handle(self) -> str | None:
+        return self._handle
+
+    @property
+    def current_connection(self) -> int | None:
+        """The model connection inputs go to now, if any."""
+        return self._current
+
+    def start(self) -> list[Effect]:
+        return [
+            StartTimer(name=TIMER_MAX_DURATION, delay=self.limits.max_call_seconds),
+            StartTimer(name=TIMER_MODEL_UNREACHABLE, delay=self.limits.model_unreachable_seconds),
+            self._open_connection(),
+        ]
+
+    def _open_connection(self) -> StartModel:
+        connection_id = self._next_connection_id
+        self._next_connection_id += 1
+        self._connecting = connection_id
+        return StartModel(connection_id=connection_id, resumption_handle=self._handle)
+
+    # --- the model connection -----------------------------------------------------------
+
+    def model_connected(self, connection_id: int) -> list[Effect]:
+        if self._ended or self._saying_goodbye is not None or connection_id != self._connecting:
+            return [StopModel(connection_id=connection_id)]
+        effects: list[Effect] = [CancelTimer(name=TIMER_MODEL_UNREACHABLE)]
+        previous = self._current
+        self._current = connection_id
+        self._connecting = None
+        self._restart_attempt = 0
+        if previous is not None:
+            # A rotation: the old connection's unsent inputs come back in its
+            # ModelDisconnected and are resent here.
+            self._rotate_pending = False
+            effects += [CancelTimer(name=TIMER_ROTATE), StopModel(connection_id=previous)]
+        if not self._greeted:
+            self._greeted = True
+            effects += self._to_current(TextTurn(text=self.greeting))
+        effects += self._to_current(*self._drain_gap())
+        return effects
+
+    def model_disconnected(
+        self, connection_id: int, *, expected: bool, unsent: Sequence[ModelInput], reason: str
+    ) -> list[Effect]:
+        effects: list[Effect] = []
+        if connection_id == self._current:
+            self._current = None
+        # What the ended connection did not send goes first, before newer inputs.
+        self._gap.extendleft(reversed(list(unsent)))
+        if self._ended or self._saying_goodbye is not None:
+            return effects
+        if self._current is not None:
+            return self._to_current(*self._drain_gap())
+        if connection_id == self._connecting:
+            self._connecting = None
+        if self._connecting is not None:
+            return effects  # a replacement is already on its way
+        self.stats.reconnects += 1
+        self._restart_attempt += 1
+        delay = self.limits.reconnect_backoff.base_delay(self._restart_attempt)
+        effects += [
+            LogEvent(
+                event="model.reconnecting",
+                level="info" if expected else "warning",
+                fields={
+                    "connection_id": connection_id,
+                    "reason": reason,
+                    "attempt": self._restart_attempt,
+                    "delay": delay,
+                    "resumable": self._handle is not None,
+                },
+            ),
+            StartTimer(name=TIMER_MODEL_RESTART, delay=delay),
+        ]
+        if self._restart_attempt == 1:
+            # The unreachable deadline counts from the start of this outage.
+            effects.append(
+                StartTimer(
+                    name=TIMER_MODEL_UNREACHABLE, delay=self.limits.model_unreachable_seconds
+                )
+            )
+        return effects
+
+    def model_event(self, connection_id: int, event: ModelServerEvent) -> list[Effect]:
+        if self._ended or connection_id != self._current:
+            # Late events of a rotated-out connection: its turn was already handed over.
+            if isinstance(event, ResumptionHandle) and event.resumable:
+                self._handle = event.handle
+            return []
+        match event:
+            case AudioStarted():
+                return self._begin_output()
+            case OutputTranscript(text=text):
+                effects = self._begin_output()
+                self._assistant_text.append(text)
+                return effects
+            case InputTranscript(text=text):
+                self._caller_text.append(text)
+                return []
+            case Interrupted():
+                return self._interrupted()
+            case PlaybackCut():
+                self.stats.interruptions += 1
+                return [MarkUnheard()]
+            case TurnComplete(mark=mark):
+                return self._turn_complete(mark)
+            case ToolCallRequest(calls=calls):
+                return self._tool_calls(calls)
+            case ToolCallCancelled(call_ids=ids):
+                for call_id in ids:
+                    self._tools_in_flight.pop(call_id, None)
+                return [LogEvent(event="tool.cancelled", fields={"call_ids": list(ids)})]
+            case GoAway(time_left=time_left):
+                self._rotate_pending = True
+                effects = [
+                    LogEvent(event="model.go_away", fields={"time_left": time_left}),
+                    StartTimer(
+                        name=TIMER_ROTATE,
+                        delay=max(0.0, time_left - self.limits.go_away_margin_seconds),
+                    ),
+                ]
+                if self._at_turn_boundary():
+                    effects += self._rotate()
+                return effects
+            case ResumptionHandle(handle=handle, resumable=resumable):
+                if resumable:
+                    self._handle = handle
+                return []
+        return []  # pragma: no cover
+
+    def send_failed(self, item: ModelInput) -> list[Effect]:
+        """The channel was closed before the session learned it; keep the item."""
+        self._buffer(item)
+        return []
+
+    # --- the caller ---------------------------------------------------------------------
+
+    def caller_event(self, event: InboundEvent) -> list[Effect]:
+        if self._ended:
+            return []
+        match event:
+            case Mark(name=name):
+                if name == self._ending_mark:
+                    return self._finish("end_call", hang_up=True)
+                return []
+            case Dtmf(digit=digit):
+                return [LogEvent(event="call.dtmf", fields={"digit": digit})]
+            case Stop():
+                return self._finish(self._hang_up_reason(), hang_up=False)
+        return []
+
+    def socket_closed(self, reason: str) -> list[Effect]:
+        if self._ended:
+            return []
+        return self._finish(self._hang_up_reason(), hang_up=False, detail=reason)
+
+    def call_status(self, status: str) -> list[Effect]:
+        """A final status callback (completed, busy, failed...) for this call."""
+        if self._ended:
+            return []
+        return self._finish(self._hang_up_reason(), hang_up=False, detail=f"status {status}")
+
+    def _hang_up_reason(self) -> str:
+        return self._saying_goodbye or "caller hung up"
+
+    def shutdown(self, reason: str = "shutdown") -> list[Effect]:
+        if self._ended:
+            return []
+        return self._finish(reason, hang_up=True)
+
+    def end_with_notice(self, text: str, *, reason: str, grace: float) -> list[Effect]:
+        """End the call politely: Twilio speaks ``text`` and hangs up (TARS is restarting).
+
+        Twilio plays it once the call's TwiML is replaced, which ends the stream from its
+        side; if the stream outlives ``grace`` seconds, the call is ended anyway.
+        """
+        if self._ended or self._saying_goodbye is not None:
+            return []
+        return [
+            *self._say_and_end(text, reason=reason, grace=grace),
+            LogEvent(event="call.ending_with_notice", fields={"reason": reason}),
+        ]
+
+    def _say_and_end(self, text: str, *, reason: str, grace: float) -> list[Effect]:
+        """Have Twilio speak ``text`` and hang up; end the call with ``reason`` once the
+        stream closes, or after ``grace`` seconds if it does not. No model connection is
+        opened meanwhile (one on its way is stopped) and nothing else is scheduled."""
+        self._saying_goodbye = reason
+        effects: list[Effect] = [
+            SayAndHangUp(text=text),
+            StartTimer(name=TIMER_APOLOGY, delay=grace),
+        ]
+        for name in (TIMER_MODEL_RESTART, TIMER_ROTATE, TIMER_NOTE_WAIT):
+            effects.append(CancelTimer(name=name))
+        if self._connecting is not None:
+            effects.append(StopModel(connection_id=self._connecting))
+            self._connecting = None
+        return effects
+
+    # --- tools --------------------------------------------------------------------------
+
+    def _tool_calls(self, calls: Sequence[Any]) -> list[Effect]:
+        effects: list[Effect] = []
+        refused: list[ToolResponse] = []
+        for call in calls:
+            self.stats.tool_calls += 1
+            prepared = self.tools.prepare(
+                call_id=call.call_id, name=call.name, args=call.args, level=self.permission
+            )
+            if isinstance(prepared, ToolError):
+                self.stats.tools_refused += 1
+                effects.append(
+                    LogEvent(
+                        event="tool.refused",
+                        level="warning",
+                        fields={
+                            "tool": prepared.name,
+                            "call_id": prepared.call_id,
+                            "kind": prepared.kind,
+                            "error": prepared.message,
+                            "permission": str(self.permission),
+                        },
+                    )
+                )
+                refused.append(
+                    ToolResponse(
+                        call_id=prepared.call_id, name=prepared.name, response=prepared.response()
+                    )
+                )
+                continue
+            self._tools_in_flight[prepared.call_id] = prepared.name
+            effects.append(RunTool(call=prepared))
+        if refused:
+            effects += self._to_current(ToolResponses(responses=tuple(refused)))
+        return effects
+
+    def tool_finished(self, call_id: str, name: str, outcome: ToolOutcome) -> list[Effect]:
+        if self._ended or self._tools_in_flight.pop(call_id, None) is None:
+            return []
+        response = ToolResponse(call_id=call_id, name=name, response=dict(outcome.response))
+        effects = self._to_current(ToolResponses(responses=(response,)))
+        if outcome.end_call and not self._end_requested:
+            self._end_requested = True
+            effects.append(
+                StartTimer(name=TIMER_END_GRACE, delay=self.limits.end_call_grace_seconds)
+            )
+            effects.append(LogEvent(event="call.end_requested", fields={"tool": name}))
+        if self._rotate_pending and self._at_turn_boundary():
+            effects += self._rotate()
+        return effects
+
+    # --- routed messages ------------------------------------------------------------------
+
+    def deliver_note(self, message_id: int, text: str) -> list[Effect]:
+        """A routed message for this call's model: sent at the next turn boundary.
+
+        Never over the model's own speech and never while a tool call is open; while the
+        caller keeps talking it waits at most ``note_wait_seconds``.
+        """
+        if self._ended or any(mid == message_id for mid, _ in self._notes):
+            return []
+        self._notes.append((message_id, text))
+        return self._flush_notes()
+
+    def instruct(self, text: str) -> list[Effect]:
+        """An instruction from TARS itself (e.g. "this is voicemail"), sent like a note."""
+        if self._ended:
+            return []
+        self._notes.append((None, text))
+        return self._flush_notes()
+
+    def undelivered_notes(self) -> tuple[int, ...]:
+        """Messages this call took but never passed to a model connection."""
+        ids = [mid for mid, _ in self._notes if mid is not None]
+        for item in self._gap:
+            if isinstance(item, TextTurn):
+                ids.extend(item.note_ids)
+        return tuple(ids)
+
+    def _flush_notes(self) -> list[Effect]:
+        if not self._notes or self._saying_goodbye is not None or self._end_requested:
+            return []
+        if not self._greeting_answered or self._turn_has_output or self._tools_in_flight:
+            return []  # the next turn boundary flushes them
+        if self._caller_text and not self._note_wait_over:
+            # The caller is mid-sentence: give them a moment, not forever.
+            if self._note_wait:
+                return []
+            self._note_wait = True
+            return [StartTimer(name=TIMER_NOTE_WAIT, delay=self.limits.note_wait_seconds)]
+        notes, self._notes = self._notes, []
+        effects: list[Effect] = []
+        if self._note_wait:
+            effects.append(CancelTimer(name=TIMER_NOTE_WAIT))
+        self._note_wait = self._note_wait_over = False
+        turn = TextTurn(
+            text="\n\n".join(text for _, text in notes),
+            note_ids=tuple(mid for mid, _ in notes if mid is not None),
+        )
+        effects.append(
+            LogEvent(event="call.note_sent", fields={"message_ids": list(turn.note_ids)})
+        )
+        return effects + self._to_current(turn)
+
+    # --- timers -------------------------------------------------------------------------
+
+    def timer_fired(self, name: str) -> list[Effect]:
+        if self._ended:
+            return []
+        match name:
+            case "max-duration":
+                return self._finish("max duration", hang_up=True)
+            case "end-call-grace":
+                return self._finish("end_call", hang_up=True)
+            case "model-restart":
+                if (
+                    self._current is None
+                    and self._connecting is None
+                    and self._saying_goodbye is None
+                ):
+                    return [self._open_connection()]
+                return []
+            case "model-unreachable":
+                if self._current is not None:
+                    return []
+                # Twilio speaks the apology once the call's TwiML is replaced, which ends
+                # the stream from its side; closing the socket first would hang up before.
+                return [
+                    *self._say_and_end(
+                        UNREACHABLE_APOLOGY,
+                        reason="model unreachable",
+                        grace=self.limits.apology_grace_seconds,
+                    ),
+                    LogEvent(
+                        event="model.unreachable",
+                        level="error",
+                        fields={"seconds": self.limits.model_unreachable_seconds},
+                    ),
+                ]
+            case "apology-grace":
+                # The stream outlived the apology: end the call ourselves.
+                return self._finish(self._saying_goodbye or "model unreachable", hang_up=True)
+            case "model-rotate":
+                if self._rotate_pending:
+                    return self._rotate()
+                return []
+            case "note-wait":
+                self._note_wait = False
+                self._note_wait_over = True
+                return self._flush_notes()
+        return []
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _to_current(self, *items: ModelInput) -> list[Effect]:
+        """Send to the live connection, or keep for the next one while there is none."""
+        if self._current is None:
+            for item in items:
+                self._buffer(item)
+            return []
+        return [SendToModel(connection_id=self._current, item=item) for item in items]
+
+    def _buffer(self, item: ModelInput) -> None:
+        self._gap.append(item)
+
+    def _drain_gap(self) -> list[ModelInput]:
+        items = list(self._gap)
+        self._gap.clear()
+        return items
+
+    def _begin_output(self) -> list[Effect]:
+        if self._turn_has_output:
+            return []
+        self._turn_has_output = True
+        self._turn += 1
+        self._turn_interrupted = False
+        return self._store_caller_line()
+
+    def _store_caller_line(self) -> list[Effect]:
+        text = "".join(self._caller_text).strip()
+        self._caller_text.clear()
+        return [StoreTranscript(speaker="caller", text=text)] if text else []
+
+    def _store_assistant_line(self, *, heard: bool) -> list[Effect]:
+        text = "".join(self._assistant_text).strip()
+        self._assistant_text.clear()
+        return [StoreTranscript(speaker="assistant", text=text, heard=heard)] if text else []
+
+    def _interrupted(self) -> list[Effect]:
+        # The relay already cleared the caller's audio, in wire order.
+        self.stats.interruptions += 1
+        self._turn_interrupted = True
+        return self._store_assistant_line(heard=False)
+
+    def _turn_complete(self, mark: str | None) -> list[Effect]:
+        effects: list[Effect] = []
+        if self._turn_has_output:
+            self.stats.turns += 1
+            if mark is not None and self._end_requested and self._ending_mark is None:
+                self._ending_mark = mark
+            effects += self._store_assistant_line(heard=not self._turn_interrupted)
+        else:
+            effects += self._store_caller_line()
+        if self._end_requested and self._ending_mark is None:
+            # A turn after end_call with no goodbye to hear (silent or cut off): hang up
+            # once whatever was queued for the caller has played.
+            self._ending_mark = f"end-{self._turn}"
+            effects.append(MarkCaller(name=self._ending_mark))
+        self._turn_has_output = False
+        self._turn_interrupted = False
+        self._greeting_answered = True
+        if self._rotate_pending and self._at_turn_boundary():
+            effects += self._rotate()
+        return effects + self._flush_notes()
+
+    def _at_turn_boundary(self) -> bool:
+        return not self._turn_has_output and not self._tools_in_flight
+
+    def _rotate(self) -> list[Effect]:
+        if self._connecting is not None or self._current is None:
+            return []
+        self._rotate_pending = False
+        self.stats.reconnects += 1
+        return [
+            CancelTimer(name=TIMER_ROTATE),
+            LogEvent(event="model.rotating", fields={"from_connection": self._current}),
+            self._open_connection(),
+        ]
+
+    def _finish(self, reason: str, *, hang_up: bool, detail: str | None = None) -> list[Effect]:
+        self._ended = True
+        effects: list[Effect] = []
+        effects += self._store_caller_line()
+        effects += self._store_assistant_line(heard=not self._turn_interrupted)
+        for name in (
+            TIMER_MAX_DURATION,
+            TIMER_END_GRACE,
+            TIMER_MODEL_RESTART,
+            TIMER_MODEL_UNREACHABLE,
+            TIMER_ROTATE,
+            TIMER_APOLOGY,
+            TIMER_NOTE_WAIT,
+        ):
+            effects.append(CancelTimer(name=name))
+        if hang_up:
+            effects.append(HangUp(reason=reason))
+        effects.append(CloseCaller())
+        for connection_id in (self._current, self._connecting):
+            if connection_id is not None:
+                effects.append(StopModel(connection_id=connection_id))
+        self._current = None
+        self._connecting = None
+        effects.append(EndSession(reason=reason, detail=detail))
+        return effects

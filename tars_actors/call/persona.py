@@ -1,0 +1,129 @@
+"""Who TARS is on a given call: the session's name, its instructions and its greeting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tars_actors.call.permissions import Permission
+from tars_actors.runtime.settings import Settings
+
+__all__ = ["Caller", "Persona", "persona_for", "unknown_caller_greeting"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Caller:
+    """What is known about the other party when the call starts."""
+
+    number: str
+    permission: Permission
+    contact_name: str | None = None
+    contact_relation: str | None = None
+    #: For goal calls: what TARS should achieve, and the ``call_goals`` row.
+    objective: str | None = None
+    goal_id: int | None = None
+    #: For reminder calls (TARS calling the owner): what to remind them of.
+    reminder: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Persona:
+    session_name: str
+    system_instruction: str
+    #: The first client turn: tells the model how to open the call.
+    greeting: str
+
+
+def unknown_caller_greeting(settings: Settings) -> str:
+    return (
+        f"Hey, this is {settings.owner.name}'s assistant {settings.assistant.name}, "
+        "how can I help you?"
+    )
+
+
+def persona_for(settings: Settings, caller: Caller) -> Persona:
+    assistant = settings.assistant.name
+    owner = settings.owner.name
+    language = settings.assistant.language
+    common = (
+        f"You are {assistant}, the personal phone assistant of {owner}. You are speaking on a "
+        "phone line: keep answers short and natural, one or two sentences, and never read "
+        "out lists of symbols or URLs. When the conversation is over, say a short goodbye "
+        "and then call the end_call tool."
+    )
+    match caller.permission:
+        case Permission.OWNER if caller.reminder is not None:
+            return Persona(
+                session_name=f"Reminder call with {owner}",
+                system_instruction=(
+                    f"{common} You called {owner} to deliver a reminder, and you have full "
+                    f"access to all your tools. The reminder: {caller.reminder}. If {owner} "
+                    "wants to be reminded again later (snooze), call create_reminder with the "
+                    "same title and a due time such as 'in 10 minutes'; if they dismiss it, "
+                    f"just acknowledge. Speak the language with the BCP-47 tag {language}."
+                ),
+                greeting=(
+                    f"{owner} just answered your reminder call. Say you are calling with a "
+                    f"reminder, tell them: {caller.reminder} Then ask whether to remind them "
+                    "again later or dismiss it."
+                ),
+            )
+        case Permission.OWNER:
+            return Persona(
+                session_name=f"Call with {owner} (main)",
+                system_instruction=(
+                    f"{common} You are talking with {owner} themself, calling from their own "
+                    f"phone. You have full access to all your tools. Speak the language "
+                    f"with the BCP-47 tag {language}."
+                ),
+                greeting=(
+                    f"{owner} just called you. Greet them briefly and warmly in the language "
+                    f"with the BCP-47 tag {language}, and ask what you can do."
+                ),
+            )
+        case Permission.CONTACT:
+            who = caller.contact_name or caller.number
+            relation = f" ({caller.contact_relation})" if caller.contact_relation else ""
+            return Persona(
+                session_name=f"Call with {who}",
+                system_instruction=(
+                    f"{common} You are talking with {who}{relation}, a contact of {owner}, "
+                    f"calling from {caller.number}. You have limited access: you can take a "
+                    f"message for {owner}, record a callback request, or end the call. You "
+                    f"cannot share {owner}'s private information."
+                ),
+                greeting=(
+                    f"The caller is {who}. Greet them by name, say you are {owner}'s "
+                    f"assistant {assistant}, and ask how you can help."
+                ),
+            )
+        case Permission.GOAL:
+            objective = caller.objective or "(no objective given)"
+            who = caller.contact_name or caller.number
+            return Persona(
+                session_name=f"Goal call with {who}",
+                system_instruction=(
+                    f"{common} You placed this call to {who} on behalf of {owner}. Your "
+                    f"objective: {objective}. Introduce yourself as {assistant}, calling on "
+                    f"behalf of {owner}. Pursue the objective politely. If you need {owner}'s "
+                    "input, use take_message to ask them and wait for the answer. When done, "
+                    "record the result with report_goal_outcome, say goodbye and end the call."
+                ),
+                greeting=(
+                    f"The call to {who} has been answered. Introduce yourself as {assistant}, "
+                    f"calling on behalf of {owner}, and start on the objective."
+                ),
+            )
+        case Permission.UNKNOWN:
+            greeting = unknown_caller_greeting(settings)
+            return Persona(
+                session_name=f"Call with {caller.number}",
+                system_instruction=(
+                    f"{common} The caller, {caller.number}, is not someone {owner} has told "
+                    f"you about. You have limited access: you can only take a message for "
+                    f"{owner} (take_message), record a request for {owner} to call back "
+                    f"(request_callback), and end the call. Do not share anything about "
+                    f"{owner}'s schedule, contacts or whereabouts."
+                ),
+                greeting=f'Greet the caller by saying exactly: "{greeting}"',
+            )
+    raise ValueError(f"no persona for permission {caller.permission!r}")  # pragma: no cover

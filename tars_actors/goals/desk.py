@@ -1,0 +1,386 @@
+"""Goal calls: TARS phones someone for the owner with an objective, and reports back.
+
+A goal is a ``call_goals`` row: whom (a contact or a number), the objective, the session
+that asked, and as the call goes on its Twilio call SID, its own session, the outcome the
+goal session recorded and, once the call is over, the final status and the summary routed
+to the owner. Finishing is claimed once (``FOR UPDATE``), so a status callback and the
+session's end cannot both report the same call.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextvars
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import structlog
+from google import genai
+
+from tars_actors.actor_messages import PlaceCall
+from tars_actors.messaging.ledger import MAX_BODY_CHARS, OWNER_TARGET
+from tars_actors.messaging.routing import Dispatch, MessageType, Switchboard, clip
+from tars_actors.runtime.settings import Settings
+from tars_actors.store import (
+    E164_PATTERN,
+    CallGoal,
+    Contact,
+    Conversation,
+    GoalStatus,
+    Store,
+    utcnow,
+)
+from tars_actors.telephony.server import STATUS_PATH, connect_twiml, stream_url
+
+__all__ = [
+    "FINAL_GOAL_STATUSES",
+    "GOAL_PREFIX",
+    "GoalDesk",
+    "GoalError",
+    "GoalRecord",
+    "create_goal",
+    "fallback_report",
+    "finish_goal",
+    "goal_call_twiml",
+    "goal_status_for",
+    "record_outcome",
+    "summarize",
+    "transcript_of",
+]
+
+log = structlog.get_logger("tars.goals")
+
+FINAL_GOAL_STATUSES: Final = frozenset(
+    {
+        GoalStatus.COMPLETED,
+        GoalStatus.BUSY,
+        GoalStatus.NO_ANSWER,
+        GoalStatus.FAILED,
+        GoalStatus.VOICEMAIL,
+        GoalStatus.CANCELED,
+    }
+)
+
+#: Twilio's final call statuses → a goal's.
+_TWILIO_FINAL: Final = {
+    "completed": GoalStatus.COMPLETED,
+    "busy": GoalStatus.BUSY,
+    "no-answer": GoalStatus.NO_ANSWER,
+    "failed": GoalStatus.FAILED,
+    "canceled": GoalStatus.CANCELED,
+}
+
+#: How much of the transcript the fallback report quotes.
+FALLBACK_LINES = 4
+
+
+class GoalError(ValueError):
+    """A goal call that cannot be placed, in words the model can relay."""
+
+
+@dataclass(frozen=True, slots=True)
+class GoalRecord:
+    id: int
+    contact_name: str
+    phone: str
+    objective: str
+    status: GoalStatus
+    call_sid: str | None
+    parent_session_id: int | None
+    session_id: int | None
+    outcome: str | None
+    summary: str | None
+    created_at: datetime
+    ended_at: datetime | None
+
+
+def _record(row: Any) -> GoalRecord:
+    return GoalRecord(
+        id=int(row.id),
+        contact_name=str(row.contact_name),
+        phone=str(row.phone),
+        objective=str(row.objective),
+        status=GoalStatus(row.status),
+        call_sid=row.call_sid,
+        parent_session_id=None if row.parent_session_id is None else int(row.parent_session_id),
+        session_id=None if row.session_id is None else int(row.session_id),
+        outcome=row.outcome,
+        summary=row.summary,
+        created_at=row.created_at,
+        ended_at=row.ended_at,
+    )
+
+
+def goal_status_for(twilio_status: str) -> GoalStatus | None:
+    """The goal status a final Twilio call status means; None for a call still going."""
+    return _TWILIO_FINAL.get(twilio_status)
+
+
+def create_goal(
+    store: Store, *, callee: str, objective: str, parent_session_id: int | None
+) -> GoalRecord:
+    """Record a goal for ``callee`` (a contact's name or a +E.164 number), status dialing.
+
+    GoalError when the callee is neither a known contact nor a number, or the objective
+    is empty.
+    """
+    goal_text = objective.strip()
+    if not goal_text:
+        raise GoalError("the call needs an objective: say what to achieve")
+    wanted = callee.strip()
+    contact = None
+    if E164_PATTERN.fullmatch(wanted):
+        contact = Contact.get_or_none(Contact.phone == wanted)
+        name, phone = (str(contact.name) if contact is not None else wanted), wanted
+    else:
+        folded = wanted.casefold()
+        contacts = list(Contact.select().order_by(Contact.name))
+        matches = [c for c in contacts if str(c.name).casefold() == folded]
+        if not matches:
+            known = ", ".join(f'"{c.name}"' for c in contacts) or "none"
+            raise GoalError(
+                f'"{wanted}" is neither a contact nor a +E.164 number; contacts: {known}'
+            )
+        contact = matches[0]
+        name, phone = str(contact.name), str(contact.phone)
+    with store.transaction():
+        row = CallGoal.create(
+            contact=contact,
+            contact_name=name,
+            phone=phone,
+            objective=goal_text,
+            status=GoalStatus.DIALING,
+            parent_session=parent_session_id,
+            created_at=utcnow(),
+        )
+    log.info("goal.created", goal_id=int(row.id), callee=name)
+    return _record(row)
+
+
+def goal_call_twiml(settings: Settings, goal_id: int) -> tuple[str, str]:
+    """The inline TwiML that connects the answered call to TARS, and the status callback URL.
+
+    ``<Stream url>`` cannot carry a query string: the goal id travels as a parameter.
+    """
+    public_url = settings.server.public_url
+    twiml = connect_twiml(
+        stream_url(public_url), {"goal_id": str(goal_id), "direction": "outbound-api"}
+    )
+    return twiml, f"{public_url}{STATUS_PATH}"
+
+
+def goal_for_call(call_sid: str) -> GoalRecord | None:
+    row = CallGoal.get_or_none(CallGoal.call_sid == call_sid)
+    return None if row is None else _record(row)
+
+
+def mark_dialing(store: Store, goal_id: int, call_sid: str) -> None:
+    with store.transaction():
+        CallGoal.update(call_sid=call_sid).where(CallGoal.id == goal_id).execute()
+
+
+def mark_answered(store: Store, goal_id: int, *, call_sid: str, session_id: int) -> None:
+    with store.transaction():
+        CallGoal.update(call_sid=call_sid, session=session_id, status=GoalStatus.IN_PROGRESS).where(
+            CallGoal.id == goal_id, CallGoal.status.not_in(FINAL_GOAL_STATUSES)
+        ).execute()
+
+
+def record_outcome(store: Store, session_id: int, *, outcome: str, achieved: bool) -> GoalRecord:
+    """What the goal session says came of the call (``report_goal_outcome``)."""
+    text = f"{'Objective met' if achieved else 'Objective not met'}: {outcome.strip()}"
+    with store.transaction():
+        row = store.for_update(CallGoal.select().where(CallGoal.session == session_id)).first()
+        if row is None:
+            raise GoalError("this call has no goal to report on")
+        row.outcome = text
+        row.save()
+    return _record(row)
+
+
+def finish_goal(store: Store, goal_id: int, status: GoalStatus) -> GoalRecord | None:
+    """Give the goal its final status, once: None if it was finished already."""
+    with store.transaction():
+        row = store.for_update(CallGoal.select().where(CallGoal.id == goal_id)).first()
+        if row is None or row.status in FINAL_GOAL_STATUSES:
+            return None
+        row.status = status
+        row.ended_at = utcnow()
+        row.save()
+    return _record(row)
+
+
+def save_summary(store: Store, goal_id: int, summary: str) -> None:
+    with store.transaction():
+        CallGoal.update(summary=summary).where(CallGoal.id == goal_id).execute()
+
+
+def transcript_of(session_id: int | None) -> list[str]:
+    """The goal session's transcript as "Speaker: text" lines, in order."""
+    if session_id is None:
+        return []
+    rows = (
+        Conversation.select().where(Conversation.session == session_id).order_by(Conversation.seq)
+    )
+    names = {"caller": "Callee", "assistant": "TARS", "system": "System"}
+    return [f"{names.get(str(row.speaker), str(row.speaker))}: {row.text}" for row in rows]
+
+
+_STATUS_WORDS: Final = {
+    GoalStatus.COMPLETED: "the call took place",
+    GoalStatus.BUSY: "the line was busy",
+    GoalStatus.NO_ANSWER: "nobody answered",
+    GoalStatus.FAILED: "the call could not be placed",
+    GoalStatus.VOICEMAIL: "it went to voicemail and a message was left",
+    GoalStatus.CANCELED: "the call was cancelled",
+}
+
+
+def summarize(client: genai.Client, model: str, goal: GoalRecord, transcript: Sequence[str]) -> str:
+    """Two or three sentences from the text model: was the objective met, what was agreed,
+    next steps. Raises whatever the client raises."""
+    prompt = (
+        "Summarise this phone call for the person who asked for it, in 2 or 3 short "
+        "sentences: was the objective met, what was agreed, and the next steps. Plain text.\n"
+        f"Called: {goal.contact_name}\nObjective: {goal.objective}\n"
+        f"How it went: {_STATUS_WORDS.get(goal.status, str(goal.status))}\n"
+        f"Outcome recorded during the call: {goal.outcome or 'none'}\n"
+        "Transcript:\n" + ("\n".join(transcript) or "(nothing was said)")
+    )
+    response = client.models.generate_content(model=model, contents=prompt)
+    text = (response.text or "").strip()
+    if not text:
+        raise ValueError("the text model returned no text")
+    return text
+
+
+def fallback_report(goal: GoalRecord, transcript: Sequence[str]) -> str:
+    """The report without the text model: the outcome and the last lines said."""
+    parts = [f"{_STATUS_WORDS.get(goal.status, str(goal.status)).capitalize()}."]
+    if goal.outcome:
+        parts.append(goal.outcome.rstrip(".") + ".")
+    if transcript:
+        parts.append("Last words: " + " / ".join(transcript[-FALLBACK_LINES:]))
+    return " ".join(parts)
+
+
+def report_body(goal: GoalRecord, summary: str) -> str:
+    return f'Goal call to {goal.contact_name} ("{goal.objective}"): {summary}'
+
+
+class GoalDesk:
+    """Carries a goal call through its life for the CallSupervisor and the tools.
+
+    The slow end (the text model's summary) runs on ``pool``, off every actor's thread;
+    the report is written to the ledger first and then handed to the Router, so a Router
+    that is restarting finds it at its start.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        switchboard: Switchboard,
+        client: Callable[[], genai.Client],
+        pool: concurrent.futures.Executor,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._switchboard = switchboard
+        self._client = client
+        self._pool = pool
+
+    def use(self, settings: Settings) -> None:
+        """Settings reloaded (SIGHUP): the next goal call uses these."""
+        self._settings = settings
+
+    def place(self, goal: GoalRecord, telephony: Any, reply_to: Any) -> None:
+        """Ask Telephony to dial; the outcome goes to ``reply_to`` as CallPlaced/CallFailed."""
+        twiml, status_callback = goal_call_twiml(self._settings, goal.id)
+        telephony.tell(
+            PlaceCall(
+                to=goal.phone,
+                twiml=twiml,
+                status_callback=status_callback,
+                detect_machine=True,
+                time_limit_seconds=self._settings.sessions.max_call_seconds,
+                reply_to=reply_to,
+                correlation_id=f"{GOAL_PREFIX}{goal.id}",
+            )
+        )
+        log.info("goal.dialing", goal_id=goal.id, to=goal.phone)
+
+    def ended(self, goal_id: int, status: GoalStatus, *, error: str | None = None) -> None:
+        """The call is over (or never happened): finish the goal and report, once."""
+        context = contextvars.copy_context()
+        self._pool.submit(context.run, self._close_and_report, goal_id, status, error)
+
+    def report_unreported(self) -> int:
+        """At boot: goals that ended without their report going out (the daemon stopped
+        while the summary was being written) are reported now. Returns how many."""
+        with self._store.connection():
+            rows = list(
+                CallGoal.select().where(
+                    CallGoal.status.in_(FINAL_GOAL_STATUSES), CallGoal.summary.is_null()
+                )
+            )
+        for row in rows:
+            context = contextvars.copy_context()
+            self._pool.submit(context.run, self._report_safely, _record(row), None)
+        return len(rows)
+
+    def _close_and_report(self, goal_id: int, status: GoalStatus, error: str | None) -> None:
+        try:
+            with self._store.connection():
+                goal = finish_goal(self._store, goal_id, status)
+        except Exception:
+            log.exception("goal.finish_failed", goal_id=goal_id)
+            return
+        if goal is not None:
+            log.info("goal.ended", goal_id=goal_id, status=str(status), error=error)
+            self._report_safely(goal, error)
+
+    def _report_safely(self, goal: GoalRecord, error: str | None) -> None:
+        try:
+            self._report(goal, error)
+        except Exception:
+            log.exception("goal.report_failed", goal_id=goal.id)
+
+    def _report(self, goal: GoalRecord, error: str | None) -> None:
+        """The summary (or the fallback), saved with the owner's message in one transaction:
+        a goal has a summary exactly when its report is in the ledger."""
+        with self._store.connection():
+            transcript = transcript_of(goal.session_id)
+            try:
+                summary = summarize(
+                    self._client(), self._settings.gemini.text_model, goal, transcript
+                )
+            except Exception as failure:  # noqa: BLE001 (the report goes out regardless)
+                log.error(  # noqa: TRY400 (the error is the point, not a traceback)
+                    "goal.summary_failed",
+                    goal_id=goal.id,
+                    error=f"{type(failure).__name__}: {failure}",
+                )
+                summary = fallback_report(goal, transcript)
+            if error:
+                summary = f"{summary} ({error})"
+            body = report_body(goal, summary)
+            with self._store.transaction():
+                save_summary(self._store, goal.id, summary)
+                record = self._switchboard.ledger.record(
+                    sender_session_id=goal.session_id,
+                    sender_name=f"Goal call with {goal.contact_name}",
+                    target=OWNER_TARGET,
+                    message_type=MessageType.URGENT_REPORT,
+                    body=clip(body, MAX_BODY_CHARS),
+                )
+        log.info("goal.reported", goal_id=goal.id, message_id=record.id)
+        if not self._switchboard.tell(Dispatch(message_id=record.id)):
+            log.warning("goal.router_not_running", goal_id=goal.id, message_id=record.id)
+
+
+#: ``correlation_id`` prefix of a goal call's PlaceCall.
+GOAL_PREFIX: Final = "goal-"

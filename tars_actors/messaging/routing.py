@@ -1,0 +1,373 @@
+"""Calls that talk to each other: who is live (:class:`Presence`), the messages the Router
+and the sessions exchange, and the Router's delivery decisions as pure functions.
+
+Semantics (DESIGN.md, "Router semantics"): every message is written to the ledger before
+delivery is tried. To the owner ("user"), it goes into the owner's live main call, at a
+turn boundary; with no owner call it is texted, or queued for the next call when its type
+can wait. To a session, it goes into that live call. Broadcasts from the owner go to every
+live session; from anyone else they wait for the owner's approval.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import pykka
+
+from tars_actors.call.permissions import Permission
+from tars_actors.messaging.ledger import (
+    BROADCAST_TARGET,
+    OWNER_TARGET,
+    MessageLedger,
+    MessageRecord,
+)
+
+__all__ = [
+    "BROADCAST_TARGET",
+    "DEFERRABLE_TYPES",
+    "OWNER_TARGET",
+    "DecideBroadcast",
+    "Deliver",
+    "DeliverNote",
+    "Dispatch",
+    "Fail",
+    "LiveSession",
+    "MessageType",
+    "Presence",
+    "Queue",
+    "Route",
+    "RouteReply",
+    "RouterUnavailable",
+    "SessionJoined",
+    "SessionLeft",
+    "Switchboard",
+    "Text",
+    "UnknownTarget",
+    "clip",
+    "note_text",
+    "plan_delivery",
+    "resolve_target",
+    "sms_text",
+]
+
+
+class MessageType:
+    """``inter_session_messages.message_type`` values."""
+
+    #: ``take_message``: someone's message for the owner.
+    MESSAGE: Final = "message"
+    #: ``send_message_to_session``: from one call to another.
+    NOTE: Final = "note"
+    #: "Incoming call from …" and other notices to the owner.
+    NOTIFICATION: Final = "notification"
+    #: One copy of a broadcast, per live session.
+    BROADCAST: Final = "broadcast"
+    #: A non-owner asks the owner to approve a broadcast.
+    APPROVAL_REQUEST: Final = "approval_request"
+    #: A non-urgent report (e.g. of a goal call): waits for the owner's next call.
+    REPORT: Final = "report"
+    #: An urgent report: texted when the owner is not on a call.
+    URGENT_REPORT: Final = "urgent_report"
+    #: A due reminder or callback request, announced in the owner's live call.
+    REMINDER: Final = "reminder"
+
+
+#: Types that wait for the owner's next call instead of being texted.
+DEFERRABLE_TYPES: Final = frozenset({MessageType.REPORT})
+
+
+# --- Who is live ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LiveSession:
+    """One live call as the Router and the tools see it."""
+
+    session_id: int
+    name: str
+    permission: Permission
+    caller_number: str
+    call_sid: str
+    direction: str
+    #: The CallSession actor's ref: notes are told to it.
+    ref: Any
+    purpose: str | None = None
+    #: ``time.monotonic()`` when the session started.
+    started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def is_owner(self) -> bool:
+        return self.permission is Permission.OWNER
+
+    def seconds(self, now: float | None = None) -> float:
+        return (time.monotonic() if now is None else now) - self.started_at
+
+
+class Presence:
+    """Every live session, by id and by name; thread-safe.
+
+    Owned by the runtime, not by the Router actor, so that a restarted Router finds every
+    call that is still live. Sessions join when they start and leave when they end.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sessions: dict[int, LiveSession] = {}
+
+    def join(self, session: LiveSession) -> None:
+        with self._lock:
+            self._sessions[session.session_id] = session
+
+    def leave(self, session_id: int) -> LiveSession | None:
+        with self._lock:
+            return self._sessions.pop(session_id, None)
+
+    def get(self, session_id: int) -> LiveSession | None:
+        with self._lock:
+            return self._sessions.get(session_id)
+
+    def all(self) -> list[LiveSession]:
+        """Live sessions in the order they started."""
+        with self._lock:
+            return list(self._sessions.values())
+
+    def owner_main(self) -> LiveSession | None:
+        """The owner's main session: the owner's earliest live call, if any."""
+        with self._lock:
+            return next((s for s in self._sessions.values() if s.is_owner), None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownTarget:
+    """A target that names no live session; ``live_names`` is what the model can pick from."""
+
+    target: str
+    live_names: tuple[str, ...]
+
+    @property
+    def message(self) -> str:
+        names = ", ".join(f'"{name}"' for name in self.live_names) or "none"
+        return f'there is no live session named "{self.target}"; live sessions: {names}'
+
+
+def resolve_target(presence: Presence, target: str) -> LiveSession | UnknownTarget:
+    """A session by id (digits, optionally ``#``-prefixed) or by name (case-insensitive)."""
+    wanted = target.strip()
+    sessions = presence.all()
+    digits = wanted.removeprefix("#")
+    if digits.isdigit():
+        for session in sessions:
+            if session.session_id == int(digits):
+                return session
+    folded = wanted.casefold()
+    for session in sessions:
+        if session.name.casefold() == folded:
+            return session
+    return UnknownTarget(target=wanted, live_names=tuple(s.name for s in sessions))
+
+
+# --- Messages between the Router, the sessions and the tools ---------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    """Tool → Router (``ask``): record a message and start delivering it.
+
+    ``target``: "user" (the owner), "broadcast", or a session's id or name.
+    """
+
+    sender_session_id: int | None
+    sender_name: str
+    body: str
+    target: str
+    message_type: str
+    #: The sender's permission level: broadcasts from anyone but the owner need approval.
+    sender_permission: Permission = Permission.UNKNOWN
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteReply:
+    """Router → tool: what happened, in words the model can relay."""
+
+    ok: bool
+    detail: str
+    message_ids: tuple[int, ...] = ()
+    status: str = ""
+    approval_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dispatch:
+    """→ Router: deliver a message already written to the ledger (a goal call's report).
+
+    If the Router is restarting, it finds the message pending at its start instead."""
+
+    message_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecideBroadcast:
+    """Tool → Router (``ask``): the owner's decision on a broadcast approval."""
+
+    approval_id: int
+    approve: bool
+    decider_session_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliverNote:
+    """Router → CallSession: say this to the call's model at the next turn boundary.
+
+    Once the model connection accepted it, the session settles the message as delivered;
+    a session may get the same note twice (after a Router restart) and shows it once.
+    """
+
+    message_id: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionJoined:
+    """CallSession → Router: a session started (it is already in the Presence)."""
+
+    session_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionLeft:
+    """CallSession → Router: a session ended; ``undelivered`` notes it never passed on."""
+
+    session_id: int
+    undelivered: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Switchboard:
+    """What sessions and tools use to reach each other: the Presence, the ledger, and
+    a lookup of the live Router (a restarted Router is a new actor)."""
+
+    presence: Presence
+    ledger: MessageLedger
+    router: Callable[[], Any | None]
+    #: How long a tool waits for the Router's answer: longer than a database write may
+    #: wait for its lock (SQLite's busy timeout), so a slow write is not taken for a loss.
+    ask_timeout: float = 15.0
+
+    def tell(self, message: object) -> bool:
+        """Tell the Router; False (logged by the caller) when it is not running."""
+        ref = self.router()
+        if ref is None:
+            return False
+        try:
+            ref.tell(message)
+        except pykka.ActorDeadError:
+            return False
+        return True
+
+    def ask(self, message: object) -> Any:
+        """Ask the Router, bounded by :attr:`ask_timeout`; raises RouterUnavailable."""
+        ref = self.router()
+        if ref is None:
+            raise RouterUnavailable("the message router is not running; try again in a moment")
+        try:
+            return ref.ask(message, timeout=self.ask_timeout)
+        except pykka.ActorDeadError as error:
+            raise RouterUnavailable(
+                "the message router is restarting; try again in a moment"
+            ) from error
+        except pykka.Timeout as error:
+            raise RouterUnavailable(
+                "the message router did not answer in time; the message may still go out, "
+                "so do not send it again"
+            ) from error
+
+
+class RouterUnavailable(RuntimeError):
+    """The Router cannot be reached right now; the tool says so to the model."""
+
+
+# --- Delivery decisions --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Into a live call."""
+
+    session: LiveSession
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """By SMS to the owner's phone."""
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """Kept for the owner's next call."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    error: str
+
+
+Plan = Deliver | Text | Queue | Fail
+
+
+def plan_delivery(record: MessageRecord, presence: Presence) -> Plan:
+    """Where a recorded message goes now, given who is live."""
+    if record.target == OWNER_TARGET:
+        owner = presence.owner_main()
+        if owner is not None and owner.session_id != record.sender_session_id:
+            return Deliver(owner)
+        if record.message_type in DEFERRABLE_TYPES:
+            return Queue()
+        return Text()
+    if record.target_session_id is None:
+        return Fail("the message has no target session")
+    session = presence.get(record.target_session_id)
+    if session is None:
+        return Fail("the session ended before the message could be delivered")
+    return Deliver(session)
+
+
+def note_text(record: MessageRecord) -> str:
+    """The system note a live call's model gets: clearly marked, with the sender."""
+    match record.message_type:
+        case MessageType.NOTIFICATION:
+            what = f"Notice: {record.body}"
+        case MessageType.BROADCAST:
+            what = f"Broadcast from {record.sender_name}: {record.body}"
+        case MessageType.APPROVAL_REQUEST | MessageType.REMINDER:
+            what = record.body
+        case _:
+            what = f"Message from {record.sender_name}: {record.body}"
+    return (
+        f"[System note, not spoken by the caller] {what}\n"
+        "Pass this on to the caller now, briefly and in your own words."
+    )
+
+
+#: Twilio concatenates up to 1600 characters into one message.
+SMS_MAX_CHARS: Final = 1600
+
+
+def sms_text(record: MessageRecord, assistant_name: str = "TARS") -> str:
+    if record.message_type in (MessageType.NOTIFICATION, MessageType.REMINDER):
+        text = f"{assistant_name}: {record.body}"
+    else:
+        text = f"{assistant_name}: message from {record.sender_name}: {record.body}"
+    return clip(text, SMS_MAX_CHARS)
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, an ellipsis marking the cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
