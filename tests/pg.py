@@ -1,4 +1,4 @@
-"""pytest fixtures for a throwaway PostgreSQL server (pgserver): one per run, a database per use.
+"""pytest fixtures for a throwaway PostgreSQL server: one per run, a database per use.
 
 Load with ``pytest_plugins = ("tests.pg",)`` in a test module. The server only starts when a
 test asks for ``postgres_url`` or ``make_postgres_url``; ``make_url`` runs a test once on
@@ -8,11 +8,18 @@ As root, pgserver runs PostgreSQL (which refuses to run as root) as a system use
 ``pgserver`` that it creates with ``useradd`` if missing, and it widens the permissions of the
 data directory's parents and of its own binaries to ``o+rx`` so that user can reach them. It
 listens on a Unix socket in the data directory only, never on TCP.
+
+pgserver ships wheels up to CPython 3.12 only; where it is not installed, the same kind of
+throwaway server is started from the machine's own PostgreSQL binaries (``pg_config
+--bindir``, else ``/usr/lib/postgresql/*/bin``), as the ``postgres`` user when run as root.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
+import subprocess
 import tempfile
 import uuid
 import warnings
@@ -36,6 +43,71 @@ def _run_admin_sql(server: Any, *statements: str) -> None:
         database.close()
 
 
+class SystemPostgres:
+    """A throwaway PostgreSQL cluster run from the machine's binaries; pgserver's interface."""
+
+    def __init__(self, root: Path) -> None:
+        self.bindir = _system_bindir()
+        self.data = root / "pgdata"
+        self.socket_dir = root
+        # PostgreSQL refuses to run as root; the distribution's package creates "postgres".
+        self.run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.run_as:
+            shutil.chown(root, user="postgres")
+        self._admin(
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]
+        )
+        options = f"-c listen_addresses='' -k {self.socket_dir} -c fsync=off"
+        self._admin(
+            [
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-o",
+                options,
+                "-l",
+                str(root / "server.log"),
+                "-w",
+                "start",
+            ]
+        )
+
+    def _admin(self, command: list[str]) -> None:
+        subprocess.run([*self.run_as, *command], check=True, capture_output=True, timeout=60)
+
+    def get_uri(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@/{database}?host={self.socket_dir}"
+
+    def cleanup(self) -> None:
+        self._admin([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"])
+
+
+def _system_bindir() -> Path:
+    pg_config = shutil.which("pg_config")
+    if pg_config is not None:
+        found = subprocess.run([pg_config, "--bindir"], check=False, capture_output=True, text=True)
+        candidate = Path(found.stdout.strip())
+        if (candidate / "initdb").exists():
+            return candidate
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (candidate / "initdb").exists():
+            return candidate
+    raise RuntimeError(
+        "PostgreSQL tests need pgserver (pip install pgserver, CPython <= 3.12) or the "
+        "PostgreSQL server binaries (apt-get install postgresql)"
+    )
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[Any]:
     """A running PostgreSQL server in a temporary directory, stopped and deleted at the end."""
@@ -44,10 +116,16 @@ def postgres_server() -> Iterator[Any]:
         # falls back to /tmp, which is fine for pgserver's lock file.
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
         # Imported here so that only runs with PostgreSQL tests pay for it.
-        from pgserver.postgres_server import get_server
+        try:
+            from pgserver.postgres_server import get_server
+        except ImportError:
+            get_server = None
 
     with tempfile.TemporaryDirectory(prefix="tars-pg-", ignore_cleanup_errors=True) as root:
-        server = get_server(Path(root) / "pgdata", cleanup_mode="delete")
+        if get_server is None:
+            server: Any = SystemPostgres(Path(root))
+        else:
+            server = get_server(Path(root) / "pgdata", cleanup_mode="delete")
         try:
             yield server
         finally:
