@@ -79,9 +79,9 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
     inspect_at = _command_index(argv, "inspect")
     if inspect_at is not None:
         # Its options go to it whole (argparse's REMAINDER drops a leading --option).
-        from tars_actors.ops import inspect_logs
+        from tars_actors.ops import inspect
 
-        return inspect_logs.main(argv[inspect_at + 1 :], stdout=out)
+        return inspect.main(argv[inspect_at + 1 :], stdout=out)
     args = _parser().parse_args(argv)
     command = args.command or "serve"
     if command == "bench":
