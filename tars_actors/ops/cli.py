@@ -100,7 +100,7 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
         return load.main([*options, *(["--json"] if args.json else [])])
 
     if command == "service":
-        from tars_actors.ops.operator import service_main
+        from tars_actors.ops.service import service_main
 
         return service_main(resolve_settings_path(args.settings, os.environ), stdout=out)
 
@@ -108,7 +108,7 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
     if settings is None:
         return EXIT_USAGE
     if command == "twilio":
-        from tars_actors.ops.operator import twilio_main
+        from tars_actors.ops.twilio_setup import twilio_main
 
         return twilio_main(args.action, settings, stdout=out)
     if command == "check":
