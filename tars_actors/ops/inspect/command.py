@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="refresh period with --follow (default 1.0)",
     )
+    # Every command of run.py takes --settings, before or after its name; inspect reads only
+    # the log, so it accepts the option and leaves it unused.
+    parser.add_argument(
+        "--settings", metavar="PATH", help="accepted as by every command; unused here"
+    )
     return parser
 
 
