@@ -1,4 +1,5 @@
-"""Command line of run.py: serve (the default), check, demo, bench, load, call."""
+"""Command line of run.py: serve (the default), check, demo, bench, load, call, twilio, service,
+inspect; each takes ``--settings PATH`` before or after its name."""
 
 from __future__ import annotations
 
@@ -16,10 +17,29 @@ from tars_actors.runtime.settings import (
     resolve_settings_path,
 )
 
-__all__ = ["main"]
+__all__ = ["main", "parse_args"]
 
 #: Exit code for a usage or settings error, as argparse uses.
 EXIT_USAGE = 2
+
+
+#: What ``--settings`` means, wherever it is given.
+_SETTINGS_HELP = "settings file (default: $TARS_SETTINGS, else ./settings.toml)"
+
+
+def _settings_option(parser: argparse.ArgumentParser, *, reads_settings: bool = True) -> None:
+    """``--settings PATH`` after a command, as before it.
+
+    Its default is SUPPRESS so that a command's parser sets ``settings`` only when the option
+    follows the command; argparse then copies it over the one given before the command, so the
+    later one wins, as it does for any option given twice.
+    """
+    parser.add_argument(
+        "--settings",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help=_SETTINGS_HELP if reads_settings else "accepted as by every command; unused here",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,37 +47,46 @@ def _parser() -> argparse.ArgumentParser:
         prog="python run.py",
         description="TARS: a personal phone assistant (Twilio Media Streams + Gemini Live).",
     )
-    parser.add_argument(
-        "--settings",
-        metavar="PATH",
-        help="settings file (default: $TARS_SETTINGS, else ./settings.toml)",
-    )
+    parser.add_argument("--settings", metavar="PATH", help=_SETTINGS_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("serve", help="serve calls until SIGTERM (the default)")
-    sub.add_parser(
+    serve = sub.add_parser("serve", help="serve calls until SIGTERM (the default)")
+    _settings_option(serve)
+    check = sub.add_parser(
         "check",
         help="validate settings and environment; print the resolved configuration",
     )
-    sub.add_parser(
+    _settings_option(check)
+    demo = sub.add_parser(
         "demo",
         help="calls through the real server and actors with local stand-ins (no accounts)",
     )
+    _settings_option(demo, reads_settings=False)
     bench = sub.add_parser("bench", help="run a benchmark and print its figures")
     bench.add_argument("name", choices=["mailbox", "messaging"], help="which benchmark")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench.add_argument("--sessions", type=int, default=20, help="messaging: live calls")
     bench.add_argument("--rounds", type=int, default=3, help="messaging: messages per call")
+    _settings_option(bench, reads_settings=False)
     call = sub.add_parser(
         "call", help="place a goal call: TARS phones someone for you and reports back"
     )
     call.add_argument("callee", metavar="NUMBER_OR_CONTACT", help="a +E.164 number or a contact")
     call.add_argument("--goal", required=True, help="what the call should achieve")
+    _settings_option(call)
     twilio = sub.add_parser(
         "twilio",
         help="the Twilio number's webhooks: `configure` points them at TARS, `check` shows them",
     )
-    twilio.add_argument("action", nargs=argparse.REMAINDER, help="configure | check")
-    sub.add_parser("service", help="print a systemd unit for this install")
+    twilio.add_argument(
+        "action",
+        choices=["configure", "check"],
+        help="configure: point the webhooks at TARS; check: show them and what is wrong",
+    )
+    _settings_option(twilio)
+    service = sub.add_parser("service", help="print a systemd unit for this install")
+    _settings_option(service)
+    # parse_args hands inspect's arguments to it whole when inspect is the first word after
+    # the global options; REMAINDER serves the rest (an abbreviated --settings before it).
     inspect = sub.add_parser(
         "inspect",
         help="a live view of the actors and calls from a JSON log (`inspect -h` for options)",
@@ -70,20 +99,36 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--calls", type=int, default=50, help="concurrent calls (default 50)")
     load.add_argument("--seconds", type=float, default=20.0, help="measured seconds")
     load.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _settings_option(load, reads_settings=False)
     return parser
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line as the commands read it.
+
+    ``command`` is None for serve. ``settings`` is the ``--settings`` given after the
+    command, else the one before it, else None. For ``inspect``, ``options`` holds its
+    arguments, handed to it whole (its parser takes ``--settings`` too).
+    """
+    argv = list(argv)
+    inspect_at = _command_index(argv, "inspect")
+    if inspect_at is None:
+        return _parser().parse_args(argv)
+    # argparse's REMAINDER would drop a leading --option of inspect's.
+    before = _parser().parse_args(argv[:inspect_at])
+    return argparse.Namespace(
+        command="inspect", settings=before.settings, options=argv[inspect_at + 1 :]
+    )
 
 
 def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
     out = stdout or sys.stdout
-    argv = list(argv)
-    inspect_at = _command_index(argv, "inspect")
-    if inspect_at is not None:
-        # Its options go to it whole (argparse's REMAINDER drops a leading --option).
-        from tars_actors.ops import inspect_logs
-
-        return inspect_logs.main(argv[inspect_at + 1 :], stdout=out)
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
     command = args.command or "serve"
+    if command == "inspect":
+        from tars_actors.ops import inspect
+
+        return inspect.main(args.options, stdout=out)
     if command == "bench":
         from tars_actors.ops import bench_mailbox as benchmarks
 
@@ -100,7 +145,7 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
         return load.main([*options, *(["--json"] if args.json else [])])
 
     if command == "service":
-        from tars_actors.ops.operator import service_main
+        from tars_actors.ops.service import service_main
 
         return service_main(resolve_settings_path(args.settings, os.environ), stdout=out)
 
@@ -108,9 +153,9 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
     if settings is None:
         return EXIT_USAGE
     if command == "twilio":
-        from tars_actors.ops.operator import twilio_main
+        from tars_actors.ops.twilio_setup import twilio_main
 
-        return twilio_main(args.action, settings, stdout=out)
+        return twilio_main([args.action], settings, stdout=out)
     if command == "check":
         return check(settings, out)
     if command == "call":

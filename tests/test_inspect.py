@@ -15,7 +15,7 @@ import pykka
 import pytest
 
 from tars_actors.ops.demo import run_demo
-from tars_actors.ops.inspect_logs import (
+from tars_actors.ops.inspect import (
     CLEAR_SCREEN,
     SEPARATOR,
     STOPPED_ACTORS_KEPT,

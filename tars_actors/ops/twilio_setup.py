@@ -1,63 +1,44 @@
-"""Operator commands: ``twilio check`` and ``twilio configure`` point the Twilio number's
-webhooks at TARS; ``service`` prints a systemd unit for this install.
-
-TARS's server cannot read request bodies, so Twilio must call both webhooks with GET:
-``{public_url}/twilio/voice`` for incoming calls and ``{public_url}/twilio/status`` for
-call status events.
+"""``python run.py twilio check`` and ``twilio configure``: look the number up through
+Twilio's REST API, report what is wrong with its webhooks, or set them.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import pwd
-import re
-import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, TextIO
-from urllib.parse import urlsplit
 
 from twilio.base.exceptions import TwilioException
 
+from tars_actors.ops.twilio_webhooks import (
+    NOT_SET,
+    WEBHOOK_METHOD,
+    Change,
+    NumberConfig,
+    Webhooks,
+    expected_webhooks,
+    number_problems,
+    planned_changes,
+    settings_problems,
+)
 from tars_actors.runtime.settings import Settings
 from tars_actors.telephony.rest import describe_error, make_client
-from tars_actors.telephony.server import STATUS_PATH, VOICE_PATH
 
 __all__ = [
-    "ENV_FILE",
     "EXIT_OK",
     "EXIT_SETTINGS",
     "EXIT_WRONG",
-    "WEBHOOK_METHOD",
-    "Change",
     "ConfigureResult",
-    "NumberConfig",
     "NumberReport",
-    "Webhooks",
     "check_number",
     "configure_number",
-    "expected_webhooks",
     "find_number",
-    "number_problems",
-    "planned_changes",
     "render_check",
     "render_configure",
-    "service_main",
-    "service_unit",
-    "settings_problems",
     "twilio_main",
 ]
-
-#: The only method TARS's webhooks accept: the websockets server reads no request body.
-WEBHOOK_METHOD: Final = "GET"
-#: Where the unit reads the secrets from (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, GEMINI_API_KEY).
-ENV_FILE: Final = Path("/etc/tars/tars.env")
-#: Seconds systemd waits after SIGTERM: calls get [sessions] shutdown_grace_seconds (30 by
-#: default) to finish, then the actors stop.
-STOP_TIMEOUT_SECONDS: Final = 90
 
 EXIT_OK: Final = 0
 #: The number is misconfigured, not in the account, or Twilio's API failed.
@@ -66,133 +47,7 @@ EXIT_WRONG: Final = 1
 EXIT_SETTINGS: Final = 2
 
 _CONFIGURE_HINT: Final = "python run.py twilio configure"
-_NOT_SET: Final = "(not set)"
 _TWILIO_ERRORS: Final = (TwilioException, OSError)  # requests' errors are OSErrors
-
-
-# --- what the number should look like ----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Webhooks:
-    """The URLs the Twilio number must call, both by GET."""
-
-    voice_url: str
-    status_callback: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NumberConfig:
-    """The voice configuration of one incoming phone number, as Twilio reports it."""
-
-    sid: str
-    phone_number: str
-    friendly_name: str = ""
-    voice_url: str | None = None
-    voice_method: str | None = None
-    status_callback: str | None = None
-    status_callback_method: str | None = None
-    #: A TwiML app or SIP trunk takes calls instead of voice_url when set.
-    voice_application_sid: str | None = None
-    trunk_sid: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Change:
-    """One field of the number that configure sets (``new`` None clears it)."""
-
-    field: str
-    old: str | None
-    new: str | None
-
-
-def expected_webhooks(settings: Settings) -> Webhooks:
-    """The voice URL and status callback for ``[server] public_url``."""
-    base = settings.server.public_url.rstrip("/")
-    return Webhooks(voice_url=base + VOICE_PATH, status_callback=base + STATUS_PATH)
-
-
-def settings_problems(settings: Settings) -> list[str]:
-    """What in the settings keeps the number from being checked or configured."""
-    problems: list[str] = []
-    public_url = settings.server.public_url
-    if urlsplit(public_url).scheme.lower() != "https":
-        problems.append(
-            f"[server] public_url {public_url} is not https: Twilio only calls webhooks over TLS"
-        )
-    problems.extend(
-        problem
-        for problem in settings.missing_for_real_calls()
-        if problem.startswith(("[server] public_url", "[twilio] phone_number"))
-    )
-    return problems
-
-
-def number_problems(
-    number: NumberConfig, wanted: Webhooks, *, check_urls: bool = True
-) -> list[str]:
-    """Each way ``number`` differs from ``wanted``, with what it should be.
-
-    ``check_urls`` False skips the URL comparisons (when public_url is not usable yet).
-    """
-    problems: list[str] = []
-    if number.voice_application_sid:
-        problems.append(
-            f"voice_application_sid {number.voice_application_sid} is set: Twilio sends calls "
-            "to that TwiML app and ignores the voice URL; it should be empty"
-        )
-    if number.trunk_sid:
-        problems.append(
-            f"trunk_sid {number.trunk_sid} is set: Twilio sends calls to that SIP trunk and "
-            "ignores the voice URL; it should be empty"
-        )
-    if check_urls:
-        problems.extend(
-            _url_problems("voice URL", number.voice_url, wanted.voice_url)
-            + _url_problems("status callback", number.status_callback, wanted.status_callback)
-        )
-    problems.extend(
-        _method_problems("voice method", number.voice_method)
-        + _method_problems("status callback method", number.status_callback_method)
-    )
-    return problems
-
-
-def _url_problems(label: str, current: str | None, wanted: str) -> list[str]:
-    if not current:
-        return [f"{label} is missing; should be {wanted}"]
-    if current == wanted:
-        return []
-    if urlsplit(current).scheme.lower() == "http":
-        return [f"{label} {current} uses http instead of https; should be {wanted}"]
-    return [f"{label} is {current}; should be {wanted}"]
-
-
-def _method_problems(label: str, current: str | None) -> list[str]:
-    if (current or "").upper() == WEBHOOK_METHOD:
-        return []
-    return [
-        f"{label} is {current or _NOT_SET}; should be {WEBHOOK_METHOD} "
-        "(TARS's server cannot read request bodies)"
-    ]
-
-
-def planned_changes(number: NumberConfig, wanted: Webhooks) -> list[Change]:
-    """The fields configure must set so that ``number`` matches ``wanted``; [] if none."""
-    targets: list[tuple[str, str | None, str | None]] = [
-        ("voice_url", number.voice_url, wanted.voice_url),
-        ("voice_method", number.voice_method, WEBHOOK_METHOD),
-        ("status_callback", number.status_callback, wanted.status_callback),
-        ("status_callback_method", number.status_callback_method, WEBHOOK_METHOD),
-        ("voice_application_sid", number.voice_application_sid, None),
-        ("trunk_sid", number.trunk_sid, None),
-    ]
-    changes = []
-    for name, old, new in targets:
-        same = (old or "").upper() == (new or "") if name.endswith("_method") else old == new
-        if not same:
-            changes.append(Change(field=name, old=old, new=new))
-    return changes
 
 
 # --- talking to Twilio -------------------------------------------------------------------------
@@ -300,7 +155,7 @@ def check_number(settings: Settings, client: Any = None) -> NumberReport:
 
 
 def _shown(value: str | None) -> str:
-    return value or _NOT_SET
+    return value or NOT_SET
 
 
 def _describe_number(number: NumberConfig) -> list[str]:
@@ -468,150 +323,6 @@ def render_configure(result: ConfigureResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --- systemd unit --------------------------------------------------------------------------------
-
-_PLAIN_WORD = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
-
-
-def _no_control_characters(text: str) -> str:
-    if any(ord(char) < 32 or ord(char) == 127 for char in text):
-        raise ValueError(f"{text!r} contains a control character; systemd cannot use it")
-    return text
-
-
-def _exec_word(text: str) -> str:
-    """One ExecStart argument: ``%`` and ``$`` escaped, quoted when it has spaces and such."""
-    _no_control_characters(text)
-    if _PLAIN_WORD.fullmatch(text):
-        return text.replace("%", "%%")
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
-    return f'"{escaped}"'
-
-
-def _path_value(path: Path) -> str:
-    """A path as a whole-line setting (WorkingDirectory=): taken verbatim but for ``%``."""
-    text = _no_control_characters(os.fspath(path))
-    if text != text.strip() or text.endswith("\\"):
-        raise ValueError(f"{text!r}: systemd strips or joins what ends or starts this path")
-    return text.replace("%", "%%")
-
-
-def _absolute(path: Path) -> Path:
-    # absolute(), not resolve(): a venv's python is a symlink that must stay the venv's.
-    return Path(os.path.normpath(path.expanduser().absolute()))
-
-
-def _absolute_python(python: str) -> Path:
-    if os.sep not in python:
-        found = shutil.which(python)
-        if found is None:
-            raise ValueError(f"{python!r} is not on PATH; give the interpreter's absolute path")
-        python = found
-    return _absolute(Path(python))
-
-
-def service_unit(
-    settings_path: Path,
-    *,
-    python: str = sys.executable,
-    workdir: Path,
-    user: str | None,
-    env_file: Path = ENV_FILE,
-    stop_timeout_seconds: int = STOP_TIMEOUT_SECONDS,
-) -> str:
-    """A systemd unit that serves TARS from ``workdir`` with ``settings_path``.
-
-    Secrets stay in ``env_file``; the unit holds none. ``user`` None runs it as root.
-    Raises ValueError for paths systemd cannot express.
-    """
-    settings_file = _absolute(settings_path)
-    directory = _absolute(workdir)
-    interpreter = _absolute_python(python)
-    run_py = directory / "run.py"
-    exec_start = " ".join(
-        _exec_word(os.fspath(word)) for word in (interpreter, run_py, "--settings", settings_file)
-    )
-    shell_settings = _shell_word(os.fspath(settings_file))
-    shell_run = f"{_shell_word(os.fspath(interpreter))} {_shell_word(os.fspath(run_py))}"
-    env = os.fspath(env_file)
-    user_line = (
-        f"User={_no_control_characters(user)}"
-        if user
-        else "# User=tars  (without User= TARS runs as root; prefer an unprivileged account)"
-    )
-    return f"""\
-# TARS: the phone assistant, served by systemd.
-# Generated by `python run.py service` for the install in {directory}.
-#
-# Install:
-#   {shell_run} --settings {shell_settings} service | sudo tee /etc/systemd/system/tars.service
-#   sudo install -d -m 755 {os.path.dirname(env)}
-#   sudo install -m 600 /dev/null {env} && sudoedit {env}
-#     with one line each (the secrets live only in that file, never in this unit):
-#     TWILIO_ACCOUNT_SID=AC...
-#     TWILIO_AUTH_TOKEN=...
-#     GEMINI_API_KEY=...
-#   sudo systemctl daemon-reload && sudo systemctl enable --now tars
-#   journalctl -u tars -f
-#
-# `sudo systemctl reload tars` sends SIGHUP (reload settings); `stop` sends SIGTERM and
-# waits up to {stop_timeout_seconds}s for live calls to finish. Relative paths in the settings
-# (sqlite:///tars.db) are relative to WorkingDirectory, which must stay writable: with
-# ProtectSystem=full, /usr, /boot and /etc are read-only to TARS.
-
-[Unit]
-Description=TARS phone assistant (Twilio + Gemini Live)
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-Type=simple
-{user_line}
-WorkingDirectory={_path_value(directory)}
-EnvironmentFile=-{_path_value(env_file)}
-Environment=PYTHONUNBUFFERED=1
-ExecStart={exec_start}
-ExecReload=/bin/kill -HUP $MAINPID
-Restart=on-failure
-RestartSec=5
-KillSignal=SIGTERM
-TimeoutStopSec={stop_timeout_seconds}
-StandardOutput=journal
-StandardError=journal
-SyslogIdentifier=tars
-UMask=0027
-NoNewPrivileges=true
-PrivateTmp=true
-ProtectSystem=full
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-
-def _shell_word(text: str) -> str:
-    """``text`` quoted for the shell commands in the header comment."""
-    if _PLAIN_WORD.fullmatch(text):
-        return text
-    return "'" + text.replace("'", "'\\''") + "'"
-
-
-def _current_user() -> str | None:
-    """The user running this command; None for root (the unit then has no User=)."""
-    uid = os.geteuid()
-    if uid == 0:
-        return None
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return None
-
-
-def _install_dir() -> Path:
-    """The directory holding run.py: the checkout this module was imported from."""
-    return Path(__file__).resolve().parents[2]
-
-
 # --- command line --------------------------------------------------------------------------------
 
 
@@ -655,21 +366,3 @@ def twilio_main(
         return EXIT_SETTINGS
     out.write(text)
     return code
-
-
-def service_main(settings_path: Path, *, stdout: TextIO | None = None) -> int:
-    """``python run.py service``: print the systemd unit for this install and user."""
-    out = stdout or sys.stdout
-    if not settings_path.is_file():
-        print(
-            f"tars: warning: settings file {_absolute(settings_path)} does not exist yet; "
-            "the service will not start without it",
-            file=sys.stderr,
-        )
-    try:
-        unit = service_unit(settings_path, workdir=_install_dir(), user=_current_user())
-    except ValueError as error:
-        print(f"tars: {error}", file=sys.stderr)
-        return EXIT_SETTINGS
-    out.write(unit)
-    return EXIT_OK
