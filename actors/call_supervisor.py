@@ -30,6 +30,13 @@ from tars_actors.actor_messages import (
     SettingsChanged,
 )
 from tars_actors.call.flow import CallFlow, CallLimits
+from tars_actors.call.identity import (
+    CallerClaims,
+    ContactRecord,
+    GoalRecord,
+    ReminderRecord,
+    identify,
+)
 from tars_actors.call.permissions import Permission
 from tars_actors.call.persona import Caller, Persona, persona_for
 from tars_actors.goals.desk import (
@@ -410,46 +417,40 @@ class CallSupervisor(Supervisor):
                 ).where(AgentSession.id == row.id).execute()
 
     def _identify(self, parameters: Mapping[str, str]) -> Caller:
-        goal_id = parameters.get("goal_id", "")
-        if goal_id:
-            # A call TARS placed for the owner: the goal row says whom and what for.
-            goal = CallGoal.get_or_none(CallGoal.id == int(goal_id)) if goal_id.isdigit() else None
-            if goal is not None:
-                return Caller(
-                    number=str(goal.phone),
-                    permission=Permission.GOAL,
-                    contact_name=str(goal.contact_name),
-                    objective=str(goal.objective),
-                    goal_id=int(goal.id),
-                )
-            log.warning("calls.unknown_goal", goal_id=goal_id)
-        reminder_id = parameters.get("reminder_id", "")
-        if reminder_id:
-            # A reminder call TARS placed to the owner.
-            reminder = (
-                Reminder.get_or_none(Reminder.id == int(reminder_id))
-                if reminder_id.isdigit()
-                else None
-            )
-            if reminder is not None:
-                return Caller(
-                    number=self._settings.owner.phone,
-                    permission=Permission.OWNER,
-                    reminder=str(reminder.title),
-                )
-            log.warning("calls.unknown_reminder", reminder_id=reminder_id)
-        number = parameters.get("from", "") or "unknown"
-        if number == self._settings.owner.phone:
-            return Caller(number=number, permission=Permission.OWNER)
-        contact = Contact.get_or_none(Contact.phone == number)
-        if contact is not None:
-            return Caller(
-                number=number,
-                permission=Permission.CONTACT,
-                contact_name=str(contact.name),
-                contact_relation=contact.relation,
-            )
-        return Caller(number=number, permission=Permission.UNKNOWN)
+        """Looks up the rows the stream's parameters name; :func:`identify` decides."""
+        claims = CallerClaims.from_parameters(parameters)
+        goal_row = (
+            CallGoal.get_or_none(CallGoal.id == claims.goal_key)
+            if claims.goal_key is not None
+            else None
+        )
+        reminder_row = (
+            Reminder.get_or_none(Reminder.id == claims.reminder_key)
+            if claims.reminder_key is not None
+            else None
+        )
+        contact_row = Contact.get_or_none(Contact.phone == claims.number)
+        identified = identify(
+            claims,
+            owner_phone=self._settings.owner.phone,
+            goal=None
+            if goal_row is None
+            else GoalRecord(
+                goal_id=int(goal_row.id),
+                phone=str(goal_row.phone),
+                contact_name=str(goal_row.contact_name),
+                objective=str(goal_row.objective),
+            ),
+            reminder=None
+            if reminder_row is None
+            else ReminderRecord(title=str(reminder_row.title)),
+            contact=None
+            if contact_row is None
+            else ContactRecord(name=str(contact_row.name), relation=contact_row.relation),
+        )
+        for event, fields in identified.warnings:
+            log.warning(event, **fields)
+        return identified.caller
 
 
 def _purpose(caller: Caller) -> str | None:
