@@ -144,8 +144,6 @@ class CallSession(TarsActor):
         super().__init__()
         self.info = info
         self._switchboard = switchboard
-        # Routed messages this call has taken: one shown twice would be a repeat.
-        self._notes_taken: set[int] = set()
         self._audio_loop = audio_loop
         self._relay: AudioRelay | None = None
         self._flow = flow
@@ -310,17 +308,14 @@ class CallSession(TarsActor):
 
     def _note(self, note: DeliverNote) -> None:
         message_id = note.message_id
-        if self._ended or self._flow.ended:
+        if self._flow.ended:
             # Handed over as this call ended: back to the Router, to go another way.
             log.info("call.note_returned", message_id=message_id)
             if self._switchboard is not None:
                 left = SessionLeft(session_id=self.info.session_id, undelivered=(message_id,))
                 self._switchboard.tell(left)
-        elif message_id in self._notes_taken:
-            log.info("call.note_repeat_ignored", message_id=message_id)
         else:
-            self._notes_taken.add(message_id)
-            log.info("call.note_received", message_id=message_id)
+            # The flow's NoteQueue refuses a message this call has taken before.
             self._apply(self._flow.deliver_note(message_id, note.text))
 
     def _model_disconnected(self, message: ModelDisconnected) -> None:

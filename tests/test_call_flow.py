@@ -367,6 +367,15 @@ def test_notes_that_arrive_together_go_in_one_turn_and_each_is_shown_once() -> N
     assert turn.text == "first\n\nsecond"
 
 
+def test_a_note_already_passed_on_and_redelivered_is_logged_and_not_sent_again() -> None:
+    flow = greeted_flow()
+    first = flow.deliver_note(7, "note")
+    assert of(LogEvent, first)[0] == LogEvent(event="call.note_received", fields={"message_id": 7})
+    assert len(notes_sent(first)) == 1
+    again = flow.deliver_note(7, "note")
+    assert again == [LogEvent(event="call.note_repeat_ignored", fields={"message_id": 7})]
+
+
 def test_notes_not_yet_passed_on_are_reported_when_the_call_ends() -> None:
     flow = greeted_flow()
     flow.model_event(1, AudioStarted())

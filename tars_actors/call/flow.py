@@ -30,6 +30,7 @@ from tars_actors.actor_messages import (
     ToolResponses,
     TurnComplete,
 )
+from tars_actors.call.notes import NoteQueue
 from tars_actors.call.permissions import Permission
 from tars_actors.runtime.supervision import Backoff
 from tars_actors.telephony.stream_codec import Dtmf, InboundEvent, Mark, Stop
@@ -250,11 +251,8 @@ class CallFlow:
         self._assistant_text: list[str] = []
         self._caller_text: list[str] = []
         self._tools_in_flight: dict[str, str] = {}
-        # Notes waiting for a turn boundary: (routed message id, or None for TARS's own
-        # instruction, and the text).
-        self._notes: list[tuple[int | None, str]] = []
-        self._note_wait = False  # the note-wait timer is running
-        self._note_wait_over = False  # ... and has fired: stop waiting for the caller
+        # Notes waiting for a turn boundary, and the routed messages already taken.
+        self._notes = NoteQueue()
         self._greeting_answered = False
         # Ending.
         # Set while Twilio speaks an apology or notice before hanging up: why the call
@@ -529,23 +527,26 @@ class CallFlow:
         """A routed message for this call's model: sent at the next turn boundary.
 
         Never over the model's own speech and never while a tool call is open; while the
-        caller keeps talking it waits at most ``note_wait_seconds``.
+        caller keeps talking it waits at most ``note_wait_seconds``. One this call has
+        taken before (the Router redelivered it) is ignored.
         """
-        if self._ended or any(mid == message_id for mid, _ in self._notes):
+        if self._ended:
             return []
-        self._notes.append((message_id, text))
-        return self._flush_notes()
+        fields = {"message_id": message_id}
+        if not self._notes.take(message_id, text):
+            return [LogEvent(event="call.note_repeat_ignored", fields=fields)]
+        return [LogEvent(event="call.note_received", fields=fields), *self._flush_notes()]
 
     def instruct(self, text: str) -> list[Effect]:
         """An instruction from TARS itself (e.g. "this is voicemail"), sent like a note."""
         if self._ended:
             return []
-        self._notes.append((None, text))
+        self._notes.instruct(text)
         return self._flush_notes()
 
     def undelivered_notes(self) -> tuple[int, ...]:
         """Messages this call took but never passed to a model connection."""
-        ids = [mid for mid, _ in self._notes if mid is not None]
+        ids = self._notes.pending_ids()
         for item in self._gap:
             if isinstance(item, TextTurn):
                 ids.extend(item.note_ids)
@@ -556,21 +557,17 @@ class CallFlow:
             return []
         if not self._greeting_answered or self._turn_has_output or self._tools_in_flight:
             return []  # the next turn boundary flushes them
-        if self._caller_text and not self._note_wait_over:
+        notes = self._notes
+        if self._caller_text and not notes.wait_over:
             # The caller is mid-sentence: give them a moment, not forever.
-            if self._note_wait:
+            if notes.waiting:
                 return []
-            self._note_wait = True
+            notes.waiting = True
             return [StartTimer(name=TIMER_NOTE_WAIT, delay=self.limits.note_wait_seconds)]
-        notes, self._notes = self._notes, []
         effects: list[Effect] = []
-        if self._note_wait:
+        if notes.waiting:
             effects.append(CancelTimer(name=TIMER_NOTE_WAIT))
-        self._note_wait = self._note_wait_over = False
-        turn = TextTurn(
-            text="\n\n".join(text for _, text in notes),
-            note_ids=tuple(mid for mid, _ in notes if mid is not None),
-        )
+        turn = notes.drain()
         effects.append(
             LogEvent(event="call.note_sent", fields={"message_ids": list(turn.note_ids)})
         )
@@ -619,8 +616,8 @@ class CallFlow:
                     return self._rotate()
                 return []
             case "note-wait":
-                self._note_wait = False
-                self._note_wait_over = True
+                self._notes.waiting = False
+                self._notes.wait_over = True
                 return self._flush_notes()
         return []
 
