@@ -36,8 +36,7 @@ from tars_actors.actor_messages import (
 from tars_actors.actor_messages import HangUp as HangUpRequest
 from tars_actors.actor_messages import SayAndHangUp as SayAndHangUpRequest
 from tars_actors.audio.pipeline import FRAME_SECONDS
-from tars_actors.call.flow import (
-    CallFlow,
+from tars_actors.call.effects import (
     CancelTimer,
     CloseCaller,
     Effect,
@@ -53,9 +52,12 @@ from tars_actors.call.flow import (
     StartTimer,
     StopModel,
     StoreTranscript,
+    Timer,
 )
+from tars_actors.call.flow import CallFlow
 from tars_actors.call.permissions import Permission
 from tars_actors.call.relay import AudioRelay, LatencyHistogram
+from tars_actors.call.session_info import SessionInfo
 from tars_actors.messaging.routing import (
     DeliverNote,
     LiveSession,
@@ -86,23 +88,8 @@ ModelStarter = Callable[[pykka.ActorRef[Any], int, str | None, AudioRelay], pykk
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SessionInfo:
-    """What a session is, as tools and logs see it (implements ToolContext)."""
-
-    session_id: int
-    session_name: str
-    permission: Permission
-    caller_number: str
-    call_sid: str
-    stream_sid: str
-    direction: str
-    #: What the call is for (a goal call's objective), for list_active_sessions.
-    purpose: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class _TimerFired:
-    name: str
+    name: Timer
     generation: int
 
 
@@ -154,7 +141,7 @@ class CallSession(TarsActor):
         self._telephony = telephony
         self._tool_pool = tool_pool
         self._connections: dict[int, _Connection] = {}
-        self._timer_handles: dict[str, tuple[int, TimerHandle]] = {}
+        self._timer_handles: dict[Timer, tuple[int, TimerHandle]] = {}
         self._timer_generation = 0
         self._transcript_seq = 0
         self._last_assistant_line: int | None = None
@@ -200,18 +187,7 @@ class CallSession(TarsActor):
         if switchboard is None:
             return
         info = self.info
-        switchboard.presence.join(
-            LiveSession(
-                session_id=info.session_id,
-                name=info.session_name,
-                permission=info.permission,
-                caller_number=info.caller_number,
-                call_sid=info.call_sid,
-                direction=info.direction,
-                ref=self.actor_ref,
-                purpose=info.purpose,
-            )
-        )
+        switchboard.presence.join(LiveSession(info=info, ref=self.actor_ref))
         if not switchboard.tell(SessionJoined(session_id=info.session_id)):
             log.warning("router.not_running", message="SessionJoined")
 
@@ -424,7 +400,7 @@ class CallSession(TarsActor):
         with contextlib.suppress(pykka.ActorDeadError):
             self.actor_ref.tell(exit_)
 
-    def _start_timer(self, name: str, delay: float) -> None:
+    def _start_timer(self, name: Timer, delay: float) -> None:
         previous = self._timer_handles.pop(name, None)
         if previous is not None:
             previous[1].cancel()

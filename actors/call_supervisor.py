@@ -29,7 +29,7 @@ from tars_actors.actor_messages import (
     Instruct,
     SettingsChanged,
 )
-from tars_actors.call.flow import CallFlow, CallLimits
+from tars_actors.call.flow import CallFlow
 from tars_actors.call.identity import (
     CallerClaims,
     ContactRecord,
@@ -37,6 +37,7 @@ from tars_actors.call.identity import (
     ReminderRecord,
     identify,
 )
+from tars_actors.call.limits import CallLimits
 from tars_actors.call.permissions import Permission
 from tars_actors.call.persona import Caller, Persona, persona_for
 from tars_actors.goals.desk import (
