@@ -24,7 +24,7 @@ from twilio.base.exceptions import TwilioException
 
 from tars_actors.runtime.settings import Settings
 from tars_actors.telephony.rest import describe_error, make_client
-from tars_actors.telephony.server import STATUS_PATH, VOICE_PATH
+from tars_actors.telephony.twiml import STATUS_PATH, VOICE_PATH
 
 __all__ = [
     "ENV_FILE",
