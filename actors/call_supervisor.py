@@ -420,34 +420,12 @@ class CallSupervisor(Supervisor):
     def _identify(self, parameters: Mapping[str, str]) -> Caller:
         """Looks up the rows the stream's parameters name; :func:`identify` decides."""
         claims = CallerClaims.from_parameters(parameters)
-        goal_row = (
-            CallGoal.get_or_none(CallGoal.id == claims.goal_key)
-            if claims.goal_key is not None
-            else None
-        )
-        reminder_row = (
-            Reminder.get_or_none(Reminder.id == claims.reminder_key)
-            if claims.reminder_key is not None
-            else None
-        )
-        contact_row = Contact.get_or_none(Contact.phone == claims.number)
         identified = identify(
             claims,
             owner_phone=self._settings.owner.phone,
-            goal=None
-            if goal_row is None
-            else GoalRecord(
-                goal_id=int(goal_row.id),
-                phone=str(goal_row.phone),
-                contact_name=str(goal_row.contact_name),
-                objective=str(goal_row.objective),
-            ),
-            reminder=None
-            if reminder_row is None
-            else ReminderRecord(title=str(reminder_row.title)),
-            contact=None
-            if contact_row is None
-            else ContactRecord(name=str(contact_row.name), relation=contact_row.relation),
+            goal=_goal_record(claims.goal_key),
+            reminder=_reminder_record(claims.reminder_key),
+            contact=_contact_record(claims.number),
         )
         for event, fields in identified.warnings:
             log.warning(event, **fields)
@@ -461,3 +439,25 @@ def _purpose(caller: Caller) -> str | None:
     if caller.reminder is not None:
         return f"reminder: {caller.reminder}"
     return None
+
+
+def _goal_record(goal_id: int | None) -> GoalRecord | None:
+    row = CallGoal.get_or_none(CallGoal.id == goal_id) if goal_id is not None else None
+    if row is None:
+        return None
+    return GoalRecord(
+        goal_id=int(row.id),
+        phone=str(row.phone),
+        contact_name=str(row.contact_name),
+        objective=str(row.objective),
+    )
+
+
+def _reminder_record(reminder_id: int | None) -> ReminderRecord | None:
+    row = Reminder.get_or_none(Reminder.id == reminder_id) if reminder_id is not None else None
+    return None if row is None else ReminderRecord(title=str(row.title))
+
+
+def _contact_record(number: str) -> ContactRecord | None:
+    row = Contact.get_or_none(Contact.phone == number)
+    return None if row is None else ContactRecord(name=str(row.name), relation=row.relation)
