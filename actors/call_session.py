@@ -36,8 +36,7 @@ from tars_actors.actor_messages import (
 from tars_actors.actor_messages import HangUp as HangUpRequest
 from tars_actors.actor_messages import SayAndHangUp as SayAndHangUpRequest
 from tars_actors.audio.pipeline import FRAME_SECONDS
-from tars_actors.call.flow import (
-    CallFlow,
+from tars_actors.call.effects import (
     CancelTimer,
     CloseCaller,
     Effect,
@@ -53,9 +52,12 @@ from tars_actors.call.flow import (
     StartTimer,
     StopModel,
     StoreTranscript,
+    Timer,
 )
+from tars_actors.call.flow import CallFlow
 from tars_actors.call.permissions import Permission
 from tars_actors.call.relay import AudioRelay, LatencyHistogram
+from tars_actors.call.session_info import SessionInfo
 from tars_actors.messaging.routing import (
     DeliverNote,
     LiveSession,
@@ -86,23 +88,8 @@ ModelStarter = Callable[[pykka.ActorRef[Any], int, str | None, AudioRelay], pykk
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SessionInfo:
-    """What a session is, as tools and logs see it (implements ToolContext)."""
-
-    session_id: int
-    session_name: str
-    permission: Permission
-    caller_number: str
-    call_sid: str
-    stream_sid: str
-    direction: str
-    #: What the call is for (a goal call's objective), for list_active_sessions.
-    purpose: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class _TimerFired:
-    name: str
+    name: Timer
     generation: int
 
 
@@ -144,8 +131,6 @@ class CallSession(TarsActor):
         super().__init__()
         self.info = info
         self._switchboard = switchboard
-        # Routed messages this call has taken: one shown twice would be a repeat.
-        self._notes_taken: set[int] = set()
         self._audio_loop = audio_loop
         self._relay: AudioRelay | None = None
         self._flow = flow
@@ -156,7 +141,7 @@ class CallSession(TarsActor):
         self._telephony = telephony
         self._tool_pool = tool_pool
         self._connections: dict[int, _Connection] = {}
-        self._timer_handles: dict[str, tuple[int, TimerHandle]] = {}
+        self._timer_handles: dict[Timer, tuple[int, TimerHandle]] = {}
         self._timer_generation = 0
         self._transcript_seq = 0
         self._last_assistant_line: int | None = None
@@ -202,18 +187,7 @@ class CallSession(TarsActor):
         if switchboard is None:
             return
         info = self.info
-        switchboard.presence.join(
-            LiveSession(
-                session_id=info.session_id,
-                name=info.session_name,
-                permission=info.permission,
-                caller_number=info.caller_number,
-                call_sid=info.call_sid,
-                direction=info.direction,
-                ref=self.actor_ref,
-                purpose=info.purpose,
-            )
-        )
+        switchboard.presence.join(LiveSession(info=info, ref=self.actor_ref))
         if not switchboard.tell(SessionJoined(session_id=info.session_id)):
             log.warning("router.not_running", message="SessionJoined")
 
@@ -310,17 +284,14 @@ class CallSession(TarsActor):
 
     def _note(self, note: DeliverNote) -> None:
         message_id = note.message_id
-        if self._ended or self._flow.ended:
+        if self._flow.ended:
             # Handed over as this call ended: back to the Router, to go another way.
             log.info("call.note_returned", message_id=message_id)
             if self._switchboard is not None:
                 left = SessionLeft(session_id=self.info.session_id, undelivered=(message_id,))
                 self._switchboard.tell(left)
-        elif message_id in self._notes_taken:
-            log.info("call.note_repeat_ignored", message_id=message_id)
         else:
-            self._notes_taken.add(message_id)
-            log.info("call.note_received", message_id=message_id)
+            # The flow's NoteQueue refuses a message this call has taken before.
             self._apply(self._flow.deliver_note(message_id, note.text))
 
     def _model_disconnected(self, message: ModelDisconnected) -> None:
@@ -429,7 +400,7 @@ class CallSession(TarsActor):
         with contextlib.suppress(pykka.ActorDeadError):
             self.actor_ref.tell(exit_)
 
-    def _start_timer(self, name: str, delay: float) -> None:
+    def _start_timer(self, name: Timer, delay: float) -> None:
         previous = self._timer_handles.pop(name, None)
         if previous is not None:
             previous[1].cancel()

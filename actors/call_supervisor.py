@@ -29,7 +29,15 @@ from tars_actors.actor_messages import (
     Instruct,
     SettingsChanged,
 )
-from tars_actors.call.flow import CallFlow, CallLimits
+from tars_actors.call.flow import CallFlow
+from tars_actors.call.identity import (
+    CallerClaims,
+    ContactRecord,
+    GoalRecord,
+    ReminderRecord,
+    identify,
+)
+from tars_actors.call.limits import CallLimits
 from tars_actors.call.permissions import Permission
 from tars_actors.call.persona import Caller, Persona, persona_for
 from tars_actors.goals.desk import (
@@ -410,46 +418,18 @@ class CallSupervisor(Supervisor):
                 ).where(AgentSession.id == row.id).execute()
 
     def _identify(self, parameters: Mapping[str, str]) -> Caller:
-        goal_id = parameters.get("goal_id", "")
-        if goal_id:
-            # A call TARS placed for the owner: the goal row says whom and what for.
-            goal = CallGoal.get_or_none(CallGoal.id == int(goal_id)) if goal_id.isdigit() else None
-            if goal is not None:
-                return Caller(
-                    number=str(goal.phone),
-                    permission=Permission.GOAL,
-                    contact_name=str(goal.contact_name),
-                    objective=str(goal.objective),
-                    goal_id=int(goal.id),
-                )
-            log.warning("calls.unknown_goal", goal_id=goal_id)
-        reminder_id = parameters.get("reminder_id", "")
-        if reminder_id:
-            # A reminder call TARS placed to the owner.
-            reminder = (
-                Reminder.get_or_none(Reminder.id == int(reminder_id))
-                if reminder_id.isdigit()
-                else None
-            )
-            if reminder is not None:
-                return Caller(
-                    number=self._settings.owner.phone,
-                    permission=Permission.OWNER,
-                    reminder=str(reminder.title),
-                )
-            log.warning("calls.unknown_reminder", reminder_id=reminder_id)
-        number = parameters.get("from", "") or "unknown"
-        if number == self._settings.owner.phone:
-            return Caller(number=number, permission=Permission.OWNER)
-        contact = Contact.get_or_none(Contact.phone == number)
-        if contact is not None:
-            return Caller(
-                number=number,
-                permission=Permission.CONTACT,
-                contact_name=str(contact.name),
-                contact_relation=contact.relation,
-            )
-        return Caller(number=number, permission=Permission.UNKNOWN)
+        """Looks up the rows the stream's parameters name; :func:`identify` decides."""
+        claims = CallerClaims.from_parameters(parameters)
+        identified = identify(
+            claims,
+            owner_phone=self._settings.owner.phone,
+            goal=_goal_record(claims.goal_key),
+            reminder=_reminder_record(claims.reminder_key),
+            contact=_contact_record(claims.number),
+        )
+        for event, fields in identified.warnings:
+            log.warning(event, **fields)
+        return identified.caller
 
 
 def _purpose(caller: Caller) -> str | None:
@@ -459,3 +439,25 @@ def _purpose(caller: Caller) -> str | None:
     if caller.reminder is not None:
         return f"reminder: {caller.reminder}"
     return None
+
+
+def _goal_record(goal_id: int | None) -> GoalRecord | None:
+    row = CallGoal.get_or_none(CallGoal.id == goal_id) if goal_id is not None else None
+    if row is None:
+        return None
+    return GoalRecord(
+        goal_id=int(row.id),
+        phone=str(row.phone),
+        contact_name=str(row.contact_name),
+        objective=str(row.objective),
+    )
+
+
+def _reminder_record(reminder_id: int | None) -> ReminderRecord | None:
+    row = Reminder.get_or_none(Reminder.id == reminder_id) if reminder_id is not None else None
+    return None if row is None else ReminderRecord(title=str(row.title))
+
+
+def _contact_record(number: str) -> ContactRecord | None:
+    row = Contact.get_or_none(Contact.phone == number)
+    return None if row is None else ContactRecord(name=str(row.name), relation=row.relation)

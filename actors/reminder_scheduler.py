@@ -39,7 +39,7 @@ from tars_actors.runtime.actor import TarsActor
 from tars_actors.runtime.settings import Settings
 from tars_actors.runtime.timers import TimerHandle, Timers
 from tars_actors.store import ReminderKind, Store
-from tars_actors.telephony.server import STATUS_PATH, connect_twiml, stream_url
+from tars_actors.telephony.twiml import STATUS_PATH, connect_twiml, stream_url
 
 __all__ = ["ReminderScheduler", "RemindersChanged", "reminder_text"]
 

@@ -36,7 +36,7 @@ from tars_actors.telephony.rest import (
     make_client,
     outbound_call_options,
 )
-from tars_actors.telephony.server import goodbye_twiml
+from tars_actors.telephony.twiml import goodbye_twiml
 
 __all__ = ["RetryPolicy", "Telephony", "TelephonyRequest"]
 

@@ -19,9 +19,7 @@ from tars_actors.actor_messages import (
     ToolResponses,
     TurnComplete,
 )
-from tars_actors.call.flow import (
-    CallFlow,
-    CallLimits,
+from tars_actors.call.effects import (
     CancelTimer,
     CloseCaller,
     Effect,
@@ -35,7 +33,10 @@ from tars_actors.call.flow import (
     StartTimer,
     StopModel,
     StoreTranscript,
+    Timer,
 )
+from tars_actors.call.flow import CallFlow
+from tars_actors.call.limits import CallLimits
 from tars_actors.call.permissions import Permission
 from tars_actors.telephony.stream_codec import Mark, Stop
 from tars_actors.tools import build_registry
@@ -139,7 +140,7 @@ def test_end_call_hangs_up_after_the_grace_period_when_no_mark_comes_back() -> N
         1, ToolCallRequest(calls=(FunctionCall(call_id="c1", name="end_call", args={}),))
     )
     finished = flow.tool_finished("c1", "end_call", run_tool(of(RunTool, request)[0]))
-    (grace,) = [t for t in of(StartTimer, finished) if t.name == "end-call-grace"]
+    (grace,) = [t for t in of(StartTimer, finished) if t.name == Timer.END_GRACE]
 
     effects = flow.timer_fired(grace.name)
 
@@ -191,7 +192,7 @@ def test_an_unexpected_disconnect_reconnects_with_the_latest_handle_and_loses_no
     assert flow.current_connection is None
     late = FunctionCall(call_id="c7", name="end_call", args={})
     request = flow.model_event(1, ToolCallRequest(calls=(late,)))  # from the dead one
-    (restart,) = [t for t in of(StartTimer, lost) if t.name == "model-restart"]
+    (restart,) = [t for t in of(StartTimer, lost) if t.name == Timer.MODEL_RESTART]
     reopen = flow.timer_fired(restart.name)
     resumed = flow.model_connected(2)
 
@@ -210,7 +211,7 @@ def test_a_tool_result_produced_during_the_gap_is_sent_after_the_reconnect() -> 
     flow.model_disconnected(1, expected=False, unsent=(), reason="closed")
 
     during = flow.tool_finished("c1", "end_call", run_tool(of(RunTool, request)[0]))
-    flow.timer_fired("model-restart")
+    flow.timer_fired(Timer.MODEL_RESTART)
     resumed = flow.model_connected(2)
 
     assert of(SendToModel, during) == []
@@ -242,10 +243,10 @@ def test_go_away_rotates_before_the_deadline_even_mid_turn() -> None:
     flow = connected_flow()
     flow.model_event(1, AudioStarted())
     effects = flow.model_event(1, GoAway(time_left=5.0))
-    (timer,) = [t for t in of(StartTimer, effects) if t.name == "model-rotate"]
+    (timer,) = [t for t in of(StartTimer, effects) if t.name == Timer.ROTATE]
     assert timer.delay == 3.0
 
-    assert of(StartModel, flow.timer_fired("model-rotate")) == [
+    assert of(StartModel, flow.timer_fired(Timer.ROTATE)) == [
         StartModel(connection_id=2, resumption_handle=None)
     ]
 
@@ -255,12 +256,12 @@ def test_an_unreachable_model_ends_the_call_with_a_spoken_apology() -> None:
     flow.start()
     flow.model_disconnected(1, expected=False, unsent=(), reason="refused")
 
-    apology = flow.timer_fired("model-unreachable")
+    apology = flow.timer_fired(Timer.MODEL_UNREACHABLE)
     # Twilio now speaks the apology and ends the stream: the socket is left to it.
     assert len(of(SayAndHangUp, apology)) == 1
     assert of(CloseCaller, apology) == []
     assert of(EndSession, apology) == []
-    assert of(StartModel, flow.timer_fired("model-restart")) == []
+    assert of(StartModel, flow.timer_fired(Timer.MODEL_RESTART)) == []
 
     ended = flow.caller_event(Stop(sequence_number=9, call_sid="CA1", account_sid="AC1"))
     assert of(EndSession, ended) == [EndSession(reason="model unreachable")]
@@ -271,9 +272,9 @@ def test_an_apology_that_never_ends_the_stream_is_followed_by_a_hang_up() -> Non
     flow = CallFlow(permission=Permission.OWNER, greeting="hi", tools=build_registry())
     flow.start()
     flow.model_disconnected(1, expected=False, unsent=(), reason="refused")
-    flow.timer_fired("model-unreachable")
+    flow.timer_fired(Timer.MODEL_UNREACHABLE)
 
-    effects = flow.timer_fired("apology-grace")
+    effects = flow.timer_fired(Timer.APOLOGY)
 
     assert of(HangUp, effects) == [HangUp(reason="model unreachable")]
     assert of(EndSession, effects) == [EndSession(reason="model unreachable")]
@@ -290,9 +291,15 @@ def test_twilio_stop_ends_the_session_without_a_rest_hang_up() -> None:
 
 def test_max_duration_hangs_up() -> None:
     flow = connected_flow(limits=CallLimits(max_call_seconds=60))
-    effects = flow.timer_fired("max-duration")
+    effects = flow.timer_fired(Timer.MAX_DURATION)
     assert of(HangUp, effects) == [HangUp(reason="max duration")]
-    assert CancelTimer(name="max-duration") in effects
+    assert CancelTimer(name=Timer.MAX_DURATION) in effects
+
+
+def test_ending_cancels_every_timer_of_the_call() -> None:
+    effects = connected_flow().shutdown()
+    assert of(CancelTimer, effects) == [CancelTimer(name=timer) for timer in Timer]
+    assert len(Timer) == 7
 
 
 # --- Routed messages (system notes) ---------------------------------------------------------
@@ -350,9 +357,9 @@ def test_a_note_waits_at_most_the_note_wait_while_the_caller_keeps_talking() -> 
     flow.model_event(1, InputTranscript(text="So what I wanted to say is"))
     effects = flow.deliver_note(7, "note")
     assert notes_sent(effects) == []
-    assert of(StartTimer, effects) == [StartTimer(name="note-wait", delay=2.0)]
+    assert of(StartTimer, effects) == [StartTimer(name=Timer.NOTE_WAIT, delay=2.0)]
     flow.model_event(1, InputTranscript(text=" that I keep talking"))
-    [turn] = notes_sent(flow.timer_fired("note-wait"))
+    [turn] = notes_sent(flow.timer_fired(Timer.NOTE_WAIT))
     assert turn.note_ids == (7,)
 
 
@@ -365,6 +372,15 @@ def test_notes_that_arrive_together_go_in_one_turn_and_each_is_shown_once() -> N
     [turn] = notes_sent(flow.model_event(1, TurnComplete(mark="turn-2")))
     assert turn.note_ids == (7, 8)
     assert turn.text == "first\n\nsecond"
+
+
+def test_a_note_already_passed_on_and_redelivered_is_logged_and_not_sent_again() -> None:
+    flow = greeted_flow()
+    first = flow.deliver_note(7, "note")
+    assert of(LogEvent, first)[0] == LogEvent(event="call.note_received", fields={"message_id": 7})
+    assert len(notes_sent(first)) == 1
+    again = flow.deliver_note(7, "note")
+    assert again == [LogEvent(event="call.note_repeat_ignored", fields={"message_id": 7})]
 
 
 def test_notes_not_yet_passed_on_are_reported_when_the_call_ends() -> None:
@@ -381,7 +397,7 @@ def test_a_note_sent_while_the_model_is_reconnecting_is_undelivered_until_resent
     flow.model_disconnected(1, expected=False, unsent=(), reason="lost")
     assert notes_sent(flow.deliver_note(7, "note")) == []
     assert flow.undelivered_notes() == (7,)
-    restart = flow.timer_fired("model-restart")
+    restart = flow.timer_fired(Timer.MODEL_RESTART)
     [start] = of(StartModel, restart)
     [turn] = notes_sent(flow.model_connected(start.connection_id))
     assert turn.note_ids == (7,)
@@ -391,12 +407,12 @@ def test_a_note_sent_while_the_model_is_reconnecting_is_undelivered_until_resent
 def test_a_notice_while_reconnecting_stops_the_connection_on_its_way() -> None:
     flow = greeted_flow()
     flow.model_disconnected(1, expected=False, unsent=(), reason="lost")
-    [start] = of(StartModel, flow.timer_fired("model-restart"))
+    [start] = of(StartModel, flow.timer_fired(Timer.MODEL_RESTART))
     effects = flow.end_with_notice("Restarting.", reason="shutdown", grace=5.0)
     assert of(SayAndHangUp, effects) == [SayAndHangUp(text="Restarting.")]
     assert of(StopModel, effects) == [StopModel(connection_id=start.connection_id)]
     assert flow.model_connected(start.connection_id) == [
         StopModel(connection_id=start.connection_id)
     ]
-    ended = flow.timer_fired("apology-grace")
+    ended = flow.timer_fired(Timer.APOLOGY)
     assert of(EndSession, ended) == [EndSession(reason="shutdown")]

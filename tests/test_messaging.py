@@ -29,7 +29,7 @@ from tars_actors.store import (
     Reminder,
     Store,
 )
-from tars_actors.telephony.server import connect_twiml
+from tars_actors.telephony.twiml import connect_twiml
 from tests.logs import log_events
 from tests.waiting import QUIET, never, wait_until
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tars_actors.call.permissions import Permission
+from tars_actors.call.session_info import SessionInfo
 from tars_actors.messaging.ledger import MessageRecord
 from tars_actors.messaging.routing import (
     SMS_MAX_CHARS,
@@ -28,15 +29,16 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def live(session_id: int, name: str, permission: Permission = Permission.UNKNOWN) -> LiveSession:
-    return LiveSession(
+    info = SessionInfo(
         session_id=session_id,
-        name=name,
+        session_name=name,
         permission=permission,
         caller_number="+15555550777",
         call_sid=f"CA{session_id}",
+        stream_sid=f"MZ{session_id}",
         direction="inbound",
-        ref=None,
     )
+    return LiveSession(info=info, ref=None)
 
 
 def record(**fields: Any) -> MessageRecord:
@@ -130,3 +132,16 @@ def test_sms_texts_name_the_sender_and_fit_twilios_limit() -> None:
     long = sms_text(record(body="x" * 5000))
     assert len(long) == SMS_MAX_CHARS
     assert long.endswith("…")
+
+
+def test_a_live_session_reads_its_fields_from_the_sessions_own_info() -> None:
+    session = live(3, "Call with Anna", Permission.OWNER)
+    assert (session.session_id, session.name, session.call_sid) == (3, "Call with Anna", "CA3")
+    assert (session.caller_number, session.direction, session.purpose) == (
+        "+15555550777",
+        "inbound",
+        None,
+    )
+    assert session.permission is Permission.OWNER
+    assert session.is_owner
+    assert not live(4, "Call with Bob").is_owner

@@ -9,8 +9,8 @@ it returns in order. Tests drive it directly. The audio itself, frame by frame, 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from tars_actors.actor_messages import (
@@ -30,157 +30,34 @@ from tars_actors.actor_messages import (
     ToolResponses,
     TurnComplete,
 )
-from tars_actors.call.permissions import Permission
-from tars_actors.runtime.supervision import Backoff
-from tars_actors.telephony.stream_codec import Dtmf, InboundEvent, Mark, Stop
-from tars_actors.tools.registry import PreparedCall, ToolError, ToolOutcome, ToolRegistry
-
-__all__ = [
-    "CallFlow",
-    "CallLimits",
-    "CallStats",
-    "CancelTimer",
-    "CloseCaller",
-    "Effect",
-    "EndSession",
-    "HangUp",
-    "LogEvent",
-    "MarkCaller",
-    "MarkUnheard",
-    "RunTool",
-    "SayAndHangUp",
-    "SendToModel",
-    "StartModel",
-    "StartTimer",
-    "StopModel",
-    "StoreTranscript",
-]
-
-
-# --- Effects --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MarkCaller:
-    name: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CloseCaller:
-    pass
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SendToModel:
-    connection_id: int
-    item: ModelInput
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StartModel:
-    connection_id: int
-    resumption_handle: str | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StopModel:
-    connection_id: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RunTool:
-    call: PreparedCall
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StoreTranscript:
-    speaker: str
-    text: str
-    heard: bool = True
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MarkUnheard:
-    """The last assistant line stored was cut off before the caller heard all of it."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StartTimer:
-    name: str
-    delay: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CancelTimer:
-    name: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HangUp:
-    """End the phone call through Twilio REST (the stream socket alone may not)."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SayAndHangUp:
-    """Have Twilio speak ``text`` and hang up (used when the model cannot speak)."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EndSession:
-    reason: str
-    detail: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LogEvent:
-    event: str
-    level: str = "info"
-    fields: Mapping[str, Any] = field(default_factory=dict)
-
-
-Effect = (
-    MarkCaller
-    | CloseCaller
-    | SendToModel
-    | StartModel
-    | StopModel
-    | RunTool
-    | StoreTranscript
-    | MarkUnheard
-    | StartTimer
-    | CancelTimer
-    | HangUp
-    | SayAndHangUp
-    | EndSession
-    | LogEvent
+from tars_actors.call.effects import (
+    CancelTimer,
+    CloseCaller,
+    Effect,
+    EndSession,
+    HangUp,
+    LogEvent,
+    MarkCaller,
+    MarkUnheard,
+    RunTool,
+    SayAndHangUp,
+    SendToModel,
+    StartModel,
+    StartTimer,
+    StopModel,
+    StoreTranscript,
+    Timer,
 )
+from tars_actors.call.limits import CallLimits
+from tars_actors.call.notes import NoteQueue
+from tars_actors.call.permissions import Permission
+from tars_actors.telephony.stream_codec import Dtmf, InboundEvent, Mark, Stop
+from tars_actors.tools.registry import ToolError, ToolOutcome, ToolRegistry
+
+__all__ = ["CallFlow", "CallStats"]
 
 
 # --- Configuration and figures ----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallLimits:
-    max_call_seconds: float = 1800.0
-    #: How long to wait for the goodbye's mark before hanging up anyway.
-    end_call_grace_seconds: float = 10.0
-    #: How long the call may be without a model connection before it is given up.
-    model_unreachable_seconds: float = 20.0
-    #: Caller audio kept while the model is reconnecting (20 ms frames).
-    gap_buffer_seconds: float = 10.0
-    #: Seconds before a goAway deadline at which the connection is rotated regardless.
-    go_away_margin_seconds: float = 2.0
-    #: How long Twilio gets to end the stream after the apology before TARS hangs up.
-    apology_grace_seconds: float = 15.0
-    #: How long a note for the model waits while the caller keeps talking.
-    note_wait_seconds: float = 2.0
-    reconnect_backoff: Backoff = field(
-        default_factory=lambda: Backoff(initial=0.2, maximum=5.0, jitter=0.0)
-    )
 
 
 @dataclass(slots=True)
@@ -202,14 +79,6 @@ class CallStats:
             "tools_refused": self.tools_refused,
         }
 
-
-TIMER_MAX_DURATION = "max-duration"
-TIMER_END_GRACE = "end-call-grace"
-TIMER_MODEL_RESTART = "model-restart"
-TIMER_MODEL_UNREACHABLE = "model-unreachable"
-TIMER_ROTATE = "model-rotate"
-TIMER_APOLOGY = "apology-grace"
-TIMER_NOTE_WAIT = "note-wait"
 
 UNREACHABLE_APOLOGY = (
     "Sorry, I am having trouble connecting right now. Please call again in a few minutes."
@@ -250,11 +119,8 @@ class CallFlow:
         self._assistant_text: list[str] = []
         self._caller_text: list[str] = []
         self._tools_in_flight: dict[str, str] = {}
-        # Notes waiting for a turn boundary: (routed message id, or None for TARS's own
-        # instruction, and the text).
-        self._notes: list[tuple[int | None, str]] = []
-        self._note_wait = False  # the note-wait timer is running
-        self._note_wait_over = False  # ... and has fired: stop waiting for the caller
+        # Notes waiting for a turn boundary, and the routed messages already taken.
+        self._notes = NoteQueue()
         self._greeting_answered = False
         # Ending.
         # Set while Twilio speaks an apology or notice before hanging up: why the call
@@ -281,8 +147,8 @@ class CallFlow:
 
     def start(self) -> list[Effect]:
         return [
-            StartTimer(name=TIMER_MAX_DURATION, delay=self.limits.max_call_seconds),
-            StartTimer(name=TIMER_MODEL_UNREACHABLE, delay=self.limits.model_unreachable_seconds),
+            StartTimer(name=Timer.MAX_DURATION, delay=self.limits.max_call_seconds),
+            StartTimer(name=Timer.MODEL_UNREACHABLE, delay=self.limits.model_unreachable_seconds),
             self._open_connection(),
         ]
 
@@ -297,7 +163,7 @@ class CallFlow:
     def model_connected(self, connection_id: int) -> list[Effect]:
         if self._ended or self._saying_goodbye is not None or connection_id != self._connecting:
             return [StopModel(connection_id=connection_id)]
-        effects: list[Effect] = [CancelTimer(name=TIMER_MODEL_UNREACHABLE)]
+        effects: list[Effect] = [CancelTimer(name=Timer.MODEL_UNREACHABLE)]
         previous = self._current
         self._current = connection_id
         self._connecting = None
@@ -306,7 +172,7 @@ class CallFlow:
             # A rotation: the old connection's unsent inputs come back in its
             # ModelDisconnected and are resent here.
             self._rotate_pending = False
-            effects += [CancelTimer(name=TIMER_ROTATE), StopModel(connection_id=previous)]
+            effects += [CancelTimer(name=Timer.ROTATE), StopModel(connection_id=previous)]
         if not self._greeted:
             self._greeted = True
             effects += self._to_current(TextTurn(text=self.greeting))
@@ -344,13 +210,13 @@ class CallFlow:
                     "resumable": self._handle is not None,
                 },
             ),
-            StartTimer(name=TIMER_MODEL_RESTART, delay=delay),
+            StartTimer(name=Timer.MODEL_RESTART, delay=delay),
         ]
         if self._restart_attempt == 1:
             # The unreachable deadline counts from the start of this outage.
             effects.append(
                 StartTimer(
-                    name=TIMER_MODEL_UNREACHABLE, delay=self.limits.model_unreachable_seconds
+                    name=Timer.MODEL_UNREACHABLE, delay=self.limits.model_unreachable_seconds
                 )
             )
         return effects
@@ -389,7 +255,7 @@ class CallFlow:
                 effects = [
                     LogEvent(event="model.go_away", fields={"time_left": time_left}),
                     StartTimer(
-                        name=TIMER_ROTATE,
+                        name=Timer.ROTATE,
                         delay=max(0.0, time_left - self.limits.go_away_margin_seconds),
                     ),
                 ]
@@ -462,10 +328,10 @@ class CallFlow:
         self._saying_goodbye = reason
         effects: list[Effect] = [
             SayAndHangUp(text=text),
-            StartTimer(name=TIMER_APOLOGY, delay=grace),
+            StartTimer(name=Timer.APOLOGY, delay=grace),
         ]
-        for name in (TIMER_MODEL_RESTART, TIMER_ROTATE, TIMER_NOTE_WAIT):
-            effects.append(CancelTimer(name=name))
+        for timer in (Timer.MODEL_RESTART, Timer.ROTATE, Timer.NOTE_WAIT):
+            effects.append(CancelTimer(name=timer))
         if self._connecting is not None:
             effects.append(StopModel(connection_id=self._connecting))
             self._connecting = None
@@ -516,7 +382,7 @@ class CallFlow:
         if outcome.end_call and not self._end_requested:
             self._end_requested = True
             effects.append(
-                StartTimer(name=TIMER_END_GRACE, delay=self.limits.end_call_grace_seconds)
+                StartTimer(name=Timer.END_GRACE, delay=self.limits.end_call_grace_seconds)
             )
             effects.append(LogEvent(event="call.end_requested", fields={"tool": name}))
         if self._rotate_pending and self._at_turn_boundary():
@@ -529,23 +395,26 @@ class CallFlow:
         """A routed message for this call's model: sent at the next turn boundary.
 
         Never over the model's own speech and never while a tool call is open; while the
-        caller keeps talking it waits at most ``note_wait_seconds``.
+        caller keeps talking it waits at most ``note_wait_seconds``. One this call has
+        taken before (the Router redelivered it) is ignored.
         """
-        if self._ended or any(mid == message_id for mid, _ in self._notes):
+        if self._ended:
             return []
-        self._notes.append((message_id, text))
-        return self._flush_notes()
+        fields = {"message_id": message_id}
+        if not self._notes.take(message_id, text):
+            return [LogEvent(event="call.note_repeat_ignored", fields=fields)]
+        return [LogEvent(event="call.note_received", fields=fields), *self._flush_notes()]
 
     def instruct(self, text: str) -> list[Effect]:
         """An instruction from TARS itself (e.g. "this is voicemail"), sent like a note."""
         if self._ended:
             return []
-        self._notes.append((None, text))
+        self._notes.instruct(text)
         return self._flush_notes()
 
     def undelivered_notes(self) -> tuple[int, ...]:
         """Messages this call took but never passed to a model connection."""
-        ids = [mid for mid, _ in self._notes if mid is not None]
+        ids = self._notes.pending_ids()
         for item in self._gap:
             if isinstance(item, TextTurn):
                 ids.extend(item.note_ids)
@@ -556,21 +425,17 @@ class CallFlow:
             return []
         if not self._greeting_answered or self._turn_has_output or self._tools_in_flight:
             return []  # the next turn boundary flushes them
-        if self._caller_text and not self._note_wait_over:
+        notes = self._notes
+        if self._caller_text and not notes.wait_over:
             # The caller is mid-sentence: give them a moment, not forever.
-            if self._note_wait:
+            if notes.waiting:
                 return []
-            self._note_wait = True
-            return [StartTimer(name=TIMER_NOTE_WAIT, delay=self.limits.note_wait_seconds)]
-        notes, self._notes = self._notes, []
+            notes.waiting = True
+            return [StartTimer(name=Timer.NOTE_WAIT, delay=self.limits.note_wait_seconds)]
         effects: list[Effect] = []
-        if self._note_wait:
-            effects.append(CancelTimer(name=TIMER_NOTE_WAIT))
-        self._note_wait = self._note_wait_over = False
-        turn = TextTurn(
-            text="\n\n".join(text for _, text in notes),
-            note_ids=tuple(mid for mid, _ in notes if mid is not None),
-        )
+        if notes.waiting:
+            effects.append(CancelTimer(name=Timer.NOTE_WAIT))
+        turn = notes.drain()
         effects.append(
             LogEvent(event="call.note_sent", fields={"message_ids": list(turn.note_ids)})
         )
@@ -578,15 +443,15 @@ class CallFlow:
 
     # --- timers -------------------------------------------------------------------------
 
-    def timer_fired(self, name: str) -> list[Effect]:
+    def timer_fired(self, name: Timer) -> list[Effect]:
         if self._ended:
             return []
         match name:
-            case "max-duration":
+            case Timer.MAX_DURATION:
                 return self._finish("max duration", hang_up=True)
-            case "end-call-grace":
+            case Timer.END_GRACE:
                 return self._finish("end_call", hang_up=True)
-            case "model-restart":
+            case Timer.MODEL_RESTART:
                 if (
                     self._current is None
                     and self._connecting is None
@@ -594,7 +459,7 @@ class CallFlow:
                 ):
                     return [self._open_connection()]
                 return []
-            case "model-unreachable":
+            case Timer.MODEL_UNREACHABLE:
                 if self._current is not None:
                     return []
                 # Twilio speaks the apology once the call's TwiML is replaced, which ends
@@ -611,16 +476,16 @@ class CallFlow:
                         fields={"seconds": self.limits.model_unreachable_seconds},
                     ),
                 ]
-            case "apology-grace":
+            case Timer.APOLOGY:
                 # The stream outlived the apology: end the call ourselves.
                 return self._finish(self._saying_goodbye or "model unreachable", hang_up=True)
-            case "model-rotate":
+            case Timer.ROTATE:
                 if self._rotate_pending:
                     return self._rotate()
                 return []
-            case "note-wait":
-                self._note_wait = False
-                self._note_wait_over = True
+            case Timer.NOTE_WAIT:
+                self._notes.waiting = False
+                self._notes.wait_over = True
                 return self._flush_notes()
         return []
 
@@ -696,7 +561,7 @@ class CallFlow:
         self._rotate_pending = False
         self.stats.reconnects += 1
         return [
-            CancelTimer(name=TIMER_ROTATE),
+            CancelTimer(name=Timer.ROTATE),
             LogEvent(event="model.rotating", fields={"from_connection": self._current}),
             self._open_connection(),
         ]
@@ -706,16 +571,8 @@ class CallFlow:
         effects: list[Effect] = []
         effects += self._store_caller_line()
         effects += self._store_assistant_line(heard=not self._turn_interrupted)
-        for name in (
-            TIMER_MAX_DURATION,
-            TIMER_END_GRACE,
-            TIMER_MODEL_RESTART,
-            TIMER_MODEL_UNREACHABLE,
-            TIMER_ROTATE,
-            TIMER_APOLOGY,
-            TIMER_NOTE_WAIT,
-        ):
-            effects.append(CancelTimer(name=name))
+        for timer in Timer:
+            effects.append(CancelTimer(name=timer))
         if hang_up:
             effects.append(HangUp(reason=reason))
         effects.append(CloseCaller())

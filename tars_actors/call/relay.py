@@ -28,11 +28,9 @@ from tars_actors.actor_messages import (
     PlaybackCut,
 )
 from tars_actors.audio.pipeline import CallerToModel, ModelToCaller
+from tars_actors.call.playback import TurnPlayback
 
-__all__ = ["BARGE_IN_MIN_SECONDS", "AudioRelay", "LatencyHistogram", "RelayStats"]
-
-#: Less unplayed audio than this is left to finish when the caller starts speaking.
-BARGE_IN_MIN_SECONDS = 0.25
+__all__ = ["AudioRelay", "LatencyHistogram", "RelayStats"]
 
 
 class LatencyHistogram:
@@ -92,9 +90,7 @@ class AudioRelay:
         self._connection_id: int | None = None
         # Caller audio kept while there is no model connection, oldest dropped first.
         self._gap: deque[AudioInput] = deque(maxlen=gap_frames)
-        self._turn = 0
-        self._turn_has_audio = False
-        self._suppressed = False
+        self._playback = TurnPlayback()
         self.stats = RelayStats()
 
     # --- the caller's side (from the server's stream handler) ---------------------------
@@ -116,12 +112,12 @@ class AudioRelay:
     # --- the model's side (from the GeminiConnection's receive loop) --------------------
 
     def model_audio(self, connection_id: int, pcm: bytes, read_at: float = 0.0) -> None:
-        if connection_id != self._connection_id or self._suppressed:
+        playback = self._playback
+        if connection_id != self._connection_id or playback.suppressed:
             # A rotated-out connection's late audio, or the rest of an interrupted turn.
             return
-        if not self._turn_has_audio:
-            self._turn_has_audio = True
-            self._turn += 1
+        if not playback.has_audio:
+            playback.begin()
             self._tell(ModelEvent(connection_id=connection_id, event=AudioStarted()))
         payloads = self._to_caller.process(pcm)
         if payloads:
@@ -132,18 +128,17 @@ class AudioRelay:
         """Barge-in: drop what is queued for the caller, at once, before later audio."""
         if connection_id != self._connection_id:
             return
-        self._suppressed = True
+        self._playback.interrupt()
         self._to_caller.reset()
         self._socket.clear()
 
     def caller_speaking(self, connection_id: int) -> None:
-        """The model heard the caller. If a finished turn is still playing, cut it: the
-        model will not say ``interrupted`` for a generation that is already over, and the
-        caller must not be talked over for the seconds of audio still queued."""
-        if connection_id != self._connection_id or self._turn_has_audio:
-            return  # mid-turn, the model's own ``interrupted`` decides
+        """The model heard the caller: cut a finished turn still playing, if
+        :meth:`TurnPlayback.cuts_finished_turn` says so."""
+        if connection_id != self._connection_id:
+            return
         unplayed = getattr(self._socket, "unplayed_seconds", None)
-        if unplayed is None or unplayed() < BARGE_IN_MIN_SECONDS:
+        if not self._playback.cuts_finished_turn(unplayed):
             return
         self._to_caller.reset()
         self._socket.clear()
@@ -153,16 +148,13 @@ class AudioRelay:
         """End of a model turn: send the tail and a mark; returns the mark's name."""
         if connection_id != self._connection_id:
             return None
-        mark: str | None = None
-        if self._turn_has_audio and not self._suppressed:
+        mark = self._playback.complete()
+        if mark is not None:
             tail = self._to_caller.flush()
             if tail:
                 self.stats.frames_out += len(tail)
                 self._socket.send_audio(tail)
-            mark = f"turn-{self._turn}"
             self._socket.send_mark(mark)
-        self._turn_has_audio = False
-        self._suppressed = False
         return mark
 
     # --- the model connection (from the session, through call_soon) -------------------

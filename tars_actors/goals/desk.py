@@ -32,7 +32,7 @@ from tars_actors.store import (
     Store,
     utcnow,
 )
-from tars_actors.telephony.server import STATUS_PATH, connect_twiml, stream_url
+from tars_actors.telephony.twiml import STATUS_PATH, connect_twiml, stream_url
 
 __all__ = [
     "FINAL_GOAL_STATUSES",

@@ -19,6 +19,7 @@ from typing import Any, Final
 import pykka
 
 from tars_actors.call.permissions import Permission
+from tars_actors.call.session_info import SessionInfo
 from tars_actors.messaging.ledger import (
     BROADCAST_TARGET,
     OWNER_TARGET,
@@ -85,23 +86,48 @@ DEFERRABLE_TYPES: Final = frozenset({MessageType.REPORT})
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LiveSession:
-    """One live call as the Router and the tools see it."""
+    """One live call as the Router and the tools see it: the session's own
+    :class:`SessionInfo`, and where to reach it."""
 
-    session_id: int
-    name: str
-    permission: Permission
-    caller_number: str
-    call_sid: str
-    direction: str
+    info: SessionInfo
     #: The CallSession actor's ref: notes are told to it.
     ref: Any
-    purpose: str | None = None
     #: ``time.monotonic()`` when the session started.
     started_at: float = field(default_factory=time.monotonic)
 
+    # Read through to the session's info: the Router and the tools name these often.
+
+    @property
+    def session_id(self) -> int:
+        return self.info.session_id
+
+    @property
+    def name(self) -> str:
+        return self.info.session_name
+
+    @property
+    def permission(self) -> Permission:
+        return self.info.permission
+
+    @property
+    def caller_number(self) -> str:
+        return self.info.caller_number
+
+    @property
+    def call_sid(self) -> str:
+        return self.info.call_sid
+
+    @property
+    def direction(self) -> str:
+        return self.info.direction
+
+    @property
+    def purpose(self) -> str | None:
+        return self.info.purpose
+
     @property
     def is_owner(self) -> bool:
-        return self.permission is Permission.OWNER
+        return self.info.permission is Permission.OWNER
 
     def seconds(self, now: float | None = None) -> float:
         return (time.monotonic() if now is None else now) - self.started_at

@@ -12,7 +12,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from tars_actors.runtime.settings import Settings
-from tars_actors.telephony.server import STATUS_PATH, VOICE_PATH
+from tars_actors.telephony.twiml import STATUS_PATH, VOICE_PATH
 
 __all__ = [
     "NOT_SET",

@@ -11,6 +11,8 @@ from typing import Any
 
 import peewee
 
+# The one Permission vocabulary: a tiny pure module, so the store imports no call logic.
+from tars_actors.call.permissions import Permission
 from tars_actors.store.fields import ChoiceField, PhoneField, UTCDateTimeField, utcnow
 
 __all__ = [
@@ -33,13 +35,6 @@ __all__ = [
     "Speaker",
     "TarsModel",
 ]
-
-
-class Permission(StrEnum):
-    OWNER = "owner"
-    CONTACT = "contact"
-    UNKNOWN = "unknown"
-    GOAL = "goal"
 
 
 class SessionStatus(StrEnum):

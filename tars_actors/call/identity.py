@@ -1,0 +1,128 @@
+"""Who is calling and at what level, decided from what the stream says and the rows it names.
+
+:func:`identify` is pure: the ``CallSupervisor`` looks up the rows :class:`CallerClaims`
+names (a goal, a reminder, a contact by number) and passes them in as plain values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tars_actors.call.permissions import Permission
+from tars_actors.call.persona import Caller
+
+__all__ = [
+    "CallerClaims",
+    "ContactRecord",
+    "GoalRecord",
+    "Identification",
+    "ReminderRecord",
+    "identify",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallerClaims:
+    """What a Media Stream's custom parameters say about the call, as given."""
+
+    #: ``goal_id``: a call TARS placed for the owner (empty when absent).
+    goal_id: str = ""
+    #: ``reminder_id``: a reminder call TARS placed to the owner (empty when absent).
+    reminder_id: str = ""
+    #: The caller ID; ``unknown`` when Twilio gave none.
+    number: str = "unknown"
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, str]) -> CallerClaims:
+        return cls(
+            goal_id=parameters.get("goal_id", ""),
+            reminder_id=parameters.get("reminder_id", ""),
+            number=parameters.get("from", "") or "unknown",
+        )
+
+    @property
+    def goal_key(self) -> int | None:
+        """The ``call_goals`` id to look up, if the parameter is one."""
+        return int(self.goal_id) if self.goal_id.isdigit() else None
+
+    @property
+    def reminder_key(self) -> int | None:
+        """The ``reminders`` id to look up, if the parameter is one."""
+        return int(self.reminder_id) if self.reminder_id.isdigit() else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GoalRecord:
+    """The fields of a ``call_goals`` row that say whom TARS called and what for."""
+
+    goal_id: int
+    phone: str
+    contact_name: str
+    objective: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReminderRecord:
+    title: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContactRecord:
+    name: str
+    relation: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Identification:
+    caller: Caller
+    #: Warnings to log, as (event, fields): a parameter that named no row.
+    warnings: tuple[tuple[str, Mapping[str, Any]], ...] = field(default=())
+
+
+def identify(
+    claims: CallerClaims,
+    *,
+    owner_phone: str,
+    goal: GoalRecord | None = None,
+    reminder: ReminderRecord | None = None,
+    contact: ContactRecord | None = None,
+) -> Identification:
+    """The caller and their level. ``goal``, ``reminder`` and ``contact`` are the rows found
+    for ``claims.goal_key``, ``claims.reminder_key`` and ``claims.number`` (None: none)."""
+    warnings: list[tuple[str, Mapping[str, Any]]] = []
+    if claims.goal_id:
+        # A call TARS placed for the owner: the goal row says whom and what for.
+        if goal is not None:
+            return Identification(
+                caller=Caller(
+                    number=goal.phone,
+                    permission=Permission.GOAL,
+                    contact_name=goal.contact_name,
+                    objective=goal.objective,
+                    goal_id=goal.goal_id,
+                )
+            )
+        warnings.append(("calls.unknown_goal", {"goal_id": claims.goal_id}))
+    if claims.reminder_id:
+        # A reminder call TARS placed to the owner.
+        if reminder is not None:
+            caller = Caller(
+                number=owner_phone, permission=Permission.OWNER, reminder=reminder.title
+            )
+            return Identification(caller=caller, warnings=tuple(warnings))
+        warnings.append(("calls.unknown_reminder", {"reminder_id": claims.reminder_id}))
+    number = claims.number
+    if number == owner_phone:
+        caller = Caller(number=number, permission=Permission.OWNER)
+    elif contact is not None:
+        caller = Caller(
+            number=number,
+            permission=Permission.CONTACT,
+            contact_name=contact.name,
+            contact_relation=contact.relation,
+        )
+    else:
+        caller = Caller(number=number, permission=Permission.UNKNOWN)
+    return Identification(caller=caller, warnings=tuple(warnings))

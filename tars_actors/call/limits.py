@@ -1,0 +1,29 @@
+"""How long a call may last and wait for things: the limits a :class:`CallFlow` runs by."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tars_actors.runtime.supervision import Backoff
+
+__all__ = ["CallLimits"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallLimits:
+    max_call_seconds: float = 1800.0
+    #: How long to wait for the goodbye's mark before hanging up anyway.
+    end_call_grace_seconds: float = 10.0
+    #: How long the call may be without a model connection before it is given up.
+    model_unreachable_seconds: float = 20.0
+    #: Caller audio kept while the model is reconnecting (20 ms frames).
+    gap_buffer_seconds: float = 10.0
+    #: Seconds before a goAway deadline at which the connection is rotated regardless.
+    go_away_margin_seconds: float = 2.0
+    #: How long Twilio gets to end the stream after the apology before TARS hangs up.
+    apology_grace_seconds: float = 15.0
+    #: How long a note for the model waits while the caller keeps talking.
+    note_wait_seconds: float = 2.0
+    reconnect_backoff: Backoff = field(
+        default_factory=lambda: Backoff(initial=0.2, maximum=5.0, jitter=0.0)
+    )
