@@ -1,1 +1,2 @@
-"""call"""
+"""One call's behaviour, pure: who is calling and at what level, the persona, the call flow
+(events in, effects out), notes for the model, playback turns and the audio relay."""

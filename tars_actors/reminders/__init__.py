@@ -1,1 +1,2 @@
-"""reminders"""
+"""Reminders and callback requests: parsing times, repeats, the reminder book and the
+owner's reminder tools."""

@@ -1,1 +1,2 @@
-"""telephony"""
+"""Twilio: the Media Streams codec, TwiML, the media socket, the webhook server and the REST
+client."""
