@@ -10,7 +10,8 @@ thread. Client setup::
     client = genai.Client(api_key="test-key", http_options=model.http_options())
 
 ``_messages`` holds the wire format, ``_script`` the scripted behaviour, ``_connection`` one
-Live connection, ``_text_api`` the text API and ``_stand_in`` the server that ties them.
+Live connection (``_outbox`` its writer, ``_echo`` its echo resampler), ``_text_api`` the text
+API and ``_stand_in`` the server that ties them.
 """
 
 from __future__ import annotations

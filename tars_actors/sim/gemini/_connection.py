@@ -6,11 +6,9 @@ import asyncio
 import binascii
 import itertools
 import json
-import threading
 import time
 from array import array
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -27,34 +25,13 @@ from tars_actors.sim.gemini._messages import (
     texts_of,
     tool_responses_of,
 )
+from tars_actors.sim.gemini._outbox import Outbox
 from tars_actors.sim.gemini._script import DEFAULT_REPLY, LiveBehaviour, ScriptedReply
 
 if TYPE_CHECKING:
     from tars_actors.sim.gemini._stand_in import GeminiLiveStandIn
 
 __all__ = ["LiveConnection"]
-
-
-@dataclass(frozen=True, slots=True)
-class _Close:
-    code: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Abort:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class _Echo:
-    """Echoed audio, and how much received audio it completes (for timing the echo)."""
-
-    frame: str
-    received_total: int
-
-
-_Outbound = str | _Echo | _Close | _Abort
 
 
 class LiveConnection:
@@ -78,10 +55,8 @@ class LiveConnection:
         self._server = server
         self._setup = setup
         self._api_key = api_key
-        self._loop = loop
-        self._loop_thread_id = threading.get_ident()
-        self._queue: asyncio.Queue[_Outbound] = asyncio.Queue()
         self._changes = Changes()
+        self._outbox = Outbox(loop=loop, changes=self._changes)
         self._behaviour = behaviour
         self._audio: list[bytes] = []
         self._audio_bytes = 0
@@ -91,9 +66,6 @@ class LiveConnection:
         # benchmark needs to time every caller frame's trip without keeping the audio.
         self._arrival_times = array("d")
         self._arrival_totals = array("q")
-        # When each echo went out, and the received audio byte count it echoes up to.
-        self._echo_times = array("d")
-        self._echo_totals = array("q")
         self._client_contents: list[ClientContent] = []
         self._tool_responses: list[ToolResponse] = []
         self._realtime_texts: list[str] = []
@@ -101,12 +73,8 @@ class LiveConnection:
         self._issued_handles: list[str] = []
         self._tool_call_ids = itertools.count(1)
         self._echo_frames = 0
-        self._frames_sent = 0
-        self._ending = False
         self._closed = False
         self._close_code: int | None = None
-        self._server_close_code: int | None = None
-        self._go_away_timer: asyncio.TimerHandle | None = None
 
     # -- what was received ------------------------------------------------------------------
 
@@ -170,8 +138,7 @@ class LiveConnection:
     @property
     def echo_departures(self) -> tuple[array[float], array[int]]:
         """(send time, received audio bytes echoed so far) for every echoed chunk."""
-        with self._changes.lock:
-            return array("d", self._echo_times), array("q", self._echo_totals)
+        return self._outbox.echo_departures
 
     @property
     def audio_mime_type(self) -> str | None:
@@ -206,7 +173,7 @@ class LiveConnection:
 
     @property
     def frames_sent(self) -> int:
-        return self._frames_sent
+        return self._outbox.frames_sent
 
     @property
     def closed(self) -> bool:
@@ -294,12 +261,12 @@ class LiveConnection:
 
     def send_raw(self, message: Mapping[str, Any]) -> None:
         """Send any server message as is; keys the SDK does not know crash the client."""
-        self._enqueue(json.dumps(message, separators=(",", ":")))
+        self._outbox.send(json.dumps(message, separators=(",", ":")))
 
     def send_audio(self, pcm24k: bytes, *, chunk_bytes: int = 4800) -> None:
         """Model audio (PCM16 LE 24 kHz), in ``serverContent.modelTurn`` chunks."""
         for start in range(0, len(pcm24k), chunk_bytes):
-            self._enqueue(audio_frame(pcm24k[start : start + chunk_bytes]))
+            self._outbox.send(audio_frame(pcm24k[start : start + chunk_bytes]))
 
     def send_output_transcription(self, text: str) -> None:
         self.send_raw({"serverContent": {"outputTranscription": {"text": text}}})
@@ -349,63 +316,23 @@ class LiveConnection:
         """``goAway`` with ``timeLeft``; unless told otherwise, close when that time is up."""
         self.send_raw({"goAway": {"timeLeft": f"{time_left:g}s"}})
         if close_after:
-            self._call_in_loop(self._schedule_go_away_close, time_left, close_code)
+            self._outbox.close_after(time_left, close_code, "session time limit reached")
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Close with a close frame carrying ``code`` (after what was queued before)."""
-        self._enqueue(_Close(code, reason))
+        self._outbox.close(code, reason)
 
     def abort(self) -> None:
         """Drop the TCP connection without a close frame (after what was queued before)."""
-        self._enqueue(_Abort())
+        self._outbox.abort()
 
     # -- loop side ------------------------------------------------------------------------------
 
     def _wants_resumption(self) -> bool:
         return pick(self._setup, "session_resumption", "sessionResumption") is not None
 
-    def _call_in_loop(self, callback: Callable[..., object], *args: object) -> None:
-        if threading.get_ident() == self._loop_thread_id:
-            callback(*args)
-        elif not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(callback, *args)
-
-    def _enqueue(self, item: _Outbound) -> None:
-        self._call_in_loop(self._queue.put_nowait, item)
-
-    def _schedule_go_away_close(self, delay: float, code: int) -> None:
-        if self._go_away_timer is not None:
-            self._go_away_timer.cancel()
-        self._go_away_timer = self._loop.call_later(
-            delay, self._queue.put_nowait, _Close(code, "session time limit reached")
-        )
-
     async def _write(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None) -> None:
-        while True:
-            item = await self._queue.get()
-            if self._ending:
-                return
-            if isinstance(item, str | _Echo):
-                try:
-                    await ws.send_str(item if isinstance(item, str) else item.frame)
-                except (ConnectionError, RuntimeError):
-                    return
-                self._frames_sent += 1
-                if isinstance(item, _Echo):
-                    with self._changes.lock:
-                        self._echo_times.append(time.monotonic())
-                        self._echo_totals.append(item.received_total)
-            elif isinstance(item, _Close):
-                self._ending = True
-                self._server_close_code = item.code
-                await ws.close(code=item.code, message=item.reason.encode())
-                return
-            else:
-                self._ending = True
-                self._server_close_code = 1006
-                if transport is not None:
-                    transport.abort()
-                return
+        await self._outbox.write(ws, transport)
 
     def _receive(self, message: Mapping[str, Any]) -> None:
         realtime = pick(message, "realtime_input", "realtimeInput")
@@ -462,7 +389,7 @@ class LiveConnection:
         if self._echo_frames == 0:
             self.send_output_transcription(behaviour.echo_transcript)
         frame = audio_frame(self._server._echo_resampler.to_model_rate(pcm, rate))
-        self._queue.put_nowait(_Echo(frame, self._audio_bytes))
+        self._outbox.send_echo(frame, self._audio_bytes)
         self._echo_frames += 1
         if self._echo_frames >= behaviour.echo_turn_frames:
             self._echo_frames = 0
@@ -489,13 +416,9 @@ class LiveConnection:
         self._changes.notify()
 
     def _mark_closed(self, client_code: int | None) -> None:
-        if self._go_away_timer is not None:
-            self._go_away_timer.cancel()
+        server_code = self._outbox.end()
         # A close this side started is recorded with its own code: the peer's echo may differ.
-        code = self._server_close_code or client_code
-        self._ending = True
-        # Wake the writer so it returns.
-        self._queue.put_nowait(_Abort())
+        code = server_code or client_code
         with self._changes.lock:
             self._closed = True
             self._close_code = code
