@@ -9,8 +9,9 @@ that the server sends only Twilio's three message kinds with exactly Twilio's ke
 
 :class:`Softphone` is asyncio (many calls in one loop, for the load tool); :class:`SyncSoftphone`
 runs one on a loop thread for blocking tests. ``_twiml`` reads TwiML, ``_webhooks`` signs and
-sends the webhooks, ``_media`` writes and checks Media Streams messages, ``_playout`` is the
-playout buffer, ``_softphone`` the call's stream and ``_sync`` the blocking wrapper.
+sends the webhooks, ``_media`` writes and checks Media Streams messages, ``_pacer`` sends the
+caller's frames in real time, ``_playout`` is the playout buffer, ``_softphone`` the call's
+stream and ``_sync`` the blocking wrapper.
 """
 
 from __future__ import annotations

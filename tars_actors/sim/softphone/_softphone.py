@@ -25,8 +25,6 @@ from tars_actors.sim.softphone._media import (
     CONNECTED_FRAME,
     FRAME_BYTES,
     FRAME_SECONDS,
-    SILENT_FRAME,
-    MediaFrames,
     ServerClear,
     ServerMark,
     ServerMedia,
@@ -35,6 +33,7 @@ from tars_actors.sim.softphone._media import (
     read_server_frame,
     start_frame,
 )
+from tars_actors.sim.softphone._pacer import MediaPacer
 from tars_actors.sim.softphone._playout import PlayoutBuffer
 from tars_actors.sim.softphone._records import (
     Clear,
@@ -46,10 +45,7 @@ from tars_actors.sim.softphone._records import (
 from tars_actors.sim.softphone._twiml import Twiml, TwimlError, parse_twiml
 from tars_actors.sim.softphone._webhooks import WebhookCaller
 
-__all__ = ["LATE_AFTER_SECONDS", "Softphone"]
-
-# A frame sent this long after its due time counts as late.
-LATE_AFTER_SECONDS = FRAME_SECONDS / 2
+__all__ = ["Softphone"]
 
 
 class Softphone(WebhookCaller):
@@ -90,9 +86,8 @@ class Softphone(WebhookCaller):
             direction=direction,
         )
         self.stream_sid = "MZ" + uuid.uuid4().hex
-        self._frame_source = frame_source
         self._changes = Changes()
-        self._microphone = bytearray()
+        self._pacer = MediaPacer(changes=self._changes, frame_source=frame_source)
         self._ws: ClientConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._mark_sends: set[asyncio.Task[None]] = set()
@@ -100,10 +95,6 @@ class Softphone(WebhookCaller):
         self._hanging_up = False
         self._sending = False
         self._media_stopped = False
-        # Sending.
-        self._send_times = array("d")
-        self._late_frames = 0
-        self._max_send_lag = 0.0
         # Receiving and playout.
         self._playout = PlayoutBuffer(
             changes=self._changes,
@@ -186,13 +177,12 @@ class Softphone(WebhookCaller):
 
     def say(self, mulaw: bytes) -> None:
         """Queue μ-law audio to be sent as the caller's voice, after what is already queued."""
-        with self._changes.lock:
-            self._microphone += mulaw
+        self._pacer.say(mulaw)
 
     @property
     def speaking(self) -> bool:
         """Whether audio given to :meth:`say` is still waiting to be sent."""
-        return bool(self._microphone)
+        return self._pacer.speaking
 
     async def send_dtmf(self, digit: str) -> None:
         await self._send_event("dtmf", {"track": "inbound_track", "digit": digit})
@@ -252,52 +242,18 @@ class Softphone(WebhookCaller):
 
     # -- sending media ------------------------------------------------------------------------
 
-    def _next_frame(self, chunk: int) -> bytes:
-        if self._frame_source is not None:
-            frame = self._frame_source(chunk)
-            if len(frame) != FRAME_BYTES:
-                frame = frame[:FRAME_BYTES].ljust(FRAME_BYTES, b"\xff")
-            return frame
-        if not self._microphone:
-            return SILENT_FRAME
-        with self._changes.lock:
-            frame = bytes(self._microphone[:FRAME_BYTES])
-            del self._microphone[:FRAME_BYTES]
-        return frame.ljust(FRAME_BYTES, b"\xff")
-
     async def _send_media(self, ws: ClientConnection) -> None:
         try:
-            await self._pace_media(ws)
+            await self._pacer.run(
+                ws, stream_sid=self.stream_sid, sequence=self._sequence, stopped=self._media_done
+            )
         finally:
             with self._changes.lock:
                 self._sending = False
             self._changes.notify()
 
-    async def _pace_media(self, ws: ClientConnection) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        frames = MediaFrames(self.stream_sid)
-        for chunk in itertools.count(1):
-            # Deadlines come from the start time, not from the previous frame: no drift.
-            due = started + (chunk - 1) * FRAME_SECONDS
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if self._closed or self._hanging_up or self._media_stopped:
-                return
-            mulaw = self._next_frame(chunk)
-            frame = frames.frame(sequence=next(self._sequence), chunk=chunk, mulaw=mulaw)
-            now = loop.time()
-            try:
-                await ws.send(frame)
-            except websockets.ConnectionClosed:
-                return
-            lag = now - due
-            with self._changes.lock:
-                self._send_times.append(now)
-                if lag > LATE_AFTER_SECONDS:
-                    self._late_frames += 1
-                self._max_send_lag = max(self._max_send_lag, lag)
+    def _media_done(self) -> bool:
+        return self._closed or self._hanging_up or self._media_stopped
 
     # -- what the server sends ----------------------------------------------------------------
 
@@ -380,22 +336,21 @@ class Softphone(WebhookCaller):
 
     @property
     def frames_sent(self) -> int:
-        return len(self._send_times)
+        return self._pacer.frames_sent
 
     @property
     def send_times(self) -> array[float]:
         """When media chunk ``n`` was sent is ``send_times[n - 1]``."""
-        with self._changes.lock:
-            return array("d", self._send_times)
+        return self._pacer.send_times
 
     @property
     def late_frames(self) -> int:
         """Frames sent more than half a frame after their due time (the sender fell behind)."""
-        return self._late_frames
+        return self._pacer.late_frames
 
     @property
     def max_send_lag(self) -> float:
-        return self._max_send_lag
+        return self._pacer.max_send_lag
 
     @property
     def frames_received(self) -> int:
