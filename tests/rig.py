@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tars_actors.net.loop import LoopThread
-from tars_actors.sim.gemini_live import GeminiLiveStandIn
+from tars_actors.sim.gemini import GeminiLiveStandIn
 from tars_actors.sim.process import OWNER_PHONE as OWNER
 from tars_actors.sim.process import PUBLIC_URL, DaemonProcess, write_settings
 from tars_actors.sim.softphone import SyncSoftphone

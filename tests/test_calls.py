@@ -16,7 +16,7 @@ from tars_actors.audio.pipeline import pcm16_to_ulaw, ulaw_to_pcm16
 from tars_actors.call.persona import unknown_caller_greeting
 from tars_actors.runtime.events import Subscription
 from tars_actors.runtime.supervision import SupervisorEvent
-from tars_actors.sim.gemini_live import LiveBehaviour, ScriptedReply, tone
+from tars_actors.sim.gemini import LiveBehaviour, ScriptedReply, tone
 from tars_actors.sim.twilio_api import Operation
 from tars_actors.sim.world import OWNER_PHONE, LocalWorld
 from tars_actors.store import AgentSession, Contact, Conversation

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tars_actors.daemon.lifecycle import RESTART_NOTICE
-from tars_actors.sim.gemini_live import LiveConnection
+from tars_actors.sim.gemini import LiveConnection
 from tars_actors.sim.softphone import SyncSoftphone
 from tars_actors.sim.twilio_api import Operation
 from tests.rig import OWNER, WAIT, Rig

@@ -12,7 +12,7 @@ import pytest
 from actors.router import Router
 from actors.telephony import Telephony
 from tars_actors.messaging.routing import SessionJoined
-from tars_actors.sim.gemini_live import LiveConnection, ScriptedReply, tone
+from tars_actors.sim.gemini import LiveConnection, ScriptedReply, tone
 from tars_actors.sim.softphone import SyncSoftphone
 from tars_actors.sim.twilio_api import Operation
 from tars_actors.sim.world import OWNER_PHONE, LocalWorld

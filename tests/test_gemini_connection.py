@@ -47,7 +47,7 @@ from tars_actors.model.wire import ModelProfile, live_config, make_client, parse
 from tars_actors.net.loop import LoopThread
 from tars_actors.runtime.actor import ActorExit, ExitLink, TarsActor, linked
 from tars_actors.runtime.settings import GeminiSettings, Secrets, Settings, SettingsError
-from tars_actors.sim.gemini_live import GeminiLiveStandIn, LiveBehaviour, LiveConnection, tone
+from tars_actors.sim.gemini import GeminiLiveStandIn, LiveBehaviour, LiveConnection, tone
 from tars_actors.sim.tls import LocalCertificate, create_local_certificate
 
 WAIT = 5.0

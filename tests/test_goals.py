@@ -14,7 +14,7 @@ from typing import Any
 import pykka
 import pytest
 
-from tars_actors.sim.gemini_live import LiveConnection, ScriptedReply, tone
+from tars_actors.sim.gemini import LiveConnection, ScriptedReply, tone
 from tars_actors.sim.process import ROOT, write_settings
 from tars_actors.sim.softphone import SyncSoftphone
 from tars_actors.sim.twilio_api import Operation, TwilioRestStandIn

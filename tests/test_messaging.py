@@ -15,7 +15,7 @@ import pykka
 from tars_actors.messaging.ledger import MessageLedger
 from tars_actors.messaging.routing import MessageType, Route
 from tars_actors.ops import bench_mailbox as benchmarks
-from tars_actors.sim.gemini_live import LiveConnection, ScriptedReply, tone
+from tars_actors.sim.gemini import LiveConnection, ScriptedReply, tone
 from tars_actors.sim.softphone import SyncSoftphone
 from tars_actors.sim.twilio_api import Operation
 from tars_actors.sim.world import OWNER_PHONE, TWILIO_NUMBER, LocalWorld

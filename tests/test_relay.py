@@ -9,7 +9,7 @@ import numpy as np
 from tars_actors.actor_messages import AudioInput, AudioStarted, ModelEvent, ModelInput, PlaybackCut
 from tars_actors.audio.pipeline import pcm16_to_ulaw, ulaw_to_pcm16
 from tars_actors.call.relay import AudioRelay, LatencyHistogram
-from tars_actors.sim.gemini_live import tone
+from tars_actors.sim.gemini import tone
 
 ULAW_FRAME = pcm16_to_ulaw(tone(440.0, 0.02, rate=8000))
 MODEL_CHUNK = tone(300.0, 0.1)  # 100 ms at 24 kHz

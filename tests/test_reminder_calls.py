@@ -12,7 +12,7 @@ import pykka
 
 from actors.reminder_scheduler import ReminderScheduler
 from tars_actors.reminders.book import ReminderBook, RemindersChanged
-from tars_actors.sim.gemini_live import LiveConnection
+from tars_actors.sim.gemini import LiveConnection
 from tars_actors.sim.twilio_api import Operation
 from tars_actors.sim.world import OWNER_PHONE, LocalWorld
 from tars_actors.store import Reminder, ReminderStatus, Store, utcnow

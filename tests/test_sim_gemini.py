@@ -14,7 +14,7 @@ import websockets
 from google import genai
 from google.genai import errors, types
 
-from tars_actors.sim.gemini_live import (
+from tars_actors.sim.gemini import (
     GeminiLiveStandIn,
     LiveBehaviour,
     ScriptedReply,

@@ -20,7 +20,7 @@ import numpy as np
 import pykka
 
 from tars_actors.runtime.log import configure_logging, reset_logging
-from tars_actors.sim.gemini_live import LiveBehaviour, LiveConnection, ScriptedReply, tone
+from tars_actors.sim.gemini import LiveBehaviour, LiveConnection, ScriptedReply, tone
 from tars_actors.sim.softphone import SyncSoftphone
 from tars_actors.sim.world import OWNER_PHONE, LocalWorld
 

@@ -28,7 +28,7 @@ from typing import Any, TextIO
 
 from tars_actors.runtime.log import configure_logging, reset_logging
 from tars_actors.runtime.supervision import SupervisorEvent
-from tars_actors.sim.gemini_live import LiveBehaviour, LiveConnection, ScriptedReply, tone
+from tars_actors.sim.gemini import LiveBehaviour, LiveConnection, ScriptedReply, tone
 from tars_actors.sim.softphone import SyncSoftphone
 from tars_actors.sim.twilio_api import Operation
 from tars_actors.sim.world import OWNER_PHONE, LocalWorld

@@ -31,7 +31,7 @@ import numpy as np
 from tars_actors.audio.pipeline import FRAME_BYTES, CallerToModel, ModelToCaller
 from tars_actors.call.relay import LatencyHistogram
 from tars_actors.net.loop import LoopThread
-from tars_actors.sim.gemini_live import GeminiLiveStandIn, LiveBehaviour, LiveConnection
+from tars_actors.sim.gemini import GeminiLiveStandIn, LiveBehaviour, LiveConnection
 from tars_actors.sim.process import PUBLIC_URL, DaemonProcess, write_settings
 from tars_actors.sim.softphone import Softphone
 from tars_actors.sim.tls import create_local_certificate

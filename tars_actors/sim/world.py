@@ -14,7 +14,7 @@ from typing import Any, Self
 from tars_actors.daemon.lifecycle import Daemon
 from tars_actors.net.loop import LoopThread
 from tars_actors.runtime.settings import Settings, parse_settings
-from tars_actors.sim.gemini_live import GeminiLiveStandIn, LiveBehaviour
+from tars_actors.sim.gemini import GeminiLiveStandIn, LiveBehaviour
 from tars_actors.sim.softphone import SyncSoftphone
 from tars_actors.sim.tls import create_local_certificate
 from tars_actors.sim.twilio_api import TwilioRestStandIn

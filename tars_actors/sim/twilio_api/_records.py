@@ -1,0 +1,115 @@
+"""What the Twilio REST stand-in records: the operations it serves, requests, calls, messages
+and phone numbers, as immutable records."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+__all__ = [
+    "API_VERSION",
+    "CALL_STATUSES",
+    "ENDED_STATUSES",
+    "CallRecord",
+    "MessageRecord",
+    "Operation",
+    "PhoneNumberRecord",
+    "RecordedRequest",
+]
+
+API_VERSION = "2010-04-01"
+ENDED_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+CALL_STATUSES = frozenset({"queued", "ringing", "in-progress"}) | ENDED_STATUSES
+
+
+class Operation(enum.StrEnum):
+    """The REST operations the stand-in implements, named as in twilio-python."""
+
+    CALLS_CREATE = "calls.create"
+    CALLS_FETCH = "calls.fetch"
+    CALLS_UPDATE = "calls.update"
+    MESSAGES_CREATE = "messages.create"
+    NUMBERS_LIST = "incoming_phone_numbers.list"
+    NUMBERS_UPDATE = "incoming_phone_numbers.update"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordedRequest:
+    """One HTTP request as received, with the stand-in's answer."""
+
+    method: str
+    path: str
+    query: tuple[tuple[str, str], ...]
+    form: tuple[tuple[str, str], ...]
+    operation: Operation | None
+    status: int
+    at: float
+
+    def param(self, name: str) -> str | None:
+        """The first value of ``name`` in the form, else in the query."""
+        values = self.params(name)
+        return values[0] if values else None
+
+    def params(self, name: str) -> tuple[str, ...]:
+        """All values of a repeated parameter (e.g. ``StatusCallbackEvent``)."""
+        found = tuple(value for key, value in self.form if key == name)
+        return found or tuple(value for key, value in self.query if key == name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRecord:
+    """A call as the stand-in knows it; a new record replaces the old one on each change."""
+
+    sid: str
+    account_sid: str
+    to: str
+    from_: str
+    status: str
+    twiml: str | None
+    url: str | None
+    method: str | None
+    status_callback: str | None
+    status_callback_events: tuple[str, ...]
+    status_callback_method: str | None
+    machine_detection: str | None
+    async_amd: str | None
+    time_limit: int | None
+    answered_by: str | None
+    created_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    ended_by_request: bool = False
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED_STATUSES
+
+    @property
+    def duration(self) -> int | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return int((self.ended_at - self.started_at).total_seconds())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageRecord:
+    sid: str
+    account_sid: str
+    to: str
+    from_: str
+    body: str
+    status: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PhoneNumberRecord:
+    sid: str
+    account_sid: str
+    phone_number: str
+    friendly_name: str
+    voice_url: str | None = None
+    voice_method: str = "POST"
+    status_callback: str | None = None
+    status_callback_method: str = "POST"

@@ -1,0 +1,306 @@
+"""A local stand-in for the Twilio REST API (calls, messages, phone numbers) that records requests.
+
+The real twilio client reaches it with::
+
+    client = twilio.rest.Client(account_sid, auth_token)
+    client.edge = client.region = None               # ignore TWILIO_EDGE/TWILIO_REGION
+    client.api.base_url = stand_in.base_url          # "http://127.0.0.1:PORT"
+
+(:meth:`TwilioRestStandIn.make_client` does exactly this). Every v2010 resource is built from
+``client.api`` (``Domain.absolute_url`` joins ``base_url`` with ``/2010-04-01/...``), so
+replacing that one attribute redirects calls, messages and numbers; clearing ``edge`` and
+``region`` keeps ``TWILIO_EDGE``/``TWILIO_REGION`` from rewriting the host
+(``ClientBase.get_hostname``; ``environment={}`` does not, since twilio reads
+``environment or os.environ``).
+The client sends form-encoded POSTs with Basic auth and turns error JSON
+``{"code", "message", "status"}`` into ``TwilioRestException``.
+
+The stand-in only answers requests: it does not fetch TwiML nor send status callbacks itself.
+Hooks (:meth:`TwilioRestStandIn.on_call_created`, :meth:`~TwilioRestStandIn.on_call_ended`)
+let the demo and tests play the callee, e.g. with the softphone.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Self
+
+from twilio.rest import Client
+
+from tars_actors.sim.twilio_api._http import RestHttpServer
+from tars_actors.sim.twilio_api._records import (
+    CALL_STATUSES,
+    ENDED_STATUSES,
+    CallRecord,
+    MessageRecord,
+    Operation,
+    PhoneNumberRecord,
+    RecordedRequest,
+)
+from tars_actors.sim.twilio_api._routes import RestRoutes
+from tars_actors.sim.twilio_api._state import Failure, RestState, new_sid
+
+__all__ = ["TwilioRestStandIn"]
+
+_CallHook = Callable[[CallRecord], object]
+
+
+class TwilioRestStandIn:
+    """The REST stand-in server; thread-safe, with waitable records of everything it saw."""
+
+    def __init__(
+        self,
+        *,
+        auth_token: str,
+        account_sid: str = "ACtest00000000000000000000000000",
+        phone_numbers: Iterable[str] = ("+15550100000",),
+    ) -> None:
+        self._state = RestState(account_sid=account_sid, auth_token=auth_token)
+        self._changes = self._state.changes
+        self._routes = RestRoutes(
+            self._state,
+            call_created=lambda record: self._queue_hooks(self._created_hooks, record),
+            call_ended=lambda record: self._queue_hooks(self._ended_hooks, record),
+        )
+        self._created_hooks: list[_CallHook] = []
+        self._ended_hooks: list[_CallHook] = []
+        self._hook_errors: list[str] = []
+        self._hook_queue: queue.SimpleQueue[tuple[_CallHook, CallRecord] | None] = (
+            queue.SimpleQueue()
+        )
+        self._hook_thread = threading.Thread(
+            target=self._run_hooks, name="twilio-rest-hooks", daemon=True
+        )
+        self._server: RestHttpServer | None = None
+        self._server_thread: threading.Thread | None = None
+        for number in phone_numbers:
+            self.seed_phone_number(number)
+
+    @property
+    def account_sid(self) -> str:
+        return self._state.account_sid
+
+    @property
+    def auth_token(self) -> str:
+        return self._state.auth_token
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        self._server = RestHttpServer(self._routes)
+        self._server_thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="twilio-rest-stand-in",
+            daemon=True,
+        )
+        self._server_thread.start()
+        self._hook_thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._hook_thread.is_alive():
+            self._hook_queue.put(None)
+            self._hook_thread.join(5.0)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() the stand-in first"
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """What ``client.api.base_url`` (``[twilio] api_base_url``) must be set to."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def make_client(self) -> Client:
+        """A real twilio client pointed at this stand-in, immune to TWILIO_EDGE/REGION."""
+        client = Client(self.account_sid, self.auth_token)
+        client.edge = None
+        client.region = None
+        client.api.base_url = self.base_url
+        return client
+
+    # -- scripting ----------------------------------------------------------------------------
+
+    def seed_phone_number(
+        self, phone_number: str, *, friendly_name: str | None = None
+    ) -> PhoneNumberRecord:
+        record = PhoneNumberRecord(
+            sid=new_sid("PN"),
+            account_sid=self.account_sid,
+            phone_number=phone_number,
+            friendly_name=friendly_name or phone_number,
+        )
+        with self._changes.lock:
+            self._state.numbers[record.sid] = record
+        self._changes.notify()
+        return record
+
+    def fail_next(
+        self,
+        operation: Operation,
+        *,
+        status: int = 500,
+        code: int = 20500,
+        message: str = "Internal Server Error",
+        times: int = 1,
+    ) -> None:
+        """The next ``times`` requests of ``operation`` fail with this Twilio error."""
+        with self._changes.lock:
+            failures = self._state.failures.setdefault(operation, deque())
+            failures.extend(Failure(status, code, message) for _ in range(times))
+
+    def on_call_created(self, hook: _CallHook) -> None:
+        """Call ``hook(call)`` after each successful calls.create has been answered.
+
+        Hooks run one at a time, in order, on a thread of their own: they may block (answer
+        with a softphone, say) without holding up the REST client.
+        """
+        self._created_hooks.append(hook)
+
+    def on_call_ended(self, hook: _CallHook) -> None:
+        """Call ``hook(call)`` once per call when it reaches an ended status, however it did."""
+        self._ended_hooks.append(hook)
+
+    def set_call_status(
+        self, sid: str, status: str, *, answered_by: str | None = None
+    ) -> CallRecord:
+        """Move a call on as the network would: ringing, in-progress (answered), or ended.
+
+        Ending an ended call again changes nothing; reviving one is an error.
+        """
+        if status not in CALL_STATUSES:
+            raise ValueError(f"unknown call status {status!r}")
+        with self._changes.lock:
+            record = self._state.calls.get(sid)
+            if record is None:
+                raise KeyError(f"no call {sid}")
+            if record.ended:
+                if status in ENDED_STATUSES:
+                    return record
+                raise ValueError(f"call {sid} already ended ({record.status})")
+            updated = self._state.transition(record, status, answered_by=answered_by)
+        self._changes.notify()
+        if updated.ended and not record.ended:
+            self._queue_hooks(self._ended_hooks, updated)
+        return updated
+
+    # -- records ------------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._changes.lock:
+            return list(self._state.requests)
+
+    @property
+    def calls(self) -> list[CallRecord]:
+        """Calls in creation order."""
+        with self._changes.lock:
+            return list(self._state.calls.values())
+
+    def call(self, sid: str) -> CallRecord:
+        with self._changes.lock:
+            return self._state.calls[sid]
+
+    @property
+    def messages(self) -> list[MessageRecord]:
+        with self._changes.lock:
+            return list(self._state.messages)
+
+    @property
+    def phone_numbers(self) -> list[PhoneNumberRecord]:
+        with self._changes.lock:
+            return list(self._state.numbers.values())
+
+    @property
+    def hook_errors(self) -> list[str]:
+        """Exceptions raised by hooks, as ``repr`` strings; tests should expect none."""
+        with self._changes.lock:
+            return list(self._hook_errors)
+
+    def requests_for(self, operation: Operation) -> list[RecordedRequest]:
+        with self._changes.lock:
+            return [request for request in self._state.requests if request.operation is operation]
+
+    # -- waiting ------------------------------------------------------------------------------
+
+    def wait_for(
+        self,
+        predicate: Callable[[TwilioRestStandIn], bool],
+        timeout: float = 5.0,
+        what: str = "a condition on the Twilio REST stand-in",
+    ) -> None:
+        self._changes.wait(lambda: predicate(self), timeout, what)
+
+    async def wait_for_async(
+        self,
+        predicate: Callable[[TwilioRestStandIn], bool],
+        timeout: float = 5.0,
+        what: str = "a condition on the Twilio REST stand-in",
+    ) -> None:
+        await self._changes.wait_async(lambda: predicate(self), timeout, what)
+
+    def wait_for_request(
+        self, operation: Operation, count: int = 1, timeout: float = 5.0
+    ) -> RecordedRequest:
+        """Wait for the ``count``-th request of ``operation`` (answered or refused)."""
+        return self._changes.wait_nth(
+            lambda: self.requests_for(operation), count, timeout, f"{count} {operation} request(s)"
+        )
+
+    def wait_for_call(self, count: int = 1, timeout: float = 5.0) -> CallRecord:
+        """Wait until ``count`` calls were created; return the ``count``-th."""
+        return self._changes.wait_nth(
+            lambda: list(self._state.calls.values()), count, timeout, f"{count} created call(s)"
+        )
+
+    def wait_for_call_status(
+        self, sid: str, statuses: str | Sequence[str], timeout: float = 5.0
+    ) -> CallRecord:
+        wanted = {statuses} if isinstance(statuses, str) else set(statuses)
+        self.wait_for(
+            lambda s: sid in s._state.calls and s._state.calls[sid].status in wanted,
+            timeout,
+            f"call {sid} to be {'/'.join(sorted(wanted))}",
+        )
+        return self.call(sid)
+
+    def wait_for_message(self, count: int = 1, timeout: float = 5.0) -> MessageRecord:
+        return self._changes.wait_nth(
+            lambda: self._state.messages, count, timeout, f"{count} message(s)"
+        )
+
+    # -- hooks --------------------------------------------------------------------------------
+
+    def _queue_hooks(self, hooks: Sequence[_CallHook], record: CallRecord) -> None:
+        for hook in hooks:
+            self._hook_queue.put((hook, record))
+
+    def _run_hooks(self) -> None:
+        while (item := self._hook_queue.get()) is not None:
+            hook, record = item
+            try:
+                hook(record)
+            except Exception as error:  # noqa: BLE001 - a failing hook is recorded for the test
+                with self._changes.lock:
+                    self._hook_errors.append(repr(error))
+                self._changes.notify()
