@@ -20,6 +20,24 @@ holds nothing back (:func:`_write_tls`), and the Direct connections' reads end o
 input is used up rather than on an exception (:func:`_read_tls_without_raising`). Both
 read asyncio's own TLS state, and leave the work to asyncio wherever it is not as
 expected.
+
+What it reaches for, and its twin. websockets: ``Connection.send_in_progress``,
+``.paused``, ``.recv_messages.frames.queue``, ``.protocol`` (``state``, ``side``,
+``extensions``, ``writes``, ``expect_continuation_frame``, ``parser`` and its generators'
+``gi_yieldfrom``, ``reader.buffer``, ``current_size``/``cur_size``, ``max_message_size``/
+``max_size``), ``send_data()``, ``process_event()`` and ``data_received()``; asyncio:
+``_SSLProtocolTransport._ssl_protocol`` and ``SSLProtocol``'s ``_state``,
+``_write_backlog``, ``_ssl_writing_paused``, ``_app_writing_paused``, ``_sslobj``,
+``_outgoing``, ``_incoming``, ``_transport``, ``max_size``, ``_app_protocol``,
+``_do_read__copied``, ``_call_eof_received``, ``_start_shutdown`` and
+``sslproto.SSLProtocolState``. :data:`SWITCH` decides once, before the first Direct
+connection is made (the daemon decides when it starts): off when ``TARS_NO_FAST_PATHS``
+names ``ws_delivery`` (see :mod:`tars_actors.net.fast_paths`), or when its self-test (a
+WebSocket round trip over 127.0.0.1 through both Direct connections, each direction
+parsed once by this module and once by websockets, and an ``SSLProtocol`` started on a
+memory transport) finds a name missing or not behaving. Off, a Direct connection is
+websockets' own connection (its overrides pass straight through), :func:`writable_now`
+is False, so that writers await ``send()``, and :func:`consume` loops on ``recv()``.
 """
 
 from __future__ import annotations
@@ -29,15 +47,20 @@ import contextvars
 import functools
 import secrets
 import ssl
+import threading
+from collections import deque
 from collections.abc import Callable, Sized
 from typing import Any, Final
 
-from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.connection import Connection
-from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import ServerConnection, serve
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol, Side, State
 from websockets.typing import Data
+from websockets.version import version as websockets_version
+
+from tars_actors.net.fast_paths import FastPathSwitch
 
 try:  # the C version, which websockets itself uses when it is built
     from websockets.speedups import apply_mask
@@ -45,6 +68,7 @@ except ImportError:  # pragma: no cover (pure-Python installs)
     from websockets.utils import apply_mask
 
 __all__ = [
+    "SWITCH",
     "DirectClientConnection",
     "DirectServerConnection",
     "MessageHandler",
@@ -79,10 +103,17 @@ class _DirectDelivery(Connection):
     _direct_queue: Sized = ()
     #: Known to sit between frames: set after a check, cleared whenever the parser is fed.
     _between_frames = False
+    #: Whether this connection takes the fast path: :data:`SWITCH`'s decision when it
+    #: was made. Off, every override here passes straight through to websockets.
+    fast = False
+    #: The self-test's connections take the fast path while it is being decided.
+    _trial = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.fast = True if self._trial else SWITCH.status().on
         super().connection_made(transport)
-        _read_tls_without_raising(transport)
+        if self.fast:
+            _read_tls_without_raising(transport)
 
     #: The context ``deliver`` runs in (the consuming task's), set with it.
     _direct_context = contextvars.Context()
@@ -274,23 +305,20 @@ def _write_tls(transport: Any, data: bytes) -> bool:
 
     asyncio's ``_SSLProtocolTransport.write`` goes through seven Python calls per message
     (backlog, state and flow-control bookkeeping) before the one that encrypts. This
-    reads the same state asyncio keeps (Python 3.11 to 3.13 keep it alike); if any of it
-    is missing, it declines.
+    reads the same state asyncio keeps (Python 3.11 to 3.13 keep it alike), which
+    :data:`SWITCH`'s self-test found before any connection used it.
     """
-    protocol = getattr(transport, "_ssl_protocol", None)
+    protocol = getattr(transport, "_ssl_protocol", None)  # None: not a TLS transport
     if protocol is None:
         return False
-    try:
-        if (
-            protocol._state is not _TLS_WRAPPED
-            or protocol._write_backlog
-            or protocol._ssl_writing_paused
-            or protocol._app_writing_paused
-        ):
-            return False
-        sslobj, outgoing, raw = protocol._sslobj, protocol._outgoing, protocol._transport
-    except AttributeError:
+    if (
+        protocol._state is not _TLS_WRAPPED
+        or protocol._write_backlog
+        or protocol._ssl_writing_paused
+        or protocol._app_writing_paused
+    ):
         return False
+    sslobj, outgoing, raw = protocol._sslobj, protocol._outgoing, protocol._transport
     try:
         # Whole or not at all: Python's ssl module does not enable OpenSSL's partial writes.
         sslobj.write(data)
@@ -357,9 +385,12 @@ def writable_now(connection: Connection) -> bool:
     """Whether a message written now goes out without waiting: the connection is open,
     no ``send()`` is in progress, and websockets' flow control has not paused writing
     (the transport holds less than the connection's ``write_limit``). Otherwise a
-    writer that awaits ``send()`` must take it, which keeps the order."""
+    writer that awaits ``send()`` must take it, which keeps the order. Always False
+    off the fast path (see :data:`SWITCH`): every message then goes through ``send()``."""
     return (
-        connection.protocol.state is State.OPEN
+        isinstance(connection, _DirectDelivery)
+        and connection.fast
+        and connection.protocol.state is State.OPEN
         and connection.send_in_progress is None
         and not connection.paused
     )
@@ -369,8 +400,13 @@ def send_text_now(connection: Connection, data: bytes) -> None:
     """Send one text message now, on any websockets connection: written as one frame
     straight to the transport when it is a Direct connection that is open and idle,
     else by ``protocol.send_text`` and ``send_data()`` (which raise as they do). The
-    caller checks, as for those, that no ``send()`` is in progress."""
-    if not (isinstance(connection, _DirectDelivery) and connection.write_text_frame(data)):
+    caller checks, as for those, that no ``send()`` is in progress: call it only when
+    :func:`writable_now` says True."""
+    if not (
+        isinstance(connection, _DirectDelivery)
+        and connection.fast
+        and connection.write_text_frame(data)
+    ):
         connection.protocol.send_text(data)
         connection.send_data()
 
@@ -446,3 +482,180 @@ async def consume(
         done.result()
         return
     puller.result()
+
+
+# --- the start-up check ------------------------------------------------------------------
+
+
+class _TrialServerConnection(DirectServerConnection):
+    _trial = True
+
+
+class _TrialClientConnection(DirectClientConnection):
+    _trial = True
+
+
+_TRIAL_MESSAGES: Final = ("{}", '{"event":"media","media":{"payload":"/w=="}}', "é" * 200)
+_TRIAL_TIMEOUT: Final = 5.0
+
+
+def _self_test() -> str | None:
+    """Both checks, on a loop of their own, in a thread of their own (so that the first
+    decision may be asked for on a thread whose loop runs)."""
+    outcome: list[str | None] = []
+
+    def run() -> None:
+        try:
+            outcome.append(_check_tls_layer() or asyncio.run(_round_trip()))
+        except Exception as error:  # noqa: BLE001 (reported as the reason the twin runs)
+            outcome.append(f"self-test failed: {type(error).__name__}: {error}")
+
+    thread = threading.Thread(target=run, name="ws-delivery-self-test", daemon=True)
+    thread.start()
+    thread.join(_TRIAL_TIMEOUT * 2)
+    return outcome[0] if outcome else "self-test did not finish"
+
+
+async def _round_trip() -> str | None:
+    """Client → server parsed by :func:`consume`'s fast path, server → client written by
+    ``write_text_frame`` and parsed by websockets' ``recv()``, then a masked
+    ``write_text_frame`` from the client parsed by websockets on the server."""
+    problems: list[str] = []
+    served = asyncio.get_running_loop().create_future()
+
+    async def handler(connection: ServerConnection) -> None:
+        try:
+            await _serve_trial(connection, problems)
+        except Exception as error:  # noqa: BLE001 (the reason the twin runs)
+            problems.append(f"{type(error).__name__}: {error}")
+        finally:
+            served.set_result(None)
+
+    async with serve(
+        handler, "127.0.0.1", 0, create_connection=_TrialServerConnection, compression=None
+    ) as server:
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with (
+                asyncio.timeout(_TRIAL_TIMEOUT),
+                connect(
+                    f"ws://127.0.0.1:{port}",
+                    create_connection=_TrialClientConnection,
+                    compression=None,
+                ) as client,
+            ):
+                for message in _TRIAL_MESSAGES:
+                    await client.send(message)
+                echoes = [await client.recv() for _ in _TRIAL_MESSAGES]
+                if echoes != [f"echo {message!r}" for message in _TRIAL_MESSAGES]:
+                    problems.append("websockets parsed the server's direct writes wrongly")
+                if not writable_now(client):
+                    problems.append("an idle client connection is not writable_now")
+                send_text_now(client, "masked é".encode())
+                if await client.recv() != "done":
+                    problems.append("the exchange did not end as it should")
+        except Exception as error:  # noqa: BLE001 (the server side usually says why)
+            await asyncio.wait_for(asyncio.shield(served), _TRIAL_TIMEOUT)
+            if not problems:
+                problems.append(f"{type(error).__name__}: {error}")
+        await served
+    return "; ".join(problems) or None
+
+
+async def _serve_trial(connection: ServerConnection, problems: list[str]) -> None:
+    """The server's side of :func:`_round_trip`."""
+    for name in ("send_in_progress", "paused"):
+        if not hasattr(connection, name):
+            problems.append(f"websockets {websockets_version}: Connection has no {name}")
+            return
+    received: list[Data] = []
+
+    def handle(message: Data) -> bool:
+        received.append(message)
+        if not writable_now(connection):
+            problems.append("an idle server connection is not writable_now")
+            return True
+        send_text_now(connection, f"echo {message!r}".encode())
+        return len(received) == len(_TRIAL_MESSAGES)
+
+    assert isinstance(connection, _DirectDelivery)
+    await consume(connection, handle)
+    if connection._direct_queue == ():
+        problems.append("websockets' Assembler queue (recv_messages.frames) not found")
+    if not _between_frames(connection.protocol):
+        problems.append("websockets' parser state between frames is not recognised")
+    if received != list(_TRIAL_MESSAGES):
+        problems.append("the fast path parsed the client's frames wrongly")
+    if await connection.recv() != "masked é":
+        problems.append("the client's direct write did not parse in websockets")
+    await connection.send("done")
+
+
+def _check_tls_layer() -> str | None:
+    """Start asyncio's TLS protocol on a memory transport (its handshake goes out, nothing
+    comes back) and look for each name :func:`_write_tls` and :func:`_read_records` read."""
+    try:
+        from asyncio.sslproto import SSLProtocol, SSLProtocolState
+    except ImportError:
+        return "asyncio.sslproto has no SSLProtocol or SSLProtocolState"
+    if not hasattr(SSLProtocolState, "WRAPPED") or _TLS_WRAPPED is not SSLProtocolState.WRAPPED:
+        return "asyncio's SSLProtocolState has no WRAPPED"
+
+    class _Sink(asyncio.Transport):
+        def __init__(self) -> None:
+            super().__init__()
+            self.written: list[bytes] = []
+
+        def write(self, data: bytes | bytearray | memoryview) -> None:
+            self.written.append(bytes(data))
+
+        def get_extra_info(self, name: str, default: Any = None) -> Any:
+            return default
+
+    loop = asyncio.new_event_loop()
+    try:
+        context = ssl.create_default_context()
+        protocol = SSLProtocol(loop, asyncio.Protocol(), context, None, server_hostname="localhost")
+        app_transport: Any = protocol._app_transport
+        sink = _Sink()
+        protocol.connection_made(sink)
+        checks = {
+            "_SSLProtocolTransport._ssl_protocol": getattr(app_transport, "_ssl_protocol", None)
+            is protocol,
+            "SSLProtocol._state": isinstance(getattr(protocol, "_state", None), SSLProtocolState),
+            "SSLProtocol._write_backlog": isinstance(
+                getattr(protocol, "_write_backlog", None), deque
+            ),
+            "SSLProtocol._ssl_writing_paused": isinstance(
+                getattr(protocol, "_ssl_writing_paused", None), bool
+            ),
+            "SSLProtocol._app_writing_paused": isinstance(
+                getattr(protocol, "_app_writing_paused", None), bool
+            ),
+            "SSLProtocol._sslobj": isinstance(getattr(protocol, "_sslobj", None), ssl.SSLObject),
+            "SSLProtocol._outgoing": isinstance(
+                getattr(protocol, "_outgoing", None), ssl.MemoryBIO
+            ),
+            "SSLProtocol._incoming": isinstance(
+                getattr(protocol, "_incoming", None), ssl.MemoryBIO
+            ),
+            "SSLProtocol._transport": getattr(protocol, "_transport", None) is sink,
+            "SSLProtocol.max_size": isinstance(getattr(protocol, "max_size", None), int),
+            "SSLProtocol._app_protocol": isinstance(
+                getattr(protocol, "_app_protocol", None), asyncio.Protocol
+            ),
+            "SSLProtocol._do_read__copied": callable(getattr(protocol, "_do_read__copied", None)),
+            "SSLProtocol._call_eof_received": callable(
+                getattr(protocol, "_call_eof_received", None)
+            ),
+            "SSLProtocol._start_shutdown": callable(getattr(protocol, "_start_shutdown", None)),
+            "the handshake written to the transport": bool(sink.written),
+        }
+        protocol.connection_lost(None)
+    finally:
+        loop.close()
+    missing = [name for name, ok in checks.items() if not ok]
+    return f"asyncio's TLS layer lacks {', '.join(missing)}" if missing else None
+
+
+SWITCH: Final = FastPathSwitch("ws_delivery", _self_test)
