@@ -615,7 +615,10 @@ def _check_tls_layer() -> str | None:
     loop = asyncio.new_event_loop()
     try:
         context = ssl.create_default_context()
-        protocol = SSLProtocol(loop, asyncio.Protocol(), context, None, server_hostname="localhost")
+        no_waiter: Any = None  # nobody waits for this handshake
+        protocol = SSLProtocol(
+            loop, asyncio.Protocol(), context, no_waiter, server_hostname="localhost"
+        )
         app_transport: Any = protocol._app_transport
         sink = _Sink()
         protocol.connection_made(sink)
