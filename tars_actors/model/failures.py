@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import websockets
 from google.genai import errors
 
-__all__ = ["Ending", "SessionGone", "SetupIncomplete", "ending_for"]
+__all__ = ["Ending", "SessionGone", "SetupIncomplete", "ending_for", "setup_timed_out"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,3 +65,8 @@ def ending_for(error: BaseException, *, live: bool) -> Ending:
             return Ending(
                 expected=False, reason=f"{setup}{type(error).__name__}: {error}", fault=True
             )
+
+
+def setup_timed_out(seconds: float) -> Ending:
+    """The end of a connection whose setup did not complete within ``seconds``."""
+    return Ending(expected=False, reason=f"setup did not complete within {seconds:g} s")

@@ -37,7 +37,13 @@ from tars_actors.actor_messages import (
 )
 from tars_actors.call.relay import AudioRelay
 from tars_actors.model import _genai_bypass as genai_bypass
-from tars_actors.model.failures import Ending, SessionGone, SetupIncomplete, ending_for
+from tars_actors.model.failures import (
+    Ending,
+    SessionGone,
+    SetupIncomplete,
+    ending_for,
+    setup_timed_out,
+)
 from tars_actors.model.live_channel import LiveChannel
 from tars_actors.model.wire import (
     INPUT_AUDIO_MIME,
@@ -165,10 +171,7 @@ class LiveRun:
                         self._client.aio.live.connect(model=self._profile.model, config=config)
                     )
             except TimeoutError:
-                return Ending(
-                    expected=False,
-                    reason=f"setup did not complete within {self._setup_timeout:g} s",
-                )
+                return setup_timed_out(self._setup_timeout)
             if session.setup_complete is None:
                 raise SetupIncomplete("the model did not answer the setup with setupComplete")
             self._live = True
