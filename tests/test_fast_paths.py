@@ -3,6 +3,7 @@ whole call carried end to end whichever side each path takes."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import types as pytypes
@@ -13,6 +14,8 @@ import numpy as np
 import pykka
 import pytest
 import soxr
+import websockets.asyncio.client
+import websockets.asyncio.server
 from google import genai
 
 from tars_actors.audio import _libsoxr as libsoxr
@@ -234,3 +237,85 @@ def test_a_libsoxr_that_resamples_differently_is_not_used(
         "libsoxr", False, "libsoxr called directly resamples unlike python-soxr"
     )
     assert not StreamResampler(8000, 16000).direct
+
+
+# WebSocket delivery: what each side receives, through the fast path and through websockets'
+# own send() and recv().
+MESSAGES: list[str | bytes] = [
+    "{}",
+    '{"event":"media","media":{"payload":"' + "A" * 200 + '"}}',
+    b"\x00\x01binary",
+    "é" * 40_000,  # a 16-bit length
+    "x" * 70_000,  # a 64-bit length
+    "",
+]
+
+
+async def _exchange() -> tuple[list[Any], list[Any], list[bool]]:
+    """Client → server through consume(); each echoed back through writable_now and
+    send_text_now where the socket takes it, else send(), as the server does."""
+    received: list[Any] = []
+    writable: list[bool] = []
+
+    async def handler(connection: Any) -> None:
+        backlog: list[bytes] = []
+
+        def handle(message: Any) -> bool:
+            received.append(message)
+            text = message if isinstance(message, str) else message.hex()
+            echo = f"echo:{text}".encode()
+            writable.append(ws_delivery.writable_now(connection))
+            if writable[-1]:
+                ws_delivery.send_text_now(connection, echo)
+            else:
+                backlog.append(echo)
+            return len(received) == len(MESSAGES)
+
+        await ws_delivery.consume(connection, handle)
+        for echo in backlog:
+            await connection.send(echo.decode())
+
+    async with websockets.asyncio.server.serve(
+        handler,
+        "127.0.0.1",
+        0,
+        create_connection=ws_delivery.DirectServerConnection,
+        compression=None,
+    ) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with websockets.asyncio.client.connect(
+            f"ws://127.0.0.1:{port}",
+            create_connection=ws_delivery.DirectClientConnection,
+            compression=None,
+            max_size=None,
+        ) as client:
+            for message in MESSAGES:
+                await client.send(message)
+            echoes = [await client.recv() for _ in MESSAGES]
+    return received, echoes, writable
+
+
+def test_websocket_delivery_gives_the_same_messages_both_ways_on_both_paths(
+    decided_again: None,
+) -> None:
+    ws_delivery.SWITCH.force(True)
+    fast = asyncio.run(_exchange())
+    ws_delivery.SWITCH.force(False)
+    public = asyncio.run(_exchange())
+    assert fast[:2] == public[:2]
+    assert fast[0] == MESSAGES
+    # The fast path wrote each echo at once; off it, nothing is ever written but by send().
+    assert all(fast[2])
+    assert not any(public[2])
+
+
+# The Gemini SDK bypass: server messages parsed as the SDK's receive() parses them, and the
+# caller's audio as send_realtime_input() sends it (its start-up self-test, run here).
+def test_the_sdk_bypass_parses_and_writes_as_the_sdk_does() -> None:
+    assert asyncio.run(genai_bypass._trial()) is None
+
+
+def test_the_sdk_bypass_is_not_used_when_off(decided_again: None) -> None:
+    genai_bypass.SWITCH.force(False)
+    session: Any = type("Session", (), {"_ws": object()})()
+    assert genai_bypass.socket_of(session) is None
