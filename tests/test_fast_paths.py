@@ -192,6 +192,10 @@ def test_without_a_private_name_the_twin_is_chosen_and_calls_carry_audio(
         with LocalWorld() as world:
             carry_a_call(world)
         pykka.ActorRegistry.stop_all()
+    # Each way's latency is measured on either side of each path.
+    (summary,) = log_events(logs, "call.summary")
+    assert summary["latency_in_p99_ms"] > 0
+    assert summary["latency_out_p99_ms"] > 0
     (started,) = log_events(logs, "daemon.started")
     assert started["fast_paths"] == {switch.name: switch.name not in off for switch in SWITCHES}
     assert set(started["fast_paths_off"]) == set(off)

@@ -252,7 +252,9 @@ class LiveRun:
                 # Each receive() iterator ends after a turnComplete; the connection goes on.
                 async for message in session.receive():
                     counters.messages_received += 1
-                    self._handle_events(translate(message))
+                    # Stamped as it reaches us, as the bypass stamps each read, so that
+                    # the outbound latency is measured on this path too.
+                    self._handle_events(translate(message), time.monotonic())
         relay = self._relay
         connection_id = self._connection_id
 
@@ -278,8 +280,9 @@ class LiveRun:
         except websockets.ConnectionClosed as error:
             genai_bypass.raise_api_error(error)
 
-    def _handle_events(self, events: Iterable[ModelServerEvent]) -> None:
-        """Audio, barge-in and turn ends to the relay first (in wire order), then the session."""
+    def _handle_events(self, events: Iterable[ModelServerEvent], read_at: float = 0.0) -> None:
+        """Audio, barge-in and turn ends to the relay first (in wire order), then the
+        session. ``read_at``: when the message was read, if its audio's latency is timed."""
         relay = self._relay
         connection_id = self._connection_id
         for event in events:
@@ -287,7 +290,7 @@ class LiveRun:
             if relay is not None:
                 match event:
                     case ModelAudio(pcm=pcm):
-                        relay.model_audio(connection_id, pcm)
+                        relay.model_audio(connection_id, pcm, read_at)
                         continue
                     case Interrupted():
                         relay.interrupted(connection_id)
