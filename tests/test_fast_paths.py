@@ -23,6 +23,7 @@ from tars_actors.audio.pipeline import StreamResampler, pcm16_to_ulaw, ulaw_to_p
 from tars_actors.model import _genai_bypass as genai_bypass
 from tars_actors.net import _json_frames as json_frames
 from tars_actors.net import _ws_delivery as ws_delivery
+from tars_actors.net import _ws_delivery_check as ws_delivery_check
 from tars_actors.net.fast_paths import (
     ENVIRONMENT_SWITCH,
     FastPath,
@@ -95,7 +96,10 @@ def test_every_path_is_on_here(decided_again: None) -> None:
 def _without_send_in_progress(patch: pytest.MonkeyPatch) -> None:
     # websockets 14 and 15 have no Connection.send_in_progress. (The live connections
     # keep it, which websockets' own send() needs; the start-up check must not find it.)
-    for trial in (ws_delivery._TrialServerConnection, ws_delivery._TrialClientConnection):
+    for trial in (
+        ws_delivery_check._TrialServerConnection,
+        ws_delivery_check._TrialClientConnection,
+    ):
         original: Callable[..., None] = trial.__init__
 
         def init(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> None:
