@@ -35,9 +35,10 @@ connection is made (the daemon decides when it starts): off when ``TARS_NO_FAST_
 names ``ws_delivery`` (see :mod:`tars_actors.net.fast_paths`), or when its self-test
 (:mod:`tars_actors.net._ws_delivery_check`: a WebSocket round trip over 127.0.0.1 through
 both Direct connections, each direction parsed once by this module and once by websockets,
-and an ``SSLProtocol`` started on a memory transport) finds a name missing or not behaving. Off, a Direct connection is
-websockets' own connection (its overrides pass straight through), :func:`writable_now`
-is False, so that writers await ``send()``, and :func:`consume` loops on ``recv()``.
+and an ``SSLProtocol`` started on a memory transport) finds a name missing or not
+behaving. Off, a Direct connection is websockets' own connection (its overrides pass
+straight through), :func:`writable_now` is False, so that writers await ``send()``, and
+:func:`consume` loops on ``recv()``.
 """
 
 from __future__ import annotations
