@@ -12,6 +12,14 @@ dither off (``SOXR_NO_DITHER``: it clips and rounds to nearest, halves to even o
 ``np.rint`` does) into an output buffer kept for the stream's life. Where that copy cannot be
 reached (a python-soxr built with hidden symbols, a big-endian machine), :func:`available`
 is False and callers keep python-soxr's own path.
+
+What it reaches for: python-soxr's compiled extension ``soxr.soxr_ext`` (its file, loaded
+with ctypes) and the libsoxr C functions it exports: ``soxr_io_spec``,
+``soxr_quality_spec``, ``soxr_create``, ``soxr_process``, ``soxr_output``, ``soxr_clear``
+and ``soxr_delete``. :data:`SWITCH` decides at first use (the daemon decides when it
+starts): off when ``TARS_NO_FAST_PATHS`` names ``libsoxr`` (see
+:mod:`tars_actors.net.fast_paths`), or when the library cannot be loaded, or when a short
+tone resampled through it differs from python-soxr's public ``ResampleStream``.
 """
 
 from __future__ import annotations
@@ -22,9 +30,12 @@ import weakref
 from typing import Any, Final
 
 import numpy as np
+import soxr
 from numpy.typing import NDArray
 
-__all__ = ["Int16Stream", "available"]
+from tars_actors.net.fast_paths import FastPathSwitch
+
+__all__ = ["SWITCH", "Int16Stream", "available"]
 
 _INT16_I: Final = 3  # SOXR_INT16_I (soxr.h): interleaved int16
 _NO_DITHER: Final = 8  # SOXR_NO_DITHER (soxr.h)
@@ -98,12 +109,46 @@ def _load() -> Any:
     return lib
 
 
-_LIB: Final = _load()
+_LIB: Any = None
+
+
+def _self_test() -> str | None:
+    """Load libsoxr, and resample a tone through it and through python-soxr's public
+    stream: the same samples, or python-soxr's path is used."""
+    global _LIB  # noqa: PLW0603 (decided once: the library every stream then calls)
+    _LIB = _load()
+    if _LIB is None:
+        return "libsoxr cannot be loaded from python-soxr's extension"
+    tone = np.sin(np.arange(1600) * (2 * np.pi * 440.0 / 8000.0)) * 20000.0
+    pcm = tone.astype("<i2").tobytes()
+    direct = Int16Stream(8000, 16000, "LQ")
+    public = soxr.ResampleStream(8000, 16000, 1, dtype="float32", quality="LQ")
+    ours: list[NDArray[np.int16]] = []
+    theirs: list[NDArray[np.int16]] = []
+    for start in range(0, len(pcm), 320):
+        piece = pcm[start : start + 320]
+        ours.append(direct.process(piece).copy())
+        theirs.append(
+            _rounded(public.resample_chunk(np.frombuffer(piece, "<i2").astype(np.float32)))
+        )
+    ours.append(direct.flush())
+    theirs.append(_rounded(public.resample_chunk(np.zeros(0, np.float32), last=True)))
+    if not np.array_equal(np.concatenate(ours), np.concatenate(theirs)):
+        return "libsoxr called directly resamples unlike python-soxr"
+    return None
+
+
+def _rounded(samples: Any) -> NDArray[np.int16]:
+    rounded: NDArray[np.int16] = np.rint(np.clip(samples, -32768.0, 32767.0)).astype(np.int16)
+    return rounded
+
+
+SWITCH: Final = FastPathSwitch("libsoxr", _self_test)
 
 
 def available() -> bool:
-    """Whether :class:`Int16Stream` can be used here."""
-    return _LIB is not None
+    """Whether :class:`Int16Stream` can be used here (decided once, see :data:`SWITCH`)."""
+    return SWITCH.status().on and _LIB is not None
 
 
 class Int16Stream:

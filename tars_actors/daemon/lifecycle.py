@@ -42,6 +42,7 @@ from tars_actors.goals.desk import GoalDesk
 from tars_actors.messaging.ledger import MessageLedger
 from tars_actors.messaging.routing import Presence, Switchboard
 from tars_actors.model.wire import ModelProfile, make_client
+from tars_actors.net.fast_paths import decide_all as decide_fast_paths
 from tars_actors.net.loop import LoopThread
 from tars_actors.runtime.actor import ActorExit
 from tars_actors.runtime.events import EventBus
@@ -249,6 +250,8 @@ class Daemon:
 
     def start(self) -> None:
         """Open and migrate the database, start the actor tree, then the server."""
+        # Before any connection or call: each fast path runs its self-test once here.
+        fast_paths = decide_fast_paths()
         store = Store.open(self.settings.database.url)
         store.connect()
         try:
@@ -326,6 +329,9 @@ class Daemon:
             port=self.server.port if self.server is not None else None,
             # python-soxr's slower path is used where libsoxr cannot be called directly.
             resampler="libsoxr" if libsoxr.available() else "python-soxr",
+            # Which paths that reach under a library run; the public twin runs otherwise.
+            fast_paths={path.name: path.on for path in fast_paths},
+            fast_paths_off={path.name: path.reason for path in fast_paths if not path.on},
         )
 
     def _finish_interrupted_goals(self) -> None:

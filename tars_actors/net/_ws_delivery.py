@@ -20,6 +20,25 @@ holds nothing back (:func:`_write_tls`), and the Direct connections' reads end o
 input is used up rather than on an exception (:func:`_read_tls_without_raising`). Both
 read asyncio's own TLS state, and leave the work to asyncio wherever it is not as
 expected.
+
+What it reaches for, and its twin. websockets: ``Connection.send_in_progress``,
+``.paused``, ``.recv_messages.frames.queue``, ``.protocol`` (``state``, ``side``,
+``extensions``, ``writes``, ``expect_continuation_frame``, ``parser`` and its generators'
+``gi_yieldfrom``, ``reader.buffer``, ``current_size``/``cur_size``, ``max_message_size``/
+``max_size``), ``send_data()``, ``process_event()`` and ``data_received()``; asyncio:
+``_SSLProtocolTransport._ssl_protocol`` and ``SSLProtocol``'s ``_state``,
+``_write_backlog``, ``_ssl_writing_paused``, ``_app_writing_paused``, ``_sslobj``,
+``_outgoing``, ``_incoming``, ``_transport``, ``max_size``, ``_app_protocol``,
+``_do_read__copied``, ``_call_eof_received``, ``_start_shutdown`` and
+``sslproto.SSLProtocolState``. :data:`SWITCH` decides once, before the first Direct
+connection is made (the daemon decides when it starts): off when ``TARS_NO_FAST_PATHS``
+names ``ws_delivery`` (see :mod:`tars_actors.net.fast_paths`), or when its self-test
+(:mod:`tars_actors.net._ws_delivery_check`: a WebSocket round trip over 127.0.0.1 through
+both Direct connections, each direction parsed once by this module and once by websockets,
+and an ``SSLProtocol`` started on a memory transport) finds a name missing or not
+behaving. Off, a Direct connection is websockets' own connection (its overrides pass
+straight through), :func:`writable_now` is False, so that writers await ``send()``, and
+:func:`consume` loops on ``recv()``.
 """
 
 from __future__ import annotations
@@ -39,12 +58,15 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol, Side, State
 from websockets.typing import Data
 
+from tars_actors.net.fast_paths import FastPathSwitch
+
 try:  # the C version, which websockets itself uses when it is built
     from websockets.speedups import apply_mask
 except ImportError:  # pragma: no cover (pure-Python installs)
     from websockets.utils import apply_mask
 
 __all__ = [
+    "SWITCH",
     "DirectClientConnection",
     "DirectServerConnection",
     "MessageHandler",
@@ -79,10 +101,17 @@ class _DirectDelivery(Connection):
     _direct_queue: Sized = ()
     #: Known to sit between frames: set after a check, cleared whenever the parser is fed.
     _between_frames = False
+    #: Whether this connection takes the fast path: :data:`SWITCH`'s decision when it
+    #: was made. Off, every override here passes straight through to websockets.
+    fast = False
+    #: The self-test's connections take the fast path while it is being decided.
+    _trial = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.fast = True if self._trial else SWITCH.status().on
         super().connection_made(transport)
-        _read_tls_without_raising(transport)
+        if self.fast:
+            _read_tls_without_raising(transport)
 
     #: The context ``deliver`` runs in (the consuming task's), set with it.
     _direct_context = contextvars.Context()
@@ -274,23 +303,20 @@ def _write_tls(transport: Any, data: bytes) -> bool:
 
     asyncio's ``_SSLProtocolTransport.write`` goes through seven Python calls per message
     (backlog, state and flow-control bookkeeping) before the one that encrypts. This
-    reads the same state asyncio keeps (Python 3.11 to 3.13 keep it alike); if any of it
-    is missing, it declines.
+    reads the same state asyncio keeps (Python 3.11 to 3.13 keep it alike), which
+    :data:`SWITCH`'s self-test found before any connection used it.
     """
-    protocol = getattr(transport, "_ssl_protocol", None)
+    protocol = getattr(transport, "_ssl_protocol", None)  # None: not a TLS transport
     if protocol is None:
         return False
-    try:
-        if (
-            protocol._state is not _TLS_WRAPPED
-            or protocol._write_backlog
-            or protocol._ssl_writing_paused
-            or protocol._app_writing_paused
-        ):
-            return False
-        sslobj, outgoing, raw = protocol._sslobj, protocol._outgoing, protocol._transport
-    except AttributeError:
+    if (
+        protocol._state is not _TLS_WRAPPED
+        or protocol._write_backlog
+        or protocol._ssl_writing_paused
+        or protocol._app_writing_paused
+    ):
         return False
+    sslobj, outgoing, raw = protocol._sslobj, protocol._outgoing, protocol._transport
     try:
         # Whole or not at all: Python's ssl module does not enable OpenSSL's partial writes.
         sslobj.write(data)
@@ -357,9 +383,12 @@ def writable_now(connection: Connection) -> bool:
     """Whether a message written now goes out without waiting: the connection is open,
     no ``send()`` is in progress, and websockets' flow control has not paused writing
     (the transport holds less than the connection's ``write_limit``). Otherwise a
-    writer that awaits ``send()`` must take it, which keeps the order."""
+    writer that awaits ``send()`` must take it, which keeps the order. Always False
+    off the fast path (see :data:`SWITCH`): every message then goes through ``send()``."""
     return (
-        connection.protocol.state is State.OPEN
+        isinstance(connection, _DirectDelivery)
+        and connection.fast
+        and connection.protocol.state is State.OPEN
         and connection.send_in_progress is None
         and not connection.paused
     )
@@ -369,8 +398,13 @@ def send_text_now(connection: Connection, data: bytes) -> None:
     """Send one text message now, on any websockets connection: written as one frame
     straight to the transport when it is a Direct connection that is open and idle,
     else by ``protocol.send_text`` and ``send_data()`` (which raise as they do). The
-    caller checks, as for those, that no ``send()`` is in progress."""
-    if not (isinstance(connection, _DirectDelivery) and connection.write_text_frame(data)):
+    caller checks, as for those, that no ``send()`` is in progress: call it only when
+    :func:`writable_now` says True."""
+    if not (
+        isinstance(connection, _DirectDelivery)
+        and connection.fast
+        and connection.write_text_frame(data)
+    ):
         connection.protocol.send_text(data)
         connection.send_data()
 
@@ -446,3 +480,13 @@ async def consume(
         done.result()
         return
     puller.result()
+
+
+def _self_test() -> str | None:
+    # Imported here: the check builds on this module's connections.
+    from tars_actors.net._ws_delivery_check import self_test
+
+    return self_test()
+
+
+SWITCH: Final = FastPathSwitch("ws_delivery", _self_test)
