@@ -31,7 +31,7 @@ from tars_actors.net.fast_paths import (
     decide_all,
     switched_off,
 )
-from tars_actors.sim.gemini_live import ScriptedReply, tone
+from tars_actors.sim.gemini import ScriptedReply, tone
 from tars_actors.sim.world import OWNER_PHONE, LocalWorld
 from tests.logs import log_events
 
