@@ -18,7 +18,8 @@ from typing import Any
 import pykka
 import pytest
 
-from tars_actors.daemon.lifecycle import EXIT_GAVE_UP, Daemon, Runtime, watch_collection_pauses
+from tars_actors.daemon.lifecycle import EXIT_GAVE_UP, Daemon, watch_collection_pauses
+from tars_actors.daemon.tree import Runtime
 from tars_actors.ops import cli
 from tars_actors.runtime.actor import TarsActor
 from tars_actors.runtime.settings import parse_settings

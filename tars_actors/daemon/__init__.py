@@ -1,1 +1,2 @@
-"""The daemon: builds the actor tree, serves until a signal, reloads and shuts down."""
+"""The daemon: builds the actor tree (the only code that imports ``actors``), serves until a
+signal, reloads and shuts down."""

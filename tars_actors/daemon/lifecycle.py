@@ -15,19 +15,15 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
 
 import pykka
 import structlog
 from google import genai
 
-from actors.call_session import ModelStarter, SessionInfo
-from actors.call_supervisor import CallAdmission, CallHooks, CallSupervisor, ModelStarterFactory
-from actors.gemini_connection import GeminiConnection
+from actors.call_supervisor import CallAdmission, CallHooks, CallSupervisor
 from actors.monitor import ActorMonitor
 from actors.reminder_scheduler import ReminderScheduler
 from actors.router import Router
@@ -35,13 +31,11 @@ from actors.supervisor import RootWatch, Supervisor, start_root
 from actors.telephony import Telephony
 from tars_actors.actor_messages import EndWithNotice, SettingsChanged
 from tars_actors.audio import _libsoxr as libsoxr
-from tars_actors.call.permissions import Permission
-from tars_actors.call.persona import Persona
-from tars_actors.call.relay import AudioRelay
+from tars_actors.daemon.tree import Runtime, live_actor, system_children
 from tars_actors.goals.desk import GoalDesk
 from tars_actors.messaging.ledger import MessageLedger
 from tars_actors.messaging.routing import Presence, Switchboard
-from tars_actors.model.wire import ModelProfile, make_client
+from tars_actors.model.wire import make_client
 from tars_actors.net.fast_paths import decide_all as decide_fast_paths
 from tars_actors.net.loop import LoopThread
 from tars_actors.runtime.actor import ActorExit
@@ -50,11 +44,10 @@ from tars_actors.runtime.log import set_level
 from tars_actors.runtime.observability import install_stack_dump_signal
 from tars_actors.runtime.settings import Settings, SettingsError, load_settings
 from tars_actors.runtime.supervision import ChildSpec, Strategy, SupervisorFlags
-from tars_actors.runtime.timers import ThreadTimers, Timers
+from tars_actors.runtime.timers import ThreadTimers
 from tars_actors.store import AgentSession, CallGoal, GoalStatus, SessionStatus, Store, utcnow
 from tars_actors.telephony.server import Server
 from tars_actors.tools import ToolServices, build_registry
-from tars_actors.tools.registry import ToolRegistry
 
 __all__ = ["EXIT_GAVE_UP", "EXIT_OK", "Daemon", "serve"]
 
@@ -83,149 +76,6 @@ LIVE_SETTINGS = frozenset(
         "reminders.delivery",
     }
 )
-
-
-@dataclass
-class Runtime:
-    """What the actors of one daemon share: resources made once, handed to each child."""
-
-    settings: Settings
-    store: Store
-    timers: Timers
-    events: EventBus
-    tools: ToolRegistry
-    admission: CallAdmission
-    #: The asyncio loop of the server and of every Gemini Live connection: each call's
-    #: audio relay runs there, next to both of its sockets.
-    io_loop: LoopThread
-    #: Slow tools run here, off the call actors' threads.
-    tool_pool: concurrent.futures.ThreadPoolExecutor
-    #: Live sessions, the message ledger and the Router, for sessions and tools.
-    switchboard: Switchboard
-    goals: GoalDesk
-    model_client: genai.Client | None = None
-    #: Messages whose SMS is on its way in this run (kept across Router restarts).
-    texting: set[int] = field(default_factory=set)
-    #: This run of the daemon, for records that must tell a restart from a reboot.
-    boot: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-
-    def model_starter(self) -> ModelStarterFactory:
-        """How a call session opens its model connections (with the settings current
-        when the call starts: a SIGHUP may have changed the language)."""
-
-        def for_session(
-            persona: Persona, permission: Permission, info: SessionInfo
-        ) -> ModelStarter:
-            settings = self.settings
-            profile = ModelProfile(
-                model=settings.gemini.model,
-                voice=settings.gemini.voice,
-                language=settings.assistant.language,
-                system_instruction=persona.system_instruction,
-                function_declarations=self.tools.declarations(permission),
-            )
-
-            def start(
-                session: pykka.ActorRef[Any],
-                connection_id: int,
-                handle: str | None,
-                relay: AudioRelay,
-            ) -> pykka.ActorRef[Any]:
-                if self.model_client is None:
-                    self.model_client = make_client(settings)
-                return GeminiConnection.start(
-                    session=session,
-                    connection_id=connection_id,
-                    profile=profile,
-                    resumption_handle=handle,
-                    client=self.model_client,
-                    loop=self.io_loop,
-                    log_fields={"call_sid": info.call_sid, "session": info.session_name},
-                    relay=relay,
-                )
-
-            return start
-
-        return for_session
-
-
-def _first(actor_class: type[pykka.Actor]) -> Callable[[], pykka.ActorRef[Any] | None]:
-    """A lookup of the live actor of a permanent child: after a restart it is a new one."""
-
-    def lookup() -> pykka.ActorRef[Any] | None:
-        refs = pykka.ActorRegistry.get_by_class(actor_class)
-        return refs[0] if refs else None
-
-    return lookup
-
-
-def system_children(runtime: Runtime) -> list[ChildSpec]:
-    """The permanent children of the root supervisor, in start order."""
-    settings = runtime.settings
-    monitor = settings.monitor
-    shutdown_timeout = settings.supervision.shutdown_timeout_seconds
-    return [
-        ChildSpec(
-            id="monitor",
-            start=lambda: ActorMonitor.start(
-                stats_interval=monitor.stats_interval_seconds,
-                watchdog_seconds=monitor.watchdog_seconds,
-                timers=runtime.timers,
-                events=runtime.events,
-            ),
-            shutdown_timeout=shutdown_timeout,
-        ),
-        ChildSpec(
-            id="telephony",
-            start=lambda: Telephony.start(runtime.settings),
-            shutdown_timeout=shutdown_timeout,
-        ),
-        ChildSpec(
-            id="router",
-            start=lambda: Router.start(
-                settings=runtime.settings,
-                store=runtime.store,
-                presence=runtime.switchboard.presence,
-                telephony=_first(Telephony),
-                me=_first(Router),
-                texting=runtime.texting,
-            ),
-            shutdown_timeout=shutdown_timeout,
-        ),
-        ChildSpec(
-            id="reminders",
-            start=lambda: ReminderScheduler.start(
-                settings=runtime.settings,
-                store=runtime.store,
-                timers=runtime.timers,
-                switchboard=runtime.switchboard,
-                telephony=_first(Telephony),
-                me=_first(ReminderScheduler),
-                boot=runtime.boot,
-            ),
-            shutdown_timeout=shutdown_timeout,
-        ),
-        ChildSpec(
-            id="calls",
-            start=lambda: CallSupervisor.start(
-                settings=runtime.settings,
-                store=runtime.store,
-                timers=runtime.timers,
-                tools=runtime.tools,
-                admission=runtime.admission,
-                model_starter=runtime.model_starter(),
-                telephony=_first(Telephony),
-                tool_pool=runtime.tool_pool,
-                audio_loop=runtime.io_loop,
-                events=runtime.events,
-                switchboard=runtime.switchboard,
-                goals=runtime.goals,
-                reminders=_first(ReminderScheduler),
-            ),
-            # Its sessions each get their own timeout, in reverse start order.
-            shutdown_timeout=None,
-        ),
-    ]
 
 
 @dataclass
@@ -267,7 +117,7 @@ class Daemon:
             store.close()
         self.store = store
         switchboard = Switchboard(
-            presence=Presence(), ledger=MessageLedger(store), router=_first(Router)
+            presence=Presence(), ledger=MessageLedger(store), router=live_actor(Router)
         )
         tool_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=4, thread_name_prefix="tars-tool"
@@ -288,11 +138,11 @@ class Daemon:
                 ToolServices(
                     settings=self.settings,
                     switchboard=switchboard,
-                    reminders=_first(ReminderScheduler),
+                    reminders=live_actor(ReminderScheduler),
                     clock=self.timers.wall_now,
                     goals=goals,
-                    telephony=_first(Telephony),
-                    calls=_first(CallSupervisor),
+                    telephony=live_actor(Telephony),
+                    calls=live_actor(CallSupervisor),
                 )
             ),
             switchboard=switchboard,
@@ -319,7 +169,7 @@ class Daemon:
         if self.with_server:
             runtime = self.runtime
             hooks = CallHooks(
-                lambda: runtime.settings, runtime.admission, _first(CallSupervisor), self.ready
+                lambda: runtime.settings, runtime.admission, live_actor(CallSupervisor), self.ready
             )
             self.server = Server(self.settings, hooks, loop_thread=self.runtime.io_loop)
             self.server.start()
@@ -371,7 +221,7 @@ class Daemon:
         if root is None or runtime is None or not root.is_alive() or runtime.admission.draining:
             return False
         return all(
-            _first(kind)() is not None
+            live_actor(kind)() is not None
             for kind in (CallSupervisor, Router, ReminderScheduler, Telephony, ActorMonitor)
         )
 
@@ -422,7 +272,7 @@ class Daemon:
         log.info("daemon.draining", live_calls=admission.live, grace_seconds=grace)
         if admission.wait_idle(grace):
             return
-        calls = _first(CallSupervisor)()
+        calls = live_actor(CallSupervisor)()
         if calls is not None:
             log.info("daemon.ending_calls", live_calls=admission.live)
             with contextlib.suppress(pykka.ActorDeadError):
@@ -464,7 +314,7 @@ class Daemon:
             runtime.admission.max_concurrent = applied.sessions.max_concurrent
             runtime.goals.use(applied)
         for kind in (CallSupervisor, ReminderScheduler):
-            ref = _first(kind)()
+            ref = live_actor(kind)()
             if ref is not None:
                 with contextlib.suppress(pykka.ActorDeadError):
                     ref.tell(SettingsChanged(settings=applied))
