@@ -9,17 +9,10 @@ import pytest
 from numpy.typing import NDArray
 
 from tars_actors.audio import _libsoxr as libsoxr
-from tars_actors.audio.pipeline import (
-    FRAME_BYTES,
-    ULAW_SILENCE,
-    CallerToModel,
-    ModelToCaller,
-    PlayoutMark,
-    PlayoutPacer,
-    StreamResampler,
-    pcm16_to_ulaw,
-    ulaw_to_pcm16,
-)
+from tars_actors.audio.g711 import ULAW_SILENCE, pcm16_to_ulaw, ulaw_to_pcm16
+from tars_actors.audio.pacing import PlayoutMark, PlayoutPacer
+from tars_actors.audio.pipeline import FRAME_BYTES, CallerToModel, ModelToCaller
+from tars_actors.audio.resample import StreamResampler
 
 # --- helpers -------------------------------------------------------------------------
 

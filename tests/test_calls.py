@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pykka
 
-from tars_actors.audio.pipeline import pcm16_to_ulaw, ulaw_to_pcm16
+from tars_actors.audio.g711 import pcm16_to_ulaw, ulaw_to_pcm16
 from tars_actors.call.persona import unknown_caller_greeting
 from tars_actors.runtime.events import Subscription
 from tars_actors.runtime.supervision import SupervisorEvent

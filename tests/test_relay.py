@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from tars_actors.actor_messages import AudioInput, AudioStarted, ModelEvent, ModelInput, PlaybackCut
-from tars_actors.audio.pipeline import pcm16_to_ulaw, ulaw_to_pcm16
+from tars_actors.audio.g711 import pcm16_to_ulaw, ulaw_to_pcm16
 from tars_actors.call.relay import AudioRelay, LatencyHistogram
 from tars_actors.sim.gemini import tone
 

@@ -19,7 +19,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from tars_actors.actor_messages import CallerEvent, SocketClosed
-from tars_actors.audio.pipeline import PlayoutMark, PlayoutPacer
+from tars_actors.audio.pacing import PlayoutMark, PlayoutPacer
 from tars_actors.call.relay import AudioRelay, LatencyHistogram
 from tars_actors.net._ws_delivery import send_text_now, writable_now
 from tars_actors.telephony import stream_codec as twilio_stream
