@@ -305,17 +305,29 @@ async def _exchange() -> tuple[list[Any], list[Any], list[bool]]:
 
 
 def test_websocket_delivery_gives_the_same_messages_both_ways_on_both_paths(
-    decided_again: None,
+    decided_again: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    taken: list[int] = []
+    take_frames = ws_delivery._DirectDelivery._take_frames
+
+    def counting(self: Any, data: bytes) -> int:
+        taken.append(len(data))
+        return take_frames(self, data)
+
+    monkeypatch.setattr(ws_delivery._DirectDelivery, "_take_frames", counting)
     ws_delivery.SWITCH.force(True)
     fast = asyncio.run(_exchange())
+    read_fast = len(taken)
     ws_delivery.SWITCH.force(False)
     public = asyncio.run(_exchange())
     assert fast[:2] == public[:2]
     assert fast[0] == MESSAGES
-    # The fast path wrote each echo at once; off it, nothing is ever written but by send().
+    # The fast path wrote each echo at once and read from data_received; off it, nothing
+    # is written but by send() and nothing is read but by recv().
     assert all(fast[2])
     assert not any(public[2])
+    assert read_fast > 0
+    assert len(taken) == read_fast
 
 
 # The Gemini SDK bypass: server messages parsed as the SDK's receive() parses them, and the

@@ -431,7 +431,9 @@ async def consume(
     """
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
-    direct = connection if isinstance(connection, _DirectDelivery) else None
+    # Off the fast path a Direct connection reads as websockets' own: every message
+    # through recv(), none from data_received.
+    direct = connection if isinstance(connection, _DirectDelivery) and connection.fast else None
     # data_received runs outside this task: the handler runs in the task's context, so
     # that what it logs carries what the task bound (a call's ids, say).
     context = contextvars.copy_context()
