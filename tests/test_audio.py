@@ -9,6 +9,7 @@ import pytest
 from numpy.typing import NDArray
 
 from tars_actors.audio import _libsoxr as libsoxr
+from tars_actors.audio import resample
 from tars_actors.audio.g711 import ULAW_SILENCE, pcm16_to_ulaw, ulaw_to_pcm16
 from tars_actors.audio.pacing import PlayoutMark, PlayoutPacer
 from tars_actors.audio.pipeline import FRAME_BYTES, CallerToModel, ModelToCaller
@@ -536,3 +537,26 @@ def test_pacer_refills_in_steps_so_it_wakes_less_often() -> None:
 def test_pacer_refill_must_be_below_the_lead() -> None:
     with pytest.raises(ValueError, match="refill"):
         PlayoutPacer(lead=0.1, refill=0.1)
+
+
+def test_rounding_clips_alike_through_numpys_ufunc_and_through_np_clip(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The private ufunc is taken where numpy keeps it; where it does not, np.clip is.
+    assert isinstance(resample._clip_ufunc(), np.ufunc)
+
+    def missing(name: str) -> None:
+        raise ImportError(name)
+
+    monkeypatch.setattr(resample.importlib, "import_module", missing)
+    public = resample._clip_ufunc()
+    assert public is np.clip
+    samples = np.array([-40000.5, -32768.4, -0.5, 0.5, 1.5, 32767.4, 99999.0], dtype=np.float32)
+    by_ufunc, by_clip = samples.copy(), samples.copy()
+    resample._clip(by_ufunc, resample._INT16_MIN, resample._INT16_MAX, out=by_ufunc)
+    public(by_clip, resample._INT16_MIN, resample._INT16_MAX, out=by_clip)
+    assert (
+        by_ufunc.tolist()
+        == by_clip.tolist()
+        == [-32768.0, -32768.0, -0.5, 0.5, 1.5, 32767.0, 32767.0]
+    )

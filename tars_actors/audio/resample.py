@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
 import numpy as np
 import soxr
 from numpy.typing import NDArray
 
 from tars_actors.audio import _libsoxr as libsoxr
-
-try:
-    from numpy._core import umath as _umath  # numpy 2
-except ImportError:  # pragma: no cover (numpy 1.26)
-    from numpy.core import umath as _umath  # type: ignore[no-redef]
 
 __all__ = ["DEFAULT_QUALITY", "StreamResampler"]
 
@@ -33,8 +30,23 @@ DEFAULT_QUALITY: Final = "LQ"
 """libsoxr's 16-bit recipe: flat to ~3 kHz at 8 kHz out (the telephone band), stopband
 below -80 dB, and the only recipe whose latency fits a conversation (see above)."""
 
-# The ufunc behind np.clip (not in numpy's type stubs), called without np.clip's wrapper.
-_clip: Final[np.ufunc] = getattr(_umath, "clip")  # noqa: B009
+
+def _clip_ufunc() -> Callable[..., Any]:
+    """The ufunc behind ``np.clip`` where numpy keeps it (numpy 1.26 and 2: one Python call
+    less per chunk than ``np.clip``'s wrapper), else ``np.clip`` itself, which takes the
+    same arguments."""
+    for name in ("numpy._core.umath", "numpy.core.umath"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        ufunc = getattr(module, "clip", None)
+        if isinstance(ufunc, np.ufunc):
+            return ufunc
+    return np.clip
+
+
+_clip: Final[Callable[..., Any]] = _clip_ufunc()
 _INT16_MIN: Final = np.float32(-32768.0)
 _INT16_MAX: Final = np.float32(32767.0)
 
