@@ -79,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     twilio.add_argument(
         "action",
-        choices=["configure", "check"],
+        metavar="ACTION",
+        choices=["check", "configure"],
         help="configure: point the webhooks at TARS; check: show them and what is wrong",
     )
     _settings_option(twilio)
