@@ -420,12 +420,18 @@ class CallSupervisor(Supervisor):
     def _identify(self, parameters: Mapping[str, str]) -> Caller:
         """Looks up the rows the stream's parameters name; :func:`identify` decides."""
         claims = CallerClaims.from_parameters(parameters)
+        owner_phone = self._settings.owner.phone
+        # Only the rows identify() reads: a goal row decides alone, then a reminder row,
+        # then the owner's number; the contacts table is read only for anyone else.
+        goal = _goal_record(claims.goal_key)
+        reminder = None if goal is not None else _reminder_record(claims.reminder_key)
+        decided = goal is not None or reminder is not None or claims.number == owner_phone
         identified = identify(
             claims,
-            owner_phone=self._settings.owner.phone,
-            goal=_goal_record(claims.goal_key),
-            reminder=_reminder_record(claims.reminder_key),
-            contact=_contact_record(claims.number),
+            owner_phone=owner_phone,
+            goal=goal,
+            reminder=reminder,
+            contact=None if decided else _contact_record(claims.number),
         )
         for event, fields in identified.warnings:
             log.warning(event, **fields)
