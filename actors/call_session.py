@@ -78,7 +78,7 @@ from tars_actors.store import (
 )
 from tars_actors.tools.registry import PreparedCall, ToolOutcome
 
-__all__ = ["CallSession", "ModelStarter", "SessionInfo"]
+__all__ = ["CallSession", "ModelStarter"]
 
 log = structlog.get_logger("tars.call")
 

@@ -17,7 +17,7 @@ from typing import Any
 import pykka
 import structlog
 
-from actors.call_session import CallSession, ModelStarter, SessionInfo
+from actors.call_session import CallSession, ModelStarter
 from actors.supervisor import Supervisor
 from tars_actors.actor_messages import (
     CallFailed,
@@ -40,6 +40,7 @@ from tars_actors.call.identity import (
 from tars_actors.call.limits import CallLimits
 from tars_actors.call.permissions import Permission
 from tars_actors.call.persona import Caller, Persona, persona_for
+from tars_actors.call.session_info import SessionInfo
 from tars_actors.goals.desk import (
     FINAL_GOAL_STATUSES,
     GOAL_PREFIX,

@@ -15,13 +15,12 @@ import structlog
 from google import genai
 
 from tars_actors.call.relay import AudioRelay
-from tars_actors.model.live_channel import MAX_AUDIO_BATCH_BYTES, LiveChannel
 from tars_actors.model.live_run import ConnectionEnded, LiveRun
 from tars_actors.model.wire import ModelProfile
 from tars_actors.net.loop import LoopThread
 from tars_actors.runtime.actor import TarsActor
 
-__all__ = ["MAX_AUDIO_BATCH_BYTES", "GeminiConnection", "LiveChannel", "ModelConnectionLost"]
+__all__ = ["GeminiConnection", "ModelConnectionLost"]
 
 log = structlog.get_logger("tars.gemini")
 

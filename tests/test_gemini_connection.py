@@ -21,7 +21,7 @@ from google import genai
 from google.genai import types
 from structlog.testing import capture_logs
 
-from actors.gemini_connection import MAX_AUDIO_BATCH_BYTES, GeminiConnection, LiveChannel
+from actors.gemini_connection import GeminiConnection
 from tars_actors.actor_messages import (
     AudioInput,
     FunctionCall,
@@ -43,6 +43,7 @@ from tars_actors.actor_messages import (
     ToolResponses,
     TurnComplete,
 )
+from tars_actors.model.live_channel import MAX_AUDIO_BATCH_BYTES, LiveChannel
 from tars_actors.model.wire import ModelProfile, live_config, make_client, parse_duration, translate
 from tars_actors.net.loop import LoopThread
 from tars_actors.runtime.actor import ActorExit, ExitLink, TarsActor, linked

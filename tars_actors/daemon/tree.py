@@ -13,7 +13,7 @@ from typing import Any
 import pykka
 from google import genai
 
-from actors.call_session import ModelStarter, SessionInfo
+from actors.call_session import ModelStarter
 from actors.call_supervisor import CallAdmission, CallSupervisor, ModelStarterFactory
 from actors.gemini_connection import GeminiConnection
 from actors.monitor import ActorMonitor
@@ -23,6 +23,7 @@ from actors.telephony import Telephony
 from tars_actors.call.permissions import Permission
 from tars_actors.call.persona import Persona
 from tars_actors.call.relay import AudioRelay
+from tars_actors.call.session_info import SessionInfo
 from tars_actors.goals.desk import GoalDesk
 from tars_actors.messaging.routing import Switchboard
 from tars_actors.model.wire import ModelProfile, make_client

@@ -268,7 +268,7 @@ def make_client(settings: Settings) -> genai.Client:
     gemini = settings.gemini
     # The SDK hands the keys of these that websockets' connect() takes to the Live
     # WebSocket, and leaves them out of its HTTP clients. DirectClientConnection hands
-    # model audio over as it is parsed (see ws_delivery). No permessage-deflate: base64
+    # model audio over as it is parsed (see net/_ws_delivery). No permessage-deflate: base64
     # audio hardly compresses, and deflating it would cost CPU on every message.
     async_client_args: dict[str, object] = {
         "create_connection": DirectClientConnection,

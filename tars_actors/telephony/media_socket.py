@@ -22,7 +22,7 @@ from tars_actors.actor_messages import CallerEvent, SocketClosed
 from tars_actors.audio.pacing import PlayoutMark, PlayoutPacer
 from tars_actors.call.relay import AudioRelay, LatencyHistogram
 from tars_actors.net._ws_delivery import send_text_now, writable_now
-from tars_actors.telephony import stream_codec as twilio_stream
+from tars_actors.telephony import stream_codec
 from tars_actors.telephony.stream_codec import Media, Start
 
 __all__ = ["MediaStreamSocket", "SocketCloseReason"]
@@ -70,7 +70,7 @@ class MediaStreamSocket:
 
     Public methods are thread-safe and never raise once the socket is closed. Everything
     else runs on the server's event loop: outbound frames go through a
-    :class:`~tars_actors.audio.pipeline.PlayoutPacer` driven by ``loop.call_at`` timers into a
+    :class:`~tars_actors.audio.pacing.PlayoutPacer` driven by ``loop.call_at`` timers into a
     writer task, so a 2-minute answer is not handed to Twilio at once and ``clear`` stops
     it at once.
     """
@@ -381,11 +381,11 @@ class MediaStreamSocket:
         sid = self._stream_sid
         match item:
             case bytes() as audio:
-                return twilio_stream.media(sid, audio)
+                return stream_codec.media(sid, audio)
             case PlayoutMark(name=name):
-                return twilio_stream.mark(sid, name)
+                return stream_codec.mark(sid, name)
             case _ClearFrame():
-                return twilio_stream.clear(sid)
+                return stream_codec.clear(sid)
 
     def _write_now(self, items: list[bytes | PlayoutMark]) -> bool:
         """Write ``items`` at once when the socket can take them without waiting.
