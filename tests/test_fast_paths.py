@@ -21,6 +21,7 @@ from google import genai
 from tars_actors.audio import _libsoxr as libsoxr
 from tars_actors.audio.g711 import pcm16_to_ulaw, ulaw_to_pcm16
 from tars_actors.audio.resample import StreamResampler
+from tars_actors.daemon.fast_paths import decide_all
 from tars_actors.model import _genai_bypass as genai_bypass
 from tars_actors.net import _json_frames as json_frames
 from tars_actors.net import _ws_delivery as ws_delivery
@@ -29,7 +30,6 @@ from tars_actors.net.fast_paths import (
     ENVIRONMENT_SWITCH,
     FastPath,
     FastPathSwitch,
-    decide_all,
     switched_off,
 )
 from tars_actors.sim.gemini import ScriptedReply, tone

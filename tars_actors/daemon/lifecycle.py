@@ -31,12 +31,12 @@ from actors.supervisor import RootWatch, Supervisor, start_root
 from actors.telephony import Telephony
 from tars_actors.actor_messages import EndWithNotice, SettingsChanged
 from tars_actors.audio import _libsoxr as libsoxr
+from tars_actors.daemon.fast_paths import decide_all as decide_fast_paths
 from tars_actors.daemon.tree import Runtime, live_actor, system_children
 from tars_actors.goals.desk import GoalDesk
 from tars_actors.messaging.ledger import MessageLedger
 from tars_actors.messaging.routing import Presence, Switchboard
 from tars_actors.model.wire import make_client
-from tars_actors.net.fast_paths import decide_all as decide_fast_paths
 from tars_actors.net.loop import LoopThread
 from tars_actors.runtime.actor import ActorExit
 from tars_actors.runtime.events import EventBus

@@ -5,9 +5,10 @@ Each fast path is a private module with the library's public path as its twin:
 (:mod:`tars_actors.audio._libsoxr`), ``json_frames`` (:mod:`tars_actors.net._json_frames`)
 and ``genai_bypass`` (:mod:`tars_actors.model._genai_bypass`). Each owns one
 :class:`FastPathSwitch`, which decides once, before the path's first use (the daemon
-decides them all when it starts): off when the environment says so, else on only when the
-module's self-test finds every private name it reaches for, behaving as expected. A
-missing name means "use the twin", never an error on a live call.
+decides them all when it starts, :mod:`tars_actors.daemon.fast_paths`): off when the
+environment says so, else on only when the module's self-test finds every private name it
+reaches for, behaving as expected. A missing name means "use the twin", never an error on
+a live call.
 
 The environment switch: ``TARS_NO_FAST_PATHS=1`` (or ``all``) turns every fast path off;
 ``TARS_NO_FAST_PATHS=libsoxr,json_frames`` turns off the ones named. Tests call
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["ENVIRONMENT_SWITCH", "FastPath", "FastPathSwitch", "decide_all", "switched_off"]
+__all__ = ["ENVIRONMENT_SWITCH", "FastPath", "FastPathSwitch", "switched_off"]
 
 ENVIRONMENT_SWITCH: Final = "TARS_NO_FAST_PATHS"
 
@@ -89,15 +90,3 @@ class FastPathSwitch:
             self._decided = decided
             self.on = on
             return decided
-
-
-def decide_all() -> tuple[FastPath, ...]:
-    """Every fast path's decision (made now where not made yet), in a fixed order."""
-    # Imported here: the paths live in the packages they speed up, which import this.
-    from tars_actors.audio import _libsoxr
-    from tars_actors.model import _genai_bypass
-    from tars_actors.net import _json_frames, _ws_delivery
-
-    return tuple(
-        module.SWITCH.status() for module in (_ws_delivery, _libsoxr, _json_frames, _genai_bypass)
-    )
