@@ -36,24 +36,8 @@ from tars_actors.actor_messages import (
 from tars_actors.actor_messages import HangUp as HangUpRequest
 from tars_actors.actor_messages import SayAndHangUp as SayAndHangUpRequest
 from tars_actors.audio.pipeline import FRAME_SECONDS
-from tars_actors.call.effects import (
-    CancelTimer,
-    CloseCaller,
-    Effect,
-    EndSession,
-    HangUp,
-    LogEvent,
-    MarkCaller,
-    MarkUnheard,
-    RunTool,
-    SayAndHangUp,
-    SendToModel,
-    StartModel,
-    StartTimer,
-    StopModel,
-    StoreTranscript,
-    Timer,
-)
+from tars_actors.call import effects
+from tars_actors.call.effects import Effect, Timer
 from tars_actors.call.flow import CallFlow
 from tars_actors.call.permissions import Permission
 from tars_actors.call.relay import AudioRelay, LatencyHistogram
@@ -322,53 +306,53 @@ class CallSession(TarsActor):
 
     # --- effects --------------------------------------------------------------------------
 
-    def _apply(self, effects: list[Effect]) -> None:
-        for effect in effects:
+    def _apply(self, planned: list[Effect]) -> None:
+        for effect in planned:
             self._perform(effect)
 
     def _perform(self, effect: Effect) -> None:
         match effect:
-            case SendToModel(connection_id=connection_id, item=item):
+            case effects.SendToModel(connection_id=connection_id, item=item):
                 connection = self._connections.get(connection_id)
                 channel = connection.channel if connection is not None else None
                 if channel is None or not channel.send(item):
                     self._apply(self._flow.send_failed(item))
                 elif isinstance(item, TextTurn) and item.note_ids:
                     self._notes_delivered(item.note_ids)
-            case MarkCaller(name=name):
+            case effects.MarkCaller(name=name):
                 self._socket.send_mark(name)
-            case StoreTranscript(speaker=speaker, text=text, heard=heard):
+            case effects.StoreTranscript(speaker=speaker, text=text, heard=heard):
                 self._store_line(speaker, text, heard=heard)
-            case MarkUnheard():
+            case effects.MarkUnheard():
                 if self._last_assistant_line is not None:
                     with self._store.transaction():
                         Conversation.update(heard=False).where(
                             Conversation.id == self._last_assistant_line
                         ).execute()
-            case RunTool(call=call):
+            case effects.RunTool(call=call):
                 self._run_tool(call)
-            case StartModel(connection_id=connection_id, resumption_handle=handle):
+            case effects.StartModel(connection_id=connection_id, resumption_handle=handle):
                 self._open_model(connection_id, handle)
-            case StopModel(connection_id=connection_id):
+            case effects.StopModel(connection_id=connection_id):
                 connection = self._connections.get(connection_id)
                 if connection is not None:
                     connection.link.stopping = True
                     connection.ref.stop(block=False)
-            case StartTimer(name=name, delay=delay):
+            case effects.StartTimer(name=name, delay=delay):
                 self._start_timer(name, delay)
-            case CancelTimer(name=name):
+            case effects.CancelTimer(name=name):
                 entry = self._timer_handles.pop(name, None)
                 if entry is not None:
                     entry[1].cancel()
-            case HangUp(reason=reason):
+            case effects.HangUp(reason=reason):
                 self._to_telephony(HangUpRequest(call_sid=self.info.call_sid, reason=reason))
-            case SayAndHangUp(text=text):
+            case effects.SayAndHangUp(text=text):
                 self._to_telephony(SayAndHangUpRequest(call_sid=self.info.call_sid, text=text))
-            case CloseCaller():
+            case effects.CloseCaller():
                 self._socket.close()
-            case EndSession(reason=reason, detail=detail):
+            case effects.EndSession(reason=reason, detail=detail):
                 self._end(reason, detail)
-            case LogEvent(event=event, level=level, fields=fields):
+            case effects.LogEvent(event=event, level=level, fields=fields):
                 getattr(log, level)(event, **fields)
 
     def _to_telephony(self, request: HangUpRequest | SayAndHangUpRequest) -> None:
