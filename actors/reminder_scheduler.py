@@ -31,6 +31,7 @@ from tars_actors.actor_messages import (
     SmsFailed,
     SmsSent,
 )
+from tars_actors.call.caller_words import readable
 from tars_actors.messaging.ledger import MAX_BODY_CHARS, OWNER_TARGET
 from tars_actors.messaging.routing import Dispatch, MessageType, Switchboard, clip
 from tars_actors.reminders.book import ReminderBook, ReminderRecord, RemindersChanged
@@ -75,8 +76,12 @@ def reminder_text(reminder: ReminderRecord, *, now: datetime, tz: ZoneInfo) -> s
     text = reminder.title
     if reminder.kind == ReminderKind.REMINDER:
         text = f"Reminder: {text}"
-    elif reminder.caller_phone and reminder.caller_phone not in text:
-        text = f"{text} (call back on {reminder.caller_phone})"
+    elif reminder.kind == ReminderKind.CALLBACK:
+        # The number from the caller's session record; any other is inside their words.
+        if reminder.caller_phone:
+            text = f"{text} (call back on {reminder.caller_phone})"
+        else:
+            text = f"{text} (the caller's number is withheld)"
     if now - reminder.due_at >= LATE_AFTER:
         text += (
             f" (This reminder is late: it was due {describe_due(reminder.due_at, now=now, tz=tz)}.)"
@@ -259,7 +264,7 @@ class ReminderScheduler(TarsActor):
             telephony.tell(
                 SendSms(
                     to=owner_phone,
-                    body=f"TARS: {text}",
+                    body=readable(f"TARS: {text}"),
                     reply_to=self._me,
                     correlation_id=cid,
                 )
@@ -293,7 +298,7 @@ class ReminderScheduler(TarsActor):
         telephony.tell(
             SendSms(
                 to=self._settings.owner.phone,
-                body=f"TARS: {text} (I called, but nobody answered.)",
+                body=readable(f"TARS: {text} (I called, but nobody answered.)"),
                 reply_to=self._me,
                 correlation_id=f"{_MISSED_PREFIX}{reminder_id}",
             )

@@ -178,7 +178,8 @@ class Router(TarsActor):
             )
             log.info("router.approval_requested", approval_id=approval.id, message_id=record.id)
             self._notify_owner(
-                f'{request.sender_name} asks to broadcast to every call: "{body}". '
+                # The body is the requester's own words, marked so: each reader quotes it.
+                f"{request.sender_name} asks to broadcast to every call: {body}\n"
                 f"Approval id {approval.id}: approve or deny it with decide_broadcast.",
                 MessageType.APPROVAL_REQUEST,
                 sender_session_id=request.sender_session_id,

@@ -30,8 +30,8 @@ def test_the_demo_runs_whole_calls_and_exits_zero(tmp_path: Path) -> None:
     assert "Call with +15555550777: call from +15555550777 (unknown)" in out
     assert '"Incoming call from Call with +15555550777" (delivered)' in out
     assert (
-        'from Anna (Call with +15555550777) to the owner: "The parcel has arrived." (delivered)'
-        in out
+        "from Call with +15555550777 to the owner: "
+        '"The parcel has arrived. (The caller gave their name as Anna.)" (delivered)' in out
     )
     assert 'Call with Máté Dort (main): TARS: "Anna says your parcel has arrived."' in out
     # 3. A reminder comes due during the call and is announced in it.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tars_actors.call.caller_words import for_model, label
 from tars_actors.call.permissions import Permission
 from tars_actors.runtime.settings import Settings
 
@@ -50,18 +51,22 @@ def persona_for(settings: Settings, caller: Caller) -> Persona:
         "out lists of symbols or URLs. When the conversation is over, say a short goodbye "
         "and then call the end_call tool."
     )
+    # The caller ID names the session that other calls and the owner see: one line and
+    # no brackets, whatever a SIP caller put in it.
+    number = label(caller.number)
     match caller.permission:
         case Permission.OWNER if caller.reminder is not None:
+            # A callback request's title holds the caller's words: fenced for the model.
             return Persona(
                 session_name=f"Reminder call with {owner}",
-                system_instruction=(
+                system_instruction=for_model(
                     f"{common} You called {owner} to deliver a reminder, and you have full "
                     f"access to all your tools. The reminder: {caller.reminder}. If {owner} "
                     "wants to be reminded again later (snooze), call create_reminder with the "
                     "same title and a due time such as 'in 10 minutes'; if they dismiss it, "
                     f"just acknowledge. Speak the language with the BCP-47 tag {language}."
                 ),
-                greeting=(
+                greeting=for_model(
                     f"{owner} just answered your reminder call. Say you are calling with a "
                     f"reminder, tell them: {caller.reminder} Then ask whether to remind them "
                     "again later or dismiss it."
@@ -81,13 +86,13 @@ def persona_for(settings: Settings, caller: Caller) -> Persona:
                 ),
             )
         case Permission.CONTACT:
-            who = caller.contact_name or caller.number
+            who = caller.contact_name or number
             relation = f" ({caller.contact_relation})" if caller.contact_relation else ""
             return Persona(
                 session_name=f"Call with {who}",
                 system_instruction=(
                     f"{common} You are talking with {who}{relation}, a contact of {owner}, "
-                    f"calling from {caller.number}. You have limited access: you can take a "
+                    f"calling from {number}. You have limited access: you can take a "
                     f"message for {owner}, record a callback request, or end the call. You "
                     f"cannot share {owner}'s private information."
                 ),
@@ -98,7 +103,7 @@ def persona_for(settings: Settings, caller: Caller) -> Persona:
             )
         case Permission.GOAL:
             objective = caller.objective or "(no objective given)"
-            who = caller.contact_name or caller.number
+            who = caller.contact_name or number
             return Persona(
                 session_name=f"Goal call with {who}",
                 system_instruction=(
@@ -116,9 +121,9 @@ def persona_for(settings: Settings, caller: Caller) -> Persona:
         case Permission.UNKNOWN:
             greeting = unknown_caller_greeting(settings)
             return Persona(
-                session_name=f"Call with {caller.number}",
+                session_name=f"Call with {number}",
                 system_instruction=(
-                    f"{common} The caller, {caller.number}, is not someone {owner} has told "
+                    f"{common} The caller, {number}, is not someone {owner} has told "
                     f"you about. You have limited access: you can only take a message for "
                     f"{owner} (take_message), record a request for {owner} to call back "
                     f"(request_callback), and end the call. Do not share anything about "

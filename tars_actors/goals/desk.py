@@ -20,6 +20,7 @@ import structlog
 from google import genai
 
 from tars_actors.actor_messages import PlaceCall
+from tars_actors.call.caller_words import quote
 from tars_actors.messaging.ledger import MAX_BODY_CHARS, OWNER_TARGET
 from tars_actors.messaging.routing import Dispatch, MessageType, Switchboard, clip
 from tars_actors.runtime.settings import Settings
@@ -267,7 +268,8 @@ def fallback_report(goal: GoalRecord, transcript: Sequence[str]) -> str:
 
 
 def report_body(goal: GoalRecord, summary: str) -> str:
-    return f'Goal call to {goal.contact_name} ("{goal.objective}"): {summary}'
+    # The summary retells what the contact said: it is quoted as their words.
+    return f'Goal call to {goal.contact_name} ("{goal.objective}"): {quote(summary)}'
 
 
 class GoalDesk:

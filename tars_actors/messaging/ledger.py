@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from tars_actors.call.caller_words import BEGIN, END, visible_length
 from tars_actors.store import (
     ApprovalStatus,
     BroadcastApproval,
@@ -170,11 +171,13 @@ class MessageLedger:
     def check_body(body: str) -> str:
         """``body`` without surrounding whitespace; LedgerError if empty or too long."""
         text = body.strip()
-        if not text:
+        # A caller's words are marked (caller_words): the marks are not characters of theirs.
+        length = visible_length(text)
+        if not visible_length(text.strip(f"{BEGIN}{END} \t\n")):
             raise LedgerError("the message is empty; say what to send", kind="empty_body")
-        if len(text) > MAX_BODY_CHARS:
+        if length > MAX_BODY_CHARS:
             raise LedgerError(
-                f"the message is {len(text)} characters long; the limit is {MAX_BODY_CHARS}",
+                f"the message is {length} characters long; the limit is {MAX_BODY_CHARS}",
                 kind="body_too_long",
             )
         return text

@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import pykka
 
+from tars_actors.call.caller_words import for_model, readable
 from tars_actors.call.permissions import Permission
 from tars_actors.call.session_info import SessionInfo
 from tars_actors.messaging.ledger import (
@@ -366,7 +367,8 @@ def plan_delivery(record: MessageRecord, presence: Presence) -> Plan:
 
 
 def note_text(record: MessageRecord) -> str:
-    """The system note a live call's model gets: clearly marked, with the sender."""
+    """The system note a live call's model gets: clearly marked, with the sender's name
+    from its session's record, and every caller's words fenced (:mod:`caller_words`)."""
     match record.message_type:
         case MessageType.NOTIFICATION:
             what = f"Notice: {record.body}"
@@ -377,8 +379,8 @@ def note_text(record: MessageRecord) -> str:
         case _:
             what = f"Message from {record.sender_name}: {record.body}"
     return (
-        f"[System note, not spoken by the caller] {what}\n"
-        "Pass this on to the caller now, briefly and in your own words."
+        for_model(f"[System note, not spoken by the caller] {what}")
+        + "\nPass this on to the caller now, briefly and in your own words."
     )
 
 
@@ -387,11 +389,13 @@ SMS_MAX_CHARS: Final = 1600
 
 
 def sms_text(record: MessageRecord, assistant_name: str = "TARS") -> str:
+    """The owner's SMS: the sender's name from its session's record, a caller's words
+    in quotation marks."""
     if record.message_type in (MessageType.NOTIFICATION, MessageType.REMINDER):
         text = f"{assistant_name}: {record.body}"
     else:
         text = f"{assistant_name}: message from {record.sender_name}: {record.body}"
-    return clip(text, SMS_MAX_CHARS)
+    return clip(readable(text), SMS_MAX_CHARS)
 
 
 def clip(text: str, limit: int) -> str:

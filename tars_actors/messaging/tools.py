@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo
 import pykka
 import structlog
 
+from tars_actors.call.caller_words import for_model, quote, visible_length
+from tars_actors.call.permissions import Permission
 from tars_actors.goals.desk import GoalDesk
 from tars_actors.messaging.ledger import MAX_BODY_CHARS, OWNER_TARGET
 from tars_actors.messaging.routing import (
@@ -34,7 +36,7 @@ from tars_actors.runtime.settings import Settings
 from tars_actors.store import E164_PATTERN, ReminderKind, Store, utcnow
 from tars_actors.tools.registry import Param, ToolContext, ToolOutcome, ToolSpec
 
-__all__ = ["ToolServices", "messaging_tools"]
+__all__ = ["ToolServices", "messaging_tools", "words_of"]
 
 log = structlog.get_logger("tars.tools")
 
@@ -92,18 +94,23 @@ def _ask(services: ToolServices, message: Route | DecideBroadcast) -> ToolOutcom
     return _outcome(reply)
 
 
+def words_of(context: ToolContext, text: str) -> str:
+    """``text`` as the session's tool passes it on: marked as a caller's words
+    (:mod:`~tars_actors.call.caller_words`) unless the session is the owner's own call."""
+    return text if context.permission is Permission.OWNER else quote(text)
+
+
 def messaging_tools(services: ToolServices) -> list[ToolSpec]:
     """The messaging tools, bound to ``services``."""
     owner = services.settings.owner.name
 
-    def _route(
-        context: ToolContext, body: str, target: str, message_type: str, sender: str = ""
-    ) -> ToolOutcome:
+    def _route(context: ToolContext, body: str, target: str, message_type: str) -> ToolOutcome:
+        # The sender is always the session's own name, from its record.
         return _ask(
             services,
             Route(
                 sender_session_id=context.session_id,
-                sender_name=sender or context.session_name,
+                sender_name=context.session_name,
                 body=body,
                 target=target,
                 message_type=message_type,
@@ -112,41 +119,74 @@ def messaging_tools(services: ToolServices) -> list[ToolSpec]:
         )
 
     def take_message(context: ToolContext, args: Mapping[str, Any]) -> ToolOutcome:
+        body = words_of(context, args["message"])
         name = args.get("caller_name")
-        sender = f"{name} ({context.session_name})" if name else context.session_name
-        return _route(context, args["message"], OWNER_TARGET, MessageType.MESSAGE, sender)
+        if name:
+            # What the caller says their name is: a remark in their words, never the sender.
+            body = f"{body} (The caller gave their name as {words_of(context, name)}.)"
+        length = visible_length(body)
+        if length > MAX_BODY_CHARS:
+            return ToolOutcome(
+                response={
+                    "error": f"the message with the caller's name is {length} characters "
+                    f"long; the limit is {MAX_BODY_CHARS}: shorten the message"
+                }
+            )
+        return _route(context, body, OWNER_TARGET, MessageType.MESSAGE)
 
     def request_callback(context: ToolContext, args: Mapping[str, Any]) -> ToolOutcome:
-        number = args.get("phone") or context.caller_number
-        if not E164_PATTERN.fullmatch(number):
-            if "phone" in args:
-                return ToolOutcome(
-                    response={"error": f"{number!r} is not a phone number in +E.164 form"}
-                )
+        # The owner calls back the number this call comes from (the session's record);
+        # another number the caller asks for is passed on as their remark, never as the
+        # number to call.
+        own = context.caller_number
+        number = own if E164_PATTERN.fullmatch(own) else None
+        asked = args.get("phone") or ""
+        if number is None and not asked:
             return ToolOutcome(
                 response={
                     "error": "this caller's number is withheld; ask for a number to call "
-                    "back on and pass it as 'phone'"
+                    "back on and pass it as 'phone' (it is passed on as the caller's word, "
+                    "unverified)"
                 }
             )
-        who = args.get("caller_name") or number
+        title = (
+            f"Callback request from {context.session_name} about "
+            f"{words_of(context, args['reason'])}."
+        )
+        if name := args.get("caller_name"):
+            title += f" The caller gave their name as {words_of(context, name)}."
+        if asked and asked != number:
+            where = "instead" if number else "(their own number is withheld)"
+            title += (
+                f" They asked to be called back at {words_of(context, asked)} {where}; "
+                "that number is not verified."
+            )
         with services.store.connection():
             # Due now: the scheduler delivers it to the owner like any reminder.
             reminder = services.reminder_book().create(
-                title=f"{who} asked you to call back about {args['reason']}",
+                title=title,
                 due_at=services.clock(),
                 kind=ReminderKind.CALLBACK,
                 caller_phone=number,
                 created_by_session_id=context.session_id,
             )
-        log.info("tool.callback_requested", reminder_id=reminder.id, phone=number)
-        services.tell_reminders()
-        return ToolOutcome(
-            response={
-                "ok": True,
-                "result": f"{owner} will be asked to call back on {number}",
-            }
+        log.info(
+            "tool.callback_requested",
+            reminder_id=reminder.id,
+            phone=number,
+            other_number_asked=bool(asked and asked != number),
         )
+        services.tell_reminders()
+        if number is None:
+            result = (
+                f"{owner} has the request; this caller's number is withheld, so {owner} gets "
+                "the number they gave as their word, unverified"
+            )
+        else:
+            result = f"{owner} will be asked to call back on {number}, the number this call is from"
+            if asked and asked != number:
+                result += "; the other number they asked for is passed on as their remark"
+        return ToolOutcome(response={"ok": True, "result": result})
 
     def list_active_sessions(context: ToolContext, _args: Mapping[str, Any]) -> ToolOutcome:
         sessions = [
@@ -164,10 +204,12 @@ def messaging_tools(services: ToolServices) -> list[ToolSpec]:
         return ToolOutcome(response={"ok": True, "sessions": sessions})
 
     def send_message_to_session(context: ToolContext, args: Mapping[str, Any]) -> ToolOutcome:
-        return _route(context, args["message"], args["session"], MessageType.NOTE)
+        body = words_of(context, args["message"])
+        return _route(context, body, args["session"], MessageType.NOTE)
 
     def broadcast_message(context: ToolContext, args: Mapping[str, Any]) -> ToolOutcome:
-        return _route(context, args["message"], BROADCAST_TARGET, MessageType.BROADCAST)
+        body = words_of(context, args["message"])
+        return _route(context, body, BROADCAST_TARGET, MessageType.BROADCAST)
 
     def decide_broadcast(context: ToolContext, args: Mapping[str, Any]) -> ToolOutcome:
         return _ask(
@@ -187,7 +229,7 @@ def messaging_tools(services: ToolServices) -> list[ToolSpec]:
         messages = [
             {
                 "from": record.sender_name,
-                "message": record.body,
+                "message": for_model(record.body),
                 "received_at": record.created_at.isoformat(timespec="minutes"),
             }
             for record in unread
@@ -216,7 +258,10 @@ def messaging_tools(services: ToolServices) -> list[ToolSpec]:
                 "message": body,
                 "caller_name": Param(
                     type="string",
-                    description="The caller's name, if they gave it.",
+                    description=(
+                        "The caller's name, if they gave it (passed on as their word; the "
+                        "message is always shown as from this call)."
+                    ),
                     required=False,
                     max_length=100,
                 ),
@@ -233,13 +278,20 @@ def messaging_tools(services: ToolServices) -> list[ToolSpec]:
                 ),
                 "caller_name": Param(
                     type="string",
-                    description="The caller's name, if they gave it.",
+                    description=(
+                        "The caller's name, if they gave it (passed on as their word; the "
+                        "request is always shown as from this call)."
+                    ),
                     required=False,
                     max_length=100,
                 ),
                 "phone": Param(
                     type="string",
-                    description="A number to call back on (+E.164), if not the caller's own.",
+                    description=(
+                        "A different number the caller asks to be called back on. It is "
+                        f"passed on as their remark only: {owner} calls back the number this "
+                        "call comes from, unless it is withheld."
+                    ),
                     required=False,
                     max_length=20,
                 ),

@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from tars_actors.call.caller_words import unmarked
 from tars_actors.runtime.log import configure_logging, reset_logging
 from tars_actors.runtime.supervision import SupervisorEvent
 from tars_actors.sim.gemini import LiveBehaviour, LiveConnection, ScriptedReply, tone
@@ -239,8 +240,8 @@ def _routed(store: Store) -> Iterator[_Entry]:
             yield _Entry(
                 at=row.created_at.timestamp(),
                 who="Router",
-                text=f'message {row.id} from {row.sender_name} to {to}: "{row.body}" '
-                f"({row.status})",
+                text=f"message {row.id} from {row.sender_name} to {to}: "
+                f'"{unmarked(row.body)}" ({row.status})',
             )
 
 

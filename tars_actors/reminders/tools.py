@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
+from tars_actors.call.caller_words import for_model
 from tars_actors.messaging.tools import ToolServices
 from tars_actors.reminders.book import ReminderError
 from tars_actors.reminders.timing import (
@@ -79,7 +80,7 @@ def reminder_tools(services: ToolServices) -> list[ToolSpec]:
         items = [
             {
                 "reminder_id": r.id,
-                "title": r.title,
+                "title": for_model(r.title),
                 "when": describe_due(r.due_at, now=now, tz=tz),
                 "repeats": describe_recurrence(r.recurrence),
                 "kind": "callback request" if r.kind == ReminderKind.CALLBACK else "reminder",
@@ -96,7 +97,8 @@ def reminder_tools(services: ToolServices) -> list[ToolSpec]:
             except ReminderError as error:
                 return ToolOutcome(response={"error": str(error)})
         services.tell_reminders()
-        return ToolOutcome(response={"ok": True, "result": f'Cancelled "{reminder.title}"'})
+        cancelled = for_model(f'Cancelled "{reminder.title}"')
+        return ToolOutcome(response={"ok": True, "result": cancelled})
 
     return [
         ToolSpec(
