@@ -11,6 +11,7 @@ import pytest
 
 from actors.router import Router
 from actors.telephony import Telephony
+from tars_actors.call.caller_words import quote
 from tars_actors.messaging.routing import SessionJoined
 from tars_actors.sim.gemini import LiveConnection, ScriptedReply, tone
 from tars_actors.sim.softphone import SyncSoftphone
@@ -22,6 +23,11 @@ from tests.rig import OWNER, WAIT, Rig
 from tests.waiting import wait_until
 
 STRANGER = "+15555550777"
+
+
+#: The messages these tests send, as stored: a caller's words, marked so (caller_words).
+SURVIVE = quote("Survive a crash.")
+CRASH_PROOF = quote("Crash-proof.")
 
 
 def speaking(phone: SyncSoftphone, model: LiveConnection) -> None:
@@ -53,14 +59,14 @@ def test_a_message_pending_when_the_daemon_is_killed_is_texted_once_after_restar
         assert stranger_model.wait_for_tool_response(call_id, timeout=WAIT).response["ok"]
         # Handed to the owner's call, which holds it while its model speaks...
         wait_until(
-            lambda: any(m.body == "Survive a crash." and m.attempts == 1 for m in rig.messages()),
+            lambda: any(m.body == SURVIVE and m.attempts == 1 for m in rig.messages()),
             "the message to be handed to the owner's call",
         )
         # ...when the daemon dies without a chance to do anything about it.
         first.kill()
     finally:
         first.kill()
-    [held] = [m for m in rig.messages() if m.body == "Survive a crash."]
+    [held] = [m for m in rig.messages() if m.body == SURVIVE]
     assert held.status == MessageStatus.PENDING
     assert [s.status for s in rig.sessions()] == ["active", "active"]  # as the kill left them
     assert len(owner_model.client_contents) == 2
@@ -69,11 +75,12 @@ def test_a_message_pending_when_the_daemon_is_killed_is_texted_once_after_restar
     try:
         sms = rig.twilio.wait_for_request(Operation.MESSAGES_CREATE, timeout=WAIT)
         assert sms.param("To") == OWNER
-        assert sms.param("Body") == "TARS: message from Call with +15555550777: Survive a crash."
+        assert sms.param("Body") == (
+            "TARS: message from Call with +15555550777: “Survive a crash.”"
+        )
         wait_until(
             lambda: (
-                [m.status for m in rig.messages() if m.body == "Survive a crash."]
-                == [MessageStatus.SMS_SENT]
+                [m.status for m in rig.messages() if m.body == SURVIVE] == [MessageStatus.SMS_SENT]
             ),
             "the row to say sent by SMS",
         )
@@ -138,7 +145,7 @@ def test_a_router_that_crashes_mid_delivery_loses_nothing(
         store = world.daemon.store
         assert store is not None
         with store.connection():
-            [row] = InterSessionMessage.select().where(InterSessionMessage.body == "Crash-proof.")
+            [row] = InterSessionMessage.select().where(InterSessionMessage.body == CRASH_PROOF)
         # The stand-in has the note; the session settles it once the connection reports
         # it sent, which can come a moment later.
         wait_until(
