@@ -16,7 +16,7 @@ import pykka
 import pytest
 
 from tars_actors.call.caller_words import readable
-from tars_actors.messaging.ledger import MessageLedger
+from tars_actors.messaging.ledger import MAX_BODY_CHARS, MessageLedger
 from tars_actors.messaging.routing import MessageType, Route
 from tars_actors.ops import bench_mailbox as benchmarks
 from tars_actors.sim.gemini import LiveConnection, ScriptedReply, tone
@@ -732,3 +732,15 @@ def test_a_withheld_caller_can_ask_for_a_callback_only_on_a_number_shown_as_thei
     with store_of(world).connection():
         [reminder] = list(Reminder.select())
     assert reminder.caller_phone is None
+
+
+def test_a_message_too_long_with_the_callers_name_is_refused_and_writes_nothing(
+    world: LocalWorld,
+) -> None:
+    _stranger, model = answered_call(world, STRANGER, 1)
+    full = "x" * MAX_BODY_CHARS
+    refused = call_tool(model, "take_message", {"message": full, "caller_name": "Anna"})
+    assert "shorten the message" in refused["error"]
+    assert [m.message_type for m in messages(world)] == ["notification"]
+    # The same message without a name fits: the marks around the words are not counted.
+    assert call_tool(model, "take_message", {"message": full})["ok"] is True
