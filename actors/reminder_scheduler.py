@@ -39,6 +39,7 @@ from tars_actors.runtime.actor import TarsActor
 from tars_actors.runtime.settings import Settings
 from tars_actors.runtime.timers import TimerHandle, Timers
 from tars_actors.store import ReminderKind, Store
+from tars_actors.telephony import stream_tokens
 from tars_actors.telephony.twiml import STATUS_PATH, connect_twiml, stream_url
 
 __all__ = ["ReminderScheduler", "RemindersChanged", "reminder_text"]
@@ -266,12 +267,20 @@ class ReminderScheduler(TarsActor):
             )
         if "call" in parts:
             server = self._settings.server
+            # The reminder id beside the token is for Twilio's logs: the record counts.
+            token = stream_tokens.placed_call(
+                self._store,
+                account_sid=self._settings.secrets.twilio_account_sid,
+                from_number=self._settings.twilio.phone_number,
+                to_number=owner_phone,
+                reminder_id=reminder.id,
+            )
             telephony.tell(
                 PlaceCall(
                     to=owner_phone,
                     twiml=connect_twiml(
                         stream_url(server.public_url),
-                        {"reminder_id": str(reminder.id), "direction": "outbound-api"},
+                        {"reminder_id": str(reminder.id), "direction": "outbound-api", **token},
                     ),
                     status_callback=f"{server.public_url}{STATUS_PATH}",
                     time_limit_seconds=REMINDER_CALL_LIMIT_SECONDS,
