@@ -164,6 +164,7 @@ class ReminderScheduler(TarsActor):
                 log.info("reminders.call_placed", correlation_id=cid, call_sid=sid)
                 placed = _reminder_id(cid)
                 if placed is not None:
+                    stream_tokens.bind_placed_call(self._store, sid, reminder_id=placed)
                     self._calls[sid] = placed
                     while len(self._calls) > _CALLS_KEPT:
                         self._calls.pop(next(iter(self._calls)))

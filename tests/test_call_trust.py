@@ -26,6 +26,7 @@ from tars_actors.store import AgentSession, CallGoal, GoalStatus, Reminder, Stre
 from tars_actors.telephony.twiml import connect_twiml
 from tests.logs import log_events
 from tests.rig import OWNER, Rig
+from tests.test_goals import answer, goal_row, owner_on_a_call, place_goal_call
 from tests.waiting import wait_until
 
 WAIT = 15.0
@@ -231,6 +232,19 @@ def test_a_goal_id_in_the_stream_does_not_take_over_the_goal(world: LocalWorld) 
     with world.daemon.store.connection():
         after = CallGoal.get_by_id(goal.id)
     assert (after.status, after.session_id) == (GoalStatus.DIALING, None)
+
+
+def test_a_placed_goal_calls_twiml_serves_that_call_alone(world: LocalWorld) -> None:
+    _owner, owner_model = owner_on_a_call(world)
+    goal_id, request = place_goal_call(world, owner_model)
+    twiml = request.param("Twiml") or ""
+    thief = world.phone(STRANGER)  # another CallSid, with the placed call's TwiML
+    thief.connect(twiml)
+    refused(thief)
+
+    _callee, goal_model = answer(world, twiml)
+    assert "report_goal_outcome" in goal_model.function_names
+    assert goal_row(world, goal_id).status == "in_progress"
 
 
 def test_a_second_start_for_a_live_call_leaves_the_call_the_count_and_the_rows_alone(

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tars_actors.store import Store, StreamToken
+from tars_actors.store import Reminder, Store, StreamToken
 from tars_actors.telephony.stream_tokens import (
     PLACED_CALL_TOKEN_SECONDS,
     STREAM_TOKEN_SECONDS,
     TOKEN_PARAMETER,
     CallRecord,
     StreamRefusal,
+    bind_placed_call,
     hash_token,
     issue,
     placed_call,
@@ -147,6 +148,28 @@ def test_a_placed_calls_token_binds_the_callsid_its_stream_presents(store: Store
         True,
     )
     assert StreamToken.get_by_id(row.id).call_sid == "CA7"
+
+
+def test_once_twilio_gives_the_sid_only_that_calls_stream_may_use_the_token(
+    store: Store,
+) -> None:
+    Reminder.create(title="Water the plants", due_at=NOW)
+    older = placed_call(store, account_sid=ACCOUNT, from_number="+1", to_number="+2", reminder_id=1)
+    newer = placed_call(store, account_sid=ACCOUNT, from_number="+1", to_number="+2", reminder_id=1)
+    bind_placed_call(store, "CA5", reminder_id=1)
+    options = {"account_sid": ACCOUNT, "account": ACCOUNT}
+    assert redeem(store, newer[TOKEN_PARAMETER], call_sid="CA6", **options) is (
+        StreamRefusal.OTHER_CALL
+    )
+    redeemed = redeem(store, newer[TOKEN_PARAMETER], call_sid="CA5", **options)
+    assert isinstance(redeemed, CallRecord)
+    assert redeemed.reminder_id == 1
+    # The older call's token was not bound to this SID.
+    assert (
+        StreamToken.get(StreamToken.token_hash == hash_token(older[TOKEN_PARAMETER])).call_sid
+        is None
+    )
+    bind_placed_call(store, "CA7")  # neither a goal nor a reminder: nothing to bind
 
 
 def test_two_starts_racing_with_one_token_get_one_record(tmp_path: Path) -> None:

@@ -188,8 +188,10 @@ def goal_for_call(call_sid: str) -> GoalRecord | None:
 
 
 def mark_dialing(store: Store, goal_id: int, call_sid: str) -> None:
+    """Twilio accepted the goal's call: its SID, on the goal and on the call's record."""
     with store.transaction():
         CallGoal.update(call_sid=call_sid).where(CallGoal.id == goal_id).execute()
+        stream_tokens.bind_placed_call(store, call_sid, goal_id=goal_id)
 
 
 def mark_answered(store: Store, goal_id: int, *, call_sid: str, session_id: int) -> None:

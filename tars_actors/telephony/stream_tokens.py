@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+import peewee
+
 from tars_actors.store import Store, StreamToken, utcnow
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "TOKEN_PARAMETER",
     "CallRecord",
     "StreamRefusal",
+    "bind_placed_call",
     "hash_token",
     "issue",
     "placed_call",
@@ -149,9 +152,9 @@ def placed_call(
 ) -> dict[str, str]:
     """Record a call TARS is about to place; the ``<Parameter>``s its inline TwiML carries.
 
-    The CallSid is not known yet (Twilio gives it when the call is created): the first
-    stream to present the token binds it. The token travels only to Twilio, inside the
-    authenticated REST request.
+    The CallSid is not known yet: :func:`bind_placed_call` records it once Twilio gives it
+    (or the first stream to present the token binds it, if it comes first). The token
+    travels only to Twilio, inside the authenticated REST request.
     """
     record = CallRecord(
         call_sid=None,
@@ -163,6 +166,29 @@ def placed_call(
         reminder_id=reminder_id,
     )
     return {TOKEN_PARAMETER: issue(store, record, seconds=PLACED_CALL_TOKEN_SECONDS)}
+
+
+def bind_placed_call(
+    store: Store, call_sid: str, *, goal_id: int | None = None, reminder_id: int | None = None
+) -> None:
+    """Twilio gave the SID of a call TARS placed: from now on only a stream for that SID
+    may use its token (the newest unused one of the goal or reminder). A stream that
+    started first has bound it already; nothing changes then."""
+    if goal_id is None and reminder_id is None:
+        return
+    which = (
+        StreamToken.goal == goal_id if goal_id is not None else StreamToken.reminder == reminder_id
+    )
+    with store.transaction():
+        newest = (
+            StreamToken.select(peewee.fn.MAX(StreamToken.id))
+            .where(which, StreamToken.call_sid.is_null(), StreamToken.used_at.is_null())
+            .scalar()
+        )
+        if newest is not None:
+            StreamToken.update(call_sid=call_sid).where(
+                StreamToken.id == newest, StreamToken.call_sid.is_null()
+            ).execute()
 
 
 def redeem(
