@@ -424,7 +424,7 @@ class CallSupervisor(Supervisor):
             "calls.stream_refused",
             why=str(why),
             call_sid=message.start.call_sid,
-            remote=getattr(socket, "remote", None),
+            remote=socket.remote,
         )
         socket.close()
 
