@@ -1,16 +1,16 @@
 """The CallSupervisor: admits calls, starts a CallSession per Media Stream, ends them once.
 
 It is a :class:`Supervisor` whose children are temporary CallSessions keyed by call SID.
-The server reaches it through :class:`CallHooks`, which never blocks the server's loop:
-admission is decided on a thread-safe :class:`CallAdmission`, everything else is a ``tell``.
+The server reaches it through :class:`CallHooks`: the voice webhook is admitted on a
+thread-safe :class:`CallAdmission` and recorded with its stream token (on the server's worker
+thread); everything else is a ``tell``. A stream starts a session only with a valid token,
+and the session is who the token's record says.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,6 +29,7 @@ from tars_actors.actor_messages import (
     Instruct,
     SettingsChanged,
 )
+from tars_actors.call.admission import AdmissionLimits, CallAdmission, Refusal
 from tars_actors.call.flow import CallFlow
 from tars_actors.call.identity import (
     CallerClaims,
@@ -67,10 +68,23 @@ from tars_actors.store import (
     Store,
     utcnow,
 )
+from tars_actors.telephony import stream_tokens
 from tars_actors.telephony.server import Admission, Connect, Draining, OverCapacity
+from tars_actors.telephony.stream_tokens import (
+    STREAM_TOKEN_SECONDS,
+    TOKEN_PARAMETER,
+    CallRecord,
+    StreamRefusal,
+)
 from tars_actors.tools.registry import ToolRegistry
 
-__all__ = ["CallAdmission", "CallHooks", "CallSupervisor", "ModelStarterFactory"]
+__all__ = [
+    "CallAdmission",
+    "CallHooks",
+    "CallSupervisor",
+    "ModelStarterFactory",
+    "admission_limits",
+]
 
 log = structlog.get_logger("tars.calls")
 
@@ -80,80 +94,21 @@ FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "cancele
 #: Builds the model starter of one session from its persona and permission level.
 ModelStarterFactory = Callable[[Persona, Permission, SessionInfo], ModelStarter]
 
+#: What a caller over their own limits hears (the whole-line case is OverCapacity's own).
+_CALLER_LIMIT_APOLOGY = (
+    "Sorry, I cannot take another call from this number right now. Please try again later."
+)
 
-class CallAdmission:
-    """How many calls are live or about to be; thread-safe, never blocks for long.
 
-    The voice webhook reserves a place for its CallSid; the stream's ``start`` turns the
-    reservation into a live call; the session's end releases it. A reservation whose
-    stream never comes expires, so a failed call cannot hold a place forever.
-    """
-
-    def __init__(
-        self,
-        max_concurrent: int,
-        *,
-        reservation_seconds: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.max_concurrent = max_concurrent
-        self._reservation_seconds = reservation_seconds
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._reserved: dict[str, float] = {}
-        self._live: set[str] = set()
-        self.draining = False
-
-    def _expire(self, now: float) -> None:
-        for call_sid, until in list(self._reserved.items()):
-            if until <= now:
-                del self._reserved[call_sid]
-
-    def reserve(self, call_sid: str) -> bool:
-        with self._lock:
-            now = self._clock()
-            self._expire(now)
-            if call_sid in self._live or call_sid in self._reserved:
-                return True
-            if len(self._live) + len(self._reserved) >= self.max_concurrent:
-                return False
-            self._reserved[call_sid] = now + self._reservation_seconds
-            return True
-
-    def activate(self, call_sid: str) -> bool:
-        """A stream started: count it live if it was reserved or there is room."""
-        with self._lock:
-            self._expire(self._clock())
-            if self._reserved.pop(call_sid, None) is not None or call_sid in self._live:
-                self._live.add(call_sid)
-                return True
-            if len(self._live) + len(self._reserved) >= self.max_concurrent:
-                return False
-            self._live.add(call_sid)
-            return True
-
-    def cancel_reservation(self, call_sid: str) -> None:
-        """The call ended before its stream started (a final status callback)."""
-        with self._lock:
-            self._reserved.pop(call_sid, None)
-
-    def release(self, call_sid: str) -> None:
-        with self._lock:
-            self._live.discard(call_sid)
-            self._reserved.pop(call_sid, None)
-            if not self._live:
-                self._idle.notify_all()
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait until no call is live; False if some still are after ``timeout`` seconds."""
-        with self._lock:
-            return self._idle.wait_for(lambda: not self._live, timeout)
-
-    @property
-    def live(self) -> int:
-        with self._lock:
-            return len(self._live)
+def admission_limits(settings: Settings) -> AdmissionLimits:
+    """The ``[sessions]`` limits :class:`CallAdmission` applies."""
+    sessions = settings.sessions
+    return AdmissionLimits(
+        max_concurrent=sessions.max_concurrent,
+        owner_reserved=sessions.owner_reserved,
+        max_per_caller=sessions.max_per_caller,
+        calls_per_hour=sessions.unknown_calls_per_hour,
+    )
 
 
 class CallHooks:
@@ -165,20 +120,43 @@ class CallHooks:
         admission: CallAdmission,
         call_supervisor: Callable[[], pykka.ActorRef[Any] | None],
         ready: Callable[[], bool],
+        store: Store,
     ) -> None:
         """``settings`` returns the current settings (a SIGHUP may change the language)."""
         self._settings = settings
         self._admission = admission
         self._call_supervisor = call_supervisor
         self._ready = ready
+        self._store = store
 
     def admit_call(self, params: Mapping[str, str]) -> Admission:
-        language = self._settings().assistant.language
+        """On the server's worker thread: a place, then the call's record and its token."""
+        settings = self._settings()
+        language = settings.assistant.language
         if self._admission.draining:
             return Draining(language=language)
-        if not self._admission.reserve(params.get("CallSid", "")):
-            return OverCapacity(language=language)
-        return Connect()
+        call_sid = params.get("CallSid", "")
+        record = CallRecord(
+            call_sid=call_sid,
+            account_sid=params.get("AccountSid", ""),
+            from_number=params.get("From", ""),
+            to_number=params.get("To", ""),
+            direction=params.get("Direction", "") or "inbound",
+            stir_verstat=params.get("StirVerstat") or None,
+        )
+        number = record.caller_number
+        refusal = self._admission.reserve(call_sid, number, owner=number == settings.owner.phone)
+        if refusal is not None:
+            if refusal is Refusal.OVER_CAPACITY:
+                return OverCapacity(language=language)
+            return OverCapacity(apology=_CALLER_LIMIT_APOLOGY, language=language, why=refusal)
+        try:
+            with self._store.connection():
+                token = stream_tokens.issue(self._store, record, seconds=STREAM_TOKEN_SECONDS)
+        except Exception:
+            self._admission.cancel_reservation(call_sid)
+            raise
+        return Connect(parameters={TOKEN_PARAMETER: token})
 
     def stream_started(self, message: CallStreamStarted) -> None:
         self._tell(message)
@@ -265,8 +243,10 @@ class CallSupervisor(Supervisor):
                 except Exception:
                     # One call that cannot start (its database row, say) must not take
                     # this supervisor, and every other call with it, down.
-                    log.exception("calls.stream_start_failed", call_sid=message.start.call_sid)
-                    self._admission.release(message.start.call_sid)
+                    call_sid = message.start.call_sid
+                    log.exception("calls.stream_start_failed", call_sid=call_sid)
+                    if self._child(call_sid) is None:
+                        self._admission.release(call_sid)
                     message.socket.close()
             case CallStatusChanged(call_sid=call_sid, status=status):
                 if message.answered_by is not None:
@@ -349,13 +329,26 @@ class CallSupervisor(Supervisor):
     def _stream_started(self, message: CallStreamStarted) -> None:
         start = message.start
         call_sid = start.call_sid
-        if not self._admission.activate(call_sid):
-            log.warning("calls.over_capacity", call_sid=call_sid)
-            message.socket.close()
+        if self._admission.is_live(call_sid) or self._child(call_sid) is not None:
+            # Not this stream's call to take: the live one keeps its place, row and session.
+            self._refuse(message, StreamRefusal.LIVE_CALL)
             return
-        caller = self._identify(start.custom_parameters)
+        record = stream_tokens.redeem(
+            self._store,
+            start.custom_parameters.get(TOKEN_PARAMETER, ""),
+            call_sid=call_sid,
+            account_sid=start.account_sid,
+            account=self._settings.secrets.twilio_account_sid,
+        )
+        if isinstance(record, StreamRefusal):
+            self._refuse(message, record)
+            return
+        caller = self._identify(record)
+        owner = caller.permission == Permission.OWNER
+        if not self._admission.activate(call_sid, caller.number, owner=owner):
+            self._refuse(message, StreamRefusal.OVER_CAPACITY)
+            return
         persona = persona_for(self._settings, caller)
-        direction = start.custom_parameters.get("direction", "inbound") or "inbound"
         with self._store.transaction():
             row = AgentSession.create(
                 name=persona.session_name,
@@ -365,7 +358,7 @@ class CallSupervisor(Supervisor):
                 permission=str(caller.permission),
                 status=SessionStatus.PENDING,
                 purpose=_purpose(caller),
-                direction="outbound" if direction.startswith("outbound") else "inbound",
+                direction="outbound" if record.outbound else "inbound",
                 started_at=utcnow(),
             )
         info = SessionInfo(
@@ -418,9 +411,28 @@ class CallSupervisor(Supervisor):
                     status=SessionStatus.ENDED, ended_at=utcnow(), end_reason="start failed"
                 ).where(AgentSession.id == row.id).execute()
 
-    def _identify(self, parameters: Mapping[str, str]) -> Caller:
-        """Looks up the rows the stream's parameters name; :func:`identify` decides."""
-        claims = CallerClaims.from_parameters(parameters)
+    def _child(self, call_sid: str) -> Any:
+        for info in self.which_children():
+            if info.id == call_sid:
+                return info
+        return None
+
+    def _refuse(self, message: CallStreamStarted, why: StreamRefusal) -> None:
+        """Close a stream that may not start a call, before any session or model."""
+        socket = message.socket
+        log.warning(
+            "calls.stream_refused",
+            why=str(why),
+            call_sid=message.start.call_sid,
+            remote=socket.remote,
+        )
+        socket.close()
+
+    def _identify(self, record: CallRecord) -> Caller:
+        """Looks up the rows the call's record names; :func:`identify` decides."""
+        claims = CallerClaims.of_call(
+            number=record.caller_number, goal_id=record.goal_id, reminder_id=record.reminder_id
+        )
         owner_phone = self._settings.owner.phone
         # Only the rows identify() reads: a goal row decides alone, then a reminder row,
         # then the owner's number; the contacts table is read only for anyone else.

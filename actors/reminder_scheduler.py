@@ -40,6 +40,7 @@ from tars_actors.runtime.actor import TarsActor
 from tars_actors.runtime.settings import Settings
 from tars_actors.runtime.timers import TimerHandle, Timers
 from tars_actors.store import ReminderKind, Store
+from tars_actors.telephony import stream_tokens
 from tars_actors.telephony.twiml import STATUS_PATH, connect_twiml, stream_url
 
 __all__ = ["ReminderScheduler", "RemindersChanged", "reminder_text"]
@@ -168,6 +169,7 @@ class ReminderScheduler(TarsActor):
                 log.info("reminders.call_placed", correlation_id=cid, call_sid=sid)
                 placed = _reminder_id(cid)
                 if placed is not None:
+                    stream_tokens.bind_placed_call(self._store, sid, reminder_id=placed)
                     self._calls[sid] = placed
                     while len(self._calls) > _CALLS_KEPT:
                         self._calls.pop(next(iter(self._calls)))
@@ -271,12 +273,20 @@ class ReminderScheduler(TarsActor):
             )
         if "call" in parts:
             server = self._settings.server
+            # The reminder id beside the token is for Twilio's logs: the record counts.
+            token = stream_tokens.placed_call(
+                self._store,
+                account_sid=self._settings.secrets.twilio_account_sid,
+                from_number=self._settings.twilio.phone_number,
+                to_number=owner_phone,
+                reminder_id=reminder.id,
+            )
             telephony.tell(
                 PlaceCall(
                     to=owner_phone,
                     twiml=connect_twiml(
                         stream_url(server.public_url),
-                        {"reminder_id": str(reminder.id), "direction": "outbound-api"},
+                        {"reminder_id": str(reminder.id), "direction": "outbound-api", **token},
                     ),
                     status_callback=f"{server.public_url}{STATUS_PATH}",
                     time_limit_seconds=REMINDER_CALL_LIMIT_SECONDS,

@@ -72,6 +72,11 @@ class CallSocket(Protocol):
     def stream_sid(self) -> str: ...
 
     @property
+    def remote(self) -> str:
+        """The peer's ``host:port``, for log lines about this stream."""
+        ...
+
+    @property
     def frames_rejected(self) -> int:
         """Malformed frames rejected on this stream so far (each logged once)."""
         ...

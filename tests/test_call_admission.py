@@ -1,8 +1,13 @@
-"""Admission control: how many calls are live or about to be."""
+"""Admission control: places for calls, the owner's reserved places and the limits one
+unknown number meets, on a fake clock."""
 
 from __future__ import annotations
 
-from actors.call_supervisor import CallAdmission
+from tars_actors.call.admission import AdmissionLimits, CallAdmission, Refusal
+
+OWNER = "+15555550100"
+STRANGER = "+15555550777"
+OTHER = "+15555550778"
 
 
 class Clock:
@@ -13,39 +18,153 @@ class Clock:
         return self.now
 
 
+def admission(
+    max_concurrent: int = 4,
+    *,
+    owner_reserved: int = 0,
+    max_per_caller: int = 10,
+    calls_per_hour: int = 100,
+    clock: Clock | None = None,
+) -> CallAdmission:
+    limits = AdmissionLimits(
+        max_concurrent=max_concurrent,
+        owner_reserved=owner_reserved,
+        max_per_caller=max_per_caller,
+        calls_per_hour=calls_per_hour,
+    )
+    return CallAdmission(limits, clock=clock or Clock())
+
+
 def test_places_are_reserved_by_the_webhook_and_taken_by_the_stream() -> None:
-    admission = CallAdmission(2, clock=Clock())
-    assert admission.reserve("CA1")
-    assert admission.reserve("CA2")
-    assert not admission.reserve("CA3")  # full: both places are promised
-    assert admission.activate("CA1")
-    assert admission.live == 1
-    assert admission.reserve("CA1")  # a retried webhook of a live call is fine
+    places = admission(2)
+    assert places.reserve("CA1", STRANGER, owner=False) is None
+    assert places.reserve("CA2", OTHER, owner=False) is None
+    # Full: both places are promised.
+    assert places.reserve("CA3", OWNER, owner=True) is Refusal.OVER_CAPACITY
+    assert places.activate("CA1", STRANGER, owner=False)
+    assert places.live == 1
+    assert places.reserve("CA1", STRANGER, owner=False) is None  # a retried webhook
 
 
-def test_a_reservation_whose_stream_never_comes_expires() -> None:
+def test_a_reservation_whose_stream_never_comes_expires_after_ten_seconds() -> None:
     clock = Clock()
-    admission = CallAdmission(1, reservation_seconds=30, clock=clock)
-    assert admission.reserve("CA1")
-    assert not admission.reserve("CA2")
-    clock.now = 31.0
-    assert admission.reserve("CA2")
-    assert not admission.activate("CA1")  # too late: its place went to CA2
+    places = admission(1, clock=clock)
+    assert places.reserve("CA1", STRANGER, owner=False) is None
+    clock.now = 9.9
+    assert places.reserve("CA2", OTHER, owner=False) is Refusal.OVER_CAPACITY
+    clock.now = 10.0
+    assert places.reserve("CA2", OTHER, owner=False) is None
+    assert not places.activate("CA1", STRANGER, owner=False)  # too late: the place is CA2's
+
+
+def test_a_proven_stream_without_a_reservation_takes_a_free_place() -> None:
+    places = admission(1)
+    # TARS placed the call, or restarted since the webhook: the token proved it.
+    assert places.activate("CA1", OWNER, owner=True)
+    assert not places.activate("CA2", OWNER, owner=True)  # no place left
+
+
+def test_a_second_start_for_a_live_call_is_refused_and_changes_nothing() -> None:
+    places = admission(3)
+    assert places.reserve("CA1", STRANGER, owner=False) is None
+    assert places.activate("CA1", STRANGER, owner=False)
+    assert not places.activate("CA1", STRANGER, owner=False)
+    assert places.live == 1
+    assert places.is_live("CA1")
 
 
 def test_releasing_a_call_frees_its_place() -> None:
-    admission = CallAdmission(1, clock=Clock())
-    assert admission.activate("CA1")
-    assert not admission.reserve("CA2")
-    admission.release("CA1")
-    assert admission.live == 0
-    assert admission.reserve("CA2")
+    places = admission(1)
+    assert places.activate("CA1", STRANGER, owner=False)
+    assert places.reserve("CA2", OTHER, owner=False) is Refusal.OVER_CAPACITY
+    places.release("CA1")
+    assert places.live == 0
+    assert places.reserve("CA2", OTHER, owner=False) is None
 
 
 def test_a_call_that_ended_before_its_stream_gives_its_place_back() -> None:
-    admission = CallAdmission(1, clock=Clock())
-    assert admission.reserve("CA1")
-    admission.cancel_reservation("CA1")
-    assert admission.reserve("CA2")
-    admission.cancel_reservation("CA9")  # unknown: nothing happens
-    assert not admission.reserve("CA3")
+    places = admission(1)
+    assert places.reserve("CA1", STRANGER, owner=False) is None
+    places.cancel_reservation("CA1")
+    assert places.reserve("CA2", OTHER, owner=False) is None
+    places.cancel_reservation("CA9")  # unknown: nothing happens
+    assert places.reserve("CA3", OWNER, owner=True) is Refusal.OVER_CAPACITY
+
+
+def test_the_owners_reserved_places_are_the_owners_alone() -> None:
+    places = admission(3, owner_reserved=2)
+    assert places.reserve("CA1", STRANGER, owner=False) is None
+    assert places.reserve("CA2", OTHER, owner=False) is Refusal.OVER_CAPACITY
+    assert places.reserve("CA3", OWNER, owner=True) is None
+    assert places.reserve("CA4", OWNER, owner=True) is None
+    assert places.reserve("CA5", OWNER, owner=True) is Refusal.OVER_CAPACITY
+
+
+def test_the_owner_may_take_an_unreserved_place_too() -> None:
+    places = admission(2, owner_reserved=1)
+    assert places.activate("CA1", OWNER, owner=True)
+    assert places.reserve("CA2", STRANGER, owner=False) is None  # the one open place
+    assert places.reserve("CA3", OTHER, owner=False) is Refusal.OVER_CAPACITY
+
+
+def test_one_place_always_stays_open_to_everyone() -> None:
+    places = admission(1, owner_reserved=1)
+    assert places.limits.reserved == 0
+    assert places.reserve("CA1", STRANGER, owner=False) is None
+
+
+def test_one_number_holds_at_most_max_per_caller_calls() -> None:
+    places = admission(5, max_per_caller=1)
+    assert places.reserve("CA1", STRANGER, owner=False) is None
+    assert places.reserve("CA2", STRANGER, owner=False) is Refusal.CALLER_BUSY
+    assert places.activate("CA1", STRANGER, owner=False)
+    assert places.reserve("CA2", STRANGER, owner=False) is Refusal.CALLER_BUSY
+    assert places.reserve("CA3", OTHER, owner=False) is None
+    places.release("CA1")
+    assert places.reserve("CA2", STRANGER, owner=False) is None
+
+
+def test_the_owner_is_not_limited_per_caller_or_per_hour() -> None:
+    places = admission(5, max_per_caller=1, calls_per_hour=1)
+    for n in range(3):
+        assert places.reserve(f"CA{n}", OWNER, owner=True) is None
+
+
+def test_one_number_gets_calls_per_hour_admitted_webhooks_in_any_hour() -> None:
+    clock = Clock()
+    places = admission(5, max_per_caller=1, calls_per_hour=2, clock=clock)
+    assert places.reserve("CA1", STRANGER, owner=False) is None
+    places.cancel_reservation("CA1")
+    clock.now = 1000.0
+    assert places.reserve("CA2", STRANGER, owner=False) is None
+    places.cancel_reservation("CA2")
+    # Refusals do not count: only admitted webhooks do.
+    assert places.reserve("CA3", STRANGER, owner=False) is Refusal.HOURLY_LIMIT
+    assert places.reserve("CA3", STRANGER, owner=False) is Refusal.HOURLY_LIMIT
+    assert places.reserve("CA4", OTHER, owner=False) is None
+    clock.now = 3600.0  # the first admitted webhook is an hour old
+    assert places.reserve("CA5", STRANGER, owner=False) is None
+
+
+def test_a_flood_from_one_number_leaves_the_owner_a_place() -> None:
+    clock = Clock()
+    places = admission(3, owner_reserved=1, max_per_caller=1, calls_per_hour=10, clock=clock)
+    refusals = [places.reserve(f"CA{n}", STRANGER, owner=False) for n in range(200)]
+    assert refusals.count(None) == 1
+    assert places.reserve("CAowner", OWNER, owner=True) is None
+
+
+def test_new_limits_apply_to_the_next_call() -> None:
+    places = admission(1)
+    assert places.activate("CA1", STRANGER, owner=False)
+    places.use(AdmissionLimits(max_concurrent=2, owner_reserved=0))
+    assert places.reserve("CA2", OTHER, owner=False) is None
+
+
+def test_waiting_for_idle_returns_once_the_last_call_is_released() -> None:
+    places = admission(2)
+    assert places.wait_idle(0.0)
+    assert places.activate("CA1", STRANGER, owner=False)
+    assert not places.wait_idle(0.0)
+    places.release("CA1")
+    assert places.wait_idle(0.0)

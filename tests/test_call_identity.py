@@ -18,12 +18,21 @@ ANNA = ContactRecord(name="Anna", relation="sister")
 
 
 def claims(**parameters: str) -> CallerClaims:
-    return CallerClaims.from_parameters(parameters)
+    """Claims as a record holds them, named as the old stream parameters were."""
+    return CallerClaims(
+        goal_id=parameters.get("goal_id", ""),
+        reminder_id=parameters.get("reminder_id", ""),
+        number=parameters.get("from", "") or "unknown",
+    )
 
 
-def test_claims_read_the_stream_parameters_and_name_only_numeric_rows() -> None:
-    assert claims() == CallerClaims(goal_id="", reminder_id="", number="unknown")
-    assert claims(**{"from": ""}).number == "unknown"
+def test_claims_of_a_call_record_name_only_numeric_rows() -> None:
+    assert CallerClaims.of_call(number="") == CallerClaims(
+        goal_id="", reminder_id="", number="unknown"
+    )
+    assert CallerClaims.of_call(number="+1555", goal_id=12, reminder_id=3) == CallerClaims(
+        goal_id="12", reminder_id="3", number="+1555"
+    )
     assert claims(goal_id="12", reminder_id="3").goal_key == 12
     assert claims(goal_id="12", reminder_id="3").reminder_key == 3
     assert claims(goal_id="x12", reminder_id="-3").goal_key is None

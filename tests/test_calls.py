@@ -292,7 +292,9 @@ def test_go_away_rotates_to_a_resumed_connection_and_closes_the_old_one(
 
 def test_ten_concurrent_callers_each_hear_only_their_own_audio() -> None:
     echo = LiveBehaviour(echo=True, echo_turn_frames=25, turn_reply=None)
-    with LocalWorld(behaviour=echo, settings={"sessions": {"max_concurrent": 10}}) as world:
+    # Ten strangers: none of the places is kept for the owner.
+    limits = {"max_concurrent": 10, "owner_reserved": 0}
+    with LocalWorld(behaviour=echo, settings={"sessions": limits}) as world:
         phones = []
         for index in range(10):
             phone = world.phone(f"+1555555{index:04d}")

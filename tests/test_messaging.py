@@ -22,7 +22,7 @@ from tars_actors.ops import bench_mailbox as benchmarks
 from tars_actors.sim.gemini import LiveConnection, ScriptedReply, tone
 from tars_actors.sim.softphone import SyncSoftphone
 from tars_actors.sim.twilio_api import Operation
-from tars_actors.sim.world import OWNER_PHONE, TWILIO_NUMBER, LocalWorld
+from tars_actors.sim.world import FAKE_ACCOUNT_SID, OWNER_PHONE, TWILIO_NUMBER, LocalWorld
 from tars_actors.store import (
     AgentSession,
     BroadcastApproval,
@@ -33,6 +33,7 @@ from tars_actors.store import (
     Reminder,
     Store,
 )
+from tars_actors.telephony import stream_tokens
 from tars_actors.telephony.twiml import connect_twiml
 from tests.logs import log_events
 from tests.waiting import QUIET, never, wait_until
@@ -232,11 +233,20 @@ def test_a_goal_call_asks_the_owner_mid_call_and_gets_the_answer(world: LocalWor
     # The callee answers the call TARS placed: its stream carries the goal id.
     assert world.daemon is not None
     assert world.daemon.server is not None
+    # TARS recorded the call it placed: its stream presents the token of that record.
+    with store_of(world).connection():
+        token = stream_tokens.placed_call(
+            store_of(world),
+            account_sid=FAKE_ACCOUNT_SID,
+            from_number=TWILIO_NUMBER,
+            to_number=FRIEND,
+            goal_id=int(goal.id),
+        )
     callee = world.phone(FRIEND)
     callee.connect(
         connect_twiml(
             world.daemon.server.stream_url,
-            {"goal_id": str(goal.id), "direction": "outbound-api", "from": TWILIO_NUMBER},
+            {"goal_id": str(goal.id), "direction": "outbound-api", **token},
         )
     )
     goal_model = world.gemini.wait_for_connection(2, timeout=WAIT)

@@ -198,6 +198,14 @@ def test_float_key_rejects_a_value_that_is_not_finite() -> None:
         ("sessions", "max_concurrent", 0, "[sessions] max_concurrent: must be at least 1, got 0"),
         ("sessions", "max_call_seconds", 29, "[sessions] max_call_seconds: must be at least 30"),
         ("sessions", "shutdown_grace_seconds", -1, "[sessions] shutdown_grace_seconds: must be"),
+        ("sessions", "owner_reserved", -1, "[sessions] owner_reserved: must be at least 0, got -1"),
+        ("sessions", "max_per_caller", 0, "[sessions] max_per_caller: must be at least 1, got 0"),
+        (
+            "sessions",
+            "unknown_calls_per_hour",
+            0,
+            "[sessions] unknown_calls_per_hour: must be at least 1, got 0",
+        ),
         ("supervision", "max_restarts", -1, "[supervision] max_restarts: must be at least 0"),
         ("supervision", "period_seconds", 0, "[supervision] period_seconds: must be greater"),
         ("monitor", "stats_interval_seconds", 0, "[monitor] stats_interval_seconds: must be"),
@@ -207,6 +215,21 @@ def test_number_outside_its_range_is_rejected(
     section: str, key: str, value: float, expected: str
 ) -> None:
     assert only_problem({section: {key: value}}).startswith(expected)
+
+
+def test_admission_limits_default_to_one_owner_place_one_call_and_ten_an_hour() -> None:
+    sessions = parse_settings({}, environ={}).sessions
+
+    assert (sessions.owner_reserved, sessions.max_per_caller, sessions.unknown_calls_per_hour) == (
+        1,
+        1,
+        10,
+    )
+
+
+@pytest.mark.parametrize("key", ["owner_reserved", "max_per_caller", "unknown_calls_per_hour"])
+def test_admission_limits_must_be_whole_numbers(key: str) -> None:
+    assert only_problem({"sessions": {key: "two"}}).startswith(f"[sessions] {key}: expected an")
 
 
 def test_backoff_max_below_backoff_initial_is_rejected() -> None:

@@ -1,4 +1,4 @@
-"""Who is calling and at what level, decided from what the stream says and the rows it names.
+"""Who is calling and at what level, decided from the call's record and the rows it names.
 
 :func:`identify` is pure: the ``CallSupervisor`` looks up the rows :class:`CallerClaims`
 names (a goal, a reminder, a contact by number) and passes them in as plain values.
@@ -25,7 +25,11 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallerClaims:
-    """What a Media Stream's custom parameters say about the call, as given."""
+    """What the call's record says about it: its signed voice webhook, or TARS placing it.
+
+    Never what the Media Stream's ``customParameters`` say: anyone who reaches the stream
+    URL can write those.
+    """
 
     #: ``goal_id``: a call TARS placed for the owner (empty when absent).
     goal_id: str = ""
@@ -35,11 +39,14 @@ class CallerClaims:
     number: str = "unknown"
 
     @classmethod
-    def from_parameters(cls, parameters: Mapping[str, str]) -> CallerClaims:
+    def of_call(
+        cls, *, number: str, goal_id: int | None = None, reminder_id: int | None = None
+    ) -> CallerClaims:
+        """The claims of a call's record (``goal_id``/``reminder_id`` None: none)."""
         return cls(
-            goal_id=parameters.get("goal_id", ""),
-            reminder_id=parameters.get("reminder_id", ""),
-            number=parameters.get("from", "") or "unknown",
+            goal_id="" if goal_id is None else str(goal_id),
+            reminder_id="" if reminder_id is None else str(reminder_id),
+            number=number or "unknown",
         )
 
     @property

@@ -23,7 +23,7 @@ import pykka
 import structlog
 from google import genai
 
-from actors.call_supervisor import CallAdmission, CallHooks, CallSupervisor
+from actors.call_supervisor import CallHooks, CallSupervisor, admission_limits
 from actors.monitor import ActorMonitor
 from actors.reminder_scheduler import ReminderScheduler
 from actors.router import Router
@@ -31,6 +31,7 @@ from actors.supervisor import RootWatch, Supervisor, start_root
 from actors.telephony import Telephony
 from tars_actors.actor_messages import EndWithNotice, SettingsChanged
 from tars_actors.audio import _libsoxr as libsoxr
+from tars_actors.call.admission import CallAdmission
 from tars_actors.daemon.fast_paths import decide_all as decide_fast_paths
 from tars_actors.daemon.tree import Runtime, live_actor, system_children
 from tars_actors.goals.desk import GoalDesk
@@ -73,6 +74,9 @@ LIVE_SETTINGS = frozenset(
         "sessions.max_call_seconds",
         "sessions.shutdown_grace_seconds",
         "sessions.model_unreachable_seconds",
+        "sessions.owner_reserved",
+        "sessions.max_per_caller",
+        "sessions.unknown_calls_per_hour",
         "reminders.delivery",
     }
 )
@@ -146,7 +150,7 @@ class Daemon:
                 )
             ),
             switchboard=switchboard,
-            admission=CallAdmission(self.settings.sessions.max_concurrent),
+            admission=CallAdmission(admission_limits(self.settings)),
             io_loop=LoopThread("tars-io"),
             tool_pool=tool_pool,
             goals=goals,
@@ -169,7 +173,11 @@ class Daemon:
         if self.with_server:
             runtime = self.runtime
             hooks = CallHooks(
-                lambda: runtime.settings, runtime.admission, live_actor(CallSupervisor), self.ready
+                lambda: runtime.settings,
+                runtime.admission,
+                live_actor(CallSupervisor),
+                self.ready,
+                self.store,
             )
             self.server = Server(self.settings, hooks, loop_thread=self.runtime.io_loop)
             self.server.start()
@@ -311,7 +319,7 @@ class Daemon:
         runtime = self.runtime
         if runtime is not None:
             runtime.settings = applied
-            runtime.admission.max_concurrent = applied.sessions.max_concurrent
+            runtime.admission.use(admission_limits(applied))
             runtime.goals.use(applied)
         for kind in (CallSupervisor, ReminderScheduler):
             ref = live_actor(kind)()

@@ -14,12 +14,13 @@ import pykka
 from google import genai
 
 from actors.call_session import ModelStarter
-from actors.call_supervisor import CallAdmission, CallSupervisor, ModelStarterFactory
+from actors.call_supervisor import CallSupervisor, ModelStarterFactory
 from actors.gemini_connection import GeminiConnection
 from actors.monitor import ActorMonitor
 from actors.reminder_scheduler import ReminderScheduler
 from actors.router import Router
 from actors.telephony import Telephony
+from tars_actors.call.admission import CallAdmission
 from tars_actors.call.permissions import Permission
 from tars_actors.call.persona import Persona
 from tars_actors.call.relay import AudioRelay

@@ -33,6 +33,7 @@ from tars_actors.store import (
     Store,
     utcnow,
 )
+from tars_actors.telephony import stream_tokens
 from tars_actors.telephony.twiml import STATUS_PATH, connect_twiml, stream_url
 
 __all__ = [
@@ -160,14 +161,24 @@ def create_goal(
     return _record(row)
 
 
-def goal_call_twiml(settings: Settings, goal_id: int) -> tuple[str, str]:
+def goal_call_twiml(settings: Settings, store: Store, goal: GoalRecord) -> tuple[str, str]:
     """The inline TwiML that connects the answered call to TARS, and the status callback URL.
 
-    ``<Stream url>`` cannot carry a query string: the goal id travels as a parameter.
+    Records the call about to be placed: its stream proves it is this goal's call with the
+    one-time token the TwiML carries (``<Stream url>`` cannot carry a query string; the
+    goal id beside it is for Twilio's logs, the record is what counts).
     """
     public_url = settings.server.public_url
+    parameters = stream_tokens.placed_call(
+        store,
+        account_sid=settings.secrets.twilio_account_sid,
+        from_number=settings.twilio.phone_number,
+        to_number=goal.phone,
+        goal_id=goal.id,
+    )
     twiml = connect_twiml(
-        stream_url(public_url), {"goal_id": str(goal_id), "direction": "outbound-api"}
+        stream_url(public_url),
+        {"goal_id": str(goal.id), "direction": "outbound-api", **parameters},
     )
     return twiml, f"{public_url}{STATUS_PATH}"
 
@@ -178,8 +189,10 @@ def goal_for_call(call_sid: str) -> GoalRecord | None:
 
 
 def mark_dialing(store: Store, goal_id: int, call_sid: str) -> None:
+    """Twilio accepted the goal's call: its SID, on the goal and on the call's record."""
     with store.transaction():
         CallGoal.update(call_sid=call_sid).where(CallGoal.id == goal_id).execute()
+        stream_tokens.bind_placed_call(store, call_sid, goal_id=goal_id)
 
 
 def mark_answered(store: Store, goal_id: int, *, call_sid: str, session_id: int) -> None:
@@ -301,7 +314,8 @@ class GoalDesk:
 
     def place(self, goal: GoalRecord, telephony: Any, reply_to: Any) -> None:
         """Ask Telephony to dial; the outcome goes to ``reply_to`` as CallPlaced/CallFailed."""
-        twiml, status_callback = goal_call_twiml(self._settings, goal.id)
+        with self._store.connection():
+            twiml, status_callback = goal_call_twiml(self._settings, self._store, goal)
         telephony.tell(
             PlaceCall(
                 to=goal.phone,

@@ -273,7 +273,7 @@ def place_goal_call(settings: Settings, callee: str, objective: str, out: TextIO
         except GoalError as error:
             print(f"tars: {error}", file=sys.stderr)
             return 1
-        twiml, status_callback = goal_call_twiml(settings, goal.id)
+        twiml, status_callback = goal_call_twiml(settings, store, goal)
         try:
             call = client.calls.create(
                 **outbound_call_options(

@@ -264,7 +264,8 @@ def run_load(calls: int = 50, seconds: float = 20.0, warmup: float = 2.0) -> Loa
                     gemini_base_url=gemini.base_url,
                     gemini_ca_file=gemini.ca_file,
                     extra={
-                        "sessions": {"max_concurrent": calls},
+                        # Every caller is a stranger: no place is kept for the owner.
+                        "sessions": {"max_concurrent": calls, "owner_reserved": 0},
                         "monitor": {"stats_interval_seconds": 3600},
                     },
                 ),

@@ -46,6 +46,7 @@ from tars_actors.store.models import (
     ReminderStatus,
     SessionStatus,
     Speaker,
+    StreamToken,
     TarsModel,
 )
 
@@ -78,6 +79,7 @@ __all__ = [
     "Speaker",
     "Store",
     "StoreError",
+    "StreamToken",
     "TarsModel",
     "UTCDateTimeField",
     "build_database",

@@ -217,6 +217,37 @@ def _v2_call_details(migrator: SchemaMigrator) -> None:
     )
 
 
+def _v3_stream_tokens(migrator: SchemaMigrator) -> None:
+    base = _frozen_base(migrator.database)
+
+    class Reminder(base):  # type: ignore[misc,valid-type]
+        class Meta:
+            table_name = "reminders"
+
+    class CallGoal(base):  # type: ignore[misc,valid-type]
+        class Meta:
+            table_name = "call_goals"
+
+    class StreamToken(base):  # type: ignore[misc,valid-type]
+        token_hash = peewee.CharField(max_length=64, unique=True)
+        call_sid = peewee.CharField(max_length=64, null=True, index=True)
+        account_sid = peewee.CharField(max_length=64)
+        from_number = peewee.CharField(max_length=32)
+        to_number = peewee.CharField(max_length=32)
+        direction = peewee.CharField(max_length=32)
+        goal = peewee.ForeignKeyField(CallGoal, null=True, backref="+", on_delete="SET NULL")
+        reminder = peewee.ForeignKeyField(Reminder, null=True, backref="+", on_delete="SET NULL")
+        stir_verstat = peewee.CharField(max_length=64, null=True)
+        issued_at = peewee.DateTimeField()
+        expires_at = peewee.DateTimeField()
+        used_at = peewee.DateTimeField(null=True)
+
+        class Meta:
+            table_name = "stream_tokens"
+
+    migrator.database.create_tables([StreamToken])
+
+
 #: Every migration, in order; append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -231,6 +262,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             "goal outcome and goal session, message delivery attempts"
         ),
         apply=_v2_call_details,
+    ),
+    Migration(
+        version=3,
+        description="stream tokens: what each call's webhook proved, and its one-time token",
+        apply=_v3_stream_tokens,
     ),
 )
 

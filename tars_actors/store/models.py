@@ -33,6 +33,7 @@ __all__ = [
     "ReminderStatus",
     "SessionStatus",
     "Speaker",
+    "StreamToken",
     "TarsModel",
 ]
 
@@ -287,7 +288,37 @@ class CallGoal(TarsModel):
         table_name = "call_goals"
 
 
-#: Every contract table, in an order where each table comes after those it references.
+class StreamToken(TarsModel):
+    """What a call is, as its signed voice webhook (or TARS placing it) said, and the
+    one-time token its Media Stream's ``start`` must present.
+
+    Only the token's SHA-256 is stored; the token itself travels once, in the TwiML.
+    """
+
+    token_hash = peewee.CharField(max_length=64, unique=True)
+    #: None for a call TARS places until its stream starts: the SID is not known when the
+    #: inline TwiML is written.
+    call_sid = peewee.CharField(max_length=64, null=True, index=True)
+    account_sid = peewee.CharField(max_length=64)
+    # Not E.164-checked: Twilio reports withheld numbers as "Anonymous" and the like.
+    from_number = peewee.CharField(max_length=32)
+    to_number = peewee.CharField(max_length=32)
+    #: Twilio's ``Direction``: ``inbound``, ``outbound-api``...
+    direction = peewee.CharField(max_length=32)
+    goal = peewee.ForeignKeyField(CallGoal, null=True, backref="+", on_delete="SET NULL")
+    reminder = peewee.ForeignKeyField(Reminder, null=True, backref="+", on_delete="SET NULL")
+    #: Twilio's ``StirVerstat`` caller-ID attestation, e.g. ``TN-Validation-Passed-A``.
+    stir_verstat = peewee.CharField(max_length=64, null=True)
+    issued_at = UTCDateTimeField(default=utcnow)
+    expires_at = UTCDateTimeField()
+    used_at = UTCDateTimeField(null=True)
+
+    class Meta:
+        table_name = "stream_tokens"
+
+
+#: Every table, in an order where each table comes after those it references: the seven
+#: of the contract, then ``stream_tokens`` (what each call proved at its webhook).
 MODELS: tuple[type[TarsModel], ...] = (
     AgentSession,
     Conversation,
@@ -296,4 +327,5 @@ MODELS: tuple[type[TarsModel], ...] = (
     Contact,
     Reminder,
     CallGoal,
+    StreamToken,
 )

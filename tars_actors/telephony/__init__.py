@@ -1,2 +1,2 @@
-"""Twilio: the Media Streams codec, TwiML, the media socket, the webhook server and the REST
-client."""
+"""Twilio: the Media Streams codec, TwiML, the one-time stream tokens that prove which call
+a stream is, the media socket, the webhook server and the REST client."""

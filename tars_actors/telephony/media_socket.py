@@ -135,6 +135,14 @@ class MediaStreamSocket:
         return self._start.call_sid
 
     @property
+    def remote(self) -> str:
+        """The peer's ``host:port``, for log lines about this stream."""
+        address = self._connection.remote_address
+        if isinstance(address, tuple) and len(address) >= 2:
+            return f"{address[0]}:{address[1]}"
+        return str(address)
+
+    @property
     def frames_rejected(self) -> int:
         return self._frames_rejected
 

@@ -10,7 +10,7 @@ import email.utils
 import http
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 from urllib.parse import parse_qsl
@@ -73,11 +73,14 @@ class Connect:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OverCapacity:
-    """Too many calls: apologise and hang up."""
+    """No place for this call (too many calls, or too many from its number): apologise and
+    hang up."""
 
     apology: str = "Sorry, all lines are busy right now. Please call again in a few minutes."
     #: BCP-47 tag for ``<Say language>``; None leaves Twilio's default.
     language: str | None = None
+    #: Why, for the log line: ``over_capacity``, ``caller_busy``, ``hourly_limit``.
+    why: str = "over_capacity"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,13 +95,17 @@ Admission = Connect | OverCapacity | Draining
 
 
 class ServerHooks(Protocol):
-    """What the server calls, on its event loop: each method must be quick and thread-safe.
+    """What the server calls, on its event loop but for ``admit_call``: each method must be
+    quick and thread-safe.
 
     None of them may block (no pykka ``ask``, no I/O): every call on the server waits on them.
     """
 
     def admit_call(self, params: Mapping[str, str]) -> Admission:
-        """Decide what a signed voice webhook (its query parameters) is answered with."""
+        """Decide what a signed voice webhook (its query parameters) is answered with.
+
+        The exception: called on a worker thread, as it may record the call in the store.
+        """
         ...
 
     def stream_started(self, message: CallStreamStarted) -> None:
@@ -256,7 +263,9 @@ class Server:
 
     # -- HTTP (loop thread) -------------------------------------------------------------
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | Coroutine[Any, Any, Response] | None:
         # The raw target, split by hand: the query must be validated byte for byte as
         # Twilio signed it, and urlsplit would read "//host/..." as a network location.
         path, _, query = request.path.partition("?")
@@ -284,9 +293,9 @@ class Server:
         if path == MEDIA_PATH:
             return None  # the WebSocket handshake goes on
         params = dict(parse_qsl(query, keep_blank_values=True))
+        if path == VOICE_PATH:
+            return self._voice(params)  # a coroutine: websockets awaits it
         try:
-            if path == VOICE_PATH:
-                return self._voice(params)
             return self._status(params)
         except Exception:
             log.exception("server.webhook_failed", path=path)
@@ -300,25 +309,25 @@ class Server:
             return False
         return bool(self._validator.validate(url, {}, signatures[0]))
 
-    def _voice(self, params: dict[str, str]) -> Response:
+    async def _voice(self, params: dict[str, str]) -> Response:
         call_sid = params.get("CallSid", "")
         if not call_sid:
             return _response(http.HTTPStatus.BAD_REQUEST, "CallSid is missing\n")
-        admission = self._hooks.admit_call(params)
+        try:
+            # Admitting a call records it in the store: off the loop that serves every call.
+            admission = await asyncio.to_thread(self._hooks.admit_call, params)
+        except Exception:
+            log.exception("server.webhook_failed", path=VOICE_PATH, call_sid=call_sid)
+            return _response(http.HTTPStatus.INTERNAL_SERVER_ERROR, "Internal Server Error\n")
         match admission:
-            case Connect(parameters=extra):
-                parameters = {
-                    "from": params.get("From", ""),
-                    "to": params.get("To", ""),
-                    "direction": params.get("Direction", ""),
-                    "call_sid": call_sid,
-                    **extra,
-                }
+            case Connect(parameters=parameters):
+                # Only what the hooks give (the stream token): who is calling is what the
+                # webhook said, recorded by the hooks, never what the stream repeats.
                 twiml = connect_twiml(self.stream_url, parameters)
                 log.info("server.call_admitted", call_sid=call_sid)
-            case OverCapacity(apology=text, language=language):
+            case OverCapacity(apology=text, language=language, why=why):
                 twiml = goodbye_twiml(text, language)
-                log.warning("server.call_refused", call_sid=call_sid, why="over_capacity")
+                log.warning("server.call_refused", call_sid=call_sid, why=why)
             case Draining(notice=text, language=language):
                 twiml = goodbye_twiml(text, language)
                 log.info("server.call_refused", call_sid=call_sid, why="draining")

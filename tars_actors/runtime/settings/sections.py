@@ -131,6 +131,13 @@ class SessionSettings:
     model_unreachable_seconds: float = field(
         default=20.0, metadata=checked(checks.float_at_least(0, exclusive=True))
     )
+    #: Places only calls from ``[owner] phone`` may take (at most max_concurrent - 1 hold:
+    #: one place always stays open to everyone).
+    owner_reserved: int = field(default=1, metadata=checked(checks.int_between(0)))
+    #: Calls one number other than the owner's may hold at once (live or about to be).
+    max_per_caller: int = field(default=1, metadata=checked(checks.int_between(1)))
+    #: Calls admitted per hour from one number other than the owner's.
+    unknown_calls_per_hour: int = field(default=10, metadata=checked(checks.int_between(1)))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,195 @@
+"""Who may take a place: how many calls are live or about to be, the owner's reserved
+places, and how much of TARS one unknown number may hold.
+
+:class:`CallAdmission` is plain code on an injected clock (tested on a fake one); it is
+locked because the server's webhooks and the ``CallSupervisor`` both ask it.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["RESERVATION_SECONDS", "AdmissionLimits", "CallAdmission", "Refusal"]
+
+#: How long a webhook's place waits for its stream. Twilio opens the stream within a
+#: second or two of the TwiML; a webhook whose stream never comes must not hold a place
+#: for long, or a flood of them keeps everyone out.
+RESERVATION_SECONDS: Final = 10.0
+
+#: The window ``calls_per_hour`` counts admitted webhooks in.
+_HOUR: Final = 3600.0
+
+
+class Refusal(enum.StrEnum):
+    """Why a call was not admitted (the ``why`` of ``server.call_refused``)."""
+
+    OVER_CAPACITY = "over_capacity"
+    """Every place is live or promised (or only the owner's reserved ones are left)."""
+    CALLER_BUSY = "caller_busy"
+    """This number already holds ``[sessions] max_per_caller`` calls."""
+    HOURLY_LIMIT = "hourly_limit"
+    """This number had ``[sessions] unknown_calls_per_hour`` calls admitted in the last hour."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdmissionLimits:
+    """The ``[sessions]`` limits admission applies."""
+
+    max_concurrent: int
+    #: Places only the owner's number may take. At most ``max_concurrent - 1`` of them
+    #: hold: one place always stays open to everyone.
+    owner_reserved: int = 1
+    #: Live or promised calls one number other than the owner's may hold.
+    max_per_caller: int = 1
+    #: Admitted webhooks per number other than the owner's in any hour.
+    calls_per_hour: int = 10
+
+    @property
+    def reserved(self) -> int:
+        return max(0, min(self.owner_reserved, self.max_concurrent - 1))
+
+
+class CallAdmission:
+    """Places for calls; thread-safe, never blocks for long.
+
+    The voice webhook reserves a place for its CallSid (:meth:`reserve`); the stream's
+    ``start`` turns it into a live call (:meth:`activate`); the session's end releases it.
+    A reservation whose stream never comes expires after ``reservation_seconds``.
+
+    The owner's number may take any place; any other number only the places that are not
+    reserved for the owner, at most ``max_per_caller`` at once and ``calls_per_hour``
+    admitted webhooks an hour. Caller ID is cheap to claim, so a known contact's number
+    is limited like any other.
+    """
+
+    def __init__(
+        self,
+        limits: AdmissionLimits,
+        *,
+        reservation_seconds: float = RESERVATION_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._limits = limits
+        self._reservation_seconds = reservation_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        # call SID -> (until, number, owner)
+        self._reserved: dict[str, tuple[float, str, bool]] = {}
+        # call SID -> (number, owner)
+        self._live: dict[str, tuple[str, bool]] = {}
+        # number -> when its admitted webhooks were admitted (within the last hour)
+        self._admitted: dict[str, deque[float]] = {}
+        self.draining = False
+
+    @property
+    def limits(self) -> AdmissionLimits:
+        return self._limits
+
+    def use(self, limits: AdmissionLimits) -> None:
+        """New limits (SIGHUP): calls already live keep their places."""
+        with self._lock:
+            self._limits = limits
+
+    # -- deciding ---------------------------------------------------------------------------
+
+    def reserve(self, call_sid: str, number: str, *, owner: bool) -> Refusal | None:
+        """A signed voice webhook: hold a place for its stream, or say why not."""
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            if call_sid in self._live or call_sid in self._reserved:
+                return None  # Twilio retried the webhook: the place is the call's already
+            refusal = self._refusal(number, owner=owner, now=now)
+            if refusal is not None:
+                return refusal
+            self._reserved[call_sid] = (now + self._reservation_seconds, number, owner)
+            if not owner:
+                self._admitted.setdefault(number, deque()).append(now)
+            return None
+
+    def activate(self, call_sid: str, number: str, *, owner: bool) -> bool:
+        """A stream with a valid token started: count it live.
+
+        Its reservation is its place; without one (it expired, or TARS placed the call, or
+        TARS restarted since the webhook) it takes a free place if there is one, owner's
+        number or not: the call was proven by its token. False for a CallSid already live
+        (a second ``start``) and when every place is taken.
+        """
+        with self._lock:
+            self._expire(self._clock())
+            if call_sid in self._live:
+                return False
+            if self._reserved.pop(call_sid, None) is None and not self._free(owner=owner):
+                return False
+            self._live[call_sid] = (number, owner)
+            return True
+
+    def is_live(self, call_sid: str) -> bool:
+        with self._lock:
+            return call_sid in self._live
+
+    def cancel_reservation(self, call_sid: str) -> None:
+        """The call ended before its stream started (a final status callback)."""
+        with self._lock:
+            self._reserved.pop(call_sid, None)
+
+    def release(self, call_sid: str) -> None:
+        with self._lock:
+            self._live.pop(call_sid, None)
+            self._reserved.pop(call_sid, None)
+            if not self._live:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no call is live; False if some still are after ``timeout`` seconds."""
+        with self._lock:
+            return self._idle.wait_for(lambda: not self._live, timeout)
+
+    @property
+    def live(self) -> int:
+        with self._lock:
+            return len(self._live)
+
+    # -- under the lock -------------------------------------------------------------------
+
+    def _expire(self, now: float) -> None:
+        for call_sid, (until, _, _) in list(self._reserved.items()):
+            if until <= now:
+                del self._reserved[call_sid]
+        for number, times in list(self._admitted.items()):
+            while times and times[0] <= now - _HOUR:
+                times.popleft()
+            if not times:
+                del self._admitted[number]
+
+    def _free(self, *, owner: bool) -> bool:
+        """Whether a call of this kind finds a free place."""
+        limits = self._limits
+        taken = len(self._live) + len(self._reserved)
+        if taken >= limits.max_concurrent:
+            return False
+        if owner:
+            return True
+        others = sum(not o for _, o in self._live.values())
+        others += sum(not o for _, _, o in self._reserved.values())
+        return others < limits.max_concurrent - limits.reserved
+
+    def _refusal(self, number: str, *, owner: bool, now: float) -> Refusal | None:
+        if not owner:
+            limits = self._limits
+            held = sum(n == number for n, _ in self._live.values())
+            held += sum(n == number for _, n, _ in self._reserved.values())
+            if held >= limits.max_per_caller:
+                return Refusal.CALLER_BUSY
+            if len(self._admitted.get(number, ())) >= limits.calls_per_hour:
+                return Refusal.HOURLY_LIMIT
+        if not self._free(owner=owner):
+            return Refusal.OVER_CAPACITY
+        return None
