@@ -8,6 +8,7 @@ would: from one address, as fast as the server answers.
 from __future__ import annotations
 
 import http.client
+import io
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,9 @@ from structlog.testing import capture_logs
 
 from tars_actors.net.loop import LoopThread
 from tars_actors.sim.softphone import SyncSoftphone
+from tars_actors.sim.world import OWNER_PHONE, LocalWorld
 from tars_actors.telephony.server import Server
+from tests.logs import log_events
 from tests.test_server import (
     CALLER,
     PUBLIC,
@@ -203,3 +206,27 @@ def test_connections_past_max_connections_are_closed_at_once_and_a_real_call_sti
     finally:
         for conn in (*held, *refused):
             conn.close()
+
+
+# -- keypresses, through the whole daemon --------------------------------------------------------
+
+
+def test_a_thousand_keypresses_in_one_call_log_a_few_counted_lines_and_never_a_digit(
+    logs: io.StringIO,
+) -> None:
+    presses = 1000
+    with LocalWorld() as world:
+        phone = world.phone(OWNER_PHONE)
+        phone.call()
+        world.gemini.wait_for_connection(1, timeout=WAIT)
+        for index in range(presses):
+            phone.send_dtmf("0123456789*#"[index % 12])
+        phone.hang_up()
+        wait_until(lambda: bool(log_events(logs, "call.summary")), "the call summary", WAIT)
+    keys = log_events(logs, "call.dtmf")
+    assert 1 <= len(keys) <= 5
+    assert sum(line["keys"] for line in keys) == presses
+    for record in log_events(logs, "call.dtmf"):
+        assert "digit" not in record
+        assert "digits" not in record
+    assert '"digit"' not in logs.getvalue()
