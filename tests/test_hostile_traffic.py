@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import io
+import resource
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -230,3 +231,15 @@ def test_a_thousand_keypresses_in_one_call_log_a_few_counted_lines_and_never_a_d
         assert "digit" not in record
         assert "digits" not in record
     assert '"digit"' not in logs.getvalue()
+
+
+def test_a_cap_the_open_files_limit_cannot_hold_is_warned_about_at_start(
+    start_server: Callable[..., Server],
+) -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with capture_logs() as logs:
+        start_server(FakeHooks(), **{"server.max_connections": soft})
+        start_server(FakeHooks(), **{"server.max_connections": 4})
+    (warning,) = lines(logs, "server.open_files_low")
+    assert (warning["limit"], warning["max_connections"]) == (soft, soft)
+    assert warning["needed"] > soft

@@ -9,6 +9,7 @@ import contextlib
 import email.utils
 import http
 import json
+import resource
 import time
 import weakref
 from collections.abc import Callable, Hashable, Mapping
@@ -62,6 +63,10 @@ _SIGNATURE_HEADER: Final = "X-Twilio-Signature"
 #: Seconds a connection gets to complete its HTTP request or WebSocket handshake: Twilio's
 #: take milliseconds, and a slow, half-open one holds a place under [server] max_connections.
 HANDSHAKE_TIMEOUT_SECONDS: Final = 5.0
+#: Descriptors the rest of TARS holds besides the server's connections, at the least (model
+#: and database connections, logs, event loops): below max_connections plus this, a flood
+#: would make the process run out of files before the cap refuses anything.
+_OTHER_OPEN_FILES: Final = 256
 
 
 # --- What the server asks of the rest of TARS ----------------------------------------
@@ -266,6 +271,7 @@ class Server:
                 hint="[twilio] validate_signatures = false: anyone can start calls; "
                 "use only for local experiments",
             )
+        self._check_open_files_limit()
         log.info(
             "server.listening",
             host=host,
@@ -273,6 +279,19 @@ class Server:
             public_url=self._public_url,
             stream_url=self.stream_url,
         )
+
+    def _check_open_files_limit(self) -> None:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        needed = self._gate.limit + _OTHER_OPEN_FILES
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            log.warning(
+                "server.open_files_low",
+                limit=soft,
+                needed=needed,
+                max_connections=self._gate.limit,
+                hint="raise the open files limit (LimitNOFILE= in the unit `python run.py "
+                "service` prints) or lower [server] max_connections",
+            )
 
     async def _close(self) -> None:
         self._stopping = True
