@@ -243,3 +243,22 @@ def test_a_cap_the_open_files_limit_cannot_hold_is_warned_about_at_start(
     (warning,) = lines(logs, "server.open_files_low")
     assert (warning["limit"], warning["max_connections"]) == (soft, soft)
     assert warning["needed"] > soft
+
+
+def test_the_count_of_a_flood_that_stopped_is_logged_without_another_request(
+    clock: FakeClock,
+) -> None:
+    with capture_logs() as logs:
+        server = Server(make_settings(), FakeHooks(), log_clock=clock, log_interval=0.05)
+        server.start()
+        try:
+            assert {get(server, "/twilio/status", {}) for _ in range(20)} == {403}
+            clock.now += 1.0
+            wait_until(
+                lambda: len(lines(logs, "server.bad_signature")) == 2, "the flood's count", WAIT
+            )
+        finally:
+            server.stop()
+    first, last = lines(logs, "server.bad_signature")
+    assert (first["suppressed"], first["path"]) == (0, "/twilio/status")
+    assert (last["suppressed"], last["remote"], last["last"]) == (19, "127.0.0.1", True)

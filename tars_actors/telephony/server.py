@@ -14,7 +14,7 @@ import time
 import weakref
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 from urllib.parse import parse_qsl
 
 import structlog
@@ -175,6 +175,7 @@ class Server:
             weakref.WeakKeyDictionary()
         )
         self._handshake_timeout = handshake_timeout
+        self._noise_sweep: asyncio.Task[None] | None = None
         self._gate = _ConnectionGate(settings.server.max_connections, self._connection_refused)
 
     # -- lifecycle (any thread but the loop's) --------------------------------------------
@@ -272,6 +273,7 @@ class Server:
                 "use only for local experiments",
             )
         self._check_open_files_limit()
+        self._noise_sweep = asyncio.get_running_loop().create_task(self._sweep_noise())
         log.info(
             "server.listening",
             host=host,
@@ -295,6 +297,8 @@ class Server:
 
     async def _close(self) -> None:
         self._stopping = True
+        if self._noise_sweep is not None:
+            self._noise_sweep.cancel()
         server = self._ws_server
         if server is not None:
             server.close()
@@ -527,6 +531,15 @@ class Server:
         suppressed = self._noise.allow((event, _host(connection)))
         if suppressed is not None:
             log.warning(event, remote=_remote(connection), suppressed=suppressed, **fields)
+
+    async def _sweep_noise(self) -> None:
+        """Every interval, the counts of floods that stopped: a source's suppressed lines
+        are otherwise told only by its next line, which may never come."""
+        while True:
+            await asyncio.sleep(self._log_interval)
+            for source, suppressed in self._noise.due():
+                event, host = cast(tuple[str, str], source)
+                log.warning(event, remote=host, suppressed=suppressed, last=True)
 
     def _connection_refused(self, connection: ServerConnection) -> None:
         self.warn_per_source(
