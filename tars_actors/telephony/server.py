@@ -12,7 +12,7 @@ import json
 import resource
 import time
 import weakref
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, cast
 from urllib.parse import parse_qsl
@@ -525,7 +525,7 @@ class Server:
 
     # -- what a peer can repeat (loop thread) ---------------------------------------------
 
-    def warn_per_source(self, event: str, connection: ServerConnection, **fields: Hashable) -> None:
+    def warn_per_source(self, event: str, connection: ServerConnection, **fields: object) -> None:
         """Log a warning about ``connection``'s request, at most once per interval per
         remote address and event, with ``suppressed``: how many were not logged since."""
         suppressed = self._noise.allow((event, _host(connection)))
@@ -536,7 +536,8 @@ class Server:
         """Every interval, the counts of floods that stopped: a source's suppressed lines
         are otherwise told only by its next line, which may never come."""
         while True:
-            await asyncio.sleep(self._log_interval)
+            # A zero interval logs every line: nothing to sweep, but no busy loop either.
+            await asyncio.sleep(max(self._log_interval, 0.05))
             for source, suppressed in self._noise.due():
                 event, host = cast(tuple[str, str], source)
                 log.warning(event, remote=host, suppressed=suppressed, last=True)
