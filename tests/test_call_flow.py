@@ -35,10 +35,10 @@ from tars_actors.call.effects import (
     StoreTranscript,
     Timer,
 )
-from tars_actors.call.flow import CallFlow
+from tars_actors.call.flow import KEYPRESS_LOG_SECONDS, CallFlow
 from tars_actors.call.limits import CallLimits
 from tars_actors.call.permissions import Permission
-from tars_actors.telephony.stream_codec import Mark, Stop
+from tars_actors.telephony.stream_codec import Dtmf, Mark, Stop
 from tars_actors.tools import build_registry
 from tars_actors.tools.registry import ToolContext, ToolOutcome
 
@@ -416,3 +416,52 @@ def test_a_notice_while_reconnecting_stops_the_connection_on_its_way() -> None:
     ]
     ended = flow.timer_fired(Timer.APOLOGY)
     assert of(EndSession, ended) == [EndSession(reason="shutdown")]
+
+
+def test_keypresses_are_logged_as_counts_a_burst_a_line_and_never_as_digits() -> None:
+    now = [100.0]
+    flow = CallFlow(
+        permission=Permission.OWNER,
+        greeting="hi",
+        tools=build_registry(),
+        clock=lambda: now[0],
+    )
+    flow.start()
+    flow.model_connected(1)
+    lines: list[LogEvent] = []
+    for index in range(500):
+        lines += of(
+            LogEvent,
+            flow.caller_event(
+                Dtmf(sequence_number=index, track="inbound_track", digit="0123456789*#"[index % 12])
+            ),
+        )
+        now[0] += 0.01
+    # The first key at once, the other 499 within the interval only counted.
+    assert [line.fields for line in lines] == [{"keys": 1}]
+    now[0] += KEYPRESS_LOG_SECONDS
+    lines += of(
+        LogEvent, flow.caller_event(Dtmf(sequence_number=600, track="inbound_track", digit="7"))
+    )
+    for _ in range(3):
+        lines += of(
+            LogEvent, flow.caller_event(Dtmf(sequence_number=601, track="inbound_track", digit="9"))
+        )
+    # The call's end writes the keys not yet logged.
+    lines += of(
+        LogEvent, flow.caller_event(Stop(sequence_number=9, call_sid="CA1", account_sid="AC1"))
+    )
+    keys = [line.fields for line in lines if line.event == "call.dtmf"]
+    assert keys == [{"keys": 1}, {"keys": 500}, {"keys": 3}]
+
+
+def test_a_call_without_unlogged_keypresses_ends_without_a_keypress_line() -> None:
+    flow = connected_flow()
+    flow.caller_event(Dtmf(sequence_number=1, track="inbound_track", digit="5"))
+    assert [
+        e
+        for e in of(
+            LogEvent, flow.caller_event(Stop(sequence_number=9, call_sid="CA1", account_sid="AC1"))
+        )
+        if e.event == "call.dtmf"
+    ] == []

@@ -846,9 +846,9 @@ def test_lines_source_is_done_after_one_poll() -> None:
 
 
 def test_the_story_of_a_line_without_time() -> None:
-    (told,) = story(['{"event": "call.dtmf", "call_sid": "CAx", "digit": "5"}'], call="CAx")
+    (told,) = story(['{"event": "call.dtmf", "call_sid": "CAx", "keys": 5}'], call="CAx")
     assert told.startswith("(no time)")
-    assert told.endswith("the caller pressed 5")
+    assert told.endswith("the caller pressed 5 key(s)")
     assert os.linesep not in told
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tars_actors.ops.service import ENV_FILE, service_main, service_unit
+from tars_actors.ops.service import ENV_FILE, open_files_limit, service_main, service_unit
+from tars_actors.runtime.settings import Settings
 
 # -- the systemd unit --------------------------------------------------------------------------
 
@@ -141,3 +142,44 @@ def test_run_py_wires_the_twilio_and_service_commands(tmp_path: Path) -> None:
     assert cli_main(["--settings", str(tmp_path / "missing.toml"), "service"], stdout=out) == 0
     assert "ExecStart=" in out.getvalue()
     assert "missing.toml" in out.getvalue()
+
+
+def limit_nofile(unit: str) -> int:
+    [line] = [line for line in unit_lines(unit) if line.startswith("LimitNOFILE=")]
+    return int(line.partition("=")[2])
+
+
+def test_the_unit_raises_the_open_files_limit_above_systemds_default(tmp_path: Path) -> None:
+    unit = service_unit(tmp_path / "settings.toml", workdir=tmp_path, user=None)
+    assert limit_nofile(unit) == open_files_limit(Settings()) == 4096
+    assert "LimitNOFILE" in unit.partition("[Service]")[0]  # the header says how it is computed
+
+
+def test_the_open_files_limit_fits_twice_the_connections_the_settings_allow() -> None:
+    big = Settings().with_overrides(
+        {"server.max_connections": 5000, "sessions.max_concurrent": 100}
+    )
+    # 5,000 server connections + 2 x 100 model connections + 3 x (100 + 12) database
+    # descriptors + 128 = 5,664 at once; doubled and rounded up to a multiple of 1,024.
+    assert open_files_limit(big) == 12288
+    more = big.with_overrides({"server.max_connections": 6000})
+    assert open_files_limit(more) >= 2 * 6000
+
+
+def test_service_main_sizes_the_limit_from_the_settings_file(tmp_path: Path) -> None:
+    settings_file = tmp_path / "settings.toml"
+    settings_file.write_text("[server]\nmax_connections = 5000\n", encoding="utf-8")
+    out = io.StringIO()
+    assert service_main(settings_file, stdout=out) == 0
+    assert limit_nofile(out.getvalue()) >= 2 * 5000
+
+
+def test_service_main_refuses_settings_it_cannot_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings_file = tmp_path / "settings.toml"
+    settings_file.write_text("[server]\nmax_connections = 0\n", encoding="utf-8")
+    out = io.StringIO()
+    assert service_main(settings_file, stdout=out) == 2
+    assert out.getvalue() == ""
+    assert "[server] max_connections: must be at least 1, got 0" in capsys.readouterr().err

@@ -195,6 +195,8 @@ def test_float_key_rejects_a_value_that_is_not_finite() -> None:
     [
         ("server", "port", -1, "[server] port: must be between 0 and 65535, got -1"),
         ("server", "port", 65536, "[server] port: must be between 0 and 65535, got 65536"),
+        ("server", "max_connections", 0, "[server] max_connections: must be at least 1, got 0"),
+        ("server", "max_connections", -5, "[server] max_connections: must be at least 1, got -5"),
         ("sessions", "max_concurrent", 0, "[sessions] max_concurrent: must be at least 1, got 0"),
         ("sessions", "max_call_seconds", 29, "[sessions] max_call_seconds: must be at least 30"),
         ("sessions", "shutdown_grace_seconds", -1, "[sessions] shutdown_grace_seconds: must be"),

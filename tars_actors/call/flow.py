@@ -8,8 +8,9 @@ it returns in order. Tests drive it directly. The audio itself, frame by frame, 
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,10 +52,11 @@ from tars_actors.call.effects import (
 from tars_actors.call.limits import CallLimits
 from tars_actors.call.notes import NoteQueue
 from tars_actors.call.permissions import Permission
+from tars_actors.runtime.ratelimit import LogRateLimiter
 from tars_actors.telephony.stream_codec import Dtmf, InboundEvent, Mark, Stop
 from tars_actors.tools.registry import ToolError, ToolOutcome, ToolRegistry
 
-__all__ = ["CallFlow", "CallStats"]
+__all__ = ["KEYPRESS_LOG_SECONDS", "CallFlow", "CallStats"]
 
 
 # --- Configuration and figures ----------------------------------------------------------
@@ -85,6 +87,12 @@ UNREACHABLE_APOLOGY = (
 )
 
 
+#: After a call's first keypress is logged, at most one ``call.dtmf`` line (with the count of
+#: keys since the last) per this many seconds; the rest are counted in the call's last line.
+KEYPRESS_LOG_SECONDS = 10.0
+_KEYS = "keys"
+
+
 class CallFlow:
     """The behaviour of one call. Every public method returns the effects to carry out."""
 
@@ -95,6 +103,7 @@ class CallFlow:
         greeting: str,
         tools: ToolRegistry,
         limits: CallLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.permission = permission
         self.greeting = greeting
@@ -129,6 +138,9 @@ class CallFlow:
         self._ending_mark: str | None = None
         self._end_requested = False
         self._ended = False
+        # Keypresses are logged as counts, a burst in a line: a caller can send thousands,
+        # and the digits (a PIN, say) never reach the log.
+        self._keypresses = LogRateLimiter(interval=KEYPRESS_LOG_SECONDS, max_sources=1, clock=clock)
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -283,8 +295,11 @@ class CallFlow:
                 if name == self._ending_mark:
                     return self._finish("end_call", hang_up=True)
                 return []
-            case Dtmf(digit=digit):
-                return [LogEvent(event="call.dtmf", fields={"digit": digit})]
+            case Dtmf():
+                unlogged = self._keypresses.allow(_KEYS)
+                if unlogged is None:
+                    return []
+                return [LogEvent(event="call.dtmf", fields={"keys": unlogged + 1})]
             case Stop():
                 return self._finish(self._hang_up_reason(), hang_up=False)
         return []
@@ -569,6 +584,9 @@ class CallFlow:
     def _finish(self, reason: str, *, hang_up: bool, detail: str | None = None) -> list[Effect]:
         self._ended = True
         effects: list[Effect] = []
+        unlogged_keys = self._keypresses.forget(_KEYS)
+        if unlogged_keys:
+            effects.append(LogEvent(event="call.dtmf", fields={"keys": unlogged_keys}))
         effects += self._store_caller_line()
         effects += self._store_assistant_line(heard=not self._turn_interrupted)
         for timer in Timer:

@@ -10,13 +10,45 @@ import sys
 from pathlib import Path
 from typing import Final, TextIO
 
-__all__ = ["ENV_FILE", "service_main", "service_unit"]
+from tars_actors.runtime.settings import Settings, SettingsError, load_settings
+
+__all__ = ["ENV_FILE", "open_files_limit", "service_main", "service_unit"]
 
 #: Where the unit reads the secrets from (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, GEMINI_API_KEY).
 ENV_FILE: Final = Path("/etc/tars/tars.env")
 #: Seconds systemd waits after SIGTERM: calls get [sessions] shutdown_grace_seconds (30 by
 #: default) to finish, then the actors stop.
 STOP_TIMEOUT_SECONDS: Final = 90
+
+#: Threads besides the calls' that hold a database connection (the supervisors, router,
+#: reminder scheduler, telephony, monitor, the daemon's own), rounded up.
+_STEADY_THREADS: Final = 12
+#: Descriptors open whatever the load: stdio, the log file, the event loops' selectors and
+#: wake-up pipes, the listening sockets, pooled HTTPS to Twilio's REST API and the text model.
+_BASELINE_FILES: Final = 128
+#: systemd's own default soft limit is 1,024; never ask for less than this.
+_MIN_OPEN_FILES: Final = 4096
+
+
+def open_files_limit(settings: Settings) -> int:
+    """``LimitNOFILE=`` for these settings: twice what TARS can hold open at once.
+
+    At once: every server connection (``[server] max_connections``); two Live model
+    connections per call (``[sessions] max_concurrent``; two while one is rotated); a
+    database connection per call and per steady thread, three descriptors each (SQLite's
+    file, its WAL and its shared-memory index); and a baseline. Doubled for what comes and
+    goes (short HTTPS requests, a connection closing while its successor opens), rounded up
+    to a multiple of 1,024, at least 4,096.
+    """
+    calls = settings.sessions.max_concurrent
+    at_once = (
+        settings.server.max_connections
+        + 2 * calls
+        + 3 * (calls + _STEADY_THREADS)
+        + _BASELINE_FILES
+    )
+    return max(_MIN_OPEN_FILES, -(-2 * at_once // 1024) * 1024)
+
 
 #: Exit codes of ``service``, as ``twilio``'s: printed, or paths systemd cannot express.
 EXIT_OK: Final = 0
@@ -70,12 +102,15 @@ def service_unit(
     user: str | None,
     env_file: Path = ENV_FILE,
     stop_timeout_seconds: int = STOP_TIMEOUT_SECONDS,
+    open_files: int | None = None,
 ) -> str:
     """A systemd unit that serves TARS from ``workdir`` with ``settings_path``.
 
     Secrets stay in ``env_file``; the unit holds none. ``user`` None runs it as root.
-    Raises ValueError for paths systemd cannot express.
+    ``open_files`` is its ``LimitNOFILE=`` (None: :func:`open_files_limit` of the default
+    settings). Raises ValueError for paths systemd cannot express.
     """
+    nofile = open_files_limit(Settings()) if open_files is None else open_files
     settings_file = _absolute(settings_path)
     directory = _absolute(workdir)
     interpreter = _absolute_python(python)
@@ -110,6 +145,11 @@ def service_unit(
 # waits up to {stop_timeout_seconds}s for live calls to finish. Relative paths in the settings
 # (sqlite:///tars.db) are relative to WorkingDirectory, which must stay writable: with
 # ProtectSystem=full, /usr, /boot and /etc are read-only to TARS.
+#
+# LimitNOFILE is twice what TARS can hold open at once with its settings ([server]
+# max_connections, two model connections and a database connection per call in [sessions]
+# max_concurrent, the steady threads' database connections, a baseline): run this command
+# again after raising either.
 
 [Unit]
 Description=TARS phone assistant (Twilio + Gemini Live)
@@ -128,6 +168,7 @@ Restart=on-failure
 RestartSec=5
 KillSignal=SIGTERM
 TimeoutStopSec={stop_timeout_seconds}
+LimitNOFILE={nofile}
 StandardOutput=journal
 StandardError=journal
 SyslogIdentifier=tars
@@ -167,14 +208,27 @@ def _install_dir() -> Path:
 def service_main(settings_path: Path, *, stdout: TextIO | None = None) -> int:
     """``python run.py service``: print the systemd unit for this install and user."""
     out = stdout or sys.stdout
+    settings = Settings()
     if not settings_path.is_file():
         print(
             f"tars: warning: settings file {_absolute(settings_path)} does not exist yet; "
             "the service will not start without it",
             file=sys.stderr,
         )
+    else:
+        try:
+            settings = load_settings(settings_path)
+        except SettingsError as error:
+            for problem in error.problems:
+                print(f"tars: {problem}", file=sys.stderr)
+            return EXIT_SETTINGS
     try:
-        unit = service_unit(settings_path, workdir=_install_dir(), user=_current_user())
+        unit = service_unit(
+            settings_path,
+            workdir=_install_dir(),
+            user=_current_user(),
+            open_files=open_files_limit(settings),
+        )
     except ValueError as error:
         print(f"tars: {error}", file=sys.stderr)
         return EXIT_SETTINGS

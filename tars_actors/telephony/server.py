@@ -9,10 +9,12 @@ import contextlib
 import email.utils
 import http
 import json
+import resource
 import time
-from collections.abc import Coroutine, Mapping
+import weakref
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 from urllib.parse import parse_qsl
 
 import structlog
@@ -26,6 +28,7 @@ from websockets.http11 import Request, Response
 from tars_actors.actor_messages import CallerEvent, CallStatusChanged, CallStreamStarted
 from tars_actors.net._ws_delivery import DirectServerConnection, consume
 from tars_actors.net.loop import LoopThread
+from tars_actors.runtime.ratelimit import DEFAULT_INTERVAL_SECONDS, LogRateLimiter
 from tars_actors.runtime.settings import Settings
 from tars_actors.telephony.media_socket import MediaStreamSocket, SocketCloseReason
 from tars_actors.telephony.stream_codec import (
@@ -57,8 +60,13 @@ __all__ = [
 log = structlog.get_logger("tars.server")
 
 _SIGNATURE_HEADER: Final = "X-Twilio-Signature"
-#: Malformed frames logged one by one per stream; past this a flood costs one more line.
-_REJECTIONS_LOGGED: Final = 20
+#: Seconds a connection gets to complete its HTTP request or WebSocket handshake: Twilio's
+#: take milliseconds, and a slow, half-open one holds a place under [server] max_connections.
+HANDSHAKE_TIMEOUT_SECONDS: Final = 5.0
+#: Descriptors the rest of TARS holds besides the server's connections, at the least (model
+#: and database connections, logs, event loops): below max_connections plus this, a flood
+#: would make the process run out of files before the cap refuses anything.
+_OTHER_OPEN_FILES: Final = 256
 
 
 # --- What the server asks of the rest of TARS ----------------------------------------
@@ -140,6 +148,9 @@ class Server:
         loop_thread: LoopThread | None = None,
         pacing_lead: float = 0.1,
         start_timeout: float = 10.0,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT_SECONDS,
+        log_interval: float = DEFAULT_INTERVAL_SECONDS,
+        log_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         validate = settings.twilio.validate_signatures
         token = settings.secrets.twilio_auth_token
@@ -163,6 +174,16 @@ class Server:
         self._stopping = False
         self._streams: set[MediaStreamSocket] = set()
         self._frames_rejected = 0
+        # What a peer can repeat is logged once, then counted (per address, or per stream).
+        self._log_interval = log_interval
+        self._log_clock = log_clock
+        self._noise = LogRateLimiter(interval=log_interval, clock=log_clock)
+        self._stream_noise: weakref.WeakKeyDictionary[ServerConnection, LogRateLimiter] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._handshake_timeout = handshake_timeout
+        self._noise_sweep: asyncio.Task[None] | None = None
+        self._gate = _ConnectionGate(settings.server.max_connections, self._connection_refused)
 
     # -- lifecycle (any thread but the loop's) --------------------------------------------
 
@@ -227,6 +248,16 @@ class Server:
         """Malformed Media Streams frames rejected since the server started, on all calls."""
         return self._frames_rejected
 
+    @property
+    def open_connections(self) -> int:
+        """TCP connections held now: handshakes in progress, webhooks and streams."""
+        return self._gate.open
+
+    @property
+    def connections_refused(self) -> int:
+        """Connections closed unanswered since the start: [server] max_connections were open."""
+        return self._gate.refused
+
     async def _serve(self) -> None:
         host, port = self._settings.server.host, self._settings.server.port
         self._ws_server = await serve(
@@ -236,7 +267,9 @@ class Server:
             process_request=self._process_request,
             # Twilio does not negotiate permessage-deflate; not offering it saves CPU.
             compression=None,
-            create_connection=DirectServerConnection,
+            create_connection=self._gate.connection_class(),
+            # A slow, half-open connection gives its place back quickly.
+            open_timeout=self._handshake_timeout,
             server_header=None,
         )
         self._port = int(self._ws_server.sockets[0].getsockname()[1])
@@ -246,6 +279,8 @@ class Server:
                 hint="[twilio] validate_signatures = false: anyone can start calls; "
                 "use only for local experiments",
             )
+        self._check_open_files_limit()
+        self._noise_sweep = asyncio.get_running_loop().create_task(self._sweep_noise())
         log.info(
             "server.listening",
             host=host,
@@ -254,8 +289,23 @@ class Server:
             stream_url=self.stream_url,
         )
 
+    def _check_open_files_limit(self) -> None:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        needed = self._gate.limit + _OTHER_OPEN_FILES
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            log.warning(
+                "server.open_files_low",
+                limit=soft,
+                needed=needed,
+                max_connections=self._gate.limit,
+                hint="raise the open files limit (LimitNOFILE= in the unit `python run.py "
+                "service` prints) or lower [server] max_connections",
+            )
+
     async def _close(self) -> None:
         self._stopping = True
+        if self._noise_sweep is not None:
+            self._noise_sweep.cancel()
         server = self._ws_server
         if server is not None:
             server.close()
@@ -283,10 +333,10 @@ class Server:
             else f"{self._public_url}{path}" + (f"?{query}" if query else "")
         )
         if not self._signature_valid(signed_url, request.headers):
-            log.warning(
+            self.warn_per_source(
                 "server.bad_signature",
+                connection,
                 path=path,
-                remote=_remote(connection),
                 signature="missing" if _SIGNATURE_HEADER not in request.headers else "invalid",
             )
             return _response(http.HTTPStatus.FORBIDDEN, "Forbidden\n")
@@ -380,7 +430,7 @@ class Server:
                             break
                         case FrameRejected():
                             pre_start_rejections += 1
-                            self._log_rejection(result, pre_start_rejections)
+                            self._log_rejection(result, connection)
                         case Connected():
                             log.debug("stream.connected", protocol=result.protocol)
                         case _:  # the decoder rejects every other event before start
@@ -424,7 +474,8 @@ class Server:
                 return False
             result = decoder.decode(frame)
             if isinstance(result, FrameRejected):
-                self._log_rejection(result, socket.count_rejected())
+                socket.count_rejected()
+                self._log_rejection(result, connection)
                 return False
             socket.deliver(CallerEvent(event=result, received_at=received_at))
             return isinstance(result, Stop)
@@ -463,16 +514,102 @@ class Server:
                 rejections=decoder.rejections,
             )
 
-    def _log_rejection(self, rejected: FrameRejected, count: int) -> None:
+    def _log_rejection(self, rejected: FrameRejected, connection: ServerConnection) -> None:
         self._frames_rejected += 1
-        if count <= _REJECTIONS_LOGGED:
-            log.warning("stream.frame_rejected", reason=rejected.reason, detail=rejected.detail)
-        elif count == _REJECTIONS_LOGGED + 1:
-            log.warning(
-                "stream.frame_rejections_suppressed",
-                after=_REJECTIONS_LOGGED,
-                note="further malformed frames on this stream are counted, not logged",
+        # Per stream and reason: each kind of bad frame is told once, a flood of it counted.
+        limiter = self._stream_noise.get(connection)
+        if limiter is None:
+            limiter = LogRateLimiter(
+                interval=self._log_interval, max_sources=64, clock=self._log_clock
             )
+            self._stream_noise[connection] = limiter
+        suppressed = limiter.allow(rejected.reason)
+        if suppressed is not None:
+            log.warning(
+                "stream.frame_rejected",
+                reason=rejected.reason,
+                detail=rejected.detail,
+                suppressed=suppressed,
+            )
+
+    # -- what a peer can repeat (loop thread) ---------------------------------------------
+
+    def warn_per_source(self, event: str, connection: ServerConnection, **fields: object) -> None:
+        """Log a warning about ``connection``'s request, at most once per interval per
+        remote address and event, with ``suppressed``: how many were not logged since."""
+        suppressed = self._noise.allow((event, _host(connection)))
+        if suppressed is not None:
+            log.warning(event, remote=_remote(connection), suppressed=suppressed, **fields)
+
+    async def _sweep_noise(self) -> None:
+        """Every interval, the counts of floods that stopped: a source's suppressed lines
+        are otherwise told only by its next line, which may never come."""
+        while True:
+            # A zero interval logs every line: nothing to sweep, but no busy loop either.
+            await asyncio.sleep(max(self._log_interval, 0.05))
+            for source, suppressed in self._noise.due():
+                event, host = cast(tuple[str, str], source)
+                log.warning(event, remote=host, suppressed=suppressed, last=True)
+
+    def _connection_refused(self, connection: ServerConnection) -> None:
+        self.warn_per_source(
+            "server.connection_refused",
+            connection,
+            open=self._gate.open,
+            max_connections=self._gate.limit,
+        )
+
+
+class _ConnectionGate:
+    """Counts the server's TCP connections, handshakes in progress included, and closes a
+    new one at once while ``limit`` are open. Used on the server's loop thread only.
+
+    A refused connection is closed before its request is read: websockets answers an HTTP
+    request only once it has read it (``process_request``), and reading it is what a slow
+    client makes expensive. Twilio treats a closed connection as a failed request and
+    retries or uses the number's fallback URL, as it would for a 503.
+    """
+
+    def __init__(self, limit: int, refused: Callable[[ServerConnection], None]) -> None:
+        self.limit = limit
+        self.open = 0
+        self.refused = 0
+        self._on_refused = refused
+
+    def enter(self, connection: ServerConnection) -> bool:
+        if self.open >= self.limit:
+            self.refused += 1
+            self._on_refused(connection)
+            return False
+        self.open += 1
+        return True
+
+    def leave(self) -> None:
+        self.open -= 1
+
+    def connection_class(self) -> type[DirectServerConnection]:
+        """The connection ``serve`` creates for each accepted socket, counted by this gate."""
+        gate = self
+
+        class CountedConnection(DirectServerConnection):
+            _counted = False
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                # websockets starts the connection's handler here; refused, that handler
+                # sees the connection lost before any request and ends.
+                super().connection_made(transport)
+                if gate.enter(self):
+                    self._counted = True
+                else:
+                    transport.close()
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                super().connection_lost(exc)
+                if self._counted:
+                    self._counted = False
+                    gate.leave()
+
+        return CountedConnection
 
 
 def _response(status: http.HTTPStatus, body: str, *, content_type: str = "") -> Response:
@@ -487,6 +624,14 @@ def _response(status: http.HTTPStatus, body: str, *, content_type: str = "") -> 
         headers["Content-Length"] = str(len(data))
         headers["Content-Type"] = content_type or "text/plain; charset=utf-8"
     return Response(status.value, status.phrase, headers, data)
+
+
+def _host(connection: ServerConnection) -> str:
+    """The peer's address without its port: one source whatever port it connects from."""
+    address = connection.remote_address
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return str(address)
 
 
 def _remote(connection: ServerConnection) -> str:

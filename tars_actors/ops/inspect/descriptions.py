@@ -108,7 +108,7 @@ _DESCRIPTIONS: dict[str, str | Callable[[Record], str]] = {
     "call.note_sent": "message(s) {message_ids} sent to the model",
     "call.note_delivered": "message(s) {message_ids} delivered",
     "call.note_repeat_ignored": "message {message_id} already taken, ignored",
-    "call.dtmf": "the caller pressed {digit}",
+    "call.dtmf": "the caller pressed {keys} key(s)",
     "call.end_requested": "the model ended the call ({tool})",
     "call.ending_with_notice": "ending the call with a notice ({reason})",
     "calls.answered_by": "answered by {answered_by}",

@@ -76,6 +76,9 @@ class ServerSettings:
             )
         ),
     )
+    #: Connections open at once, handshakes in progress included; past it a new one is closed
+    #: before its handshake. Each takes a file descriptor: see ``python run.py service``.
+    max_connections: int = field(default=256, metadata=checked(checks.int_between(1)))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
