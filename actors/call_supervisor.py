@@ -55,6 +55,7 @@ from tars_actors.messaging.routing import Switchboard
 from tars_actors.net.loop import LoopThread
 from tars_actors.runtime.actor import ActorExit
 from tars_actors.runtime.events import EventBus
+from tars_actors.runtime.ratelimit import LogRateLimiter
 from tars_actors.runtime.settings import Settings
 from tars_actors.runtime.supervision import ChildSpec, Restart, Strategy, SupervisorFlags
 from tars_actors.runtime.timers import Timers
@@ -69,7 +70,7 @@ from tars_actors.store import (
     utcnow,
 )
 from tars_actors.telephony import stream_tokens
-from tars_actors.telephony.server import Admission, Connect, Draining, OverCapacity
+from tars_actors.telephony.hooks import Admission, Connect, Draining, OverCapacity
 from tars_actors.telephony.stream_tokens import (
     STREAM_TOKEN_SECONDS,
     TOKEN_PARAMETER,
@@ -223,6 +224,9 @@ class CallSupervisor(Supervisor):
         self._session_timers = timers
         self._switchboard = switchboard
         self._goals = goals
+        # Refused streams are logged once per address and reason, then counted: a peer that
+        # replays a captured upgrade must not be able to flood the log.
+        self._refusals = LogRateLimiter()
         self._reminders = reminders
         # Goal calls that reached an answering machine: they end as "voicemail".
         self._voicemail: set[str] = set()
@@ -420,12 +424,16 @@ class CallSupervisor(Supervisor):
     def _refuse(self, message: CallStreamStarted, why: StreamRefusal) -> None:
         """Close a stream that may not start a call, before any session or model."""
         socket = message.socket
-        log.warning(
-            "calls.stream_refused",
-            why=str(why),
-            call_sid=message.start.call_sid,
-            remote=socket.remote,
-        )
+        host = socket.remote.rpartition(":")[0] or socket.remote
+        suppressed = self._refusals.allow((str(why), host))
+        if suppressed is not None:
+            log.warning(
+                "calls.stream_refused",
+                why=str(why),
+                call_sid=message.start.call_sid,
+                remote=socket.remote,
+                suppressed=suppressed,
+            )
         socket.close()
 
     def _identify(self, record: CallRecord) -> Caller:

@@ -100,6 +100,21 @@ def test_a_stream_without_a_webhook_claiming_the_owners_number_is_refused(
     assert line["call_sid"] == "CA" + "f" * 32
 
 
+def test_a_flood_of_made_up_streams_is_refused_and_logged_once_then_counted(
+    world: LocalWorld, logs: Any
+) -> None:
+    attackers = [world.phone(STRANGER, call_sid=f"CA{n:032x}") for n in range(40)]
+    for attacker in attackers:
+        attacker.connect(forged_twiml(world, {"from": OWNER_PHONE}))
+    for attacker in attackers:
+        refused(attacker)
+    # One line for the address (the interval has not passed): 40 refusals, 1 line.
+    [line] = log_events(logs, "calls.stream_refused")
+    assert (line["why"], line["suppressed"]) == ("no_token", 0)
+    assert sessions(world) == []
+    assert world.gemini.connections == []
+
+
 def test_the_webhook_records_what_the_call_is_and_the_twiml_carries_only_its_token(
     world: LocalWorld,
 ) -> None:

@@ -28,14 +28,9 @@ from tars_actors.actor_messages import (
 from tars_actors.net.loop import LoopThread
 from tars_actors.runtime.settings import Secrets, Settings
 from tars_actors.sim.softphone import FRAME_BYTES, ReceivedMedia, StreamRejected, SyncSoftphone
+from tars_actors.telephony.hooks import Admission, Connect, Draining, OverCapacity
 from tars_actors.telephony.media_socket import MediaStreamSocket, SocketCloseReason
-from tars_actors.telephony.server import (
-    Admission,
-    Connect,
-    Draining,
-    OverCapacity,
-    Server,
-)
+from tars_actors.telephony.server import Server
 from tars_actors.telephony.stream_codec import Dtmf, Mark, Media, MediaStreamDecoder, Start, Stop
 from tests.waiting import wait_until
 

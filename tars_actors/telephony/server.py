@@ -12,9 +12,8 @@ import json
 import resource
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final, Protocol, cast
+from collections.abc import Callable, Coroutine
+from typing import Any, Final, cast
 from urllib.parse import parse_qsl
 
 import structlog
@@ -26,10 +25,12 @@ from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
 from websockets.http11 import Request, Response
 
 from tars_actors.actor_messages import CallerEvent, CallStatusChanged, CallStreamStarted
-from tars_actors.net._ws_delivery import DirectServerConnection, consume
+from tars_actors.net._ws_delivery import consume
 from tars_actors.net.loop import LoopThread
 from tars_actors.runtime.ratelimit import DEFAULT_INTERVAL_SECONDS, LogRateLimiter
 from tars_actors.runtime.settings import Settings
+from tars_actors.telephony.connections import ConnectionGate, host_of, remote_of
+from tars_actors.telephony.hooks import Connect, Draining, OverCapacity, ServerHooks
 from tars_actors.telephony.media_socket import MediaStreamSocket, SocketCloseReason
 from tars_actors.telephony.stream_codec import (
     Connected,
@@ -48,14 +49,7 @@ from tars_actors.telephony.twiml import (
     stream_url,
 )
 
-__all__ = [
-    "Admission",
-    "Connect",
-    "Draining",
-    "OverCapacity",
-    "Server",
-    "ServerHooks",
-]
+__all__ = ["Server"]
 
 log = structlog.get_logger("tars.server")
 
@@ -67,66 +61,6 @@ HANDSHAKE_TIMEOUT_SECONDS: Final = 5.0
 #: and database connections, logs, event loops): below max_connections plus this, a flood
 #: would make the process run out of files before the cap refuses anything.
 _OTHER_OPEN_FILES: Final = 256
-
-
-# --- What the server asks of the rest of TARS ----------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Connect:
-    """Admit the call: connect its Media Stream with these extra ``<Parameter>``s."""
-
-    parameters: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OverCapacity:
-    """No place for this call (too many calls, or too many from its number): apologise and
-    hang up."""
-
-    apology: str = "Sorry, all lines are busy right now. Please call again in a few minutes."
-    #: BCP-47 tag for ``<Say language>``; None leaves Twilio's default.
-    language: str | None = None
-    #: Why, for the log line: ``over_capacity``, ``caller_busy``, ``hourly_limit``.
-    why: str = "over_capacity"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Draining:
-    """TARS is restarting: say so and hang up."""
-
-    notice: str = "Sorry, the assistant is restarting. Please call again in a minute."
-    language: str | None = None
-
-
-Admission = Connect | OverCapacity | Draining
-
-
-class ServerHooks(Protocol):
-    """What the server calls, on its event loop but for ``admit_call``: each method must be
-    quick and thread-safe.
-
-    None of them may block (no pykka ``ask``, no I/O): every call on the server waits on them.
-    """
-
-    def admit_call(self, params: Mapping[str, str]) -> Admission:
-        """Decide what a signed voice webhook (its query parameters) is answered with.
-
-        The exception: called on a worker thread, as it may record the call in the store.
-        """
-        ...
-
-    def stream_started(self, message: CallStreamStarted) -> None:
-        """A Media Stream sent ``start``; someone must ``attach`` a session to its socket."""
-        ...
-
-    def status_changed(self, message: CallStatusChanged) -> None:
-        """A signed status callback arrived."""
-        ...
-
-    def health(self) -> Mapping[str, Any]:
-        """JSON-able readiness figures; ``ready`` false makes ``/healthz`` answer 503."""
-        ...
 
 
 # --- The server -----------------------------------------------------------------------
@@ -183,7 +117,7 @@ class Server:
         )
         self._handshake_timeout = handshake_timeout
         self._noise_sweep: asyncio.Task[None] | None = None
-        self._gate = _ConnectionGate(settings.server.max_connections, self._connection_refused)
+        self._gate = ConnectionGate(settings.server.max_connections, self._connection_refused)
 
     # -- lifecycle (any thread but the loop's) --------------------------------------------
 
@@ -416,7 +350,7 @@ class Server:
 
     async def _media_handler(self, connection: ServerConnection) -> None:
         # The handler runs in its own task, so what is bound here tags only this stream.
-        structlog.contextvars.bind_contextvars(remote=_remote(connection))
+        structlog.contextvars.bind_contextvars(remote=remote_of(connection))
         decoder = MediaStreamDecoder()
         pre_start_rejections = 0
         try:
@@ -537,9 +471,9 @@ class Server:
     def warn_per_source(self, event: str, connection: ServerConnection, **fields: object) -> None:
         """Log a warning about ``connection``'s request, at most once per interval per
         remote address and event, with ``suppressed``: how many were not logged since."""
-        suppressed = self._noise.allow((event, _host(connection)))
+        suppressed = self._noise.allow((event, host_of(connection)))
         if suppressed is not None:
-            log.warning(event, remote=_remote(connection), suppressed=suppressed, **fields)
+            log.warning(event, remote=remote_of(connection), suppressed=suppressed, **fields)
 
     async def _sweep_noise(self) -> None:
         """Every interval, the counts of floods that stopped: a source's suppressed lines
@@ -560,58 +494,6 @@ class Server:
         )
 
 
-class _ConnectionGate:
-    """Counts the server's TCP connections, handshakes in progress included, and closes a
-    new one at once while ``limit`` are open. Used on the server's loop thread only.
-
-    A refused connection is closed before its request is read: websockets answers an HTTP
-    request only once it has read it (``process_request``), and reading it is what a slow
-    client makes expensive. Twilio treats a closed connection as a failed request and
-    retries or uses the number's fallback URL, as it would for a 503.
-    """
-
-    def __init__(self, limit: int, refused: Callable[[ServerConnection], None]) -> None:
-        self.limit = limit
-        self.open = 0
-        self.refused = 0
-        self._on_refused = refused
-
-    def enter(self, connection: ServerConnection) -> bool:
-        if self.open >= self.limit:
-            self.refused += 1
-            self._on_refused(connection)
-            return False
-        self.open += 1
-        return True
-
-    def leave(self) -> None:
-        self.open -= 1
-
-    def connection_class(self) -> type[DirectServerConnection]:
-        """The connection ``serve`` creates for each accepted socket, counted by this gate."""
-        gate = self
-
-        class CountedConnection(DirectServerConnection):
-            _counted = False
-
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                # websockets starts the connection's handler here; refused, that handler
-                # sees the connection lost before any request and ends.
-                super().connection_made(transport)
-                if gate.enter(self):
-                    self._counted = True
-                else:
-                    transport.close()
-
-            def connection_lost(self, exc: Exception | None) -> None:
-                super().connection_lost(exc)
-                if self._counted:
-                    self._counted = False
-                    gate.leave()
-
-        return CountedConnection
-
-
 def _response(status: http.HTTPStatus, body: str, *, content_type: str = "") -> Response:
     data = body.encode()
     headers = Headers(
@@ -624,18 +506,3 @@ def _response(status: http.HTTPStatus, body: str, *, content_type: str = "") -> 
         headers["Content-Length"] = str(len(data))
         headers["Content-Type"] = content_type or "text/plain; charset=utf-8"
     return Response(status.value, status.phrase, headers, data)
-
-
-def _host(connection: ServerConnection) -> str:
-    """The peer's address without its port: one source whatever port it connects from."""
-    address = connection.remote_address
-    if isinstance(address, tuple) and address:
-        return str(address[0])
-    return str(address)
-
-
-def _remote(connection: ServerConnection) -> str:
-    address = connection.remote_address
-    if isinstance(address, tuple) and len(address) >= 2:
-        return f"{address[0]}:{address[1]}"
-    return str(address)
