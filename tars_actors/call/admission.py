@@ -126,7 +126,11 @@ class CallAdmission:
             self._expire(self._clock())
             if call_sid in self._live:
                 return False
-            if self._reserved.pop(call_sid, None) is None and not self._free(owner=owner):
+            reserved = self._reserved.pop(call_sid, None)
+            if reserved is not None:
+                # Counted as the webhook saw it: the record may store the number shortened.
+                _, number, owner = reserved
+            elif not self._free(owner=owner):
                 return False
             self._live[call_sid] = (number, owner)
             return True

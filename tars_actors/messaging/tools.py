@@ -196,7 +196,8 @@ def messaging_tools(services: ToolServices) -> list[ToolSpec]:
                 "caller": session.caller_number,
                 "permission": str(session.permission),
                 "minutes": round(session.seconds() / 60, 1),
-                "purpose": session.purpose or "",
+                # A reminder call's purpose holds its title: a callback's, a caller's words.
+                "purpose": for_model(session.purpose or ""),
                 "this_call": session.session_id == context.session_id,
             }
             for session in services.switchboard.presence.all()
