@@ -124,7 +124,6 @@ def test_one_number_holds_at_most_max_per_caller_calls() -> None:
     assert places.reserve("CA2", STRANGER, owner=False) is None
 
 
-
 def test_a_live_call_counts_for_the_number_its_webhook_reserved_with() -> None:
     # The call's record may keep a shortened number (a long SIP caller ID); the stream's
     # start then names that one. The place still counts against the webhook's number.
@@ -133,6 +132,7 @@ def test_a_live_call_counts_for_the_number_its_webhook_reserved_with() -> None:
     assert places.reserve("CA1", long_number, owner=False) is None
     assert places.activate("CA1", long_number[:32], owner=False)
     assert places.reserve("CA2", long_number, owner=False) is Refusal.CALLER_BUSY
+
 
 def test_the_owner_is_not_limited_per_caller_or_per_hour() -> None:
     places = admission(5, max_per_caller=1, calls_per_hour=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -187,3 +188,17 @@ def test_two_starts_racing_with_one_token_get_one_record(tmp_path: Path) -> None
     opened.shutdown()
     assert sum(isinstance(outcome, CallRecord) for outcome in outcomes) == 1
     assert outcomes.count(StreamRefusal.USED) == 7
+
+
+def test_records_expired_over_a_day_ago_are_cleared_when_a_new_one_is_recorded(
+    store: Store,
+) -> None:
+    issue(store, INBOUND, seconds=STREAM_TOKEN_SECONDS, now=NOW)
+    second = dataclasses.replace(INBOUND, call_sid="CA2")
+    third = dataclasses.replace(INBOUND, call_sid="CA3")
+    # A day after the first expired, less a second: it is kept for an operator to read.
+    issue(store, second, seconds=STREAM_TOKEN_SECONDS, now=NOW + timedelta(days=1, seconds=59))
+    assert sorted(row.call_sid for row in StreamToken.select()) == ["CA1", "CA2"]
+    # Past that day, the next record clears it.
+    issue(store, third, seconds=STREAM_TOKEN_SECONDS, now=NOW + timedelta(days=1, seconds=61))
+    assert sorted(row.call_sid for row in StreamToken.select()) == ["CA2", "CA3"]

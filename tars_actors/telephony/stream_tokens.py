@@ -46,6 +46,9 @@ STREAM_TOKEN_SECONDS: Final = 60.0
 #: A call TARS places rings first (Twilio's default ring timeout is 60 s) and is answered
 #: before its stream starts: its token lives for the ring and then the usual minute.
 PLACED_CALL_TOKEN_SECONDS: Final = 60.0 + STREAM_TOKEN_SECONDS
+#: How long a record is kept after its token expired (used or not), for an operator looking
+#: into a call; each new record clears older ones, so the table stays the size of a day.
+KEEP_EXPIRED: Final = timedelta(days=1)
 
 
 class StreamRefusal(enum.StrEnum):
@@ -125,6 +128,7 @@ def issue(store: Store, record: CallRecord, *, seconds: float, now: datetime | N
     token = secrets.token_urlsafe(32)
     issued_at = now or utcnow()
     with store.transaction():
+        StreamToken.delete().where(StreamToken.expires_at < issued_at - KEEP_EXPIRED).execute()
         StreamToken.create(
             token_hash=hash_token(token),
             call_sid=record.call_sid,
