@@ -205,6 +205,15 @@ REJECTED_STARTS: list[tuple[str, str, str, str]] = [
     ("no accountSid", edited(START, ("start", "accountSid"), delete=True), "missing_field", "acc"),
     ("no inner sid", edited(START, ("start", "streamSid"), delete=True), "missing_field", "stream"),
     ("sids differ", edited(START, ("streamSid",), "MZx"), "wrong_stream_sid", "MZx"),
+    # A SID is letters and digits, at most 64: anything else would ride in every log line.
+    (
+        "long callSid",
+        edited(START, ("start", "callSid"), "CA" + "f" * 60_000),
+        "bad_field",
+        "callS",
+    ),
+    ("callSid text", edited(START, ("start", "callSid"), "CA1\n[x]"), "bad_field", "callSid"),
+    ("accountSid text", edited(START, ("start", "accountSid"), "AC 1"), "bad_field", "account"),
     ("tracks string", edited(START, ("start", "tracks"), "inbound"), "bad_field", "tracks"),
     ("tracks of ints", edited(START, ("start", "tracks"), [1]), "bad_field", "tracks"),
     ("no tracks", edited(START, ("start", "tracks"), delete=True), "missing_field", "tracks"),

@@ -324,7 +324,7 @@ class MediaStreamDecoder:
         if self._start is not None:
             raise _Rejected("duplicate_start", "second start on one stream")
         body = _object(message, "start", "")
-        stream_sid = _string(body, "streamSid", "start.")
+        stream_sid = _sid(body, "streamSid", "start.")
         outer_sid = message.get("streamSid", stream_sid)
         if outer_sid != stream_sid:
             raise _Rejected(
@@ -342,8 +342,8 @@ class MediaStreamDecoder:
         start = Start(
             sequence_number=_number(message, "sequenceNumber", ""),
             stream_sid=stream_sid,
-            call_sid=_string(body, "callSid", "start."),
-            account_sid=_string(body, "accountSid", "start."),
+            call_sid=_sid(body, "callSid", "start."),
+            account_sid=_sid(body, "accountSid", "start."),
             tracks=tuple(tracks),
             custom_parameters=MappingProxyType(dict(parameters)),
             media_format=_media_format(_object(body, "mediaFormat", "start.")),
@@ -383,6 +383,18 @@ def _string(parent: dict[str, Any], key: str, path: str) -> str:
     value = parent.get(key)
     if type(value) is not str:
         raise _Rejected(*_absent_or_wrong(value, path + key, "a string"))
+    return value
+
+
+#: Twilio's SIDs are two letters and 32 hex digits; anything beyond letters and digits, or
+#: longer than this, is not one (and would be carried into every log line of the call).
+_SID = re.compile(r"[A-Za-z0-9]{1,64}")
+
+
+def _sid(parent: dict[str, Any], key: str, path: str) -> str:
+    value = _string(parent, key, path)
+    if _SID.fullmatch(value) is None:
+        raise _Rejected("bad_field", f"{path}{key} {_shown(value)} is not a SID")
     return value
 
 
