@@ -14,6 +14,7 @@ admitted just before a restart still connects after it, and never twice.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import secrets
@@ -238,16 +239,8 @@ def redeem(
         )
         if claimed != 1:
             return StreamRefusal.USED
-    return CallRecord(
-        call_sid=call_sid,
-        account_sid=record.account_sid,
-        from_number=record.from_number,
-        to_number=record.to_number,
-        direction=record.direction,
-        goal_id=record.goal_id,
-        reminder_id=record.reminder_id,
-        stir_verstat=record.stir_verstat,
-    )
+    # A placed call's record learns its CallSid here when Twilio's answer has not bound it.
+    return dataclasses.replace(record, call_sid=call_sid)
 
 
 def _record(row: Any) -> CallRecord:
