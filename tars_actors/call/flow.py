@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from tars_actors.actor_messages import (
@@ -49,37 +48,14 @@ from tars_actors.call.effects import (
     StoreTranscript,
     Timer,
 )
-from tars_actors.call.limits import CallLimits
+from tars_actors.call.limits import CallLimits, CallStats
 from tars_actors.call.notes import NoteQueue
 from tars_actors.call.permissions import Permission
 from tars_actors.runtime.ratelimit import LogRateLimiter
 from tars_actors.telephony.stream_codec import Dtmf, InboundEvent, Mark, Stop
 from tars_actors.tools.registry import ToolError, ToolOutcome, ToolRegistry
 
-__all__ = ["KEYPRESS_LOG_SECONDS", "CallFlow", "CallStats"]
-
-
-# --- Configuration and figures ----------------------------------------------------------
-
-
-@dataclass(slots=True)
-class CallStats:
-    """The figures of the ``call.summary`` line."""
-
-    turns: int = 0
-    interruptions: int = 0
-    reconnects: int = 0
-    tool_calls: int = 0
-    tools_refused: int = 0
-
-    def as_fields(self) -> dict[str, int]:
-        return {
-            "turns": self.turns,
-            "interruptions": self.interruptions,
-            "reconnects": self.reconnects,
-            "tool_calls": self.tool_calls,
-            "tools_refused": self.tools_refused,
-        }
+__all__ = ["KEYPRESS_LOG_SECONDS", "CallFlow"]
 
 
 UNREACHABLE_APOLOGY = (

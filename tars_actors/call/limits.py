@@ -1,4 +1,5 @@
-"""How long a call may last and wait for things: the limits a :class:`CallFlow` runs by."""
+"""How long a call may last and wait for things (the limits a :class:`CallFlow` runs by), and
+the figures it counts for its ``call.summary`` line."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import dataclass, field
 
 from tars_actors.runtime.supervision import Backoff
 
-__all__ = ["CallLimits"]
+__all__ = ["CallLimits", "CallStats"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,3 +28,23 @@ class CallLimits:
     reconnect_backoff: Backoff = field(
         default_factory=lambda: Backoff(initial=0.2, maximum=5.0, jitter=0.0)
     )
+
+
+@dataclass(slots=True)
+class CallStats:
+    """The figures of the ``call.summary`` line."""
+
+    turns: int = 0
+    interruptions: int = 0
+    reconnects: int = 0
+    tool_calls: int = 0
+    tools_refused: int = 0
+
+    def as_fields(self) -> dict[str, int]:
+        return {
+            "turns": self.turns,
+            "interruptions": self.interruptions,
+            "reconnects": self.reconnects,
+            "tool_calls": self.tool_calls,
+            "tools_refused": self.tools_refused,
+        }
