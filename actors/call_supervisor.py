@@ -424,8 +424,7 @@ class CallSupervisor(Supervisor):
     def _refuse(self, message: CallStreamStarted, why: StreamRefusal) -> None:
         """Close a stream that may not start a call, before any session or model."""
         socket = message.socket
-        host = socket.remote.rpartition(":")[0] or socket.remote
-        suppressed = self._refusals.allow((str(why), host))
+        suppressed = self._refusals.allow((str(why), socket.host))
         if suppressed is not None:
             log.warning(
                 "calls.stream_refused",

@@ -77,6 +77,11 @@ class CallSocket(Protocol):
         ...
 
     @property
+    def host(self) -> str:
+        """The peer's address without its port: the source that per-source limits count."""
+        ...
+
+    @property
     def frames_rejected(self) -> int:
         """Malformed frames rejected on this stream so far (each logged once)."""
         ...

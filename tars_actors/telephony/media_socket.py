@@ -23,6 +23,7 @@ from tars_actors.audio.pacing import PlayoutMark, PlayoutPacer
 from tars_actors.call.relay import AudioRelay, LatencyHistogram
 from tars_actors.net._ws_delivery import send_text_now, writable_now
 from tars_actors.telephony import stream_codec
+from tars_actors.telephony.connections import host_of, remote_of
 from tars_actors.telephony.stream_codec import Media, Start
 
 __all__ = ["MediaStreamSocket", "SocketCloseReason"]
@@ -137,10 +138,12 @@ class MediaStreamSocket:
     @property
     def remote(self) -> str:
         """The peer's ``host:port``, for log lines about this stream."""
-        address = self._connection.remote_address
-        if isinstance(address, tuple) and len(address) >= 2:
-            return f"{address[0]}:{address[1]}"
-        return str(address)
+        return remote_of(self._connection)
+
+    @property
+    def host(self) -> str:
+        """The peer's address without its port: the source that per-source limits count."""
+        return host_of(self._connection)
 
     @property
     def frames_rejected(self) -> int:
