@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,12 +40,17 @@ from tars_actors.audio.pipeline import FRAME_SECONDS
 from tars_actors.call import effects
 from tars_actors.call.effects import Effect, Timer
 from tars_actors.call.flow import CallFlow
+from tars_actors.call.owner_pin import MAX_WRONG_PINS, PinLockedOut, PinUnchecked, PinVerdict
 from tars_actors.call.permissions import Permission
+from tars_actors.call.pin_desk import PinDesk
 from tars_actors.call.relay import AudioRelay, LatencyHistogram
 from tars_actors.call.session_info import SessionInfo
 from tars_actors.messaging.routing import (
+    OWNER_TARGET,
     DeliverNote,
+    Dispatch,
     LiveSession,
+    MessageType,
     SessionJoined,
     SessionLeft,
     Switchboard,
@@ -62,13 +68,24 @@ from tars_actors.store import (
 )
 from tars_actors.tools.registry import PreparedCall, ToolOutcome
 
-__all__ = ["CallSession", "ModelStarter"]
+__all__ = ["CallSession", "ModelStarter", "OwnerUpgrade"]
 
 log = structlog.get_logger("tars.call")
 
 #: Starts a GeminiConnection for this session: (session ref, connection id, resumption
 #: handle, audio relay) → its ref. The relay lives on the loop the connection runs on.
 ModelStarter = Callable[[pykka.ActorRef[Any], int, str | None, AudioRelay], pykka.ActorRef[Any]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OwnerUpgrade:
+    """What a call from the owner's number becomes once the PIN typed on it is right."""
+
+    #: The owner's session: its name and level.
+    info: SessionInfo
+    #: Opens model connections with the owner's instructions and tools.
+    start_model: ModelStarter
+    pins: PinDesk
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,9 +128,12 @@ class CallSession(TarsActor):
         tool_pool: concurrent.futures.Executor,
         audio_loop: LoopThread,
         switchboard: Switchboard | None = None,
+        owner_upgrade: OwnerUpgrade | None = None,
     ) -> None:
+        """``owner_upgrade``: the call is from the owner's number and waits for the PIN."""
         super().__init__()
         self.info = info
+        self._owner_upgrade = owner_upgrade
         self._switchboard = switchboard
         self._audio_loop = audio_loop
         self._relay: AudioRelay | None = None
@@ -171,7 +191,9 @@ class CallSession(TarsActor):
         if switchboard is None:
             return
         info = self.info
-        switchboard.presence.join(LiveSession(info=info, ref=self.actor_ref))
+        joined = switchboard.presence.get(info.session_id)
+        started_at = time.monotonic() if joined is None else joined.started_at
+        switchboard.presence.join(LiveSession(info=info, ref=self.actor_ref, started_at=started_at))
         if not switchboard.tell(SessionJoined(session_id=info.session_id)):
             log.warning("router.not_running", message="SessionJoined")
 
@@ -354,6 +376,53 @@ class CallSession(TarsActor):
                 self._end(reason, detail)
             case effects.LogEvent(event=event, level=level, fields=fields):
                 getattr(log, level)(event, **fields)
+            case effects.CheckPin(digits=digits):
+                self._apply(self._flow.pin_verdict(self._check_pin(digits)))
+            case effects.BecomeOwner():
+                self._become_owner()
+
+    def _check_pin(self, digits: str) -> PinVerdict:
+        upgrade = self._owner_upgrade
+        if upgrade is None:  # pragma: no cover (the flow types keys only with an upgrade)
+            return PinUnchecked()
+        number = self.info.caller_number
+        try:
+            verdict = upgrade.pins.check(number, digits)
+        except Exception:
+            log.exception("owner.pin_check_failed")
+            return PinUnchecked()
+        if isinstance(verdict, PinLockedOut) and self._switchboard is not None:
+            # The owner hears of it: either they mistyped, or someone has their number.
+            ledger = self._switchboard.ledger
+            record = ledger.record(
+                sender_session_id=self.info.session_id,
+                sender_name=self.info.session_name,
+                target=OWNER_TARGET,
+                message_type=MessageType.NOTIFICATION,
+                body=(
+                    f"A call from your number {number} typed a wrong PIN {MAX_WRONG_PINS} times; "
+                    f"PIN entry from it is locked for {verdict.minutes} minutes."
+                ),
+            )
+            self._switchboard.tell(Dispatch(message_id=record.id))
+        return verdict
+
+    def _become_owner(self) -> None:
+        """The PIN was right: this call is the owner's main call from now on."""
+        upgrade = self._owner_upgrade
+        if upgrade is None:  # pragma: no cover (the flow verifies only with an upgrade)
+            return
+        self._owner_upgrade = None
+        self.info = dataclasses.replace(
+            upgrade.info, session_id=self.info.session_id, stream_sid=self.info.stream_sid
+        )
+        self._start_model = upgrade.start_model
+        with self._store.transaction():
+            AgentSession.update(
+                name=self.info.session_name, permission=str(self.info.permission)
+            ).where(AgentSession.id == self.info.session_id).execute()
+        # The Router sees the owner's call, and hands it what waited for the owner.
+        self._join()
 
     def _to_telephony(self, request: HangUpRequest | SayAndHangUpRequest) -> None:
         """To the live Telephony actor (a restarted one is a new actor); a call that cannot

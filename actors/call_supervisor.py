@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import pykka
 import structlog
 
-from actors.call_session import CallSession, ModelStarter
+from actors.call_session import CallSession, ModelStarter, OwnerUpgrade
 from actors.supervisor import Supervisor
 from tars_actors.actor_messages import (
     CallFailed,
@@ -39,8 +40,10 @@ from tars_actors.call.identity import (
     identify,
 )
 from tars_actors.call.limits import CallLimits
+from tars_actors.call.owner_pin import KeypadPin, OwnerCheck, Standing, owner_standing
 from tars_actors.call.permissions import Permission
-from tars_actors.call.persona import Caller, Persona, persona_for
+from tars_actors.call.persona import Caller, Persona, owner_verified_turn, persona_for
+from tars_actors.call.pin_desk import PinDesk
 from tars_actors.call.session_info import SessionInfo
 from tars_actors.goals.desk import (
     FINAL_GOAL_STATUSES,
@@ -121,7 +124,9 @@ class CallHooks:
         admission: CallAdmission,
         call_supervisor: Callable[[], pykka.ActorRef[Any] | None],
         ready: Callable[[], bool],
+        *,
         store: Store,
+        pins: PinDesk,
     ) -> None:
         """``settings`` returns the current settings (a SIGHUP may change the language)."""
         self._settings = settings
@@ -129,6 +134,7 @@ class CallHooks:
         self._call_supervisor = call_supervisor
         self._ready = ready
         self._store = store
+        self._pins = pins
 
     def admit_call(self, params: Mapping[str, str]) -> Admission:
         """On the server's worker thread: a place, then the call's record and its token."""
@@ -146,7 +152,13 @@ class CallHooks:
             stir_verstat=params.get("StirVerstat") or None,
         )
         number = record.caller_number
-        refusal = self._admission.reserve(call_sid, number, owner=number == settings.owner.phone)
+        standing = owner_check(settings, record, self._pins).standing
+        refusal = self._admission.reserve(
+            call_sid,
+            number,
+            owner=standing in {Standing.PROVEN, Standing.PIN_PENDING},
+            proven=standing is Standing.PROVEN,
+        )
         if refusal is not None:
             if refusal is Refusal.OVER_CAPACITY:
                 return OverCapacity(language=language)
@@ -196,6 +208,7 @@ class CallSupervisor(Supervisor):
         timers: Timers,
         tools: ToolRegistry,
         admission: CallAdmission,
+        pins: PinDesk,
         model_starter: ModelStarterFactory,
         telephony: Callable[[], pykka.ActorRef[Any] | None],
         tool_pool: concurrent.futures.Executor,
@@ -217,6 +230,7 @@ class CallSupervisor(Supervisor):
         self._store = store
         self._tools = tools
         self._admission = admission
+        self._pins = pins
         self._model_starter = model_starter
         self._telephony = telephony
         self._tool_pool = tool_pool
@@ -348,7 +362,7 @@ class CallSupervisor(Supervisor):
             self._refuse(message, record)
             return
         caller = self._identify(record)
-        owner = caller.permission == Permission.OWNER
+        owner = caller.permission == Permission.OWNER or caller.pin_pending
         if not self._admission.activate(call_sid, caller.number, owner=owner):
             self._refuse(message, StreamRefusal.OVER_CAPACITY)
             return
@@ -374,9 +388,11 @@ class CallSupervisor(Supervisor):
             stream_sid=start.stream_sid,
             direction=str(row.direction),
             purpose=_purpose(caller),
+            pin_pending=caller.pin_pending,
         )
         if caller.goal_id is not None:
             mark_answered(self._store, caller.goal_id, call_sid=call_sid, session_id=int(row.id))
+        upgrade = self._owner_upgrade(caller, info)
         flow = CallFlow(
             permission=caller.permission,
             greeting=persona.greeting,
@@ -385,6 +401,7 @@ class CallSupervisor(Supervisor):
                 max_call_seconds=float(self._settings.sessions.max_call_seconds),
                 model_unreachable_seconds=self._settings.sessions.model_unreachable_seconds,
             ),
+            pin=None if upgrade is None else upgrade[1],
         )
         starter = self._model_starter(persona, caller.permission, info)
         spec = ChildSpec(
@@ -400,6 +417,7 @@ class CallSupervisor(Supervisor):
                 tool_pool=self._tool_pool,
                 audio_loop=self._audio_loop,
                 switchboard=self._switchboard,
+                owner_upgrade=None if upgrade is None else upgrade[0],
             ),
             restart=Restart.TEMPORARY,
             shutdown_timeout=self._settings.supervision.shutdown_timeout_seconds,
@@ -414,6 +432,31 @@ class CallSupervisor(Supervisor):
                 AgentSession.update(
                     status=SessionStatus.ENDED, ended_at=utcnow(), end_reason="start failed"
                 ).where(AgentSession.id == row.id).execute()
+
+    def _owner_upgrade(
+        self, caller: Caller, info: SessionInfo
+    ) -> tuple[OwnerUpgrade, KeypadPin] | None:
+        """For a call from the owner's number that is still to type the PIN: what it
+        becomes once the PIN is right, and the keypad that takes the PIN."""
+        if not caller.pin_pending:
+            return None
+        settings = self._settings
+        persona = persona_for(settings, Caller(number=caller.number, permission=Permission.OWNER))
+        owner_info = dataclasses.replace(
+            info,
+            session_name=persona.session_name,
+            permission=Permission.OWNER,
+            pin_pending=False,
+        )
+        upgrade = OwnerUpgrade(
+            info=owner_info,
+            start_model=self._model_starter(persona, Permission.OWNER, owner_info),
+            pins=self._pins,
+        )
+        keypad = KeypadPin(
+            owner_greeting=persona.greeting, verified_turn=owner_verified_turn(settings)
+        )
+        return upgrade, keypad
 
     def _child(self, call_sid: str) -> Any:
         for info in self.which_children():
@@ -441,6 +484,9 @@ class CallSupervisor(Supervisor):
             number=record.caller_number, goal_id=record.goal_id, reminder_id=record.reminder_id
         )
         owner_phone = self._settings.owner.phone
+        owner = owner_check(self._settings, record, self._pins)
+        if owner.standing is not Standing.NOT_OWNER:
+            log.info("calls.owner_number", standing=str(owner.standing), why=owner.why)
         # Only the rows identify() reads: a goal row decides alone, then a reminder row,
         # then the owner's number; the contacts table is read only for anyone else.
         goal = _goal_record(claims.goal_key)
@@ -452,10 +498,33 @@ class CallSupervisor(Supervisor):
             goal=goal,
             reminder=reminder,
             contact=None if decided else _contact_record(claims.number),
+            owner=owner,
         )
         for event, fields in identified.warnings:
             log.warning(event, **fields)
         return identified.caller
+
+
+def owner_check(settings: Settings, record: CallRecord, pins: PinDesk) -> OwnerCheck:
+    """How far a call's record proves it is the owner's (the store is read only for a call
+    from the owner's number that may have to type the PIN)."""
+    owner = settings.owner
+    number = record.caller_number
+    may_type_pin = (
+        number == owner.phone
+        and pins.pin_set
+        and not record.outbound
+        and owner.caller_id_trust != "number"
+    )
+    return owner_standing(
+        number=number,
+        owner_phone=owner.phone,
+        trust=owner.caller_id_trust,
+        stir_verstat=record.stir_verstat,
+        placed=record.outbound,
+        pin_set=pins.pin_set,
+        locked=may_type_pin and pins.locked(number),
+    )
 
 
 def _purpose(caller: Caller) -> str | None:

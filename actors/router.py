@@ -371,7 +371,7 @@ class Router(TarsActor):
             for record in self._ledger.queued_for_owner():
                 if record.target == OWNER_TARGET:
                     self._dispatch(record)
-        elif session.permission is Permission.UNKNOWN:
+        elif session.permission is Permission.UNKNOWN and not session.info.pin_pending:
             self._notify_owner(
                 f"Incoming call from {session.name}",
                 MessageType.NOTIFICATION,

@@ -35,7 +35,8 @@ from tars_actors.call.effects import (
     StoreTranscript,
     Timer,
 )
-from tars_actors.call.flow import KEYPRESS_LOG_SECONDS, CallFlow
+from tars_actors.call.flow import CallFlow
+from tars_actors.call.keypad import KEYPRESS_LOG_SECONDS
 from tars_actors.call.limits import CallLimits
 from tars_actors.call.permissions import Permission
 from tars_actors.telephony.stream_codec import Dtmf, Mark, Stop
@@ -299,7 +300,7 @@ def test_max_duration_hangs_up() -> None:
 def test_ending_cancels_every_timer_of_the_call() -> None:
     effects = connected_flow().shutdown()
     assert of(CancelTimer, effects) == [CancelTimer(name=timer) for timer in Timer]
-    assert len(Timer) == 7
+    assert len(Timer) == 8
 
 
 # --- Routed messages (system notes) ---------------------------------------------------------

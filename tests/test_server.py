@@ -479,6 +479,9 @@ class FakeRelay:
     def caller_audio(self, payload: bytes, received_at: float = 0.0) -> None:
         self._journal.add((payload, received_at))
 
+    def keypad_pressed(self, pressed_at: float) -> None:
+        self._journal.add("keypad pressed")
+
 
 def test_caller_audio_reaches_the_relay_in_order_without_an_event_once_attached(
     server: Server,

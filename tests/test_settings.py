@@ -684,7 +684,7 @@ def test_repr_and_str_of_secrets_hide_the_values() -> None:
             assert secret not in shown
     assert repr(settings.secrets) == (
         "Secrets(TWILIO_ACCOUNT_SID=***set***, TWILIO_AUTH_TOKEN=***set***, "
-        "GEMINI_API_KEY=***set***)"
+        "GEMINI_API_KEY=***set***, TARS_OWNER_PIN=(not set))"
     )
 
 
@@ -700,6 +700,7 @@ def test_redacted_shows_whether_secrets_are_set_but_never_their_values() -> None
         "TWILIO_ACCOUNT_SID": "(not set)",
         "TWILIO_AUTH_TOKEN": "***set***",
         "GEMINI_API_KEY": "(not set)",
+        "TARS_OWNER_PIN": "(not set)",
     }
     assert redacted["database"]["url"] == "postgresql://tars:***@127.0.0.1:1/tars"
     assert redacted["sessions"]["max_concurrent"] == 8

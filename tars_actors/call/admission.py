@@ -62,10 +62,11 @@ class CallAdmission:
     ``start`` turns it into a live call (:meth:`activate`); the session's end releases it.
     A reservation whose stream never comes expires after ``reservation_seconds``.
 
-    The owner's number may take any place; any other number only the places that are not
-    reserved for the owner, at most ``max_per_caller`` at once and ``calls_per_hour``
-    admitted webhooks an hour. Caller ID is cheap to claim, so a known contact's number
-    is limited like any other.
+    The owner's number may take any place (while it still has to type the PIN, at most
+    ``max_per_caller`` at once); any other number only the places that are not reserved
+    for the owner, at most ``max_per_caller`` at once and ``calls_per_hour`` admitted
+    webhooks an hour. Caller ID is cheap to claim, so a known contact's number is limited
+    like any other.
     """
 
     def __init__(
@@ -99,14 +100,22 @@ class CallAdmission:
 
     # -- deciding ---------------------------------------------------------------------------
 
-    def reserve(self, call_sid: str, number: str, *, owner: bool) -> Refusal | None:
-        """A signed voice webhook: hold a place for its stream, or say why not."""
+    def reserve(
+        self, call_sid: str, number: str, *, owner: bool, proven: bool = True
+    ) -> Refusal | None:
+        """A signed voice webhook: hold a place for its stream, or say why not.
+
+        ``owner``: from the owner's number, which may take the reserved places. ``proven``
+        (for the owner's number): attested or trusted; an unproven one, still to type the
+        PIN, holds at most ``max_per_caller`` places, so that a faked owner's number cannot
+        take them all.
+        """
         with self._lock:
             now = self._clock()
             self._expire(now)
             if call_sid in self._live or call_sid in self._reserved:
                 return None  # Twilio retried the webhook: the place is the call's already
-            refusal = self._refusal(number, owner=owner, now=now)
+            refusal = self._refusal(number, owner=owner, limited=not (owner and proven), now=now)
             if refusal is not None:
                 return refusal
             self._reserved[call_sid] = (now + self._reservation_seconds, number, owner)
@@ -185,15 +194,15 @@ class CallAdmission:
         others += sum(not o for _, _, o in self._reserved.values())
         return others < limits.max_concurrent - limits.reserved
 
-    def _refusal(self, number: str, *, owner: bool, now: float) -> Refusal | None:
-        if not owner:
-            limits = self._limits
+    def _refusal(self, number: str, *, owner: bool, limited: bool, now: float) -> Refusal | None:
+        limits = self._limits
+        if limited:
             held = sum(n == number for n, _ in self._live.values())
             held += sum(n == number for _, n, _ in self._reserved.values())
             if held >= limits.max_per_caller:
                 return Refusal.CALLER_BUSY
-            if len(self._admitted.get(number, ())) >= limits.calls_per_hour:
-                return Refusal.HOURLY_LIMIT
+        if not owner and len(self._admitted.get(number, ())) >= limits.calls_per_hour:
+            return Refusal.HOURLY_LIMIT
         if not self._free(owner=owner):
             return Refusal.OVER_CAPACITY
         return None

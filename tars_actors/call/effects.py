@@ -12,7 +12,9 @@ from tars_actors.actor_messages import ModelInput
 from tars_actors.tools.registry import PreparedCall
 
 __all__ = [
+    "BecomeOwner",
     "CancelTimer",
+    "CheckPin",
     "CloseCaller",
     "Effect",
     "EndSession",
@@ -48,6 +50,8 @@ class Timer(StrEnum):
     APOLOGY = "apology-grace"
     #: How long a note waits while the caller keeps talking.
     NOTE_WAIT = "note-wait"
+    #: A pause after the last key that ends the PIN being typed.
+    PIN_PAUSE = "pin-pause"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,6 +136,21 @@ class LogEvent:
     fields: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckPin:
+    """Check the PIN typed on the keypad against the owner's (and the number's lockout).
+
+    The digits are never shown: not in a repr, a log line or a model turn."""
+
+    digits: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BecomeOwner:
+    """The caller proved to be the owner: from now on this session is the owner's main
+    call (its record, its name, the Router's view) and opens owner model connections."""
+
+
 Effect = (
     MarkCaller
     | CloseCaller
@@ -147,4 +166,6 @@ Effect = (
     | SayAndHangUp
     | EndSession
     | LogEvent
+    | CheckPin
+    | BecomeOwner
 )

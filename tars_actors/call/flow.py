@@ -30,7 +30,9 @@ from tars_actors.actor_messages import (
     ToolResponses,
     TurnComplete,
 )
+from tars_actors.call import owner_pin
 from tars_actors.call.effects import (
+    BecomeOwner,
     CancelTimer,
     CloseCaller,
     Effect,
@@ -45,28 +47,22 @@ from tars_actors.call.effects import (
     StartModel,
     StartTimer,
     StopModel,
-    StoreTranscript,
     Timer,
 )
+from tars_actors.call.keypad import Keypad
 from tars_actors.call.limits import CallLimits, CallStats
 from tars_actors.call.notes import NoteQueue
 from tars_actors.call.permissions import Permission
-from tars_actors.runtime.ratelimit import LogRateLimiter
+from tars_actors.call.turn_text import TurnText
 from tars_actors.telephony.stream_codec import Dtmf, InboundEvent, Mark, Stop
 from tars_actors.tools.registry import ToolError, ToolOutcome, ToolRegistry
 
-__all__ = ["KEYPRESS_LOG_SECONDS", "CallFlow"]
+__all__ = ["CallFlow"]
 
 
 UNREACHABLE_APOLOGY = (
     "Sorry, I am having trouble connecting right now. Please call again in a few minutes."
 )
-
-
-#: After a call's first keypress is logged, at most one ``call.dtmf`` line (with the count of
-#: keys since the last) per this many seconds; the rest are counted in the call's last line.
-KEYPRESS_LOG_SECONDS = 10.0
-_KEYS = "keys"
 
 
 class CallFlow:
@@ -80,7 +76,9 @@ class CallFlow:
         tools: ToolRegistry,
         limits: CallLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
+        pin: owner_pin.KeypadPin | None = None,
     ) -> None:
+        """``pin``: the owner's number, still to type the PIN that makes it the owner's call."""
         self.permission = permission
         self.greeting = greeting
         self.tools = tools
@@ -92,6 +90,9 @@ class CallFlow:
         self._connecting: int | None = None  # a connection being opened (start or rotate)
         self._handle: str | None = None
         self._greeted = False
+        self._keypad = Keypad(pin=pin, clock=clock)
+        # Told to the first model connection after the PIN proved the owner mid-call.
+        self._verified_turn: TextTurn | None = None
         self._restart_attempt = 0
         self._rotate_pending = False
         # Inputs other than audio (greeting, tool results) kept while there is no
@@ -101,8 +102,7 @@ class CallFlow:
         self._turn = 0
         self._turn_has_output = False
         self._turn_interrupted = False
-        self._assistant_text: list[str] = []
-        self._caller_text: list[str] = []
+        self._text = TurnText()
         self._tools_in_flight: dict[str, str] = {}
         # Notes waiting for a turn boundary, and the routed messages already taken.
         self._notes = NoteQueue()
@@ -114,9 +114,6 @@ class CallFlow:
         self._ending_mark: str | None = None
         self._end_requested = False
         self._ended = False
-        # Keypresses are logged as counts, a burst in a line: a caller can send thousands,
-        # and the digits (a PIN, say) never reach the log.
-        self._keypresses = LogRateLimiter(interval=KEYPRESS_LOG_SECONDS, max_sources=1, clock=clock)
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -164,6 +161,9 @@ class CallFlow:
         if not self._greeted:
             self._greeted = True
             effects += self._to_current(TextTurn(text=self.greeting))
+        elif self._verified_turn is not None:
+            effects += self._to_current(self._verified_turn)
+            self._verified_turn = None
         effects += self._to_current(*self._drain_gap())
         return effects
 
@@ -220,10 +220,10 @@ class CallFlow:
                 return self._begin_output()
             case OutputTranscript(text=text):
                 effects = self._begin_output()
-                self._assistant_text.append(text)
+                self._text.assistant.append(text)
                 return effects
             case InputTranscript(text=text):
-                self._caller_text.append(text)
+                self._text.caller.append(text)
                 return []
             case Interrupted():
                 return self._interrupted()
@@ -271,11 +271,8 @@ class CallFlow:
                 if name == self._ending_mark:
                     return self._finish("end_call", hang_up=True)
                 return []
-            case Dtmf():
-                unlogged = self._keypresses.allow(_KEYS)
-                if unlogged is None:
-                    return []
-                return [LogEvent(event="call.dtmf", fields={"keys": unlogged + 1})]
+            case Dtmf(digit=digit):
+                return self._keypad.key(digit, typing=self._saying_goodbye is None)
             case Stop():
                 return self._finish(self._hang_up_reason(), hang_up=False)
         return []
@@ -328,35 +325,68 @@ class CallFlow:
             self._connecting = None
         return effects
 
+    # --- the owner's PIN ------------------------------------------------------------------
+
+    def pin_verdict(self, verdict: owner_pin.PinVerdict) -> list[Effect]:
+        """The PinDesk's answer to the PIN this call typed."""
+        pin = self._keypad.pin
+        if self._ended or pin is None or self._saying_goodbye is not None:
+            return []
+        pin.verdict()
+        match verdict:
+            case owner_pin.PinVerified():
+                return self._become_owner(pin)
+            case owner_pin.PinWrong() | owner_pin.PinUnchecked():
+                event = LogEvent(event=verdict.event, fields=verdict.fields())
+                return [event, *self.instruct(verdict.note())]
+            case owner_pin.PinLockedOut(minutes=minutes):
+                self._keypad.pin = None
+                return self._say_and_end(
+                    owner_pin.locked_out_goodbye(minutes),
+                    reason="owner PIN refused",
+                    grace=self.limits.apology_grace_seconds,
+                )
+        return []  # pragma: no cover
+
+    def _become_owner(self, pin: owner_pin.KeypadPin) -> list[Effect]:
+        """The owner's tools now, their (resumed) model connection at the next turn end."""
+        self._keypad.pin = None
+        self.permission = Permission.OWNER
+        effects: list[Effect] = [BecomeOwner(), LogEvent(event="owner.verified")]
+        if self._connecting is not None:
+            # Opened with the stranger's instructions: open the owner's instead.
+            effects.append(StopModel(connection_id=self._connecting))
+            self._connecting = None
+            if self._current is None:
+                effects.append(self._open_connection())
+        if not self._greeted:
+            self.greeting = pin.owner_greeting
+            return effects
+        self._verified_turn = TextTurn(text=pin.verified_turn)
+        if self._current is not None and self._connecting is None:
+            self._rotate_pending = True
+            if self._at_turn_boundary():
+                effects += self._rotate()
+        return effects
+
     # --- tools --------------------------------------------------------------------------
 
     def _tool_calls(self, calls: Sequence[Any]) -> list[Effect]:
         effects: list[Effect] = []
         refused: list[ToolResponse] = []
+        level = self.permission
         for call in calls:
             self.stats.tool_calls += 1
             prepared = self.tools.prepare(
-                call_id=call.call_id, name=call.name, args=call.args, level=self.permission
+                call_id=call.call_id, name=call.name, args=call.args, level=level
             )
             if isinstance(prepared, ToolError):
                 self.stats.tools_refused += 1
-                effects.append(
-                    LogEvent(
-                        event="tool.refused",
-                        level="warning",
-                        fields={
-                            "tool": prepared.name,
-                            "call_id": prepared.call_id,
-                            "kind": prepared.kind,
-                            "error": prepared.message,
-                            "permission": str(self.permission),
-                        },
-                    )
-                )
+                fields = {**prepared.log_fields(), "permission": str(level)}
+                effects.append(LogEvent(event="tool.refused", level="warning", fields=fields))
+                response = prepared.response()
                 refused.append(
-                    ToolResponse(
-                        call_id=prepared.call_id, name=prepared.name, response=prepared.response()
-                    )
+                    ToolResponse(call_id=prepared.call_id, name=prepared.name, response=response)
                 )
                 continue
             self._tools_in_flight[prepared.call_id] = prepared.name
@@ -417,7 +447,7 @@ class CallFlow:
         if not self._greeting_answered or self._turn_has_output or self._tools_in_flight:
             return []  # the next turn boundary flushes them
         notes = self._notes
-        if self._caller_text and not notes.wait_over:
+        if self._text.caller and not notes.wait_over:
             # The caller is mid-sentence: give them a moment, not forever.
             if notes.waiting:
                 return []
@@ -474,6 +504,8 @@ class CallFlow:
                 if self._rotate_pending:
                     return self._rotate()
                 return []
+            case Timer.PIN_PAUSE:
+                return self._keypad.pause()
             case Timer.NOTE_WAIT:
                 self._notes.waiting = False
                 self._notes.wait_over = True
@@ -504,23 +536,13 @@ class CallFlow:
         self._turn_has_output = True
         self._turn += 1
         self._turn_interrupted = False
-        return self._store_caller_line()
-
-    def _store_caller_line(self) -> list[Effect]:
-        text = "".join(self._caller_text).strip()
-        self._caller_text.clear()
-        return [StoreTranscript(speaker="caller", text=text)] if text else []
-
-    def _store_assistant_line(self, *, heard: bool) -> list[Effect]:
-        text = "".join(self._assistant_text).strip()
-        self._assistant_text.clear()
-        return [StoreTranscript(speaker="assistant", text=text, heard=heard)] if text else []
+        return self._text.caller_line()
 
     def _interrupted(self) -> list[Effect]:
         # The relay already cleared the caller's audio, in wire order.
         self.stats.interruptions += 1
         self._turn_interrupted = True
-        return self._store_assistant_line(heard=False)
+        return self._text.assistant_line(heard=False)
 
     def _turn_complete(self, mark: str | None) -> list[Effect]:
         effects: list[Effect] = []
@@ -528,9 +550,9 @@ class CallFlow:
             self.stats.turns += 1
             if mark is not None and self._end_requested and self._ending_mark is None:
                 self._ending_mark = mark
-            effects += self._store_assistant_line(heard=not self._turn_interrupted)
+            effects += self._text.assistant_line(heard=not self._turn_interrupted)
         else:
-            effects += self._store_caller_line()
+            effects += self._text.caller_line()
         if self._end_requested and self._ending_mark is None:
             # A turn after end_call with no goodbye to hear (silent or cut off): hang up
             # once whatever was queued for the caller has played.
@@ -560,11 +582,9 @@ class CallFlow:
     def _finish(self, reason: str, *, hang_up: bool, detail: str | None = None) -> list[Effect]:
         self._ended = True
         effects: list[Effect] = []
-        unlogged_keys = self._keypresses.forget(_KEYS)
-        if unlogged_keys:
-            effects.append(LogEvent(event="call.dtmf", fields={"keys": unlogged_keys}))
-        effects += self._store_caller_line()
-        effects += self._store_assistant_line(heard=not self._turn_interrupted)
+        effects += self._keypad.close()
+        effects += self._text.caller_line()
+        effects += self._text.assistant_line(heard=not self._turn_interrupted)
         for timer in Timer:
             effects.append(CancelTimer(name=timer))
         if hang_up:

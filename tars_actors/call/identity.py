@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tars_actors.call.owner_pin import OwnerCheck, Standing
 from tars_actors.call.permissions import Permission
 from tars_actors.call.persona import Caller
 
@@ -95,9 +96,13 @@ def identify(
     goal: GoalRecord | None = None,
     reminder: ReminderRecord | None = None,
     contact: ContactRecord | None = None,
+    owner: OwnerCheck | None = None,
 ) -> Identification:
     """The caller and their level. ``goal``, ``reminder`` and ``contact`` are the rows found
-    for ``claims.goal_key``, ``claims.reminder_key`` and ``claims.number`` (None: none)."""
+    for ``claims.goal_key``, ``claims.reminder_key`` and ``claims.number`` (None: none).
+
+    ``owner``: how far the record proves a call from ``owner_phone`` is the owner
+    (:func:`~tars_actors.call.owner_pin.owner_standing`); None takes the number's word."""
     warnings: list[tuple[str, Mapping[str, Any]]] = []
     if claims.goal_id:
         # A call TARS placed for the owner: the goal row says whom and what for.
@@ -121,8 +126,16 @@ def identify(
             return Identification(caller=caller, warnings=tuple(warnings))
         warnings.append(("calls.unknown_reminder", {"reminder_id": claims.reminder_id}))
     number = claims.number
-    if number == owner_phone:
+    standing = Standing.PROVEN if owner is None else owner.standing
+    if number == owner_phone and standing is Standing.PROVEN:
         caller = Caller(number=number, permission=Permission.OWNER)
+    elif number == owner_phone and standing is Standing.PIN_PENDING:
+        caller = Caller(number=number, permission=Permission.UNKNOWN, pin_pending=True)
+    elif number == owner_phone:
+        # The owner's number, unproven: a stranger's level, and the log says why.
+        why = "" if owner is None else owner.why
+        warnings.append(("calls.owner_unproven", {"why": why}))
+        caller = Caller(number=number, permission=Permission.UNKNOWN)
     elif contact is not None:
         caller = Caller(
             number=number,

@@ -8,7 +8,7 @@ from tars_actors.call.caller_words import for_model, label
 from tars_actors.call.permissions import Permission
 from tars_actors.runtime.settings import Settings
 
-__all__ = ["Caller", "Persona", "persona_for", "unknown_caller_greeting"]
+__all__ = ["Caller", "Persona", "owner_verified_turn", "persona_for", "unknown_caller_greeting"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -24,6 +24,8 @@ class Caller:
     goal_id: int | None = None
     #: For reminder calls (TARS calling the owner): what to remind them of.
     reminder: str | None = None
+    #: The owner's number, not yet proven: the PIN typed on the keypad makes it the owner.
+    pin_pending: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,6 +40,17 @@ def unknown_caller_greeting(settings: Settings) -> str:
     return (
         f"Hey, this is {settings.owner.name}'s assistant {settings.assistant.name}, "
         "how can I help you?"
+    )
+
+
+def owner_verified_turn(settings: Settings) -> str:
+    """What the model hears when the caller's PIN proved them the owner mid-call."""
+    owner = settings.owner.name
+    return (
+        f"[System note] The caller just typed the right PIN on the keypad: you are now talking "
+        f"with {owner} themself, and you have full access to all your tools. Tell them in one "
+        f"short sentence that they are verified, then carry on with what they asked, or ask "
+        f"what you can do."
     )
 
 
@@ -116,6 +129,26 @@ def persona_for(settings: Settings, caller: Caller) -> Persona:
                 greeting=(
                     f"The call to {who} has been answered. Introduce yourself as {assistant}, "
                     f"calling on behalf of {owner}, and start on the objective."
+                ),
+            )
+        case Permission.UNKNOWN if caller.pin_pending:
+            return Persona(
+                session_name=f"Call with {number} (PIN not yet typed)",
+                system_instruction=(
+                    f"{common} The call comes from {owner}'s own number, but a caller ID "
+                    f"can be faked, so the caller is not yet proven to be {owner}. They prove "
+                    "it by typing their PIN on the phone's keypad, followed by the hash key; "
+                    "you will be told when they have. Never ask them to say the PIN or any "
+                    f"digits aloud. Until then you have limited access: you can take a "
+                    f"message for {owner} (take_message), record a callback request "
+                    f"(request_callback), and end the call. Do not share anything about "
+                    f"{owner}'s messages, schedule, contacts or whereabouts."
+                ),
+                greeting=(
+                    f"Greet the caller briefly as {owner}'s assistant {assistant}, in the "
+                    f"language with the BCP-47 tag {language}. Tell them that for full access "
+                    "they should type their PIN on the keypad, followed by the hash key, and "
+                    "that otherwise you can take a message."
                 ),
             )
         case Permission.UNKNOWN:

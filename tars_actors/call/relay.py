@@ -13,9 +13,10 @@ Every method runs on the loop thread; the session reaches the relay with ``call_
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 import pykka
 
@@ -28,9 +29,14 @@ from tars_actors.actor_messages import (
     PlaybackCut,
 )
 from tars_actors.audio.pipeline import CallerToModel, ModelToCaller
+from tars_actors.call.owner_pin import PIN_PAUSE_SECONDS
 from tars_actors.call.playback import TurnPlayback
 
-__all__ = ["AudioRelay", "LatencyHistogram", "RelayStats"]
+__all__ = ["KEYPAD_QUIET_SECONDS", "AudioRelay", "LatencyHistogram", "RelayStats"]
+
+#: After a key is pressed, the model hears silence for this long instead of the caller's
+#: line: the keypad's tones (a PIN's, say) are not the model's to hear.
+KEYPAD_QUIET_SECONDS: Final = PIN_PAUSE_SECONDS + 0.5
 
 
 class LatencyHistogram:
@@ -91,16 +97,24 @@ class AudioRelay:
         # Caller audio kept while there is no model connection, oldest dropped first.
         self._gap: deque[AudioInput] = deque(maxlen=gap_frames)
         self._playback = TurnPlayback()
+        self._quiet_until = 0.0
         self.stats = RelayStats()
 
     # --- the caller's side (from the server's stream handler) ---------------------------
 
     def caller_audio(self, payload: bytes, received_at: float = 0.0) -> None:
         self.stats.frames_in += 1
-        item = AudioInput(pcm=self._to_model.process(payload), captured_at=received_at)
+        pcm = self._to_model.process(payload)
+        if self._quiet_until and (received_at or time.monotonic()) < self._quiet_until:
+            pcm = bytes(len(pcm))  # silence, so the model's turn-taking still runs
+        item = AudioInput(pcm=pcm, captured_at=received_at)
         channel = self._channel
         if channel is None or not channel.send(item):
             self._keep(item)
+
+    def keypad_pressed(self, pressed_at: float) -> None:
+        """A key (Twilio's ``dtmf`` event): keep the line quiet to the model for a while."""
+        self._quiet_until = (pressed_at or time.monotonic()) + KEYPAD_QUIET_SECONDS
 
     def _keep(self, item: AudioInput) -> None:
         if len(self._gap) == self._gap.maxlen:

@@ -22,3 +22,6 @@ class SessionInfo:
     direction: str
     #: What the call is for (a goal call's objective), for list_active_sessions.
     purpose: str | None = None
+    #: The owner's number, still to type the PIN: the owner is not told of it as of a
+    #: stranger's call (it is most likely their own).
+    pin_pending: bool = False

@@ -32,6 +32,7 @@ from actors.telephony import Telephony
 from tars_actors.actor_messages import EndWithNotice, SettingsChanged
 from tars_actors.audio import _libsoxr as libsoxr
 from tars_actors.call.admission import CallAdmission
+from tars_actors.call.pin_desk import PinDesk
 from tars_actors.daemon.fast_paths import decide_all as decide_fast_paths
 from tars_actors.daemon.tree import Runtime, live_actor, system_children
 from tars_actors.goals.desk import GoalDesk
@@ -151,6 +152,7 @@ class Daemon:
             ),
             switchboard=switchboard,
             admission=CallAdmission(admission_limits(self.settings)),
+            pins=PinDesk(store, self.settings.secrets.owner_pin),
             io_loop=LoopThread("tars-io"),
             tool_pool=tool_pool,
             goals=goals,
@@ -177,7 +179,8 @@ class Daemon:
                 runtime.admission,
                 live_actor(CallSupervisor),
                 self.ready,
-                self.store,
+                store=self.store,
+                pins=runtime.pins,
             )
             self.server = Server(self.settings, hooks, loop_thread=self.runtime.io_loop)
             self.server.start()
@@ -190,7 +193,12 @@ class Daemon:
             # Which paths that reach under a library run; the public twin runs otherwise.
             fast_paths={path.name: path.on for path in fast_paths},
             fast_paths_off={path.name: path.reason for path in fast_paths if not path.on},
+            caller_id_trust=self.settings.owner.caller_id_trust,
         )
+        for note in self.settings.owner_trust_notes():
+            # Every start: "number" hands the owner's powers to a faked caller ID, and
+            # "attested" without a PIN leaves an unattested owner with the stranger's level.
+            log.warning("daemon.owner_trust", note=note)
 
     def _finish_interrupted_goals(self) -> None:
         """Goal calls a dead daemon was placing or running are over: report them failed."""

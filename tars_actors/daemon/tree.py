@@ -23,6 +23,7 @@ from actors.telephony import Telephony
 from tars_actors.call.admission import CallAdmission
 from tars_actors.call.permissions import Permission
 from tars_actors.call.persona import Persona
+from tars_actors.call.pin_desk import PinDesk
 from tars_actors.call.relay import AudioRelay
 from tars_actors.call.session_info import SessionInfo
 from tars_actors.goals.desk import GoalDesk
@@ -49,6 +50,8 @@ class Runtime:
     events: EventBus
     tools: ToolRegistry
     admission: CallAdmission
+    #: The owner's PIN and the numbers locked out of typing it.
+    pins: PinDesk
     #: The asyncio loop of the server and of every Gemini Live connection: each call's
     #: audio relay runs there, next to both of its sockets.
     io_loop: LoopThread
@@ -167,6 +170,7 @@ def system_children(runtime: Runtime) -> list[ChildSpec]:
                 timers=runtime.timers,
                 tools=runtime.tools,
                 admission=runtime.admission,
+                pins=runtime.pins,
                 model_starter=runtime.model_starter(),
                 telephony=live_actor(Telephony),
                 tool_pool=runtime.tool_pool,

@@ -233,6 +233,11 @@ def check(settings: Settings, out: TextIO) -> int:
     except Exception as error:  # noqa: BLE001 (any driver error is reported, not raised)
         problems.append(f"[database] url: cannot open the database: {error}")
     problems.extend(settings.missing_for_real_calls())
+    notes = settings.owner_trust_notes()
+    if notes:
+        print("how the owner is recognised:", file=out)
+        for note in notes:
+            print(f"  - {note}", file=out)
     if problems:
         print("not ready for real calls:", file=out)
         for problem in problems:

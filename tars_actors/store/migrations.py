@@ -248,6 +248,19 @@ def _v3_stream_tokens(migrator: SchemaMigrator) -> None:
     migrator.database.create_tables([StreamToken])
 
 
+def _v4_pin_lockouts(migrator: SchemaMigrator) -> None:
+    class PinLockout(_frozen_base(migrator.database)):  # type: ignore[misc]
+        phone = peewee.CharField(max_length=32, unique=True)
+        failures = peewee.IntegerField(default=0)
+        first_failed_at = peewee.DateTimeField(null=True)
+        locked_until = peewee.DateTimeField(null=True)
+
+        class Meta:
+            table_name = "pin_lockouts"
+
+    migrator.database.create_tables([PinLockout])
+
+
 #: Every migration, in order; append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -267,6 +280,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         version=3,
         description="stream tokens: what each call's webhook proved, and its one-time token",
         apply=_v3_stream_tokens,
+    ),
+    Migration(
+        version=4,
+        description="pin lockouts: wrong owner PINs by number, and until when it is locked",
+        apply=_v4_pin_lockouts,
     ),
 )
 

@@ -28,6 +28,7 @@ __all__ = [
     "InterSessionMessage",
     "MessageStatus",
     "Permission",
+    "PinLockout",
     "Reminder",
     "ReminderKind",
     "ReminderStatus",
@@ -317,8 +318,26 @@ class StreamToken(TarsModel):
         table_name = "stream_tokens"
 
 
+class PinLockout(TarsModel):
+    """Wrong owner PINs typed from one number, and until when it may not try again.
+
+    In the store, not in memory: a restart (or another daemon on the same database) must
+    not hand a guesser three fresh tries.
+    """
+
+    phone = peewee.CharField(max_length=32, unique=True)
+    #: Wrong PINs since ``first_failed_at`` (a success or a lockout starts the count again).
+    failures = peewee.IntegerField(default=0)
+    first_failed_at = UTCDateTimeField(null=True)
+    locked_until = UTCDateTimeField(null=True)
+
+    class Meta:
+        table_name = "pin_lockouts"
+
+
 #: Every table, in an order where each table comes after those it references: the seven
-#: of the contract, then ``stream_tokens`` (what each call proved at its webhook).
+#: of the contract, then ``stream_tokens`` (what each call proved at its webhook) and
+#: ``pin_lockouts`` (wrong owner PINs by number).
 MODELS: tuple[type[TarsModel], ...] = (
     AgentSession,
     Conversation,
@@ -328,4 +347,5 @@ MODELS: tuple[type[TarsModel], ...] = (
     Reminder,
     CallGoal,
     StreamToken,
+    PinLockout,
 )

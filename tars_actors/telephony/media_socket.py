@@ -24,7 +24,7 @@ from tars_actors.call.relay import AudioRelay, LatencyHistogram
 from tars_actors.net._ws_delivery import send_text_now, writable_now
 from tars_actors.telephony import stream_codec
 from tars_actors.telephony.connections import host_of, remote_of
-from tars_actors.telephony.stream_codec import Media, Start
+from tars_actors.telephony.stream_codec import Dtmf, Media, Start
 
 __all__ = ["MediaStreamSocket", "SocketCloseReason"]
 
@@ -235,6 +235,8 @@ class MediaStreamSocket:
             event.event.payload, event.received_at
         ):
             return True
+        if isinstance(event.event, Dtmf) and self._relay is not None:
+            self._relay.keypad_pressed(event.received_at)
         return self._tell(event)
 
     def _to_relay(self, payload: bytes, received_at: float) -> bool:

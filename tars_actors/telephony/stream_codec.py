@@ -11,7 +11,7 @@ import binascii
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, TypeAlias
 
@@ -108,7 +108,8 @@ class Media:
 class Dtmf:
     sequence_number: int
     track: str
-    digit: str
+    #: Never in a repr: the keys may be the owner's PIN.
+    digit: str = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -170,6 +170,15 @@ class ToolError:
     def response(self) -> dict[str, Any]:
         return {"error": self.message}
 
+    def log_fields(self) -> dict[str, Any]:
+        """The fields of its ``tool.refused`` line."""
+        return {
+            "tool": self.name,
+            "call_id": self.call_id,
+            "kind": self.kind,
+            "error": self.message,
+        }
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PreparedCall:

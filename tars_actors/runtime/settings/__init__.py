@@ -12,10 +12,12 @@ from tars_actors.runtime.settings.loading import (
 )
 from tars_actors.runtime.settings.sections import (
     DEFAULT_SETTINGS_FILE,
+    OWNER_PIN_ENV_VAR,
     PLACEHOLDER_PUBLIC_URL,
     SECRET_ENV_VARS,
     SETTINGS_ENV_VAR,
     AssistantSettings,
+    CallerIdTrust,
     DatabaseSettings,
     Delivery,
     GeminiSettings,
@@ -35,11 +37,13 @@ from tars_actors.runtime.settings.sections import (
 
 __all__ = [
     "DEFAULT_SETTINGS_FILE",
+    "OWNER_PIN_ENV_VAR",
     "PLACEHOLDER_OWNER_PHONE",
     "PLACEHOLDER_PUBLIC_URL",
     "SECRET_ENV_VARS",
     "SETTINGS_ENV_VAR",
     "AssistantSettings",
+    "CallerIdTrust",
     "DatabaseSettings",
     "Delivery",
     "GeminiSettings",

@@ -18,6 +18,7 @@ from tars_actors.runtime.settings.checks import Invalid, SettingsError, did_you_
 from tars_actors.runtime.settings.sections import (
     DEFAULT_SETTINGS_FILE,
     OVERRIDE_PREFIX,
+    OWNER_PIN_ENV_VAR,
     SECRET_ENV_VARS,
     SETTINGS_ENV_VAR,
     Secrets,
@@ -97,6 +98,8 @@ def build(
         # Relations between keys only make sense once each key is valid on its own.
         if len(problems) == before and isinstance(built[name], SupervisionSettings):
             problems.extend(_consistency_problems(built[name], given))
+    if not any(problem.startswith("[owner]") for problem in problems):
+        problems.extend(secrets.problems(built["owner"]))
     if problems:
         raise SettingsError(problems)
     return Settings(**built, secrets=secrets, source=source)
@@ -154,7 +157,7 @@ def _collect_environ(
             )
     # Sorted so the problems come out in the same order whatever the environment's order.
     for name in sorted(environ):
-        if not name.startswith(OVERRIDE_PREFIX) or name == SETTINGS_ENV_VAR:
+        if not name.startswith(OVERRIDE_PREFIX) or name in {SETTINGS_ENV_VAR, OWNER_PIN_ENV_VAR}:
             continue
         target = targets.get(name)
         if target is None:
@@ -229,7 +232,9 @@ def _unknown_key_hint(key: str, keys: list[str], section: str) -> str:
     return did_you_mean(key, keys) or f"; [{section}] has {', '.join(keys)}"
 
 
-_SECRET_WORDS = frozenset({"token", "secret", "password", "passwd", "apikey", "sid", "credentials"})
+_SECRET_WORDS = frozenset(
+    {"token", "secret", "password", "passwd", "apikey", "sid", "credentials", "pin"}
+)
 
 
 def _secret_env_var(section: str, key: str) -> str | None:
@@ -241,6 +246,8 @@ def _secret_env_var(section: str, key: str) -> str | None:
         return "TWILIO_ACCOUNT_SID" if words & {"sid", "account"} else "TWILIO_AUTH_TOKEN"
     if section == "gemini":
         return "GEMINI_API_KEY"
+    if section == "owner":
+        return OWNER_PIN_ENV_VAR
     return " or ".join(var for _, var in SECRET_ENV_VARS)
 
 

@@ -34,6 +34,9 @@ SHOWN_UNSET = "(not set)"
 Delivery = Literal["call", "message", "both"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["json", "console", "auto"]
+CallerIdTrust = Literal["attested", "pin", "number"]
+#: The environment variable the owner's keypad PIN comes from (never the settings file).
+OWNER_PIN_ENV_VAR = "TARS_OWNER_PIN"
 
 
 # --- the settings ------------------------------------------------------------------
@@ -59,6 +62,10 @@ class OwnerSettings:
     )
     #: IANA zone the owner's times ("remind me at 9") are read in.
     timezone: str = field(default="Europe/Budapest", metadata=checked(checks.timezone))
+    #: What proves a call from ``phone`` is the owner: ``attested`` (Twilio's STIR/SHAKEN
+    #: full attestation, else the keypad PIN), ``pin`` (always the PIN) or ``number`` (the
+    #: caller ID alone, which anyone can fake).
+    caller_id_trust: CallerIdTrust = "attested"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -203,11 +210,36 @@ class Secrets:
     twilio_account_sid: str = ""
     twilio_auth_token: str = ""
     gemini_api_key: str = ""
+    #: The owner's keypad PIN (``TARS_OWNER_PIN``), empty when not set. Optional, so not in
+    #: :meth:`status`; and never a redaction pattern: four digits recur in ordinary log
+    #: lines, and the digits typed on a call are never logged.
+    owner_pin: str = ""
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Secrets:
         # Values often come from files with a trailing newline.
-        return cls(**{name: environ.get(var, "").strip() for name, var in SECRET_ENV_VARS})
+        return cls(
+            **{name: environ.get(var, "").strip() for name, var in SECRET_ENV_VARS},
+            owner_pin=environ.get(OWNER_PIN_ENV_VAR, "").strip(),
+        )
+
+    def problems(self, owner: OwnerSettings) -> list[str]:
+        """What is wrong with the owner's PIN, alone or for ``[owner] caller_id_trust``."""
+        pin = self.owner_pin
+        if pin and not (pin.isascii() and pin.isdigit() and 4 <= len(pin) <= 12):
+            # Never the value: it is a secret, and a near miss is most of it.
+            what = (
+                f"{len(pin)} digits"
+                if pin.isascii() and pin.isdigit()
+                else f"{len(pin)} characters, not all of them digits"
+            )
+            return [f"{OWNER_PIN_ENV_VAR}: must be 4 to 12 digits (0-9), got {what}"]
+        if not pin and owner.caller_id_trust == "pin":
+            return [
+                f'[owner] caller_id_trust: "pin" needs the owner\'s keypad PIN: set '
+                f"{OWNER_PIN_ENV_VAR} (4 to 12 digits) in the environment"
+            ]
+        return []
 
     def status(self) -> dict[str, str]:
         """Each secret's environment variable mapped to "***set***" or "(not set)"."""
@@ -217,7 +249,8 @@ class Secrets:
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{var}={state}" for var, state in self.status().items())
-        return f"Secrets({shown})"
+        pin = SHOWN_SET if self.owner_pin else SHOWN_UNSET
+        return f"Secrets({shown}, {OWNER_PIN_ENV_VAR}={pin})"
 
 
 _SECTION = {"section": True}
@@ -255,6 +288,7 @@ class Settings:
         data = self.to_data()
         data["database"]["url"] = redact_url(self.database.url)
         data["secrets"] = dict(self.secrets.status())
+        data["secrets"][OWNER_PIN_ENV_VAR] = SHOWN_SET if self.secrets.owner_pin else SHOWN_UNSET
         return data
 
     def missing_for_real_calls(self) -> list[str]:
@@ -279,6 +313,23 @@ class Settings:
                 "set the owner's own number so TARS recognises their calls"
             )
         return missing
+
+    def owner_trust_notes(self) -> list[str]:
+        """How calls from the owner's number are proven, where the choice has a cost."""
+        owner = self.owner
+        if owner.caller_id_trust == "number":
+            return [
+                f'[owner] caller_id_trust is "number": anyone who fakes the caller ID '
+                f'{owner.phone} gets the owner\'s tools; use "attested" (the default)'
+            ]
+        if owner.caller_id_trust == "attested" and not self.secrets.owner_pin:
+            return [
+                f'[owner] caller_id_trust is "attested" and {OWNER_PIN_ENV_VAR} is not set: '
+                f"a call from {owner.phone} without the carrier's full attestation "
+                f"(StirVerstat TN-Validation-Passed-A) gets the unknown caller's level; set "
+                f"{OWNER_PIN_ENV_VAR} (4 to 12 digits) so the owner can prove themself by keypad"
+            ]
+        return []
 
     def secret_values(self) -> tuple[str, ...]:
         """Every secret that is set (the database password included), for log redaction."""

@@ -28,10 +28,12 @@ from tars_actors.sim.softphone._records import (
 from tars_actors.sim.softphone._softphone import Softphone
 from tars_actors.sim.softphone._sync import SyncSoftphone
 from tars_actors.sim.softphone._twiml import StreamInstruction, Twiml, TwimlError, parse_twiml
+from tars_actors.sim.softphone._webhooks import FULL_ATTESTATION
 
 __all__ = [
     "FRAME_BYTES",
     "FRAME_SECONDS",
+    "FULL_ATTESTATION",
     "MULAW_SILENCE",
     "Clear",
     "HttpReply",

@@ -43,7 +43,7 @@ from tars_actors.sim.softphone._records import (
     StreamRejected,
 )
 from tars_actors.sim.softphone._twiml import Twiml, TwimlError, parse_twiml
-from tars_actors.sim.softphone._webhooks import WebhookCaller
+from tars_actors.sim.softphone._webhooks import FULL_ATTESTATION, WebhookCaller
 
 __all__ = ["Softphone"]
 
@@ -71,6 +71,7 @@ class Softphone(WebhookCaller):
         from_number: str = "+15550123456",
         to_number: str = "+15550100000",
         direction: Literal["inbound", "outbound-api"] = "inbound",
+        stir_verstat: str | None = FULL_ATTESTATION,
         frame_source: Callable[[int], bytes] | None = None,
         record_audio: bool = True,
         gap_tolerance: float = FRAME_SECONDS / 2,
@@ -84,6 +85,7 @@ class Softphone(WebhookCaller):
             from_number=from_number,
             to_number=to_number,
             direction=direction,
+            stir_verstat=stir_verstat,
         )
         self.stream_sid = "MZ" + uuid.uuid4().hex
         self._changes = Changes()
