@@ -25,6 +25,8 @@ __all__ = ["LocalWorld"]
 FAKE_ACCOUNT_SID = "AC00000000000000000000000000000000"
 FAKE_AUTH_TOKEN = "local-stand-in-auth-token"  # noqa: S105 (only the stand-ins check it)  # noqa: S105 (checked by the stand-ins only)
 FAKE_GEMINI_KEY = "local-stand-in-gemini-key"
+#: The owner's keypad PIN in tests and the demo (``TARS_OWNER_PIN``); fake like the rest.
+FAKE_OWNER_PIN = "2468"
 OWNER_PHONE = "+15555550100"
 TWILIO_NUMBER = "+15555550999"
 
@@ -38,7 +40,10 @@ class LocalWorld:
         directory: Path | None = None,
         settings: Mapping[str, Mapping[str, Any]] | None = None,
         behaviour: LiveBehaviour | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
+        """``environ``: more environment for the daemon's settings, e.g. ``TARS_OWNER_PIN``."""
+        self._environ = dict(environ or {})
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if directory is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="tars-world-")
@@ -72,6 +77,7 @@ class LocalWorld:
                 "TWILIO_ACCOUNT_SID": FAKE_ACCOUNT_SID,
                 "TWILIO_AUTH_TOKEN": FAKE_AUTH_TOKEN,
                 "GEMINI_API_KEY": FAKE_GEMINI_KEY,
+                **self._environ,
             },
             source="<local world>",
         )
