@@ -38,6 +38,7 @@ from tars_actors.actor_messages import HangUp as HangUpRequest
 from tars_actors.actor_messages import SayAndHangUp as SayAndHangUpRequest
 from tars_actors.audio.pipeline import FRAME_SECONDS
 from tars_actors.call import effects
+from tars_actors.call.admission import CallAdmission
 from tars_actors.call.effects import Effect, Timer
 from tars_actors.call.flow import CallFlow
 from tars_actors.call.owner_pin import MAX_WRONG_PINS, PinLockedOut, PinUnchecked, PinVerdict
@@ -86,6 +87,8 @@ class OwnerUpgrade:
     #: Opens model connections with the owner's instructions and tools.
     start_model: ModelStarter
     pins: PinDesk
+    #: Told that the call keeps its place from now on.
+    admission: CallAdmission
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -413,6 +416,7 @@ class CallSession(TarsActor):
         if upgrade is None:  # pragma: no cover (the flow verifies only with an upgrade)
             return
         self._owner_upgrade = None
+        upgrade.admission.proven(self.info.call_sid)
         self.info = dataclasses.replace(
             upgrade.info, session_id=self.info.session_id, stream_sid=self.info.stream_sid
         )

@@ -98,6 +98,10 @@ FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "cancele
 #: Builds the model starter of one session from its persona and permission level.
 ModelStarterFactory = Callable[[Persona, Permission, SessionInfo], ModelStarter]
 
+#: What a call from the owner's number still to type the PIN hears when the proven owner
+#: needs its place (the owner is on one phone at a time).
+_EVICTED_NOTICE = "Sorry, this line is needed for another call now. Goodbye."
+
 #: What a caller over their own limits hears (the whole-line case is OverCapacity's own).
 _CALLER_LIMIT_APOLOGY = (
     "Sorry, I cannot take another call from this number right now. Please try again later."
@@ -159,6 +163,12 @@ class CallHooks:
             owner=standing in {Standing.PROVEN, Standing.PIN_PENDING},
             proven=standing is Standing.PROVEN,
         )
+        for evicted in self._admission.take_evicted():
+            self._tell(
+                EndWithNotice(
+                    call_sid=evicted, text=_EVICTED_NOTICE, reason="place taken by the owner"
+                )
+            )
         if refusal is not None:
             if refusal is Refusal.OVER_CAPACITY:
                 return OverCapacity(language=language)
@@ -286,6 +296,9 @@ class CallSupervisor(Supervisor):
             case SettingsChanged(settings=settings):
                 self._settings = settings
                 log.info("calls.settings_changed")
+            case EndWithNotice(call_sid=str(call_sid)):
+                log.warning("calls.place_taken", call_sid=call_sid, reason=message.reason)
+                self._tell_session(call_sid, message)
             case EndWithNotice():
                 refs = [info.ref for info in self.which_children() if info.ref is not None]
                 log.info("calls.ending_all", calls=len(refs), reason=message.reason)
@@ -363,7 +376,9 @@ class CallSupervisor(Supervisor):
             return
         caller = self._identify(record)
         owner = caller.permission == Permission.OWNER or caller.pin_pending
-        if not self._admission.activate(call_sid, caller.number, owner=owner):
+        if not self._admission.activate(
+            call_sid, caller.number, owner=owner, pending=caller.pin_pending
+        ):
             self._refuse(message, StreamRefusal.OVER_CAPACITY)
             return
         persona = persona_for(self._settings, caller)
@@ -452,6 +467,7 @@ class CallSupervisor(Supervisor):
             info=owner_info,
             start_model=self._model_starter(persona, Permission.OWNER, owner_info),
             pins=self._pins,
+            admission=self._admission,
         )
         keypad = KeypadPin(
             owner_greeting=persona.greeting, verified_turn=owner_verified_turn(settings)

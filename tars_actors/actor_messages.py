@@ -437,6 +437,8 @@ class EndWithNotice:
     reason: str = "shutdown"
     #: How long the stream may outlive the notice before TARS hangs up itself.
     grace_seconds: float = 5.0
+    #: To the CallSupervisor: only this call (None: every call).
+    call_sid: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 __all__ = ["RESERVATION_SECONDS", "AdmissionLimits", "CallAdmission", "Refusal"]
 
@@ -67,6 +67,10 @@ class CallAdmission:
     for the owner, at most ``max_per_caller`` at once and ``calls_per_hour`` admitted
     webhooks an hour. Caller ID is cheap to claim, so a known contact's number is limited
     like any other.
+
+    A proven owner's call that finds every place taken takes the place of a call from the
+    owner's number that is still to type the PIN (:meth:`take_evicted` names it, to be
+    ended): the owner is on one phone at a time, so that call is someone faking the number.
     """
 
     def __init__(
@@ -87,6 +91,12 @@ class CallAdmission:
         self._live: dict[str, tuple[str, bool]] = {}
         # number -> when its admitted webhooks were admitted (within the last hour)
         self._admitted: dict[str, deque[float]] = {}
+        # Calls from the owner's number still to type the PIN, and those that gave their
+        # place to a proven owner's call (to be ended).
+        self._pending: set[str] = set()
+        self._evicted: list[str] = []
+        # Evicted before their stream started: it is refused when it comes.
+        self._gone: set[str] = set()
         self.draining = False
 
     @property
@@ -116,24 +126,32 @@ class CallAdmission:
             if call_sid in self._live or call_sid in self._reserved:
                 return None  # Twilio retried the webhook: the place is the call's already
             refusal = self._refusal(number, owner=owner, limited=not (owner and proven), now=now)
+            if refusal is Refusal.OVER_CAPACITY and owner and proven and self._evict_pending():
+                refusal = None
             if refusal is not None:
                 return refusal
+            if owner and not proven:
+                self._pending.add(call_sid)
             self._reserved[call_sid] = (now + self._reservation_seconds, number, owner)
             if not owner:
                 self._admitted.setdefault(number, deque()).append(now)
             return None
 
-    def activate(self, call_sid: str, number: str, *, owner: bool) -> bool:
+    def activate(self, call_sid: str, number: str, *, owner: bool, pending: bool = False) -> bool:
         """A stream with a valid token started: count it live.
 
         Its reservation is its place; without one (it expired, or TARS placed the call, or
         TARS restarted since the webhook) it takes a free place if there is one, owner's
         number or not: the call was proven by its token. False for a CallSid already live
-        (a second ``start``) and when every place is taken.
+        (a second ``start``) and when every place is taken. ``pending``: from the owner's
+        number, still to type the PIN.
         """
         with self._lock:
             self._expire(self._clock())
             if call_sid in self._live:
+                return False
+            if call_sid in self._gone:
+                self._gone.discard(call_sid)
                 return False
             reserved = self._reserved.pop(call_sid, None)
             if reserved is not None:
@@ -142,7 +160,21 @@ class CallAdmission:
             elif not self._free(owner=owner):
                 return False
             self._live[call_sid] = (number, owner)
+            if pending:
+                self._pending.add(call_sid)
             return True
+
+    def proven(self, call_sid: str) -> None:
+        """The call typed the owner's PIN: it keeps its place from now on."""
+        with self._lock:
+            self._pending.discard(call_sid)
+
+    def take_evicted(self) -> list[str]:
+        """Calls that gave their place to a proven owner's call since the last time asked:
+        end them (one whose stream has not started yet finds no place)."""
+        with self._lock:
+            evicted, self._evicted = self._evicted, []
+            return evicted
 
     def is_live(self, call_sid: str) -> bool:
         with self._lock:
@@ -152,11 +184,14 @@ class CallAdmission:
         """The call ended before its stream started (a final status callback)."""
         with self._lock:
             self._reserved.pop(call_sid, None)
+            self._pending.discard(call_sid)
+            self._gone.discard(call_sid)
 
     def release(self, call_sid: str) -> None:
         with self._lock:
             self._live.pop(call_sid, None)
             self._reserved.pop(call_sid, None)
+            self._pending.discard(call_sid)
             if not self._live:
                 self._idle.notify_all()
 
@@ -176,11 +211,26 @@ class CallAdmission:
         for call_sid, (until, _, _) in list(self._reserved.items()):
             if until <= now:
                 del self._reserved[call_sid]
+                self._pending.discard(call_sid)
         for number, times in list(self._admitted.items()):
             while times and times[0] <= now - _HOUR:
                 times.popleft()
             if not times:
                 del self._admitted[number]
+
+    def _evict_pending(self) -> bool:
+        """Free the place of a call still to type the PIN (the least far along first)."""
+        places: dict[str, Any]
+        for places in (self._reserved, self._live):
+            for call_sid in places:
+                if call_sid in self._pending:
+                    if places is self._reserved:
+                        self._gone.add(call_sid)
+                    del places[call_sid]
+                    self._pending.discard(call_sid)
+                    self._evicted.append(call_sid)
+                    return True
+        return False
 
     def _free(self, *, owner: bool) -> bool:
         """Whether a call of this kind finds a free place."""
