@@ -111,8 +111,12 @@ def test_a_flood_of_made_up_streams_is_refused_and_logged_once_then_counted(
     # One line for the address (the interval has not passed): 40 refusals, 1 line.
     [line] = log_events(logs, "calls.stream_refused")
     assert (line["why"], line["suppressed"]) == ("no_token", 0)
-    assert sessions(world) == []
-    assert world.gemini.connections == []
+    # Nor does a refused stream buy lines of its own: not opened, not closed (a call
+    # that is taken after them says its own stream's lines are written by then).
+    owner_is_greeted(world, 1)
+    assert log_events(logs, "stream.started") == []
+    assert log_events(logs, "stream.closed") == []
+    assert [s.phone_number for s in sessions(world)] == [OWNER_PHONE]
 
 
 def test_the_webhook_records_what_the_call_is_and_the_twiml_carries_only_its_token(

@@ -118,6 +118,7 @@ class MediaStreamSocket:
         self._delivery = threading.Lock()
         self._session: pykka.ActorRef[Any] | None = None
         self._relay: AudioRelay | None = None
+        self._attached = False
         self._loop_thread = threading.get_ident()  # built by the stream handler, on the loop
         self._session_gone = False
         self._pending: deque[CallerEvent] = deque()
@@ -153,6 +154,11 @@ class MediaStreamSocket:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def attached(self) -> bool:
+        """Whether a session ever took this stream's events."""
+        return self._attached
+
     def attach(self, session: Any, relay: AudioRelay | None = None) -> None:
         """Deliver this stream's events to ``session``: first those buffered, in order.
 
@@ -160,6 +166,7 @@ class MediaStreamSocket:
         """
         with self._delivery:
             self._session = session
+            self._attached = True
             self._relay = relay
             self._session_gone = False
         try:

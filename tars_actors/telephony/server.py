@@ -9,6 +9,7 @@ import contextlib
 import email.utils
 import http
 import json
+import logging
 import resource
 import time
 import weakref
@@ -396,7 +397,9 @@ class Server:
         )
         self._streams.add(socket)
         opened_at = time.monotonic()
-        log.info("stream.started", tracks=list(start.tracks))
+        # Debug: every stream is told once at info by what comes of it (call.started, or a
+        # rate-limited calls.stream_refused), so a replayed upgrade buys no lines of its own.
+        log.debug("stream.started", tracks=list(start.tracks))
         reason: SocketCloseReason = SocketCloseReason.CALLER_CLOSED
 
         def handle(frame: str | bytes) -> bool:
@@ -438,7 +441,9 @@ class Server:
                     reason = SocketCloseReason.CLOSED
             socket.finish(reason)
             self._streams.discard(socket)
-            log.info(
+            # A stream that never carried a call (refused before any session) closes quietly.
+            log.log(
+                logging.INFO if socket.attached else logging.DEBUG,
                 "stream.closed",
                 reason=reason.value,
                 seconds=round(time.monotonic() - opened_at, 3),
