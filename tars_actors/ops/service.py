@@ -14,7 +14,8 @@ from tars_actors.runtime.settings import Settings, SettingsError, load_settings
 
 __all__ = ["ENV_FILE", "open_files_limit", "service_main", "service_unit"]
 
-#: Where the unit reads the secrets from (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, GEMINI_API_KEY).
+#: Where the unit reads the secrets from (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, GEMINI_API_KEY,
+#: and TARS_OWNER_PIN if set).
 ENV_FILE: Final = Path("/etc/tars/tars.env")
 #: Seconds systemd waits after SIGTERM: calls get [sessions] shutdown_grace_seconds (30 by
 #: default) to finish, then the actors stop.
@@ -138,6 +139,7 @@ def service_unit(
 #     TWILIO_ACCOUNT_SID=AC...
 #     TWILIO_AUTH_TOKEN=...
 #     GEMINI_API_KEY=...
+#     TARS_OWNER_PIN=...   (optional: 4 to 12 digits the owner types to prove a call is theirs)
 #   sudo systemctl daemon-reload && sudo systemctl enable --now tars
 #   journalctl -u tars -f
 #
