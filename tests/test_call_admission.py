@@ -178,3 +178,50 @@ def test_waiting_for_idle_returns_once_the_last_call_is_released() -> None:
     assert not places.wait_idle(0.0)
     places.release("CA1")
     assert places.wait_idle(0.0)
+
+
+# --- the owner's number, still to type the PIN -------------------------------------------------
+
+
+def test_a_pin_pending_owner_call_may_take_a_reserved_place() -> None:
+    places = admission(3, owner_reserved=2)
+    assert places.reserve("CA1", STRANGER, owner=False) is None
+    # Only the owner's reserved places are left, and the unproven call may take one.
+    assert places.reserve("CA2", OWNER, owner=True, proven=False) is None
+    assert places.reserve("CA3", OTHER, owner=False) is Refusal.OVER_CAPACITY
+
+
+def test_one_pin_pending_call_at_a_time_but_a_proven_owner_call_still_gets_in() -> None:
+    places = admission(4, owner_reserved=3, max_per_caller=1)
+    assert places.reserve("CA1", OWNER, owner=True, proven=False) is None
+    assert places.reserve("CA2", OWNER, owner=True, proven=False) is Refusal.CALLER_BUSY
+    assert places.activate("CA1", OWNER, owner=True)
+    assert places.reserve("CA2", OWNER, owner=True, proven=False) is Refusal.CALLER_BUSY
+    # The attested owner is not held back by a faked call from their number.
+    assert places.reserve("CA3", OWNER, owner=True) is None
+    assert places.reserve("CA4", STRANGER, owner=False) is None
+    places.release("CA1")
+    places.release("CA3")
+    assert places.reserve("CA5", OWNER, owner=True, proven=False) is None
+
+
+def test_a_flood_of_pin_pending_calls_leaves_the_owner_the_reserved_places() -> None:
+    places = admission(4, owner_reserved=3, max_per_caller=1)
+    results = [places.reserve(f"CA{n}", OWNER, owner=True, proven=False) for n in range(50)]
+    assert results.count(None) == 1
+    assert places.reserve("CAowner1", OWNER, owner=True) is None
+    assert places.reserve("CAowner2", OWNER, owner=True) is None
+
+
+def test_pin_pending_calls_do_not_count_against_the_hourly_limit() -> None:
+    clock = Clock()
+    places = admission(5, max_per_caller=1, calls_per_hour=1, clock=clock)
+    for n in range(5):
+        assert places.reserve(f"CA{n}", OWNER, owner=True, proven=False) is None
+        places.cancel_reservation(f"CA{n}")
+        clock.now += 60.0
+    # Nor do they use up the hour of a call the owner's number makes unproven later
+    # (a locked number is treated as anyone's).
+    assert places.reserve("CA9", OWNER, owner=False) is None
+    places.cancel_reservation("CA9")
+    assert places.reserve("CA10", OWNER, owner=False) is Refusal.HOURLY_LIMIT

@@ -240,6 +240,22 @@ def test_go_away_rotates_at_the_next_turn_boundary_and_then_closes_the_old_conne
     assert of(SendToModel, old_leftovers)[0].connection_id == 2
 
 
+def test_a_rotation_that_never_connects_leaves_the_call_able_to_reconnect() -> None:
+    flow = connected_flow()
+    flow.model_event(1, ResumptionHandle(handle="h-3", resumable=True))
+    [start] = of(StartModel, flow.model_event(1, GoAway(time_left=10.0)))
+    failed = flow.model_disconnected(start.connection_id, expected=False, unsent=(), reason="x")
+    assert of(StartModel, failed) == []
+    assert flow.current_connection == 1
+
+    # The old connection reaches its deadline: the call reconnects instead of going silent.
+    lost = flow.model_disconnected(1, expected=True, unsent=(), reason="go away")
+    assert Timer.MODEL_RESTART in [t.name for t in of(StartTimer, lost)]
+    assert of(StartModel, flow.timer_fired(Timer.MODEL_RESTART)) == [
+        StartModel(connection_id=3, resumption_handle="h-3")
+    ]
+
+
 def test_go_away_rotates_before_the_deadline_even_mid_turn() -> None:
     flow = connected_flow()
     flow.model_event(1, AudioStarted())
@@ -388,7 +404,7 @@ def test_notes_not_yet_passed_on_are_reported_when_the_call_ends() -> None:
     flow = greeted_flow()
     flow.model_event(1, AudioStarted())
     flow.deliver_note(7, "held")
-    flow.caller_event(Stop(sequence_number="9", call_sid="CAtest", account_sid=None))
+    flow.caller_event(Stop(sequence_number=9, call_sid="CAtest", account_sid=None))
     assert flow.undelivered_notes() == (7,)
     assert flow.deliver_note(8, "too late") == []
 

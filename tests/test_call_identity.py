@@ -9,6 +9,7 @@ from tars_actors.call.identity import (
     ReminderRecord,
     identify,
 )
+from tars_actors.call.owner_pin import OwnerCheck, Standing
 from tars_actors.call.permissions import Permission
 from tars_actors.call.persona import Caller
 
@@ -121,3 +122,80 @@ def test_both_ids_naming_no_row_warn_twice_in_order() -> None:
         "calls.unknown_reminder",
     ]
     assert identified.caller == Caller(number="unknown", permission=Permission.UNKNOWN)
+
+
+# --- how far the record proves the owner ---------------------------------------------------
+
+
+def test_a_proven_owner_number_is_the_owner() -> None:
+    identified = identify(
+        claims(**{"from": OWNER}), owner_phone=OWNER, owner=OwnerCheck(Standing.PROVEN, "attested")
+    )
+    assert identified.caller == Caller(number=OWNER, permission=Permission.OWNER)
+    assert identified.warnings == ()
+
+
+def test_the_owner_number_still_to_type_the_pin_is_unknown_until_then() -> None:
+    identified = identify(
+        claims(**{"from": OWNER}),
+        owner_phone=OWNER,
+        contact=ANNA,
+        owner=OwnerCheck(Standing.PIN_PENDING, "PIN to be typed"),
+    )
+    assert identified.caller == Caller(
+        number=OWNER, permission=Permission.UNKNOWN, pin_pending=True
+    )
+    assert identified.warnings == ()
+
+
+def test_an_unproven_owner_number_is_unknown_and_the_log_says_why() -> None:
+    why = "not attested and no owner PIN is set"
+    identified = identify(
+        claims(**{"from": OWNER}),
+        owner_phone=OWNER,
+        contact=ANNA,
+        owner=OwnerCheck(Standing.UNPROVEN, why),
+    )
+    assert identified.caller == Caller(number=OWNER, permission=Permission.UNKNOWN)
+    assert not identified.caller.pin_pending
+    assert identified.warnings == (("calls.owner_unproven", {"why": why}),)
+
+
+def test_the_owner_check_of_another_number_changes_nothing() -> None:
+    identified = identify(
+        claims(**{"from": "+15555550777"}),
+        owner_phone=OWNER,
+        contact=ANNA,
+        owner=OwnerCheck(Standing.NOT_OWNER, "another number"),
+    )
+    assert identified.caller.permission is Permission.CONTACT
+    assert identified.warnings == ()
+
+
+def test_a_goal_or_reminder_row_decides_before_the_owner_check() -> None:
+    unproven = OwnerCheck(Standing.UNPROVEN, "PIN entry locked after wrong PINs")
+    goal = identify(
+        claims(goal_id="4", **{"from": OWNER}), owner_phone=OWNER, goal=GOAL, owner=unproven
+    )
+    assert goal.caller.permission is Permission.GOAL
+    assert goal.warnings == ()
+    reminder = identify(
+        claims(reminder_id="3", **{"from": OWNER}),
+        owner_phone=OWNER,
+        reminder=ReminderRecord(title="Call mum"),
+        owner=OwnerCheck(Standing.PIN_PENDING, "PIN to be typed"),
+    )
+    assert reminder.caller == Caller(number=OWNER, permission=Permission.OWNER, reminder="Call mum")
+    assert reminder.warnings == ()
+
+
+def test_a_reminder_id_naming_no_row_falls_to_the_owner_check() -> None:
+    identified = identify(
+        claims(reminder_id="3", **{"from": OWNER}),
+        owner_phone=OWNER,
+        owner=OwnerCheck(Standing.PIN_PENDING, "PIN to be typed"),
+    )
+    assert identified.caller == Caller(
+        number=OWNER, permission=Permission.UNKNOWN, pin_pending=True
+    )
+    assert identified.warnings == (("calls.unknown_reminder", {"reminder_id": "3"}),)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tars_actors.ops import cli
+from tars_actors.runtime.settings import parse_settings
 
 #: Each command's words, with what a command needs besides --settings.
 COMMANDS = {
@@ -173,3 +174,85 @@ def test_twilio_check_runs_with_the_settings_given_after_it(tmp_path: Path) -> N
         "settings to fix first:",
         "  - [twilio] phone_number is empty: set the Twilio number people call",
     ]
+
+
+# --- check: how the owner is recognised ---------------------------------------------------
+
+
+def owner_section(output: str) -> list[str]:
+    """The lines under "how the owner is recognised:" (empty when there is no such part)."""
+    lines = output.splitlines()
+    if "how the owner is recognised:" not in lines:
+        return []
+    start = lines.index("how the owner is recognised:") + 1
+    notes = []
+    for line in lines[start:]:
+        if not line.startswith("  - "):
+            break
+        notes.append(line)
+    return notes
+
+
+def test_check_notes_that_an_unattested_owner_without_a_pin_is_a_stranger(tmp_path: Path) -> None:
+    path = settings_file(tmp_path / "settings.toml", public_url="https://owner.notes.test")
+    out = io.StringIO()
+
+    code = cli.main(["check", "--settings", str(path)], stdout=out)
+
+    assert code == 1  # as before: no credentials, not ready for real calls
+    [note] = owner_section(out.getvalue())
+    assert "TARS_OWNER_PIN is not set" in note
+    assert "not ready for real calls:" in out.getvalue()
+
+
+def test_check_has_no_owner_note_once_the_pin_is_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TARS_OWNER_PIN", "97531")
+    path = settings_file(tmp_path / "settings.toml", public_url="https://owner.pin.test")
+    out = io.StringIO()
+
+    code = cli.main(["check", "--settings", str(path)], stdout=out)
+
+    assert code == 1
+    assert "how the owner is recognised:" not in out.getvalue()
+    assert "97531" not in out.getvalue()
+    assert '"TARS_OWNER_PIN": "***set***"' in out.getvalue()
+
+
+def test_a_note_alone_does_not_keep_check_from_saying_ready(tmp_path: Path) -> None:
+    settings = parse_settings(
+        {
+            "database": {"url": f"sqlite:///{tmp_path / 'tars.db'}"},
+            "server": {"public_url": "https://ready.owner.test"},
+            "twilio": {"phone_number": "+15555550199"},
+            "owner": {"phone": "+15555550123", "caller_id_trust": "number"},
+        },
+        environ={
+            "TWILIO_ACCOUNT_SID": "ACtest-account-sid",
+            "TWILIO_AUTH_TOKEN": "test-auth-token",
+            "GEMINI_API_KEY": "test-gemini-api-key",
+        },
+    )
+    out = io.StringIO()
+
+    assert cli.check(settings, out) == 0
+
+    [note] = owner_section(out.getvalue())
+    assert 'caller_id_trust is "number"' in note
+    assert out.getvalue().splitlines()[-1] == "ready for real calls"
+
+
+def test_check_refuses_a_bad_owner_pin_without_showing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TARS_OWNER_PIN", "975")
+    path = settings_file(tmp_path / "settings.toml", public_url="https://owner.bad.test")
+    out = io.StringIO()
+
+    assert cli.main(["check", "--settings", str(path)], stdout=out) == 2
+
+    error = capsys.readouterr().err
+    assert "TARS_OWNER_PIN: must be 4 to 12 digits" in error
+    assert "975" not in error
+    assert out.getvalue() == ""

@@ -177,10 +177,10 @@ class CallFlow:
         self._gap.extendleft(reversed(list(unsent)))
         if self._ended or self._saying_goodbye is not None:
             return effects
+        if connection_id == self._connecting:  # a failed rotation: again at the next turn end
+            self._connecting, self._rotate_pending = None, self._current is not None
         if self._current is not None:
             return self._to_current(*self._drain_gap())
-        if connection_id == self._connecting:
-            self._connecting = None
         if self._connecting is not None:
             return effects  # a replacement is already on its way
         self.stats.reconnects += 1

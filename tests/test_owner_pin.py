@@ -1,0 +1,339 @@
+"""The owner's PIN on its own: who must type it (owner_standing), the keys of one call
+(KeypadPin) and the desk that checks it and keeps the lockouts (PinDesk, on SQLite)."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tars_actors.call.effects import CancelTimer, CheckPin, Effect, StartTimer, Timer
+from tars_actors.call.owner_pin import (
+    ATTESTED,
+    LOCKOUT_MINUTES,
+    MAX_WRONG_PINS,
+    PIN_PAUSE_SECONDS,
+    KeypadPin,
+    OwnerCheck,
+    PinLockedOut,
+    PinVerified,
+    PinWrong,
+    Standing,
+    owner_standing,
+)
+from tars_actors.call.pin_desk import PinDesk
+from tars_actors.store import PinLockout, Store
+from tars_actors.telephony.stream_codec import Dtmf
+from tests.logs import log_events
+
+OWNER = "+15555550100"
+STRANGER = "+15555550777"
+#: The owner's PIN, and a wrong one; neither is a substring of the numbers or times above.
+PIN = "2468"
+WRONG = "8642097"
+T0 = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+
+
+# --- owner_standing ------------------------------------------------------------------------
+
+
+def standing(
+    *,
+    number: str = OWNER,
+    trust: str = "attested",
+    stir_verstat: str | None = None,
+    placed: bool = False,
+    pin_set: bool = True,
+    locked: bool = False,
+) -> OwnerCheck:
+    return owner_standing(
+        number=number,
+        owner_phone=OWNER,
+        trust=trust,
+        stir_verstat=stir_verstat,
+        placed=placed,
+        pin_set=pin_set,
+        locked=locked,
+    )
+
+
+@pytest.mark.parametrize("trust", ["attested", "pin", "number"])
+def test_another_number_is_never_the_owner_whatever_the_trust_or_attestation(trust: str) -> None:
+    check = standing(number=STRANGER, trust=trust, stir_verstat=ATTESTED, placed=True)
+    assert check == OwnerCheck(Standing.NOT_OWNER, "another number")
+
+
+@pytest.mark.parametrize("trust", ["attested", "pin", "number"])
+def test_a_call_tars_placed_to_the_owner_is_the_owner_under_every_trust(trust: str) -> None:
+    check = standing(trust=trust, placed=True, pin_set=True, locked=True)
+    assert check == OwnerCheck(Standing.PROVEN, "placed by TARS")
+
+
+@pytest.mark.parametrize("verstat", [None, "TN-Validation-Failed", "No-TN-Validation"])
+def test_number_trust_takes_the_caller_id_at_its_word(verstat: str | None) -> None:
+    check = standing(trust="number", stir_verstat=verstat, pin_set=False)
+    assert check == OwnerCheck(Standing.PROVEN, "caller_id_trust number")
+
+
+def test_full_attestation_proves_the_owner_under_attested_trust() -> None:
+    assert standing(stir_verstat=ATTESTED) == OwnerCheck(Standing.PROVEN, "attested")
+    # Not even a lockout or a missing PIN matters: the carrier vouched for the number.
+    assert standing(stir_verstat=ATTESTED, locked=True).standing is Standing.PROVEN
+    assert standing(stir_verstat=ATTESTED, pin_set=False).standing is Standing.PROVEN
+
+
+@pytest.mark.parametrize(
+    "verstat",
+    [
+        None,
+        "TN-Validation-Passed-B",
+        "TN-Validation-Passed-C",
+        "TN-Validation-Failed-A",
+        "No-TN-Validation",
+        "tn-validation-passed-a",
+        "",
+    ],
+)
+def test_anything_short_of_full_attestation_leaves_the_pin_to_type(verstat: str | None) -> None:
+    assert standing(stir_verstat=verstat) == OwnerCheck(Standing.PIN_PENDING, "PIN to be typed")
+
+
+def test_without_attestation_and_without_a_pin_the_owners_number_is_unproven_and_says_why() -> None:
+    check = standing(stir_verstat="TN-Validation-Passed-B", pin_set=False)
+    assert check.standing is Standing.UNPROVEN
+    assert check.why == "not attested and no owner PIN is set"
+
+
+def test_a_locked_number_is_unproven_rather_than_asked_for_the_pin() -> None:
+    check = standing(locked=True)
+    assert check == OwnerCheck(Standing.UNPROVEN, "PIN entry locked after wrong PINs")
+
+
+def test_pin_trust_ignores_the_attestation() -> None:
+    assert standing(trust="pin", stir_verstat=ATTESTED).standing is Standing.PIN_PENDING
+    assert standing(trust="pin", stir_verstat=ATTESTED, locked=True).standing is (Standing.UNPROVEN)
+
+
+# --- KeypadPin ------------------------------------------------------------------------------
+
+
+def keypad() -> KeypadPin:
+    return KeypadPin(owner_greeting="OWNER GREETING", verified_turn="VERIFIED")
+
+
+def press(pin: KeypadPin, keys: str) -> list[Effect]:
+    effects: list[Effect] = []
+    for key in keys:
+        effects += pin.key(key)
+    return effects
+
+
+def checks(effects: list[Effect]) -> list[str]:
+    return [e.digits for e in effects if isinstance(e, CheckPin)]
+
+
+def test_digits_then_hash_ask_for_those_digits_to_be_checked() -> None:
+    pin = keypad()
+    assert checks(press(pin, PIN)) == []
+    effects = pin.key("#")
+    assert effects == [CancelTimer(name=Timer.PIN_PAUSE), CheckPin(digits=PIN)]
+    assert pin.checking
+
+
+def test_every_digit_restarts_the_pause_and_the_pause_ends_the_pin() -> None:
+    pin = keypad()
+    for digit in PIN:
+        assert pin.key(digit) == [StartTimer(name=Timer.PIN_PAUSE, delay=PIN_PAUSE_SECONDS)]
+    assert checks(pin.pause()) == [PIN]
+
+
+def test_star_starts_the_pin_again() -> None:
+    pin = keypad()
+    press(pin, "999")
+    assert pin.key("*") == [CancelTimer(name=Timer.PIN_PAUSE)]
+    assert checks(press(pin, PIN + "#")) == [PIN]
+
+
+def test_hash_or_a_pause_with_nothing_typed_submits_nothing() -> None:
+    pin = keypad()
+    assert pin.key("#") == [CancelTimer(name=Timer.PIN_PAUSE)]
+    assert checks(pin.pause()) == []
+    press(pin, "12*")
+    assert checks(pin.key("#")) == []
+    assert not pin.checking
+
+
+def test_keys_while_a_pin_is_checked_are_dropped_until_the_verdict() -> None:
+    pin = keypad()
+    assert checks(press(pin, "1111#")) == ["1111"]
+    assert press(pin, "2222#") == []
+    assert pin.pause() == []
+    pin.verdict()
+    # The keys typed meanwhile are gone: only the ones after the verdict count.
+    assert checks(press(pin, PIN + "#")) == [PIN]
+
+
+def test_a_long_string_of_keys_is_bounded_and_checked_as_one_wrong_pin() -> None:
+    pin = keypad()
+    effects = press(pin, "7" * 10_000)
+    assert len(effects) == 10_000  # each key still restarts the pause
+    [typed] = checks(pin.key("#"))
+    assert typed == "7" * 32
+
+
+def test_the_typed_digits_never_show_in_a_repr() -> None:
+    assert repr(CheckPin(digits=WRONG)) == "CheckPin()"
+    assert WRONG not in str(CheckPin(digits=WRONG))
+    key = Dtmf(sequence_number=5, track="inbound_track", digit="7")
+    assert "7" not in repr(key)
+    assert "digit" not in repr(key)
+
+
+# --- PinDesk --------------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, minutes: float) -> None:
+        self.now += timedelta(minutes=minutes)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store.open(f"sqlite:///{tmp_path / 'tars.db'}")
+    store.migrate()
+    yield store
+    store.shutdown()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def desk(store: Store, clock: Clock, pin: str = PIN) -> PinDesk:
+    return PinDesk(store, pin, clock=clock)
+
+
+def test_the_right_pin_is_verified_and_a_wrong_one_counts_down(store: Store, clock: Clock) -> None:
+    pins = desk(store, clock)
+    assert pins.pin_set
+    assert pins.check(OWNER, PIN) == PinVerified()
+    assert pins.check(OWNER, WRONG) == PinWrong(tries_left=2)
+    assert pins.check(OWNER, PIN[:-1]) == PinWrong(tries_left=1)
+    assert pins.check(OWNER, PIN + "0") == PinLockedOut(minutes=LOCKOUT_MINUTES)
+    assert MAX_WRONG_PINS == 3
+
+
+def test_a_locked_number_is_refused_even_the_right_pin_until_the_lock_expires(
+    store: Store, clock: Clock
+) -> None:
+    pins = desk(store, clock)
+    for _ in range(MAX_WRONG_PINS):
+        pins.check(OWNER, WRONG)
+    assert pins.locked(OWNER)
+    assert not pins.locked(STRANGER)
+    clock.advance(LOCKOUT_MINUTES - 0.5)
+    assert pins.check(OWNER, PIN) == PinLockedOut()
+    assert pins.locked(OWNER)
+    clock.advance(0.5)
+    assert not pins.locked(OWNER)
+    assert pins.check(OWNER, PIN) == PinVerified()
+
+
+def test_after_a_lockout_the_number_has_fresh_tries(store: Store, clock: Clock) -> None:
+    pins = desk(store, clock)
+    for _ in range(MAX_WRONG_PINS):
+        pins.check(OWNER, WRONG)
+    clock.advance(LOCKOUT_MINUTES)
+    assert pins.check(OWNER, WRONG) == PinWrong(tries_left=2)
+
+
+def test_misses_older_than_the_window_from_the_first_miss_are_forgotten(
+    store: Store, clock: Clock
+) -> None:
+    pins = desk(store, clock)
+    assert pins.check(OWNER, WRONG) == PinWrong(tries_left=2)
+    clock.advance(10)
+    assert pins.check(OWNER, WRONG) == PinWrong(tries_left=1)
+    clock.advance(6)  # 16 minutes after the first miss
+    assert pins.check(OWNER, WRONG) == PinWrong(tries_left=2)
+    assert not pins.locked(OWNER)
+
+
+def test_the_window_counts_from_the_first_miss_not_the_last(store: Store, clock: Clock) -> None:
+    pins = desk(store, clock)
+    pins.check(OWNER, WRONG)
+    clock.advance(14)
+    pins.check(OWNER, WRONG)
+    clock.advance(0.5)  # 14.5 minutes after the first: all three count
+    assert pins.check(OWNER, WRONG) == PinLockedOut()
+
+
+def test_the_right_pin_clears_the_count(store: Store, clock: Clock) -> None:
+    pins = desk(store, clock)
+    pins.check(OWNER, WRONG)
+    pins.check(OWNER, WRONG)
+    assert pins.check(OWNER, PIN) == PinVerified()
+    assert pins.check(OWNER, WRONG) == PinWrong(tries_left=2)
+    with store.connection():
+        assert PinLockout.select().count() == 1
+
+
+def test_each_number_has_its_own_count(store: Store, clock: Clock) -> None:
+    pins = desk(store, clock)
+    pins.check(OWNER, WRONG)
+    pins.check(OWNER, WRONG)
+    assert pins.check(STRANGER, WRONG) == PinWrong(tries_left=2)
+    assert pins.check(OWNER, WRONG) == PinLockedOut()
+    assert not pins.locked(STRANGER)
+
+
+def test_a_restart_hands_no_fresh_tries(store: Store, clock: Clock) -> None:
+    desk(store, clock).check(OWNER, WRONG)
+    desk(store, clock).check(OWNER, WRONG)
+    after_restart = desk(store, clock)
+    assert after_restart.check(OWNER, WRONG) == PinLockedOut()
+    assert desk(store, clock).locked(OWNER)
+    assert desk(store, clock).check(OWNER, PIN) == PinLockedOut()
+
+
+def test_without_a_pin_set_nothing_typed_is_right(store: Store, clock: Clock) -> None:
+    pins = desk(store, clock, pin="")
+    assert not pins.pin_set
+    assert pins.check(OWNER, "") == PinWrong(tries_left=2)
+    assert pins.check(OWNER, PIN) == PinWrong(tries_left=1)
+
+
+def test_the_lockout_is_logged_once_as_a_warning_without_the_digits(
+    store: Store, clock: Clock, logs: io.StringIO
+) -> None:
+    pins = desk(store, clock)
+    pins.check(OWNER, WRONG)
+    pins.check(OWNER, WRONG)
+    assert log_events(logs, "owner.pin_locked") == []
+    pins.check(OWNER, WRONG)
+    pins.check(OWNER, WRONG)  # refused while locked: not logged again
+    pins.check(OWNER, PIN)
+    [line] = log_events(logs, "owner.pin_locked")
+    assert line["level"] == "warning"
+    assert line["phone"] == OWNER
+    assert line["wrong_pins"] == MAX_WRONG_PINS
+    assert line["minutes"] == LOCKOUT_MINUTES
+    assert datetime.fromisoformat(line["until"]) == T0 + timedelta(minutes=LOCKOUT_MINUTES)
+    # Every line but its timestamp (whose microseconds are any digits at all).
+    for text in logs.getvalue().splitlines():
+        record = json.loads(text)
+        record.pop("timestamp", None)
+        shown = json.dumps(record)
+        assert WRONG not in shown
+        assert PIN not in shown
