@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -29,6 +28,8 @@ from tars_actors.call.pin_desk import PinDesk
 from tars_actors.store import PinLockout, Store
 from tars_actors.telephony.stream_codec import Dtmf
 from tests.logs import log_events
+
+pytest_plugins = ("tests.pg",)
 
 OWNER = "+15555550100"
 STRANGER = "+15555550777"
@@ -208,8 +209,9 @@ class Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store.open(f"sqlite:///{tmp_path / 'tars.db'}")
+def store(make_url: Callable[[], str]) -> Iterator[Store]:
+    """A migrated store, once on SQLite and once on PostgreSQL (row locks differ)."""
+    store = Store.open(make_url())
     store.migrate()
     yield store
     store.shutdown()
