@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -307,6 +308,28 @@ def test_a_restart_hands_no_fresh_tries(store: Store, clock: Clock) -> None:
     assert after_restart.check(OWNER, WRONG) == PinLockedOut()
     assert desk(store, clock).locked(OWNER)
     assert desk(store, clock).check(OWNER, PIN) == PinLockedOut()
+
+
+def test_calls_checking_at_once_each_spend_their_own_try(store: Store, clock: Clock) -> None:
+    """Three calls from one number typing a wrong PIN at the same moment: three tries gone,
+    one lockout, never a lost count (the row is locked while it is read and written)."""
+    checker = desk(store, clock)
+    ready = threading.Barrier(3)
+    verdicts: list[object] = []
+
+    def check() -> None:
+        ready.wait(timeout=10)
+        verdicts.append(checker.check(OWNER, WRONG))
+
+    threads = [threading.Thread(target=check) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert sorted(map(repr, verdicts)) == sorted(
+        map(repr, [PinWrong(tries_left=2), PinWrong(tries_left=1), PinLockedOut()])
+    )
+    assert checker.locked(OWNER)
 
 
 def test_without_a_pin_set_nothing_typed_is_right(store: Store, clock: Clock) -> None:
