@@ -394,20 +394,25 @@ class CallSession(TarsActor):
         except Exception:
             log.exception("owner.pin_check_failed")
             return PinUnchecked()
-        if isinstance(verdict, PinLockedOut) and self._switchboard is not None:
-            # The owner hears of it: either they mistyped, or someone has their number.
-            ledger = self._switchboard.ledger
-            record = ledger.record(
-                sender_session_id=self.info.session_id,
-                sender_name=self.info.session_name,
-                target=OWNER_TARGET,
-                message_type=MessageType.NOTIFICATION,
-                body=(
-                    f"A call from your number {number} typed a wrong PIN {MAX_WRONG_PINS} times; "
-                    f"PIN entry from it is locked for {verdict.minutes} minutes."
-                ),
+        if isinstance(verdict, PinLockedOut) and verdict.new and self._switchboard is not None:
+            # The owner hears of each new lock: either they mistyped, or someone has their
+            # number. Not of calls refused while it holds: a guesser cannot spam the owner.
+            body = (
+                f"A call from your number {number} typed a wrong PIN {MAX_WRONG_PINS} times; "
+                f"PIN entry from it is locked for {verdict.minutes} minutes."
             )
-            self._switchboard.tell(Dispatch(message_id=record.id))
+            try:
+                record = self._switchboard.ledger.record(
+                    sender_session_id=self.info.session_id,
+                    sender_name=self.info.session_name,
+                    target=OWNER_TARGET,
+                    message_type=MessageType.NOTIFICATION,
+                    body=body,
+                )
+            except Exception:  # the call goes on to its goodbye; the lock is kept
+                log.exception("owner.lock_notice_failed")
+            else:
+                self._switchboard.tell(Dispatch(message_id=record.id))
         return verdict
 
     def _become_owner(self) -> None:
@@ -421,10 +426,13 @@ class CallSession(TarsActor):
             upgrade.info, session_id=self.info.session_id, stream_sid=self.info.stream_sid
         )
         self._start_model = upgrade.start_model
-        with self._store.transaction():
-            AgentSession.update(
-                name=self.info.session_name, permission=str(self.info.permission)
-            ).where(AgentSession.id == self.info.session_id).execute()
+        try:
+            with self._store.transaction():
+                AgentSession.update(
+                    name=self.info.session_name, permission=str(self.info.permission)
+                ).where(AgentSession.id == self.info.session_id).execute()
+        except Exception:  # the owner's call goes on; only its row is behind
+            log.exception("owner.session_row_not_updated")
         # The Router sees the owner's call, and hands it what waited for the owner.
         self._join()
 

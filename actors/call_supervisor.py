@@ -526,18 +526,18 @@ def owner_check(settings: Settings, record: CallRecord, pins: PinDesk) -> OwnerC
     from the owner's number that may have to type the PIN)."""
     owner = settings.owner
     number = record.caller_number
+    # Placed by TARS: a call its own REST call made for a goal or a reminder (never what a
+    # webhook says of its direction).
+    placed = record.outbound and (record.goal_id is not None or record.reminder_id is not None)
     may_type_pin = (
-        number == owner.phone
-        and pins.pin_set
-        and not record.outbound
-        and owner.caller_id_trust != "number"
+        number == owner.phone and pins.pin_set and not placed and owner.caller_id_trust != "number"
     )
     return owner_standing(
         number=number,
         owner_phone=owner.phone,
         trust=owner.caller_id_trust,
         stir_verstat=record.stir_verstat,
-        placed=record.outbound,
+        placed=placed,
         pin_set=pins.pin_set,
         locked=may_type_pin and pins.locked(number),
     )

@@ -3,7 +3,7 @@ unknown number meets, on a fake clock."""
 
 from __future__ import annotations
 
-from tars_actors.call.admission import AdmissionLimits, CallAdmission, Refusal
+from tars_actors.call.admission import PIN_DEADLINE_SECONDS, AdmissionLimits, CallAdmission, Refusal
 
 OWNER = "+15555550100"
 STRANGER = "+15555550777"
@@ -225,3 +225,50 @@ def test_pin_pending_calls_do_not_count_against_the_hourly_limit() -> None:
     assert places.reserve("CA9", OWNER, owner=False) is None
     places.cancel_reservation("CA9")
     assert places.reserve("CA10", OWNER, owner=False) is Refusal.HOURLY_LIMIT
+
+
+def test_a_call_still_to_type_the_pin_after_a_minute_makes_way_for_a_new_one() -> None:
+    """A faker who calls from the owner's number and stays silent cannot keep the owner's
+    own unattested calls out for longer than the PIN deadline."""
+    clock = Clock()
+    places = admission(4, owner_reserved=1, max_per_caller=1, clock=clock)
+    assert places.reserve("CAfaker", OWNER, owner=True, proven=False) is None
+    assert places.activate("CAfaker", OWNER, owner=True, pending=True)
+    clock.now += PIN_DEADLINE_SECONDS - 1.0
+    assert places.reserve("CAowner", OWNER, owner=True, proven=False) is Refusal.CALLER_BUSY
+    assert places.take_evicted() == []
+    clock.now += 1.0
+    assert places.reserve("CAowner", OWNER, owner=True, proven=False) is None
+    assert places.take_evicted() == ["CAfaker"]
+    assert places.live == 0
+    assert places.activate("CAowner", OWNER, owner=True, pending=True)
+    # Once the PIN is typed the call keeps its place, whatever comes after.
+    places.proven("CAowner")
+    clock.now += PIN_DEADLINE_SECONDS * 10
+    assert places.reserve("CAnext", OWNER, owner=True, proven=False) is Refusal.CALLER_BUSY
+    assert places.take_evicted() == []
+
+
+def test_a_proven_owner_finding_every_place_taken_takes_a_pending_calls_place() -> None:
+    places = admission(3, owner_reserved=1, max_per_caller=1)
+    assert places.reserve("CAfaker", OWNER, owner=True, proven=False) is None
+    assert places.activate("CAfaker", OWNER, owner=True)
+    assert places.reserve("CA1", STRANGER, owner=False) is None
+    assert places.reserve("CA2", OTHER, owner=False) is None
+    assert places.reserve("CA3", "+15555550779", owner=False) is Refusal.OVER_CAPACITY
+    assert places.reserve("CAowner", OWNER, owner=True) is None
+    assert places.take_evicted() == ["CAfaker"]
+    assert places.activate("CAowner", OWNER, owner=True)
+    # Strangers' calls are never taken for the owner.
+    assert places.reserve("CAowner2", OWNER, owner=True) is Refusal.OVER_CAPACITY
+    assert places.take_evicted() == []
+
+
+def test_a_pending_call_evicted_before_its_stream_starts_finds_no_place() -> None:
+    places = admission(2, owner_reserved=1, max_per_caller=1)
+    assert places.reserve("CAfaker", OWNER, owner=True, proven=False) is None
+    assert places.reserve("CA1", STRANGER, owner=False) is None
+    assert places.reserve("CAowner", OWNER, owner=True) is None
+    assert places.take_evicted() == ["CAfaker"]
+    places.release("CA1")  # a place is free again, but not for the evicted call
+    assert not places.activate("CAfaker", OWNER, owner=True, pending=True)

@@ -21,6 +21,7 @@ from tars_actors.actor_messages import (
 )
 from tars_actors.call.effects import (
     BecomeOwner,
+    CancelTimer,
     CheckPin,
     Effect,
     EndSession,
@@ -36,6 +37,7 @@ from tars_actors.call.effects import (
 )
 from tars_actors.call.flow import CallFlow
 from tars_actors.call.owner_pin import (
+    PIN_PAUSE_SECONDS,
     KeypadPin,
     PinLockedOut,
     PinUnchecked,
@@ -365,3 +367,16 @@ def test_the_right_pin_while_reconnecting_goes_to_the_next_connection() -> None:
     [reopen] = of(StartModel, flow.timer_fired(Timer.MODEL_RESTART))
     assert reopen == StartModel(connection_id=2, resumption_handle="h-1")
     assert texts(flow.model_connected(2)) == ["VERIFIED"]
+
+
+def test_keys_typed_as_the_call_says_goodbye_are_not_checked() -> None:
+    """A PIN half typed when the call is ended with a notice is not sent to the PinDesk
+    afterwards: the pause timer goes with the goodbye, and keys after it are dropped."""
+    flow = greeted_pin_flow()
+    pause = StartTimer(name=Timer.PIN_PAUSE, delay=PIN_PAUSE_SECONDS)
+    assert of(StartTimer, type_keys(flow, PIN[:2])) == [pause, pause]
+    goodbye = flow.end_with_notice("This line is needed.", reason="place taken", grace=5.0)
+    assert CancelTimer(name=Timer.PIN_PAUSE) in goodbye
+    assert of(CheckPin, type_keys(flow, PIN[2:] + "#")) == []
+    assert flow.pin_verdict(PinVerified()) == []
+    assert flow.permission is Permission.UNKNOWN

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import threading
@@ -11,10 +12,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from actors.call_supervisor import owner_check
 from tars_actors.call.effects import CancelTimer, CheckPin, Effect, StartTimer, Timer
 from tars_actors.call.owner_pin import (
     ATTESTED,
     LOCKOUT_MINUTES,
+    MAX_LOCKOUT_MINUTES,
     MAX_WRONG_PINS,
     PIN_PAUSE_SECONDS,
     KeypadPin,
@@ -23,11 +26,14 @@ from tars_actors.call.owner_pin import (
     PinVerified,
     PinWrong,
     Standing,
+    lockout_minutes,
     owner_standing,
 )
 from tars_actors.call.pin_desk import PinDesk
+from tars_actors.runtime.settings import parse_settings
 from tars_actors.store import PinLockout, Store
 from tars_actors.telephony.stream_codec import Dtmf
+from tars_actors.telephony.stream_tokens import CallRecord
 from tests.logs import log_events
 
 pytest_plugins = ("tests.pg",)
@@ -233,7 +239,7 @@ def test_the_right_pin_is_verified_and_a_wrong_one_counts_down(store: Store, clo
     assert pins.check(OWNER, PIN) == PinVerified()
     assert pins.check(OWNER, WRONG) == PinWrong(tries_left=2)
     assert pins.check(OWNER, PIN[:-1]) == PinWrong(tries_left=1)
-    assert pins.check(OWNER, PIN + "0") == PinLockedOut(minutes=LOCKOUT_MINUTES)
+    assert pins.check(OWNER, PIN + "0") == PinLockedOut(minutes=LOCKOUT_MINUTES, new=True)
     assert MAX_WRONG_PINS == 3
 
 
@@ -246,7 +252,7 @@ def test_a_locked_number_is_refused_even_the_right_pin_until_the_lock_expires(
     assert pins.locked(OWNER)
     assert not pins.locked(STRANGER)
     clock.advance(LOCKOUT_MINUTES - 0.5)
-    assert pins.check(OWNER, PIN) == PinLockedOut()
+    assert pins.check(OWNER, PIN) == PinLockedOut(minutes=1)  # not new: the owner is not told
     assert pins.locked(OWNER)
     clock.advance(0.5)
     assert not pins.locked(OWNER)
@@ -261,25 +267,37 @@ def test_after_a_lockout_the_number_has_fresh_tries(store: Store, clock: Clock) 
     assert pins.check(OWNER, WRONG) == PinWrong(tries_left=2)
 
 
-def test_misses_older_than_the_window_from_the_first_miss_are_forgotten(
+def test_each_lockout_before_a_right_pin_lasts_twice_as_long_up_to_a_day(
     store: Store, clock: Clock
 ) -> None:
+    """Three guesses per lockout: a 4-digit PIN would fall in weeks at a steady 15 minutes."""
+    pins = desk(store, clock)
+    lengths = []
+    for _ in range(9):
+        for _ in range(MAX_WRONG_PINS - 1):
+            pins.check(OWNER, WRONG)
+        verdict = pins.check(OWNER, WRONG)
+        assert isinstance(verdict, PinLockedOut)
+        assert verdict.new
+        lengths.append(verdict.minutes)
+        clock.advance(verdict.minutes)
+    assert lengths == [15, 30, 60, 120, 240, 480, 960, 1440, 1440]
+    assert lockout_minutes(100) == MAX_LOCKOUT_MINUTES
+    # A right PIN starts over at 15 minutes.
+    assert pins.check(OWNER, PIN) == PinVerified()
+    for _ in range(MAX_WRONG_PINS - 1):
+        pins.check(OWNER, WRONG)
+    assert pins.check(OWNER, WRONG) == PinLockedOut(minutes=LOCKOUT_MINUTES, new=True)
+
+
+def test_misses_count_until_a_right_pin_however_far_apart(store: Store, clock: Clock) -> None:
+    """Two guesses every quarter of an hour would otherwise never lock."""
     pins = desk(store, clock)
     assert pins.check(OWNER, WRONG) == PinWrong(tries_left=2)
-    clock.advance(10)
+    clock.advance(60 * 24)
     assert pins.check(OWNER, WRONG) == PinWrong(tries_left=1)
-    clock.advance(6)  # 16 minutes after the first miss
-    assert pins.check(OWNER, WRONG) == PinWrong(tries_left=2)
-    assert not pins.locked(OWNER)
-
-
-def test_the_window_counts_from_the_first_miss_not_the_last(store: Store, clock: Clock) -> None:
-    pins = desk(store, clock)
-    pins.check(OWNER, WRONG)
-    clock.advance(14)
-    pins.check(OWNER, WRONG)
-    clock.advance(0.5)  # 14.5 minutes after the first: all three count
-    assert pins.check(OWNER, WRONG) == PinLockedOut()
+    clock.advance(60 * 24)
+    assert pins.check(OWNER, WRONG) == PinLockedOut(minutes=LOCKOUT_MINUTES, new=True)
 
 
 def test_the_right_pin_clears_the_count(store: Store, clock: Clock) -> None:
@@ -297,7 +315,7 @@ def test_each_number_has_its_own_count(store: Store, clock: Clock) -> None:
     pins.check(OWNER, WRONG)
     pins.check(OWNER, WRONG)
     assert pins.check(STRANGER, WRONG) == PinWrong(tries_left=2)
-    assert pins.check(OWNER, WRONG) == PinLockedOut()
+    assert pins.check(OWNER, WRONG) == PinLockedOut(minutes=LOCKOUT_MINUTES, new=True)
     assert not pins.locked(STRANGER)
 
 
@@ -305,9 +323,9 @@ def test_a_restart_hands_no_fresh_tries(store: Store, clock: Clock) -> None:
     desk(store, clock).check(OWNER, WRONG)
     desk(store, clock).check(OWNER, WRONG)
     after_restart = desk(store, clock)
-    assert after_restart.check(OWNER, WRONG) == PinLockedOut()
+    assert after_restart.check(OWNER, WRONG) == PinLockedOut(minutes=LOCKOUT_MINUTES, new=True)
     assert desk(store, clock).locked(OWNER)
-    assert desk(store, clock).check(OWNER, PIN) == PinLockedOut()
+    assert desk(store, clock).check(OWNER, PIN) == PinLockedOut(minutes=LOCKOUT_MINUTES)
 
 
 def test_calls_checking_at_once_each_spend_their_own_try(store: Store, clock: Clock) -> None:
@@ -327,7 +345,10 @@ def test_calls_checking_at_once_each_spend_their_own_try(store: Store, clock: Cl
     for thread in threads:
         thread.join(timeout=10)
     assert sorted(map(repr, verdicts)) == sorted(
-        map(repr, [PinWrong(tries_left=2), PinWrong(tries_left=1), PinLockedOut()])
+        map(
+            repr,
+            [PinWrong(tries_left=2), PinWrong(tries_left=1), PinLockedOut(minutes=15, new=True)],
+        )
     )
     assert checker.locked(OWNER)
 
@@ -362,3 +383,24 @@ def test_the_lockout_is_logged_once_as_a_warning_without_the_digits(
         shown = json.dumps(record)
         assert WRONG not in shown
         assert PIN not in shown
+
+
+def test_only_a_call_tars_placed_for_a_goal_or_a_reminder_counts_as_placed(
+    store: Store, clock: Clock
+) -> None:
+    """An outbound leg to the owner's number that TARS did not place (a <Dial> of some other
+    TwiML on the account, say) has to be proven like any call from the owner's number."""
+    settings = parse_settings({"owner": {"phone": OWNER}}, environ={"TARS_OWNER_PIN": PIN})
+    pins = desk(store, clock)
+    leg = CallRecord(
+        call_sid="CA" + "1" * 32,
+        account_sid="AC" + "1" * 32,
+        from_number="+15555550999",
+        to_number=OWNER,
+        direction="outbound-dial",
+    )
+    assert owner_check(settings, leg, pins).standing is Standing.PIN_PENDING
+    reminder_call = dataclasses.replace(leg, direction="outbound-api", reminder_id=7)
+    assert owner_check(settings, reminder_call, pins) == OwnerCheck(
+        Standing.PROVEN, "placed by TARS"
+    )

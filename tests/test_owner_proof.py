@@ -241,6 +241,10 @@ def test_three_wrong_pins_end_the_call_politely_and_lock_the_number_out(
     )
     assert WRONG_PIN not in logs.getvalue()
     assert FAKE_OWNER_PIN not in logs.getvalue()
+    # One notice of the lock; the locked number's next call is announced like a stranger's.
+    wait_until(lambda: len(world.twilio.messages) == 2, "the owner to hear of the call")
+    assert ["wrong PIN" in m.body for m in world.twilio.messages] == [True, False]
+    assert "Incoming call" in world.twilio.messages[1].body
 
 
 def test_two_wrong_pins_and_a_new_call_leave_one_try(pin_world: LocalWorld) -> None:

@@ -15,12 +15,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-__all__ = ["RESERVATION_SECONDS", "AdmissionLimits", "CallAdmission", "Refusal"]
+__all__ = [
+    "PIN_DEADLINE_SECONDS",
+    "RESERVATION_SECONDS",
+    "AdmissionLimits",
+    "CallAdmission",
+    "Refusal",
+]
 
 #: How long a webhook's place waits for its stream. Twilio opens the stream within a
 #: second or two of the TwiML; a webhook whose stream never comes must not hold a place
 #: for long, or a flood of them keeps everyone out.
 RESERVATION_SECONDS: Final = 10.0
+
+#: How long a call from the owner's number keeps its place against another call from the
+#: number while it has not typed the PIN: the owner types it within a minute of the greeting.
+PIN_DEADLINE_SECONDS: Final = 60.0
 
 #: The window ``calls_per_hour`` counts admitted webhooks in.
 _HOUR: Final = 3600.0
@@ -71,6 +81,8 @@ class CallAdmission:
     A proven owner's call that finds every place taken takes the place of a call from the
     owner's number that is still to type the PIN (:meth:`take_evicted` names it, to be
     ended): the owner is on one phone at a time, so that call is someone faking the number.
+    So does a new call from the owner's number still to type the PIN, of one that has not
+    typed it within ``pin_deadline`` seconds.
     """
 
     def __init__(
@@ -78,10 +90,12 @@ class CallAdmission:
         limits: AdmissionLimits,
         *,
         reservation_seconds: float = RESERVATION_SECONDS,
+        pin_deadline: float = PIN_DEADLINE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._limits = limits
         self._reservation_seconds = reservation_seconds
+        self._pin_deadline = pin_deadline
         self._clock = clock
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -93,7 +107,7 @@ class CallAdmission:
         self._admitted: dict[str, deque[float]] = {}
         # Calls from the owner's number still to type the PIN, and those that gave their
         # place to a proven owner's call (to be ended).
-        self._pending: set[str] = set()
+        self._pending: dict[str, float] = {}  # call SID -> since when
         self._evicted: list[str] = []
         # Evicted before their stream started: it is refused when it comes.
         self._gone: set[str] = set()
@@ -128,10 +142,19 @@ class CallAdmission:
             refusal = self._refusal(number, owner=owner, limited=not (owner and proven), now=now)
             if refusal is Refusal.OVER_CAPACITY and owner and proven and self._evict_pending():
                 refusal = None
+            while (
+                refusal is Refusal.CALLER_BUSY
+                and owner
+                and not proven
+                and self._evict_pending(number=number, since=now - self._pin_deadline)
+            ):
+                # A call from the owner's number that let its PIN deadline pass makes way
+                # for a new one: a silent faker cannot keep the owner's number busy.
+                refusal = self._refusal(number, owner=owner, limited=True, now=now)
             if refusal is not None:
                 return refusal
             if owner and not proven:
-                self._pending.add(call_sid)
+                self._pending[call_sid] = now
             self._reserved[call_sid] = (now + self._reservation_seconds, number, owner)
             if not owner:
                 self._admitted.setdefault(number, deque()).append(now)
@@ -161,13 +184,13 @@ class CallAdmission:
                 return False
             self._live[call_sid] = (number, owner)
             if pending:
-                self._pending.add(call_sid)
+                self._pending.setdefault(call_sid, self._clock())
             return True
 
     def proven(self, call_sid: str) -> None:
         """The call typed the owner's PIN: it keeps its place from now on."""
         with self._lock:
-            self._pending.discard(call_sid)
+            self._pending.pop(call_sid, None)
 
     def take_evicted(self) -> list[str]:
         """Calls that gave their place to a proven owner's call since the last time asked:
@@ -184,14 +207,14 @@ class CallAdmission:
         """The call ended before its stream started (a final status callback)."""
         with self._lock:
             self._reserved.pop(call_sid, None)
-            self._pending.discard(call_sid)
+            self._pending.pop(call_sid, None)
             self._gone.discard(call_sid)
 
     def release(self, call_sid: str) -> None:
         with self._lock:
             self._live.pop(call_sid, None)
             self._reserved.pop(call_sid, None)
-            self._pending.discard(call_sid)
+            self._pending.pop(call_sid, None)
             if not self._live:
                 self._idle.notify_all()
 
@@ -211,23 +234,28 @@ class CallAdmission:
         for call_sid, (until, _, _) in list(self._reserved.items()):
             if until <= now:
                 del self._reserved[call_sid]
-                self._pending.discard(call_sid)
+                self._pending.pop(call_sid, None)
         for number, times in list(self._admitted.items()):
             while times and times[0] <= now - _HOUR:
                 times.popleft()
             if not times:
                 del self._admitted[number]
 
-    def _evict_pending(self) -> bool:
-        """Free the place of a call still to type the PIN (the least far along first)."""
+    def _evict_pending(self, *, number: str | None = None, since: float | None = None) -> bool:
+        """Free the place of a call still to type the PIN (the least far along first); only
+        one from ``number`` pending since before ``since``, when given."""
         places: dict[str, Any]
         for places in (self._reserved, self._live):
-            for call_sid in places:
-                if call_sid in self._pending:
+            for call_sid, entry in places.items():
+                pending_since = self._pending.get(call_sid)
+                if pending_since is None or (since is not None and pending_since > since):
+                    continue
+                # (until, number, owner) reserved, (number, owner) live: the number is [-2].
+                if number is None or entry[-2] == number:
                     if places is self._reserved:
                         self._gone.add(call_sid)
                     del places[call_sid]
-                    self._pending.discard(call_sid)
+                    self._pending.pop(call_sid, None)
                     self._evicted.append(call_sid)
                     return True
         return False

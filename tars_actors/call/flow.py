@@ -318,7 +318,7 @@ class CallFlow:
             SayAndHangUp(text=text),
             StartTimer(name=Timer.APOLOGY, delay=grace),
         ]
-        for timer in (Timer.MODEL_RESTART, Timer.ROTATE, Timer.NOTE_WAIT):
+        for timer in (Timer.MODEL_RESTART, Timer.ROTATE, Timer.NOTE_WAIT, Timer.PIN_PAUSE):
             effects.append(CancelTimer(name=timer))
         if self._connecting is not None:
             effects.append(StopModel(connection_id=self._connecting))

@@ -20,6 +20,7 @@ from tars_actors.call.effects import CancelTimer, CheckPin, Effect, StartTimer, 
 __all__ = [
     "ATTESTED",
     "LOCKOUT_MINUTES",
+    "MAX_LOCKOUT_MINUTES",
     "MAX_WRONG_PINS",
     "PIN_PAUSE_SECONDS",
     "KeypadPin",
@@ -31,6 +32,7 @@ __all__ = [
     "PinWrong",
     "Standing",
     "locked_out_goodbye",
+    "lockout_minutes",
     "owner_standing",
 ]
 
@@ -40,7 +42,10 @@ ATTESTED: Final = "TN-Validation-Passed-A"
 PIN_PAUSE_SECONDS: Final = 3.0
 #: Wrong PINs from one number before it is locked out of PIN entry.
 MAX_WRONG_PINS: Final = 3
+#: The first lockout; each further one before a right PIN lasts twice as long, up to a day,
+#: so that guessing a 4-digit PIN takes years, not weeks.
 LOCKOUT_MINUTES: Final = 15
+MAX_LOCKOUT_MINUTES: Final = 24 * 60
 #: Keys kept for one try: longer than any PIN, so a long one is simply wrong, and bounded.
 _MAX_KEYS: Final = 32
 
@@ -140,7 +145,15 @@ class PinUnchecked:
 
 @dataclass(frozen=True, slots=True)
 class PinLockedOut:
+    #: How long PIN entry stays locked (from now, rounded up to a minute).
     minutes: int = LOCKOUT_MINUTES
+    #: This PIN set the lock (else the number was locked already).
+    new: bool = False
+
+
+def lockout_minutes(lockouts: int) -> int:
+    """How long the ``lockouts``-th lockout since the last right PIN lasts."""
+    return min(LOCKOUT_MINUTES << max(0, min(lockouts - 1, 16)), MAX_LOCKOUT_MINUTES)
 
 
 PinVerdict = PinVerified | PinWrong | PinUnchecked | PinLockedOut

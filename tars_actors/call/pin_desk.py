@@ -8,26 +8,25 @@ each call is one short transaction, so it needs no lock of its own.
 from __future__ import annotations
 
 import hmac
+import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import structlog
 
 from tars_actors.call.owner_pin import (
-    LOCKOUT_MINUTES,
     MAX_WRONG_PINS,
     PinLockedOut,
     PinVerdict,
     PinVerified,
     PinWrong,
+    lockout_minutes,
 )
 from tars_actors.store import PinLockout, Store, utcnow
 
 __all__ = ["PinDesk"]
 
 log = structlog.get_logger("tars.owner")
-
-_LOCKOUT = timedelta(minutes=LOCKOUT_MINUTES)
 
 
 class PinDesk:
@@ -51,9 +50,10 @@ class PinDesk:
     def check(self, phone: str, digits: str) -> PinVerdict:
         """Whether ``digits`` (typed on a call from ``phone``) are the owner's PIN.
 
-        A wrong PIN counts against the number for :data:`LOCKOUT_MINUTES` from the first
-        miss; the :data:`MAX_WRONG_PINS`-th locks it out of PIN entry for as long. A right
-        one clears the count. A number already locked out is refused unchecked.
+        Wrong PINs count against the number until a right one: the :data:`MAX_WRONG_PINS`-th
+        locks it out of PIN entry for :data:`LOCKOUT_MINUTES`, each further lockout before
+        a right PIN for twice as long as the last (at most a day). A number locked out is
+        refused unchecked.
         """
         now = self._clock()
         # Compared in constant time, and always: a locked number learns nothing either.
@@ -61,28 +61,29 @@ class PinDesk:
         store = self._store
         with store.connection(), store.transaction():
             # The row first, then locked: two calls from the number check one after the other.
-            PinLockout.insert(phone=phone, failures=0).on_conflict_ignore().execute()
+            PinLockout.insert(phone=phone, failures=0, lockouts=0).on_conflict_ignore().execute()
             query = PinLockout.select().where(PinLockout.phone == phone)
             row = store.for_update(query).get()
             if row.locked_until is not None and row.locked_until > now:
-                return PinLockedOut()
+                left = math.ceil((row.locked_until - now) / timedelta(minutes=1))
+                return PinLockedOut(minutes=left)
             if right:
                 row.delete_instance()
                 return PinVerified()
-            if row.first_failed_at is None or now - row.first_failed_at > _LOCKOUT:
-                row.failures, row.first_failed_at = 0, now
             row.failures += 1
-            row.locked_until = None
             if row.failures < MAX_WRONG_PINS:
                 row.save()
                 return PinWrong(tries_left=MAX_WRONG_PINS - row.failures)
-            row.failures, row.first_failed_at, row.locked_until = 0, None, now + _LOCKOUT
+            row.lockouts += 1
+            minutes = lockout_minutes(row.lockouts)
+            row.failures, row.locked_until = 0, now + timedelta(minutes=minutes)
             row.save()
         log.warning(
             "owner.pin_locked",
             phone=phone,
             wrong_pins=MAX_WRONG_PINS,
-            minutes=LOCKOUT_MINUTES,
-            until=(now + _LOCKOUT).isoformat(),
+            lockouts=row.lockouts,
+            minutes=minutes,
+            until=row.locked_until.isoformat(),
         )
-        return PinLockedOut()
+        return PinLockedOut(minutes=minutes, new=True)

@@ -252,7 +252,7 @@ def _v4_pin_lockouts(migrator: SchemaMigrator) -> None:
     class PinLockout(_frozen_base(migrator.database)):  # type: ignore[misc]
         phone = peewee.CharField(max_length=32, unique=True)
         failures = peewee.IntegerField(default=0)
-        first_failed_at = peewee.DateTimeField(null=True)
+        lockouts = peewee.IntegerField(default=0)
         locked_until = peewee.DateTimeField(null=True)
 
         class Meta:

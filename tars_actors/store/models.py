@@ -326,9 +326,10 @@ class PinLockout(TarsModel):
     """
 
     phone = peewee.CharField(max_length=32, unique=True)
-    #: Wrong PINs since ``first_failed_at`` (a success or a lockout starts the count again).
+    #: Wrong PINs since the last lockout (a right PIN deletes the row).
     failures = peewee.IntegerField(default=0)
-    first_failed_at = UTCDateTimeField(null=True)
+    #: Lockouts since the last right PIN: each lasts twice as long as the one before.
+    lockouts = peewee.IntegerField(default=0)
     locked_until = UTCDateTimeField(null=True)
 
     class Meta:
