@@ -100,6 +100,16 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--calls", type=int, default=50, help="concurrent calls (default 50)")
     load.add_argument("--seconds", type=float, default=20.0, help="measured seconds")
     load.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    load.add_argument(
+        "--report-every",
+        type=float,
+        metavar="K",
+        help="soak: keep the calls up for --seconds (new callers replacing those who hang "
+        "up), printing RSS, fds, threads, CPU, frames lost and mailbox peaks every K seconds",
+    )
+    load.add_argument(
+        "--call-seconds", type=float, default=300.0, help="soak: how long each call lasts"
+    )
     _settings_option(load, reads_settings=False)
     return parser
 
@@ -143,6 +153,9 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
         from tars_actors.ops import load
 
         options = ["--calls", str(args.calls), "--seconds", str(args.seconds)]
+        if args.report_every is not None:
+            options += ["--report-every", str(args.report_every)]
+            options += ["--call-seconds", str(args.call_seconds)]
         return load.main([*options, *(["--json"] if args.json else [])])
 
     if command == "service":

@@ -555,10 +555,30 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds (default 20)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--report-every",
+        type=float,
+        metavar="K",
+        help="soak: keep the calls up for --seconds, a row of figures every K seconds",
+    )
+    parser.add_argument(
+        "--call-seconds", type=float, default=300.0, help="soak: how long each call lasts"
+    )
     parser.add_argument("--model-stand-in", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args(list(argv))
     if args.model_stand_in:
         return _serve_model_stand_in(Path(args.model_stand_in))
+    if args.report_every is not None:
+        from tars_actors.ops.soak import run_soak
+
+        run_soak(
+            calls=args.calls,
+            seconds=args.seconds,
+            report_every=args.report_every,
+            call_seconds=args.call_seconds,
+            out=out,
+        )
+        return 0
     result = run_load(calls=args.calls, seconds=args.seconds, warmup=args.warmup)
     if args.json:
         print(json.dumps(asdict(result), indent=2), file=out)
