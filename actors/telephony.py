@@ -1,12 +1,21 @@
-"""The Telephony actor: every blocking Twilio REST request (hang-ups, spoken goodbyes, SMS),
-run on a small thread pool of its own so that no call actor ever waits on HTTP.
+"""The Telephony actor: every blocking Twilio REST request (hang-ups, spoken goodbyes, SMS,
+outbound calls), run on a small thread pool of its own so that no call actor ever waits on HTTP.
+
+With a store, every request is an intent (:mod:`tars_actors.telephony.intents`) written before
+it is sent and settled after: asked again (after a restart, by a Router or a scheduler that
+never heard the outcome), a request Twilio has is answered from the record, and one whose
+outcome is unknown is looked up in Twilio's lists before it is sent again. At start, the
+intents a dead daemon left unsure are looked up (and sent if Twilio never got them).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import contextvars
+import dataclasses
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -28,12 +37,28 @@ from tars_actors.actor_messages import (
 )
 from tars_actors.runtime.actor import TarsActor
 from tars_actors.runtime.settings import Settings
+from tars_actors.store import Store
+from tars_actors.telephony import intents
+from tars_actors.telephony.intents import (
+    Go,
+    IntentBook,
+    IntentKind,
+    IntentRecord,
+    Known,
+    TelephonyRequest,
+    Unsure,
+    describe_request,
+    intent_key,
+    request_of,
+)
 from tars_actors.telephony.rest import (
+    RetryPolicy,
     describe_error,
     error_code,
     is_already_ended,
     is_transient,
     make_client,
+    may_have_acted,
     outbound_call_options,
 )
 from tars_actors.telephony.twiml import goodbye_twiml
@@ -44,31 +69,9 @@ log = structlog.get_logger("tars.telephony")
 
 T = TypeVar("T")
 
-TelephonyRequest = HangUp | SayAndHangUp | SendSms | PlaceCall
 
 #: Twilio's "Call is not in-progress. Cannot redirect.": the call was still ringing.
 _NOT_IN_PROGRESS_CODE = 21220
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RetryPolicy:
-    """Bounded retries of transient failures, with exponential backoff."""
-
-    attempts: int = 3
-    initial_delay: float = 0.5
-    max_delay: float = 4.0
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError(f"attempts must be at least 1, got {self.attempts}")
-        if self.initial_delay < 0 or self.max_delay < self.initial_delay:
-            raise ValueError(
-                f"need 0 <= initial_delay <= max_delay, got {self.initial_delay}, {self.max_delay}"
-            )
-
-    def delay(self, failures: int) -> float:
-        """Seconds to wait after the ``failures``-th failed attempt."""
-        return float(min(self.max_delay, self.initial_delay * 2 ** (failures - 1)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +110,26 @@ class Telephony(TarsActor):
         max_workers: int = 4,
         retry: RetryPolicy | None = None,
         stop_grace_seconds: float = 3.0,
+        store: Store | None = None,
+        recheck: RetryPolicy | None = None,
     ) -> None:
+        """``store``: where the intents are kept (without one, requests are sent as asked,
+        at most once each, but nothing survives a restart). ``recheck``: the backoff for
+        looking up an intent whose outcome is unknown while Twilio cannot be asked."""
         super().__init__()
         self._settings = settings
+        self._book = None if store is None else IntentBook(store)
+        self._recheck = recheck or RetryPolicy(attempts=1, initial_delay=1.0, max_delay=300.0)
+        # Requests by intent key while one is being carried out: asked again meanwhile, a
+        # request waits for the first one's outcome instead of being sent twice.
+        self._in_flight: dict[str, list[TelephonyRequest]] = {}
+        self._timers: set[threading.Timer] = set()
+        # Calls left unsure by a dead daemon, looked up at start: one Twilio does not have is
+        # not placed late by this actor (its TwiML's token may be stale, its goal reported);
+        # its requester decides, as it does after a failure.
+        self._recovered_calls: set[str] = set()
+        # One lookup at a time: two unsure intents must not both claim one Twilio record.
+        self._lookup = threading.Lock()
         self._client = client
         self._max_workers = max_workers
         self._retry = retry or RetryPolicy()
@@ -131,7 +151,14 @@ class Telephony(TarsActor):
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self._max_workers, thread_name_prefix="telephony"
         )
-        log.info("telephony.started", workers=self._max_workers)
+        unsure = [] if self._book is None else self._book.unsure()
+        log.info("telephony.started", workers=self._max_workers, unsure_intents=len(unsure))
+        for intent in unsure:
+            # Left by a dead daemon: looked up in Twilio's records (an SMS Twilio does not
+            # have is sent; a call is left to its requester).
+            if intent.kind is IntentKind.CALL:
+                self._recovered_calls.add(intent.key)
+            self._submit(request_of(intent))
 
     def on_stop(self) -> None:
         self._shut_down_pool()
@@ -149,16 +176,35 @@ class Telephony(TarsActor):
             case HangUp() | SayAndHangUp() | SendSms() | PlaceCall():
                 self._submit(message)
                 return None
+            case _Recheck(key=key, failures=failures):
+                with self._jobs_lock:
+                    waiting = self._in_flight.get(key)
+                if waiting and self._pool is not None:
+                    self._run(waiting[0], failures)
+                return None
             case _:
                 return super().on_receive(message)
 
     def _submit(self, request: TelephonyRequest) -> None:
+        if isinstance(request, SendSms | PlaceCall) and not request.correlation_id:
+            # Asked for once and never again (send_sms): its own intent all the same.
+            request = dataclasses.replace(request, correlation_id=f"once-{uuid.uuid4().hex}")
+        key = intent_key(request)
+        with self._jobs_lock:
+            waiting = self._in_flight.setdefault(key, [])
+            waiting.append(request)
+            if len(waiting) > 1:
+                log.info("telephony.request_joined", request=describe_request(request))
+                return
+        self._run(request, 0)
+
+    def _run(self, request: TelephonyRequest, failures: int) -> None:
         assert self._pool is not None
         # Worker lines carry this actor's log context; one copy per job, because a
         # context can be entered by one thread at a time.
         context = contextvars.copy_context()
         with self._jobs_lock:
-            future = self._pool.submit(context.run, self._perform, request)
+            future = self._pool.submit(context.run, self._perform, request, failures)
             self._jobs[future] = request
         future.add_done_callback(self._forget)
 
@@ -174,10 +220,13 @@ class Telephony(TarsActor):
         self._stopping.set()
         with self._jobs_lock:
             jobs = dict(self._jobs)
+            timers, self._timers = self._timers, set()
+        for timer in timers:
+            timer.cancel()  # the intents stay unsure: the next start looks them up
         pool.shutdown(wait=False, cancel_futures=True)
         for future, request in jobs.items():
             if future.cancelled():
-                log.warning("telephony.request_dropped", request=_describe_request(request))
+                log.warning("telephony.request_dropped", request=describe_request(request))
         running = [future for future in jobs if not future.cancelled()]
         _, still_running = concurrent.futures.wait(running, timeout=self._stop_grace)
         if still_running:
@@ -190,22 +239,156 @@ class Telephony(TarsActor):
 
     # -- requests (pool threads) -----------------------------------------------------------
 
-    def _perform(self, request: TelephonyRequest) -> None:
+    def _perform(self, request: TelephonyRequest, failures: int) -> None:
+        key = intent_key(request)
+        settled = True
         try:
             match request:
-                case HangUp():
-                    self._hang_up(request)
-                case SayAndHangUp():
-                    self._say_and_hang_up(request)
+                case HangUp() | SayAndHangUp():
+                    self._idempotent(request)
                 case SendSms():
-                    self._send_sms(request)
+                    settled = self._send_sms(request, failures)
                 case PlaceCall():
-                    self._place_call(request)
-        except Exception:
-            # A bug here must not vanish into an unread future.
-            log.exception("telephony.request_crashed", request=_describe_request(request))
+                    settled = self._place_call(request, failures)
+        except Exception as error:
+            # A bug here must not vanish into an unread future; what it was doing is
+            # looked up again later rather than given up on.
+            log.exception("telephony.request_crashed", request=describe_request(request))
+            if isinstance(request, SendSms | PlaceCall):
+                settled = False
+                self._recheck_later(key, failures + 1, error)
+        finally:
+            if settled:
+                self._waiting(key)
 
-    def _hang_up(self, request: HangUp) -> None:
+    def _waiting(self, key: str) -> list[TelephonyRequest]:
+        """The requests for ``key`` (the first and any that joined it), now finished."""
+        with self._jobs_lock:
+            return self._in_flight.pop(key, [])
+
+    def _recheck_later(self, key: str, failures: int, error: BaseException) -> None:
+        """The outcome is unknown and Twilio cannot be asked now: ask again after a backoff,
+        for as long as it takes (never dropped, never sent blindly)."""
+        delay = self._recheck.delay(failures)
+        log.warning(
+            "telephony.outcome_unknown",
+            key=key,
+            checks=failures,
+            retry_in_seconds=delay,
+            error=describe_error(error),
+        )
+        if self._stopping.is_set():
+            return  # unsure in the store: the next start looks it up
+        ref = self.actor_ref
+
+        def recheck() -> None:
+            with self._jobs_lock:
+                self._timers.discard(timer)
+            with contextlib.suppress(pykka.ActorDeadError):
+                ref.tell(_Recheck(key=key, failures=failures))
+
+        timer = threading.Timer(delay, recheck)
+        timer.daemon = True
+        with self._jobs_lock:
+            self._timers.add(timer)
+        timer.start()
+
+    def _once(
+        self,
+        request: SendSms | PlaceCall,
+        kind: IntentKind,
+        *,
+        sender: str,
+        payload: dict[str, Any],
+        send: Callable[[Client], Any],
+        failures: int,
+    ) -> _Done[str] | _Failed | None:
+        """Send a costly request once: its intent first, Twilio's records before any resend.
+
+        None: the outcome is unknown, and a recheck is scheduled.
+        """
+        book = self._book
+        if book is None:
+            sent = self._retrying(send, idempotent=False)
+            return _Done(str(sent.value.sid), sent.attempts) if isinstance(sent, _Done) else sent
+        if self._client is None:
+            return _Failed(error=ValueError("Twilio credentials are not set"), attempts=0)
+        key = intent_key(request)
+        claim = book.claim(
+            key=key, kind=kind, to_number=request.to, from_number=sender, request=payload
+        )
+        intent: IntentRecord = claim.intent
+        if isinstance(claim, Known):
+            log.info("telephony.already_sent", key=key, sid=claim.sid)
+            return _Done(claim.sid, 0)
+        if isinstance(claim, Unsure):
+            recovered = key in self._recovered_calls
+            self._recovered_calls.discard(key)
+            find = intents.find_message if kind is IntentKind.SMS else intents.find_call
+            try:
+                with self._lookup:
+                    found = find(self._client, intent, book.known_sids(kind))
+                    if found is not None:
+                        book.sent(intent, found)
+            except Exception as error:  # noqa: BLE001 (Twilio cannot be asked: ask later)
+                self._recheck_later(key, failures + 1, error)
+                return None
+            if found is not None:
+                log.info("telephony.found_at_twilio", key=key, sid=found, attempts=intent.attempts)
+                return _Done(found, 0)
+            log.info("telephony.not_at_twilio", key=key, attempts=intent.attempts)
+            if recovered:
+                never = RuntimeError("not placed: TARS stopped before Twilio had the call")
+                book.failed(intent, str(never))
+                return _Failed(error=never, attempts=0)
+            intent = book.again(intent)
+        outcome = self._retrying(send, idempotent=False)
+        if isinstance(outcome, _Done):
+            sid = str(outcome.value.sid)
+            book.sent(intent, sid)
+            return _Done(sid, outcome.attempts)
+        if may_have_acted(outcome.error):
+            # Twilio may have it (a 500, a lost answer): look before sending again.
+            self._recheck_later(key, failures + 1, outcome.error)
+            return None
+        book.failed(intent, str(outcome))
+        return outcome
+
+    def _idempotent(self, request: HangUp | SayAndHangUp) -> None:
+        """A hang-up or a redirect, recorded like the rest; done again after a restart
+        (both are harmless to repeat), skipped once done."""
+        book = self._book
+        if book is None:
+            self._carry_out(request)
+            return
+        payload = (
+            {"reason": request.reason}
+            if isinstance(request, HangUp)
+            else {"text": request.text, "language": request.language}
+        )
+        kind = IntentKind.HANG_UP if isinstance(request, HangUp) else IntentKind.REDIRECT
+        claim = book.claim(
+            key=intent_key(request),
+            kind=kind,
+            to_number=request.call_sid,
+            from_number="",
+            request={"call_sid": request.call_sid, **payload},
+        )
+        if isinstance(claim, Known):
+            log.info("telephony.already_done", key=claim.intent.key)
+            return
+        intent = claim.intent if isinstance(claim, Go) else book.again(claim.intent)
+        if self._carry_out(request):
+            book.sent(intent, request.call_sid)
+        else:
+            book.failed(intent, "see the log line before")
+
+    def _carry_out(self, request: HangUp | SayAndHangUp) -> bool:
+        if isinstance(request, HangUp):
+            return self._hang_up(request)
+        return self._say_and_hang_up(request)
+
+    def _hang_up(self, request: HangUp) -> bool:
         sid = request.call_sid
         outcome = self._retrying(
             lambda client: client.calls(sid).update(status="completed"), idempotent=True
@@ -229,8 +412,10 @@ class Telephony(TarsActor):
                     attempts=attempts,
                     error=str(outcome),
                 )
+                return False
+        return True
 
-    def _say_and_hang_up(self, request: SayAndHangUp) -> None:
+    def _say_and_hang_up(self, request: SayAndHangUp) -> bool:
         sid = request.call_sid
         twiml = goodbye_twiml(request.text, request.language)
         outcome = self._retrying(
@@ -244,7 +429,7 @@ class Telephony(TarsActor):
             case _Failed(error=error) if error_code(error) == _NOT_IN_PROGRESS_CODE:
                 # Nobody could hear it yet; ending the call is what is left to do.
                 log.info("telephony.say_skipped_not_answered", call_sid=sid)
-                self._hang_up(HangUp(call_sid=sid, reason="say_and_hang_up"))
+                return self._hang_up(HangUp(call_sid=sid, reason="say_and_hang_up"))
             case _Failed(attempts=attempts):
                 log.error(
                     "telephony.say_and_hang_up_failed",
@@ -252,19 +437,29 @@ class Telephony(TarsActor):
                     attempts=attempts,
                     error=str(outcome),
                 )
+                return False
+        return True
 
-    def _send_sms(self, request: SendSms) -> None:
+    def _send_sms(self, request: SendSms, failures: int) -> bool:
+        """False while the outcome is unknown (a recheck is scheduled)."""
         sender = self._settings.twilio.phone_number
         if not sender:
             self._sms_failed(request, "[twilio] phone_number is not set", code=None, attempts=0)
-            return
-        outcome = self._retrying(
-            lambda client: client.messages.create(from_=sender, to=request.to, body=request.body),
-            idempotent=False,
+            return True
+        outcome = self._once(
+            request,
+            IntentKind.SMS,
+            sender=sender,
+            payload={"body": request.body, "correlation_id": request.correlation_id},
+            send=lambda client: client.messages.create(
+                from_=sender, to=request.to, body=request.body
+            ),
+            failures=failures,
         )
         match outcome:
-            case _Done(value=message, attempts=attempts):
-                sid = str(message.sid)
+            case None:
+                return False
+            case _Done(value=sid, attempts=attempts):
                 log.info(
                     "telephony.sms_sent",
                     to=request.to,
@@ -273,9 +468,12 @@ class Telephony(TarsActor):
                     correlation_id=request.correlation_id,
                     attempts=attempts,
                 )
-                _reply(request, SmsSent(correlation_id=request.correlation_id, message_sid=sid))
+                for each in self._waiting(intent_key(request)):
+                    assert isinstance(each, SendSms)
+                    _reply(each, SmsSent(correlation_id=each.correlation_id, message_sid=sid))
             case _Failed(error=error, attempts=attempts):
                 self._sms_failed(request, str(outcome), code=error_code(error), attempts=attempts)
+        return True
 
     def _sms_failed(self, request: SendSms, error: str, *, code: int | None, attempts: int) -> None:
         log.error(
@@ -285,13 +483,16 @@ class Telephony(TarsActor):
             attempts=attempts,
             error=error,
         )
-        _reply(request, SmsFailed(correlation_id=request.correlation_id, error=error, code=code))
+        for each in self._waiting(intent_key(request)) or [request]:
+            assert isinstance(each, SendSms)
+            _reply(each, SmsFailed(correlation_id=each.correlation_id, error=error, code=code))
 
-    def _place_call(self, request: PlaceCall) -> None:
+    def _place_call(self, request: PlaceCall, failures: int) -> bool:
+        """False while the outcome is unknown (a recheck is scheduled)."""
         sender = self._settings.twilio.phone_number
         if not sender:
             self._call_failed(request, "[twilio] phone_number is not set", code=None, attempts=0)
-            return
+            return True
         options = outbound_call_options(
             to=request.to,
             from_=sender,
@@ -300,11 +501,26 @@ class Telephony(TarsActor):
             detect_machine=request.detect_machine,
             time_limit_seconds=request.time_limit_seconds,
         )
-        # Not idempotent: a retry after an ambiguous failure could ring the callee twice.
-        outcome = self._retrying(lambda client: client.calls.create(**options), idempotent=False)
+        payload = {
+            "twiml": request.twiml,
+            "status_callback": request.status_callback,
+            "detect_machine": request.detect_machine,
+            "time_limit_seconds": request.time_limit_seconds,
+            "correlation_id": request.correlation_id,
+        }
+        # Not idempotent: sent again only once Twilio's calls list says it has no such call.
+        outcome = self._once(
+            request,
+            IntentKind.CALL,
+            sender=sender,
+            payload=payload,
+            send=lambda client: client.calls.create(**options),
+            failures=failures,
+        )
         match outcome:
-            case _Done(value=call, attempts=attempts):
-                sid = str(call.sid)
+            case None:
+                return False
+            case _Done(value=sid, attempts=attempts):
                 log.info(
                     "telephony.call_placed",
                     to=request.to,
@@ -312,9 +528,12 @@ class Telephony(TarsActor):
                     correlation_id=request.correlation_id,
                     attempts=attempts,
                 )
-                _reply(request, CallPlaced(correlation_id=request.correlation_id, call_sid=sid))
+                for each in self._waiting(intent_key(request)):
+                    assert isinstance(each, PlaceCall)
+                    _reply(each, CallPlaced(correlation_id=each.correlation_id, call_sid=sid))
             case _Failed(error=error, attempts=attempts):
                 self._call_failed(request, str(outcome), code=error_code(error), attempts=attempts)
+        return True
 
     def _call_failed(
         self, request: PlaceCall, error: str, *, code: int | None, attempts: int
@@ -326,7 +545,9 @@ class Telephony(TarsActor):
             attempts=attempts,
             error=error,
         )
-        _reply(request, CallFailed(correlation_id=request.correlation_id, error=error, code=code))
+        for each in self._waiting(intent_key(request)) or [request]:
+            assert isinstance(each, PlaceCall)
+            _reply(each, CallFailed(correlation_id=each.correlation_id, error=error, code=code))
 
     def _retrying(self, call: Callable[[Client], T], *, idempotent: bool) -> _Done[T] | _Failed:
         """Run ``call`` until it succeeds, fails for good, or the attempts are used up."""
@@ -371,13 +592,9 @@ def _reply(
         log.info("telephony.reply_undelivered", correlation_id=request.correlation_id)
 
 
-def _describe_request(request: TelephonyRequest) -> str:
-    match request:
-        case HangUp(call_sid=sid):
-            return f"hang up {sid}"
-        case SayAndHangUp(call_sid=sid):
-            return f"say and hang up {sid}"
-        case SendSms(to=to, correlation_id=correlation_id):
-            return f"sms to {to} ({correlation_id or 'no id'})"
-        case PlaceCall(to=to, correlation_id=correlation_id):
-            return f"call to {to} ({correlation_id or 'no id'})"
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Recheck:
+    """Timer → Telephony: look up (or send) the intent ``key`` again."""
+
+    key: str
+    failures: int

@@ -134,7 +134,7 @@ def system_children(runtime: Runtime) -> list[ChildSpec]:
         ),
         ChildSpec(
             id="telephony",
-            start=lambda: Telephony.start(runtime.settings),
+            start=lambda: Telephony.start(runtime.settings, store=runtime.store),
             shutdown_timeout=shutdown_timeout,
         ),
         ChildSpec(

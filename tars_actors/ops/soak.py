@@ -37,6 +37,8 @@ __all__ = ["SoakRow", "run_soak"]
 #: After a caller stops talking, the echo has played out once nothing arrived for this long.
 _QUIET_SECONDS = 0.5
 _QUIET_AT_MOST = 10.0
+#: Frames of audio the two streaming resamplers of an echo hold back at most.
+_HELD_FRAMES = 5
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,12 +112,15 @@ async def _one_call(phone: Softphone, seconds: float, calls: _Calls) -> None:
     try:
         await asyncio.sleep(seconds)
         phone.stop_media()
+        # The echo of everything said has come back (less what the resamplers hold), and
+        # then nothing more for a moment: a busy machine may pause the echo, not end it.
         quiet_since, heard, started = time.monotonic(), phone.bytes_received, time.monotonic()
-        while time.monotonic() - quiet_since < _QUIET_SECONDS:
+        while time.monotonic() - started < _QUIET_AT_MOST:
             await asyncio.sleep(0.05)  # the echo playing out: a benchmark's poll, bounded
             if phone.bytes_received != heard:
                 quiet_since, heard = time.monotonic(), phone.bytes_received
-            if time.monotonic() - started > _QUIET_AT_MOST:
+            echoed = phone.bytes_received // FRAME_BYTES >= phone.frames_sent - _HELD_FRAMES
+            if echoed and time.monotonic() - quiet_since >= _QUIET_SECONDS:
                 break
         await phone.hang_up()
     finally:

@@ -261,6 +261,27 @@ def _v4_pin_lockouts(migrator: SchemaMigrator) -> None:
     migrator.database.create_tables([PinLockout])
 
 
+def _v5_rest_intents(migrator: SchemaMigrator) -> None:
+    class RestIntent(_frozen_base(migrator.database)):  # type: ignore[misc]
+        key = peewee.CharField(max_length=200, unique=True)
+        kind = peewee.CharField(max_length=16)
+        to_number = peewee.CharField(max_length=32)
+        from_number = peewee.CharField(max_length=32)
+        request = peewee.TextField()
+        status = peewee.CharField(max_length=16, index=True)
+        sid = peewee.CharField(max_length=64, null=True, index=True)
+        attempts = peewee.IntegerField(default=0)
+        error = peewee.TextField(null=True)
+        created_at = peewee.DateTimeField()
+        attempted_at = peewee.DateTimeField(null=True)
+        settled_at = peewee.DateTimeField(null=True)
+
+        class Meta:
+            table_name = "rest_intents"
+
+    migrator.database.create_tables([RestIntent])
+
+
 #: Every migration, in order; append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -285,6 +306,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         version=4,
         description="pin lockouts: wrong owner PINs by number, and until when it is locked",
         apply=_v4_pin_lockouts,
+    ),
+    Migration(
+        version=5,
+        description="rest intents: costly Twilio requests, written before they are sent",
+        apply=_v5_rest_intents,
     ),
 )
 

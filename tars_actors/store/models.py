@@ -32,6 +32,7 @@ __all__ = [
     "Reminder",
     "ReminderKind",
     "ReminderStatus",
+    "RestIntent",
     "SessionStatus",
     "Speaker",
     "StreamToken",
@@ -336,9 +337,40 @@ class PinLockout(TarsModel):
         table_name = "pin_lockouts"
 
 
+class RestIntent(TarsModel):
+    """A Twilio REST request that costs money or reaches people (an SMS, a call, a hang-up,
+    a redirect), written before it is sent and settled with Twilio's SID after.
+
+    One row per ``key`` (the requester's correlation id with the kind): asked again, the
+    request is answered from the row; after a crash, a row still ``sending`` is checked
+    against Twilio's own records before anything is sent again.
+    """
+
+    key = peewee.CharField(max_length=200, unique=True)
+    #: ``sms``, ``call``, ``hang_up`` or ``redirect``.
+    kind = peewee.CharField(max_length=16)
+    to_number = peewee.CharField(max_length=32)
+    from_number = peewee.CharField(max_length=32)
+    #: What it takes to send it again (JSON): the body, the TwiML, the call SID...
+    request = peewee.TextField()
+    #: ``sending`` from just before each request until its outcome is known, then ``sent``
+    #: or ``failed`` (Twilio refused it).
+    status = peewee.CharField(max_length=16, index=True)
+    sid = peewee.CharField(max_length=64, null=True, index=True)
+    attempts = peewee.IntegerField(default=0)
+    error = peewee.TextField(null=True)
+    created_at = UTCDateTimeField(default=utcnow)
+    #: When the last request was started: Twilio's record of it is created after this.
+    attempted_at = UTCDateTimeField(null=True)
+    settled_at = UTCDateTimeField(null=True)
+
+    class Meta:
+        table_name = "rest_intents"
+
+
 #: Every table, in an order where each table comes after those it references: the seven
 #: of the contract, then ``stream_tokens`` (what each call proved at its webhook) and
-#: ``pin_lockouts`` (wrong owner PINs by number).
+#: ``pin_lockouts`` (wrong owner PINs by number) and ``rest_intents`` (costly REST requests).
 MODELS: tuple[type[TarsModel], ...] = (
     AgentSession,
     Conversation,
@@ -349,4 +381,5 @@ MODELS: tuple[type[TarsModel], ...] = (
     CallGoal,
     StreamToken,
     PinLockout,
+    RestIntent,
 )

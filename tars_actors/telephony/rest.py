@@ -5,6 +5,7 @@ api_base_url`` when set, and the error kinds its callers act on (already ended, 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Final
 
 import requests
@@ -18,12 +19,14 @@ from tars_actors.runtime.settings import Settings
 __all__ = [
     "ALREADY_ENDED_CODE",
     "DEFAULT_TIMEOUT",
+    "RetryPolicy",
     "describe_error",
     "error_code",
     "error_status",
     "is_already_ended",
     "is_transient",
     "make_client",
+    "may_have_acted",
     "outbound_call_options",
 ]
 
@@ -140,6 +143,11 @@ def is_transient(error: BaseException, *, idempotent: bool) -> bool:
     return False
 
 
+def may_have_acted(error: BaseException) -> bool:
+    """Whether Twilio may have carried out a request that failed so (a 500, a lost answer)."""
+    return is_transient(error, idempotent=True) and not is_transient(error, idempotent=False)
+
+
 def _never_connected(error: requests.exceptions.ConnectionError) -> bool:
     # requests wraps urllib3's MaxRetryError, whose reason says whether the connection
     # was refused (nothing sent) or dropped mid-request (maybe acted on).
@@ -178,3 +186,24 @@ def outbound_call_options(
     if time_limit_seconds is not None:
         options["time_limit"] = time_limit_seconds
     return options
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """Bounded retries of transient failures, with exponential backoff."""
+
+    attempts: int = 3
+    initial_delay: float = 0.5
+    max_delay: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be at least 1, got {self.attempts}")
+        if self.initial_delay < 0 or self.max_delay < self.initial_delay:
+            raise ValueError(
+                f"need 0 <= initial_delay <= max_delay, got {self.initial_delay}, {self.max_delay}"
+            )
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after the ``failures``-th failed attempt."""
+        return float(min(self.max_delay, self.initial_delay * 2 ** (failures - 1)))

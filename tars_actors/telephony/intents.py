@@ -1,0 +1,296 @@
+"""Costly Twilio requests happen once: each is written as an intent before it is sent and
+settled with Twilio's SID after; one whose outcome is unknown (TARS died, or the answer was
+lost) is looked up in Twilio's own records before anything is sent again.
+
+:class:`IntentBook` keeps the ``rest_intents`` rows; :func:`find_message` and
+:func:`find_call` look an intent up in Twilio's Messages and Calls lists. Twilio's date
+filters (``DateSent``, ``StartTime``) compare whole UTC days, and a message or call Twilio
+accepted but has not sent or started yet has no ``date_sent`` / ``start_time`` at all; so
+each lookup asks for the days from the intent's attempt on, and separately for the newest
+records with no date filter, and matches on what TARS sent and on ``date_created``.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from twilio.rest import Client
+
+from tars_actors.actor_messages import HangUp, PlaceCall, SayAndHangUp, SendSms
+from tars_actors.store import RestIntent, Store, utcnow
+
+__all__ = [
+    "CLOCK_SKEW",
+    "Go",
+    "IntentBook",
+    "IntentKind",
+    "IntentRecord",
+    "Known",
+    "TelephonyRequest",
+    "Unsure",
+    "describe_request",
+    "find_call",
+    "find_message",
+    "intent_key",
+    "request_of",
+]
+
+#: What the Telephony actor carries out.
+TelephonyRequest = HangUp | SayAndHangUp | SendSms | PlaceCall
+
+#: Twilio's clock and ours may differ by this much: a record created this long before the
+#: attempt still counts as the attempt's.
+CLOCK_SKEW: Final = timedelta(minutes=2)
+#: Records with no date filter asked for: the newest, where one not yet sent sits.
+_NEWEST: Final = 50
+
+
+class IntentKind(enum.StrEnum):
+    SMS = "sms"
+    CALL = "call"
+    HANG_UP = "hang_up"
+    REDIRECT = "redirect"
+
+
+class _Status(enum.StrEnum):
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IntentRecord:
+    id: int
+    key: str
+    kind: IntentKind
+    to_number: str
+    from_number: str
+    request: Mapping[str, Any]
+    attempts: int
+    attempted_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Go:
+    """Send it now: the intent is written as sending (this is attempt ``intent.attempts``)."""
+
+    intent: IntentRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """Twilio has it already (``sid``): answer from the record, send nothing."""
+
+    intent: IntentRecord
+    sid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unsure:
+    """A request was sent before and its outcome never recorded: ask Twilio first."""
+
+    intent: IntentRecord
+
+
+def _record(row: RestIntent) -> IntentRecord:
+    return IntentRecord(
+        id=int(row.id),
+        key=str(row.key),
+        kind=IntentKind(row.kind),
+        to_number=str(row.to_number),
+        from_number=str(row.from_number),
+        request=json.loads(row.request),
+        attempts=int(row.attempts),
+        attempted_at=row.attempted_at,
+    )
+
+
+class IntentBook:
+    """The ``rest_intents`` rows; thread-safe (each call is one short transaction)."""
+
+    def __init__(self, store: Store, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self._store = store
+        self._clock = clock
+
+    def claim(
+        self,
+        *,
+        key: str,
+        kind: IntentKind,
+        to_number: str,
+        from_number: str,
+        request: Mapping[str, Any],
+    ) -> Go | Known | Unsure:
+        """The intent of a request about to be sent: written (or found) before the request."""
+        store = self._store
+        now = self._clock()
+        with store.connection(), store.transaction():
+            RestIntent.insert(
+                key=key,
+                kind=str(kind),
+                to_number=to_number,
+                from_number=from_number,
+                request=json.dumps(dict(request), sort_keys=True),
+                status=_Status.FAILED,  # no request sent yet: the same as one refused
+                attempts=0,
+                created_at=now,
+            ).on_conflict_ignore().execute()
+            row = store.for_update(RestIntent.select().where(RestIntent.key == key)).get()
+            if row.status == _Status.SENT:
+                return Known(_record(row), str(row.sid))
+            if row.status == _Status.SENDING:
+                return Unsure(_record(row))
+            row.status, row.attempts, row.attempted_at = _Status.SENDING, row.attempts + 1, now
+            row.save()
+            return Go(_record(row))
+
+    def again(self, intent: IntentRecord) -> IntentRecord:
+        """Twilio does not have an unsure intent: it is sent again (a new attempt)."""
+        store = self._store
+        with store.connection(), store.transaction():
+            row = store.for_update(RestIntent.select().where(RestIntent.id == intent.id)).get()
+            row.attempts, row.attempted_at = row.attempts + 1, self._clock()
+            row.save()
+            return _record(row)
+
+    def sent(self, intent: IntentRecord, sid: str) -> None:
+        self._settle(intent, status=_Status.SENT, sid=sid, error=None)
+
+    def failed(self, intent: IntentRecord, error: str) -> None:
+        """Twilio refused it (or it could not be asked for good): asked again, it is sent."""
+        self._settle(intent, status=_Status.FAILED, sid=None, error=error)
+
+    def unsure(self) -> list[IntentRecord]:
+        """Intents whose request may have reached Twilio, outcome unknown (oldest first)."""
+        with self._store.connection():
+            rows = RestIntent.select().where(RestIntent.status == _Status.SENDING)
+            return [_record(row) for row in rows.order_by(RestIntent.id)]
+
+    def known_sids(self, kind: IntentKind) -> set[str]:
+        """SIDs other intents of ``kind`` were settled with: one record matches one intent."""
+        with self._store.connection():
+            rows = RestIntent.select(RestIntent.sid).where(
+                (RestIntent.kind == str(kind)) & RestIntent.sid.is_null(False)
+            )
+            return {str(row.sid) for row in rows}
+
+    def _settle(
+        self, intent: IntentRecord, *, status: _Status, sid: str | None, error: str | None
+    ) -> None:
+        with self._store.connection(), self._store.transaction():
+            RestIntent.update(status=status, sid=sid, error=error, settled_at=self._clock()).where(
+                RestIntent.id == intent.id
+            ).execute()
+
+
+# --- looking an intent up in Twilio's records ----------------------------------------------
+
+
+def _day(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _created(record: Any) -> datetime | None:
+    created = getattr(record, "date_created", None)
+    return created if isinstance(created, datetime) else None
+
+
+def _first_match(
+    records: Iterable[Any], intent: IntentRecord, known: set[str], also: Callable[[Any], bool]
+) -> str | None:
+    attempted = intent.attempted_at
+    for record in records:
+        sid = str(record.sid)
+        created = _created(record)
+        if sid in known or created is None or attempted is None:
+            continue
+        if created >= attempted - CLOCK_SKEW and also(record):
+            return sid
+    return None
+
+
+def find_message(client: Client, intent: IntentRecord, known: set[str]) -> str | None:
+    """The SID of the message Twilio has for ``intent``, or None; raises if Twilio cannot
+    be asked. Any status counts: queued, accepted and sending ones are on their way."""
+    assert intent.attempted_at is not None
+    messages = client.messages
+    body = str(intent.request.get("body", ""))
+    filters = {"to": intent.to_number, "from_": intent.from_number}
+    dated = messages.list(**filters, date_sent_after=_day(intent.attempted_at))
+    newest = messages.list(**filters, limit=_NEWEST)
+    return _first_match([*dated, *newest], intent, known, lambda m: str(m.body) == body)
+
+
+def find_call(client: Client, intent: IntentRecord, known: set[str]) -> str | None:
+    """The SID of the call Twilio has for ``intent`` (queued, ringing or later), or None;
+    raises if Twilio cannot be asked."""
+    assert intent.attempted_at is not None
+    calls = client.calls
+    filters = {"to": intent.to_number, "from_": intent.from_number}
+    dated = calls.list(**filters, start_time_after=_day(intent.attempted_at))
+    newest = calls.list(**filters, limit=_NEWEST)
+    return _first_match([*dated, *newest], intent, known, lambda _call: True)
+
+
+# --- requests and their intents -------------------------------------------------------
+
+
+def intent_key(request: TelephonyRequest) -> str:
+    """The intent a request is, the same each time it is asked for."""
+    match request:
+        case SendSms(correlation_id=cid):
+            return f"{IntentKind.SMS}:{cid}"
+        case PlaceCall(correlation_id=cid):
+            return f"{IntentKind.CALL}:{cid}"
+        case HangUp(call_sid=sid):
+            return f"{IntentKind.HANG_UP}:{sid}"
+        case SayAndHangUp(call_sid=sid, text=text):
+            digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+            return f"{IntentKind.REDIRECT}:{sid}:{digest}"
+
+
+def request_of(intent: IntentRecord) -> TelephonyRequest:
+    """The request an intent left unsure by a dead daemon stands for (nobody awaits it)."""
+    request = intent.request
+    match intent.kind:
+        case IntentKind.SMS:
+            return SendSms(
+                to=intent.to_number,
+                body=str(request["body"]),
+                correlation_id=str(request["correlation_id"]),
+            )
+        case IntentKind.CALL:
+            return PlaceCall(
+                to=intent.to_number,
+                twiml=str(request["twiml"]),
+                status_callback=str(request["status_callback"]),
+                detect_machine=bool(request.get("detect_machine")),
+                time_limit_seconds=request.get("time_limit_seconds"),
+                correlation_id=str(request["correlation_id"]),
+            )
+        case IntentKind.HANG_UP:
+            return HangUp(call_sid=str(request["call_sid"]), reason=str(request["reason"]))
+        case IntentKind.REDIRECT:
+            return SayAndHangUp(
+                call_sid=str(request["call_sid"]),
+                text=str(request["text"]),
+                language=request.get("language"),
+            )
+
+
+def describe_request(request: TelephonyRequest) -> str:
+    match request:
+        case HangUp(call_sid=sid):
+            return f"hang up {sid}"
+        case SayAndHangUp(call_sid=sid):
+            return f"say and hang up {sid}"
+        case SendSms(to=to, correlation_id=correlation_id):
+            return f"sms to {to} ({correlation_id or 'no id'})"
+        case PlaceCall(to=to, correlation_id=correlation_id):
+            return f"call to {to} ({correlation_id or 'no id'})"

@@ -1,0 +1,122 @@
+"""Effects that cost money or reach people happen once: ``python run.py`` killed with SIGKILL
+while it texts 50 messages or places a goal call sends each exactly once after the restart,
+and an intent whose outcome is unknown is looked up in Twilio's records before anything is
+sent again, waiting (never resending) while Twilio cannot be asked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tars_actors.messaging.ledger import OWNER_TARGET, MessageLedger
+from tars_actors.messaging.routing import MessageType
+from tars_actors.sim.twilio_api import Operation
+from tars_actors.store import MessageStatus, RestIntent, Store
+from tests.rig import OWNER, WAIT, Rig
+from tests.waiting import wait_until
+
+MESSAGES = 50
+
+
+def write_messages(rig: Rig, count: int) -> list[str]:
+    """``count`` messages for the absent owner, as callers' take_message leaves them."""
+    store = Store.open(rig.database_url)
+    try:
+        ledger = MessageLedger(store)
+        with store.connection():
+            bodies = [f"Message {n} from a caller." for n in range(count)]
+            for body in bodies:
+                ledger.record(
+                    sender_session_id=None,
+                    sender_name="Call with +15555550777",
+                    target=OWNER_TARGET,
+                    message_type=MessageType.MESSAGE,
+                    body=body,
+                )
+        return bodies
+    finally:
+        store.shutdown()
+
+
+def intents(rig: Rig) -> list[Any]:
+    store = Store.open(rig.database_url)
+    try:
+        with store.connection():
+            return list(RestIntent.select().order_by(RestIntent.id))
+    finally:
+        store.shutdown()
+
+
+def all_texted(rig: Rig) -> bool:
+    return all(m.status == MessageStatus.SMS_SENT for m in rig.messages())
+
+
+@pytest.mark.parametrize("answer_delay", [0.0, 0.4])
+def test_messages_being_texted_when_the_daemon_is_killed_are_texted_once(
+    rig: Rig, answer_delay: float
+) -> None:
+    first, _ = rig.daemon()  # a database, migrated
+    first.stop()
+    bodies = write_messages(rig, MESSAGES)
+    rig.twilio.set_answer_delay(Operation.MESSAGES_CREATE, answer_delay)
+
+    texting, _ = rig.daemon()
+    try:
+        # Killed mid-way: some texted and recorded, some accepted by Twilio with the answer
+        # still on its way, some not yet asked for.
+        rig.twilio.wait_for(
+            lambda rest: len(rest.messages) >= 12, WAIT, "a dozen messages at Twilio"
+        )
+    finally:
+        texting.kill()
+    sent_before = len(rig.twilio.messages)
+    assert sent_before < MESSAGES
+
+    after, _ = rig.daemon()
+    try:
+        wait_until(lambda: all_texted(rig), "every message texted", timeout=60)
+    finally:
+        after.stop()
+    texts = [m.body for m in rig.twilio.messages]
+    assert len(texts) == MESSAGES, f"{len(texts) - MESSAGES} duplicates"
+    assert all(m.to == OWNER for m in rig.twilio.messages)
+    assert {body for body in bodies if any(body in text for text in texts)} == set(bodies)
+    assert [i.status for i in intents(rig)] == ["sent"] * MESSAGES
+    if answer_delay:
+        # Twilio had taken some whose answers never came: looked up, not sent again.
+        assert after.events("telephony.started")[0]["unsure_intents"] >= 1
+        assert after.events("telephony.found_at_twilio") != []
+
+
+def test_an_unsure_message_waits_while_twilios_list_fails_and_is_never_resent(
+    rig: Rig,
+) -> None:
+    first, _ = rig.daemon()
+    first.stop()
+    write_messages(rig, 1)
+    # Twilio takes the message, and TARS never hears back: killed while the answer waits.
+    rig.twilio.set_answer_delay(Operation.MESSAGES_CREATE, 10.0)
+    texting, _ = rig.daemon()
+    try:
+        rig.twilio.wait_for(lambda rest: len(rest.messages) == 1, WAIT, "the message at Twilio")
+    finally:
+        texting.kill()
+    rig.twilio.set_answer_delay(Operation.MESSAGES_CREATE, 0.0)
+    [unsure] = intents(rig)
+    assert unsure.status == "sending"
+
+    # Twilio's list fails twice: the intent waits, with backoff, and nothing is sent.
+    rig.twilio.fail_next(Operation.MESSAGES_LIST, status=500, times=2)
+    after, _ = rig.daemon()
+    try:
+        wait_until(lambda: all_texted(rig), "the message recorded as texted", timeout=60)
+        waits = after.events("telephony.outcome_unknown")
+        assert len(waits) == 2
+        assert [w["checks"] for w in waits] == [1, 2]
+        assert after.events("telephony.found_at_twilio") != []
+    finally:
+        after.stop()
+    assert len(rig.twilio.requests_for(Operation.MESSAGES_CREATE)) == 1
+    [settled] = intents(rig)
+    assert (settled.status, settled.sid) == ("sent", rig.twilio.messages[0].sid)
