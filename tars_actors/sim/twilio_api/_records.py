@@ -11,6 +11,8 @@ __all__ = [
     "API_VERSION",
     "CALL_STATUSES",
     "ENDED_STATUSES",
+    "MESSAGE_STATUSES",
+    "SENT_STATUSES",
     "CallRecord",
     "MessageRecord",
     "Operation",
@@ -21,6 +23,10 @@ __all__ = [
 API_VERSION = "2010-04-01"
 ENDED_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 CALL_STATUSES = frozenset({"queued", "ringing", "in-progress"}) | ENDED_STATUSES
+# Outbound message statuses; those in SENT_STATUSES have left Twilio, so they carry a date_sent.
+SENT_STATUSES = frozenset({"sent", "delivered", "undelivered", "read"})
+UNSENT_STATUSES = frozenset({"accepted", "scheduled", "queued", "sending", "failed", "canceled"})
+MESSAGE_STATUSES = SENT_STATUSES | UNSENT_STATUSES
 
 
 class Operation(enum.StrEnum):
@@ -29,7 +35,9 @@ class Operation(enum.StrEnum):
     CALLS_CREATE = "calls.create"
     CALLS_FETCH = "calls.fetch"
     CALLS_UPDATE = "calls.update"
+    CALLS_LIST = "calls.list"
     MESSAGES_CREATE = "messages.create"
+    MESSAGES_LIST = "messages.list"
     NUMBERS_LIST = "incoming_phone_numbers.list"
     NUMBERS_UPDATE = "incoming_phone_numbers.update"
 
@@ -59,7 +67,11 @@ class RecordedRequest:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallRecord:
-    """A call as the stand-in knows it; a new record replaces the old one on each change."""
+    """A call as the stand-in knows it; a new record replaces the old one on each change.
+
+    ``created_at``, ``started_at`` and ``ended_at`` are Twilio's ``date_created``,
+    ``start_time`` (set when the call goes in-progress) and ``end_time``.
+    """
 
     sid: str
     account_sid: str
@@ -94,6 +106,11 @@ class CallRecord:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MessageRecord:
+    """A message as the stand-in knows it: created ``queued`` with no ``date_sent``.
+
+    ``created_at`` is Twilio's ``date_created``; ``date_sent`` is set when it counts as sent.
+    """
+
     sid: str
     account_sid: str
     to: str
@@ -101,6 +118,7 @@ class MessageRecord:
     body: str
     status: str
     created_at: datetime
+    date_sent: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

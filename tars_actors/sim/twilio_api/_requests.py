@@ -27,9 +27,11 @@ class RestError(Exception):
 _ACCOUNT = r"/2010-04-01/Accounts/(?P<account>[^/]+)"
 ROUTES: tuple[tuple[str, re.Pattern[str], Operation], ...] = (
     ("POST", re.compile(_ACCOUNT + r"/Calls\.json"), Operation.CALLS_CREATE),
+    ("GET", re.compile(_ACCOUNT + r"/Calls\.json"), Operation.CALLS_LIST),
     ("GET", re.compile(_ACCOUNT + r"/Calls/(?P<sid>[^/]+)\.json"), Operation.CALLS_FETCH),
     ("POST", re.compile(_ACCOUNT + r"/Calls/(?P<sid>[^/]+)\.json"), Operation.CALLS_UPDATE),
     ("POST", re.compile(_ACCOUNT + r"/Messages\.json"), Operation.MESSAGES_CREATE),
+    ("GET", re.compile(_ACCOUNT + r"/Messages\.json"), Operation.MESSAGES_LIST),
     ("GET", re.compile(_ACCOUNT + r"/IncomingPhoneNumbers\.json"), Operation.NUMBERS_LIST),
     (
         "POST",
@@ -91,3 +93,7 @@ class Params:
 
     def all(self, name: str) -> tuple[str, ...]:
         return tuple(value for key, value in self._pairs if key == name)
+
+    @property
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        return self._pairs

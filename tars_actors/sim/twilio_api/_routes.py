@@ -7,10 +7,10 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
+from tars_actors.sim.twilio_api._listing import call_filter, list_page, message_filter
 from tars_actors.sim.twilio_api._records import (
     API_VERSION,
     CallRecord,
@@ -28,10 +28,19 @@ from tars_actors.sim.twilio_api._requests import (
 from tars_actors.sim.twilio_api._resources import call_json, message_json, number_json
 from tars_actors.sim.twilio_api._state import RestState, new_sid
 
-__all__ = ["Answer", "RestRoutes"]
+__all__ = ["Answer", "Reply", "RestRoutes"]
 
 # Status, JSON body, and what to do once the answer has been sent (run call hooks).
 Answer = tuple[int, dict[str, Any], Callable[[], None] | None]
+
+
+class Reply(NamedTuple):
+    """What the server sends: wait ``delay`` seconds, answer, then run ``after``."""
+
+    status: int
+    payload: dict[str, Any]
+    after: Callable[[], None] | None
+    delay: float
 
 
 class RestRoutes:
@@ -52,8 +61,11 @@ class RestRoutes:
         self._call_created = call_created
         self._call_ended = call_ended
 
-    def respond(self, *, method: str, target: str, authorization: str | None, body: str) -> Answer:
-        """Answer one request and record it, answered or refused."""
+    def respond(self, *, method: str, target: str, authorization: str | None, body: str) -> Reply:
+        """Answer one request and record it, answered or refused.
+
+        The request has had its effect and is recorded before the reply's ``delay`` starts.
+        """
         split = urlsplit(target)
         query = tuple(parse_qsl(split.query, keep_blank_values=True))
         form = tuple(parse_qsl(body, keep_blank_values=True)) if method == "POST" else ()
@@ -82,7 +94,8 @@ class RestRoutes:
         with self._changes.lock:
             self._state.requests.append(recorded)
         self._changes.notify()
-        return status, payload, after
+        delay = 0.0 if operation is None else self._state.answer_delay(operation)
+        return Reply(status, payload, after, delay)
 
     def _consume_failure(self, operation: Operation) -> None:
         with self._changes.lock:
@@ -106,8 +119,12 @@ class RestRoutes:
                 return 200, call_json(self._known_call(match)), None
             case Operation.CALLS_UPDATE:
                 return self._update_call(self._known_call(match), params)
+            case Operation.CALLS_LIST:
+                return 200, self._list_calls(match.group(0), params), None
             case Operation.MESSAGES_CREATE:
                 return 201, self._create_message(params), None
+            case Operation.MESSAGES_LIST:
+                return 200, self._list_messages(match.group(0), params), None
             case Operation.NUMBERS_LIST:
                 return 200, self._list_numbers(match.group(0), params), None
             case Operation.NUMBERS_UPDATE:
@@ -146,7 +163,7 @@ class RestRoutes:
             async_amd=params.get("AsyncAmd"),
             time_limit=int(time_limit) if time_limit and time_limit.isdigit() else None,
             answered_by=None,
-            created_at=datetime.now(UTC),
+            created_at=self._state.now(),
         )
         with self._changes.lock:
             self._state.calls[record.sid] = record
@@ -204,12 +221,26 @@ class RestRoutes:
             from_=from_,
             body=body,
             status="queued",
-            created_at=datetime.now(UTC),
+            created_at=self._state.now(),
         )
         with self._changes.lock:
             self._state.messages.append(record)
         self._changes.notify()
         return message_json(record)
+
+    def _list_calls(self, path: str, params: Params) -> dict[str, Any]:
+        keep = call_filter(params)
+        with self._changes.lock:
+            calls = list(self._state.calls.values())
+        return list_page(calls, key="calls", path=path, params=params, keep=keep, to_json=call_json)
+
+    def _list_messages(self, path: str, params: Params) -> dict[str, Any]:
+        keep = message_filter(params)
+        with self._changes.lock:
+            messages = list(self._state.settle_messages())
+        return list_page(
+            messages, key="messages", path=path, params=params, keep=keep, to_json=message_json
+        )
 
     def _list_numbers(self, path: str, params: Params) -> dict[str, Any]:
         wanted = params.get("PhoneNumber")

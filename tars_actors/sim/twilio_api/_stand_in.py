@@ -15,6 +15,12 @@ replacing that one attribute redirects calls, messages and numbers; clearing ``e
 The client sends form-encoded POSTs with Basic auth and turns error JSON
 ``{"code", "message", "status"}`` into ``TwilioRestException``.
 
+Besides creating, it lists calls and messages as the daemon does to reconcile after a crash
+(``calls.list``/``messages.list``, see ``_listing``). Messages are created ``queued`` and count
+as ``sent`` (with a ``date_sent``) ``sms_sent_after`` seconds later, worked out whenever they are
+read; :meth:`TwilioRestStandIn.set_answer_delay` holds answers back after the request took
+effect, as a slow Twilio would.
+
 The stand-in only answers requests: it does not fetch TwiML nor send status callbacks itself.
 Hooks (:meth:`TwilioRestStandIn.on_call_created`, :meth:`~TwilioRestStandIn.on_call_ended`)
 let the demo and tests play the callee, e.g. with the softphone.
@@ -26,6 +32,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Self
 
@@ -35,6 +42,7 @@ from tars_actors.sim.twilio_api._http import RestHttpServer
 from tars_actors.sim.twilio_api._records import (
     CALL_STATUSES,
     ENDED_STATUSES,
+    MESSAGE_STATUSES,
     CallRecord,
     MessageRecord,
     Operation,
@@ -50,7 +58,13 @@ _CallHook = Callable[[CallRecord], object]
 
 
 class TwilioRestStandIn:
-    """The REST stand-in server; thread-safe, with waitable records of everything it saw."""
+    """The REST stand-in server; thread-safe, with waitable records of everything it saw.
+
+    ``sms_sent_after``: seconds after its creation at which a queued message counts as sent
+    (``None``: never; it stays queued until :meth:`set_message_status`). ``clock`` gives the
+    current time (an aware datetime) for ``date_created``, ``date_sent``, ``start_time`` and
+    ``end_time``; the system clock by default.
+    """
 
     def __init__(
         self,
@@ -58,8 +72,15 @@ class TwilioRestStandIn:
         auth_token: str,
         account_sid: str = "ACtest00000000000000000000000000",
         phone_numbers: Iterable[str] = ("+15550100000",),
+        sms_sent_after: float | None = 0.0,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
-        self._state = RestState(account_sid=account_sid, auth_token=auth_token)
+        self._state = RestState(
+            account_sid=account_sid,
+            auth_token=auth_token,
+            clock=clock,
+            sms_sent_after=sms_sent_after,
+        )
         self._changes = self._state.changes
         self._routes = RestRoutes(
             self._state,
@@ -103,7 +124,9 @@ class TwilioRestStandIn:
         return self
 
     def stop(self) -> None:
+        """Stop serving; answers held back by :meth:`set_answer_delay` go out at once."""
         if self._server is not None:
+            self._server.stopping.set()
             self._server.shutdown()
             self._server.server_close()
         if self._hook_thread.is_alive():
@@ -169,6 +192,27 @@ class TwilioRestStandIn:
             failures = self._state.failures.setdefault(operation, deque())
             failures.extend(Failure(status, code, message) for _ in range(times))
 
+    def set_answer_delay(self, operation: Operation | None, seconds: float) -> None:
+        """Hold back the answers to ``operation`` (``None``: to every operation) ``seconds``.
+
+        The request is recorded and has its effect (the message or call exists) first; only
+        the answer waits, as when Twilio acted but its answer had not arrived yet. A delay set
+        for an operation wins over the one for every operation; 0 removes the wait.
+        """
+        if seconds < 0:
+            raise ValueError(f"negative answer delay {seconds}")
+        with self._changes.lock:
+            self._state.answer_delays[operation] = seconds
+
+    def set_message_status(self, sid: str, status: str) -> MessageRecord:
+        """Move a message on as the network would; a first sent status sets its ``date_sent``."""
+        if status not in MESSAGE_STATUSES:
+            raise ValueError(f"unknown message status {status!r}")
+        with self._changes.lock:
+            updated = self._state.set_message_status(sid, status)
+        self._changes.notify()
+        return updated
+
     def on_call_created(self, hook: _CallHook) -> None:
         """Call ``hook(call)`` after each successful calls.create has been answered.
 
@@ -223,8 +267,16 @@ class TwilioRestStandIn:
 
     @property
     def messages(self) -> list[MessageRecord]:
+        """Messages in creation order, with their statuses as of now."""
         with self._changes.lock:
-            return list(self._state.messages)
+            return list(self._state.settle_messages())
+
+    def message(self, sid: str) -> MessageRecord:
+        with self._changes.lock:
+            for message in self._state.settle_messages():
+                if message.sid == sid:
+                    return message
+        raise KeyError(f"no message {sid}")
 
     @property
     def phone_numbers(self) -> list[PhoneNumberRecord]:
@@ -286,7 +338,7 @@ class TwilioRestStandIn:
 
     def wait_for_message(self, count: int = 1, timeout: float = 5.0) -> MessageRecord:
         return self._changes.wait_nth(
-            lambda: self._state.messages, count, timeout, f"{count} message(s)"
+            self._state.settle_messages, count, timeout, f"{count} message(s)"
         )
 
     # -- hooks --------------------------------------------------------------------------------
