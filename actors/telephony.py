@@ -124,10 +124,6 @@ class Telephony(TarsActor):
         # request waits for the first one's outcome instead of being sent twice.
         self._in_flight: dict[str, list[TelephonyRequest]] = {}
         self._timers: set[threading.Timer] = set()
-        # Calls left unsure by a dead daemon, looked up at start: one Twilio does not have is
-        # not placed late by this actor (its TwiML's token may be stale, its goal reported);
-        # its requester decides, as it does after a failure.
-        self._recovered_calls: set[str] = set()
         # One lookup at a time: two unsure intents must not both claim one Twilio record.
         self._lookup = threading.Lock()
         self._client = client
@@ -154,11 +150,15 @@ class Telephony(TarsActor):
         unsure = [] if self._book is None else self._book.unsure()
         log.info("telephony.started", workers=self._max_workers, unsure_intents=len(unsure))
         for intent in unsure:
-            # Left by a dead daemon: looked up in Twilio's records (an SMS Twilio does not
-            # have is sent; a call is left to its requester).
+            # Left by a dead daemon: looked up in Twilio's records. An SMS Twilio does not
+            # have is sent. A call is only settled if Twilio has it: one it lacks is not
+            # placed late from here (its TwiML's token may be stale, its goal reported);
+            # its requester asks again if it still wants it.
             if intent.kind is IntentKind.CALL:
-                self._recovered_calls.add(intent.key)
-            self._submit(request_of(intent))
+                context = contextvars.copy_context()
+                self._pool.submit(context.run, self._recover_call, intent)
+            else:
+                self._submit(request_of(intent))
 
     def on_stop(self) -> None:
         self._shut_down_pool()
@@ -322,12 +322,13 @@ class Telephony(TarsActor):
             log.info("telephony.already_sent", key=key, sid=claim.sid)
             return _Done(claim.sid, 0)
         if isinstance(claim, Unsure):
-            recovered = key in self._recovered_calls
-            self._recovered_calls.discard(key)
             find = intents.find_message if kind is IntentKind.SMS else intents.find_call
             try:
                 with self._lookup:
-                    found = find(self._client, intent, book.known_sids(kind))
+                    # Settled meanwhile (the lookup at start found it)? Else ask Twilio.
+                    found = book.sent_sid(intent) or find(
+                        self._client, intent, book.known_sids(kind)
+                    )
                     if found is not None:
                         book.sent(intent, found)
             except Exception as error:  # noqa: BLE001 (Twilio cannot be asked: ask later)
@@ -337,10 +338,6 @@ class Telephony(TarsActor):
                 log.info("telephony.found_at_twilio", key=key, sid=found, attempts=intent.attempts)
                 return _Done(found, 0)
             log.info("telephony.not_at_twilio", key=key, attempts=intent.attempts)
-            if recovered:
-                never = RuntimeError("not placed: TARS stopped before Twilio had the call")
-                book.failed(intent, str(never))
-                return _Failed(error=never, attempts=0)
             intent = book.again(intent)
         outcome = self._retrying(send, idempotent=False)
         if isinstance(outcome, _Done):
@@ -353,6 +350,10 @@ class Telephony(TarsActor):
             return None
         book.failed(intent, str(outcome))
         return outcome
+
+    def _recover_call(self, intent: IntentRecord) -> None:
+        if self._book is not None and self._client is not None:
+            intents.recover_call(self._client, self._book, intent, lock=self._lookup)
 
     def _idempotent(self, request: HangUp | SayAndHangUp) -> None:
         """A hang-up or a redirect, recorded like the rest; done again after a restart

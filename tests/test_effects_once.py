@@ -5,18 +5,23 @@ sent again, waiting (never resending) while Twilio cannot be asked."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from tars_actors.messaging.ledger import OWNER_TARGET, MessageLedger
 from tars_actors.messaging.routing import MessageType
+from tars_actors.reminders.book import ReminderBook
 from tars_actors.sim.twilio_api import Operation
-from tars_actors.store import MessageStatus, RestIntent, Store
+from tars_actors.store import CallGoal, MessageStatus, RestIntent, Store, utcnow
 from tests.rig import OWNER, WAIT, Rig
 from tests.waiting import wait_until
 
 MESSAGES = 50
+DENTIST = "+15555550444"
 
 
 def write_messages(rig: Rig, count: int) -> list[str]:
@@ -120,3 +125,94 @@ def test_an_unsure_message_waits_while_twilios_list_fails_and_is_never_resent(
     assert len(rig.twilio.requests_for(Operation.MESSAGES_CREATE)) == 1
     [settled] = intents(rig)
     assert (settled.status, settled.sid) == ("sent", rig.twilio.messages[0].sid)
+
+
+def goals(rig: Rig) -> list[Any]:
+    store = Store.open(rig.database_url)
+    try:
+        with store.connection():
+            return list(CallGoal.select().order_by(CallGoal.id))
+    finally:
+        store.shutdown()
+
+
+def test_a_goal_call_placed_just_before_the_daemon_is_killed_is_placed_once_and_reported_once(
+    rig: Rig,
+) -> None:
+    # Twilio takes the call at once and answers 0.4 s later: the daemon dies in between,
+    # never learning the call's SID.
+    rig.twilio.set_answer_delay(Operation.CALLS_CREATE, 0.4)
+    first, port = rig.daemon()
+    try:
+        owner = rig.phone(port, OWNER)
+        owner.call()
+        model = rig.gemini.wait_for_connection(1, timeout=WAIT)
+        owner.wait_for_mark("turn-1", timeout=WAIT)
+        call_id = model.send_tool_call(
+            "call_contact", {"contact": DENTIST, "objective": "Book a check-up next week."}
+        )
+        assert model.wait_for_tool_response(call_id, timeout=WAIT).response["ok"]
+        rig.twilio.wait_for(lambda rest: len(rest.calls) == 1, WAIT, "the call at Twilio")
+    finally:
+        first.kill()
+    [goal] = goals(rig)
+    assert goal.call_sid is None  # the kill came before the answer
+
+    after, _ = rig.daemon()
+    try:
+        wait_until(lambda: goals(rig)[0].summary is not None, "the goal's report", timeout=30)
+        wait_until(
+            lambda: any("Goal call" in m.body or "goal" in m.body.lower() for m in rig.messages()),
+            "the report in the ledger",
+        )
+        reports = [m for m in rig.messages() if m.sender_name.startswith("Goal call")]
+        wait_until(
+            lambda: (
+                [m.status for m in rig.messages() if m.sender_name.startswith("Goal call")]
+                == [MessageStatus.SMS_SENT]
+            ),
+            "the report texted",
+        )
+        assert after.events("telephony.found_at_twilio") != []
+    finally:
+        after.stop()
+    assert len(rig.twilio.requests_for(Operation.CALLS_CREATE)) == 1
+    assert len(reports) == 1
+    assert [m.to for m in rig.twilio.messages] == [OWNER]
+    [intent] = [i for i in intents(rig) if i.kind == "call"]
+    assert (intent.status, intent.sid) == ("sent", rig.twilio.calls[0].sid)
+
+
+def test_a_reminder_call_placed_just_before_the_daemon_is_killed_is_placed_once(
+    tmp_path: Path,
+) -> None:
+    """The restarted scheduler delivers the unsettled occurrence again (at least once); the
+    call it asks for is found at Twilio and not placed a second time."""
+    with Rig(tmp_path, extra={"reminders": {"delivery": "call"}}) as rig:
+        first, _ = rig.daemon()
+        first.stop()
+        store = Store.open(rig.database_url)
+        try:
+            with store.connection():
+                ReminderBook(store, ZoneInfo("UTC")).create(
+                    title="Water the plants", due_at=utcnow() + timedelta(seconds=2)
+                )
+        finally:
+            store.shutdown()
+        rig.twilio.set_answer_delay(Operation.CALLS_CREATE, 0.4)
+        calling, _ = rig.daemon()
+        try:
+            rig.twilio.wait_for(lambda rest: len(rest.calls) == 1, WAIT, "the reminder call")
+        finally:
+            calling.kill()
+
+        after, _ = rig.daemon()
+        try:
+            placed = after.wait_for_event("reminders.call_placed", timeout=WAIT)
+            assert placed["call_sid"] == rig.twilio.calls[0].sid
+            assert after.events("telephony.already_sent") + after.events(
+                "telephony.found_at_twilio"
+            )
+        finally:
+            after.stop()
+        assert len(rig.twilio.requests_for(Operation.CALLS_CREATE)) == 1

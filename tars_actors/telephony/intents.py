@@ -15,15 +15,20 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+import structlog
 from twilio.rest import Client
 
 from tars_actors.actor_messages import HangUp, PlaceCall, SayAndHangUp, SendSms
 from tars_actors.store import RestIntent, Store, utcnow
+from tars_actors.telephony.rest import describe_error
+
+log = structlog.get_logger("tars.telephony")
 
 __all__ = [
     "CLOCK_SKEW",
@@ -38,6 +43,7 @@ __all__ = [
     "find_call",
     "find_message",
     "intent_key",
+    "recover_call",
     "request_of",
 ]
 
@@ -47,6 +53,8 @@ TelephonyRequest = HangUp | SayAndHangUp | SendSms | PlaceCall
 #: Twilio's clock and ours may differ by this much: a record created this long before the
 #: attempt still counts as the attempt's.
 CLOCK_SKEW: Final = timedelta(minutes=2)
+#: How long an unsure call TARS did not place waits for its requester to ask again.
+CALL_LEFT_FOR: Final = timedelta(minutes=10)
 #: Records with no date filter asked for: the newest, where one not yet sent sits.
 _NEWEST: Final = 50
 
@@ -166,6 +174,30 @@ class IntentBook:
         """Twilio refused it (or it could not be asked for good): asked again, it is sent."""
         self._settle(intent, status=_Status.FAILED, sid=None, error=error)
 
+    def settle_unchanged(
+        self, intent: IntentRecord, *, sid: str | None = None, error: str | None = None
+    ) -> bool:
+        """Settle ``intent`` sent (``sid``) or failed (``error``) only if no other request
+        took it up since it was read (still sending, same attempt); whether it was."""
+        status = _Status.SENT if sid is not None else _Status.FAILED
+        with self._store.connection(), self._store.transaction():
+            changed = (
+                RestIntent.update(status=status, sid=sid, error=error, settled_at=self._clock())
+                .where(
+                    RestIntent.id == intent.id,
+                    RestIntent.status == _Status.SENDING,
+                    RestIntent.attempts == intent.attempts,
+                )
+                .execute()
+            )
+        return bool(changed)
+
+    def sent_sid(self, intent: IntentRecord) -> str | None:
+        """The SID ``intent`` was settled with since it was read, if it was."""
+        with self._store.connection():
+            row = RestIntent.get_by_id(intent.id)
+        return str(row.sid) if row.status == _Status.SENT and row.sid else None
+
     def unsure(self) -> list[IntentRecord]:
         """Intents whose request may have reached Twilio, outcome unknown (oldest first)."""
         with self._store.connection():
@@ -236,6 +268,28 @@ def find_call(client: Client, intent: IntentRecord, known: set[str]) -> str | No
     dated = calls.list(**filters, start_time_after=_day(intent.attempted_at))
     newest = calls.list(**filters, limit=_NEWEST)
     return _first_match([*dated, *newest], intent, known, lambda _call: True)
+
+
+def recover_call(
+    client: Client, book: IntentBook, intent: IntentRecord, *, lock: threading.Lock
+) -> None:
+    """A call a dead daemon may have placed: settled if Twilio has it, else left to its
+    requester to ask for again (given up once older than :data:`CALL_LEFT_FOR`)."""
+    try:
+        with lock:
+            found = find_call(client, intent, book.known_sids(IntentKind.CALL))
+            if found is not None and book.settle_unchanged(intent, sid=found):
+                log.info("telephony.found_at_twilio", key=intent.key, sid=found)
+                return
+    except Exception as error:  # noqa: BLE001 (its requester, or the next start, asks)
+        log.warning("telephony.call_lookup_failed", key=intent.key, error=describe_error(error))
+        return
+    attempted = intent.attempted_at
+    if found is None and attempted is not None and utcnow() - attempted > CALL_LEFT_FOR:
+        if book.settle_unchanged(intent, error="not placed: TARS stopped before Twilio had it"):
+            log.warning("telephony.call_never_placed", key=intent.key)
+        return
+    log.info("telephony.call_left_to_requester", key=intent.key, found=found is not None)
 
 
 # --- requests and their intents -------------------------------------------------------
