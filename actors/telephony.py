@@ -37,7 +37,7 @@ from tars_actors.actor_messages import (
 )
 from tars_actors.runtime.actor import TarsActor
 from tars_actors.runtime.settings import Settings
-from tars_actors.store import Store
+from tars_actors.store import Store, utcnow
 from tars_actors.telephony import intents
 from tars_actors.telephony.intents import (
     Go,
@@ -49,6 +49,7 @@ from tars_actors.telephony.intents import (
     Unsure,
     describe_request,
     intent_key,
+    reply,
     request_of,
 )
 from tars_actors.telephony.rest import (
@@ -266,16 +267,19 @@ class Telephony(TarsActor):
         with self._jobs_lock:
             return self._in_flight.pop(key, [])
 
-    def _recheck_later(self, key: str, failures: int, error: BaseException) -> None:
+    def _recheck_later(
+        self, key: str, failures: int, error: BaseException | str, *, delay: float | None = None
+    ) -> None:
         """The outcome is unknown and Twilio cannot be asked now: ask again after a backoff,
         for as long as it takes (never dropped, never sent blindly)."""
-        delay = self._recheck.delay(failures)
+        if delay is None:
+            delay = self._recheck.delay(failures)
         log.warning(
             "telephony.outcome_unknown",
             key=key,
             checks=failures,
-            retry_in_seconds=delay,
-            error=describe_error(error),
+            retry_in_seconds=round(delay, 3),
+            error=error if isinstance(error, str) else describe_error(error),
         )
         if self._stopping.is_set():
             return  # unsure in the store: the next start looks it up
@@ -321,6 +325,11 @@ class Telephony(TarsActor):
         if isinstance(claim, Known):
             log.info("telephony.already_sent", key=key, sid=claim.sid)
             return _Done(claim.sid, 0)
+        if isinstance(claim, Unsure) and (wait := intent.in_transit(utcnow())) > 0:
+            # Started by this run (a Telephony that crashed mid-request): its request may
+            # still be answered. Looked up once it no longer can be.
+            self._recheck_later(key, failures, "a request may still be on its way", delay=wait)
+            return None
         if isinstance(claim, Unsure):
             find = intents.find_message if kind is IntentKind.SMS else intents.find_call
             try:
@@ -471,7 +480,7 @@ class Telephony(TarsActor):
                 )
                 for each in self._waiting(intent_key(request)):
                     assert isinstance(each, SendSms)
-                    _reply(each, SmsSent(correlation_id=each.correlation_id, message_sid=sid))
+                    reply(each, SmsSent(correlation_id=each.correlation_id, message_sid=sid))
             case _Failed(error=error, attempts=attempts):
                 self._sms_failed(request, str(outcome), code=error_code(error), attempts=attempts)
         return True
@@ -486,7 +495,7 @@ class Telephony(TarsActor):
         )
         for each in self._waiting(intent_key(request)) or [request]:
             assert isinstance(each, SendSms)
-            _reply(each, SmsFailed(correlation_id=each.correlation_id, error=error, code=code))
+            reply(each, SmsFailed(correlation_id=each.correlation_id, error=error, code=code))
 
     def _place_call(self, request: PlaceCall, failures: int) -> bool:
         """False while the outcome is unknown (a recheck is scheduled)."""
@@ -531,7 +540,7 @@ class Telephony(TarsActor):
                 )
                 for each in self._waiting(intent_key(request)):
                     assert isinstance(each, PlaceCall)
-                    _reply(each, CallPlaced(correlation_id=each.correlation_id, call_sid=sid))
+                    reply(each, CallPlaced(correlation_id=each.correlation_id, call_sid=sid))
             case _Failed(error=error, attempts=attempts):
                 self._call_failed(request, str(outcome), code=error_code(error), attempts=attempts)
         return True
@@ -548,7 +557,7 @@ class Telephony(TarsActor):
         )
         for each in self._waiting(intent_key(request)) or [request]:
             assert isinstance(each, PlaceCall)
-            _reply(each, CallFailed(correlation_id=each.correlation_id, error=error, code=code))
+            reply(each, CallFailed(correlation_id=each.correlation_id, error=error, code=code))
 
     def _retrying(self, call: Callable[[Client], T], *, idempotent: bool) -> _Done[T] | _Failed:
         """Run ``call`` until it succeeds, fails for good, or the attempts are used up."""
@@ -574,23 +583,6 @@ class Telephony(TarsActor):
                 )
                 if self._stopping.wait(delay):
                     return _Failed(error=error, attempts=attempt)
-
-
-def _reply(
-    request: SendSms | PlaceCall, message: SmsSent | SmsFailed | CallPlaced | CallFailed
-) -> None:
-    reply_to = request.reply_to
-    # A function is a lookup: the reply goes to whichever actor holds the role now (a
-    # restarted requester is a new actor, and its outcome must still be recorded).
-    direct = isinstance(reply_to, pykka.ActorRef) or reply_to is None
-    target = reply_to if direct else reply_to()
-    if target is None:
-        log.info("telephony.reply_undelivered", correlation_id=request.correlation_id)
-        return
-    try:
-        target.tell(message)
-    except pykka.ActorDeadError:
-        log.info("telephony.reply_undelivered", correlation_id=request.correlation_id)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -274,6 +274,7 @@ def _v5_rest_intents(migrator: SchemaMigrator) -> None:
         error = peewee.TextField(null=True)
         created_at = peewee.DateTimeField()
         attempted_at = peewee.DateTimeField(null=True)
+        attempted_by = peewee.CharField(max_length=32, null=True)
         settled_at = peewee.DateTimeField(null=True)
 
         class Meta:

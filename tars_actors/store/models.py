@@ -362,6 +362,8 @@ class RestIntent(TarsModel):
     created_at = UTCDateTimeField(default=utcnow)
     #: When the last request was started: Twilio's record of it is created after this.
     attempted_at = UTCDateTimeField(null=True)
+    #: Which run of TARS started it: one still running may still be waiting for its answer.
+    attempted_by = peewee.CharField(max_length=32, null=True)
     settled_at = UTCDateTimeField(null=True)
 
     class Meta:

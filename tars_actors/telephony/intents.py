@@ -16,22 +16,34 @@ import enum
 import hashlib
 import json
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+import pykka
 import structlog
 from twilio.rest import Client
 
-from tars_actors.actor_messages import HangUp, PlaceCall, SayAndHangUp, SendSms
+from tars_actors.actor_messages import (
+    CallFailed,
+    CallPlaced,
+    HangUp,
+    PlaceCall,
+    SayAndHangUp,
+    SendSms,
+    SmsFailed,
+    SmsSent,
+)
 from tars_actors.store import RestIntent, Store, utcnow
-from tars_actors.telephony.rest import describe_error
+from tars_actors.telephony.rest import DEFAULT_TIMEOUT, describe_error
 
 log = structlog.get_logger("tars.telephony")
 
 __all__ = [
     "CLOCK_SKEW",
+    "IN_TRANSIT",
     "Go",
     "IntentBook",
     "IntentKind",
@@ -44,6 +56,7 @@ __all__ = [
     "find_message",
     "intent_key",
     "recover_call",
+    "reply",
     "request_of",
 ]
 
@@ -53,6 +66,12 @@ TelephonyRequest = HangUp | SayAndHangUp | SendSms | PlaceCall
 #: Twilio's clock and ours may differ by this much: a record created this long before the
 #: attempt still counts as the attempt's.
 CLOCK_SKEW: Final = timedelta(minutes=2)
+#: How long a request may be on its way (three attempts, each up to the REST timeout, and
+#: the backoff between them): one this process started that recently may yet be answered.
+IN_TRANSIT: Final = timedelta(seconds=3 * DEFAULT_TIMEOUT + 10)
+#: This run of TARS, as ``attempted_by`` records it.
+_THIS_RUN: Final = uuid.uuid4().hex
+
 #: How long an unsure call TARS did not place waits for its requester to ask again.
 CALL_LEFT_FOR: Final = timedelta(minutes=10)
 #: Records with no date filter asked for: the newest, where one not yet sent sits.
@@ -82,6 +101,14 @@ class IntentRecord:
     request: Mapping[str, Any]
     attempts: int
     attempted_at: datetime | None
+    #: Started by this run of TARS (whose thread may still be waiting for the answer).
+    ours: bool = False
+
+    def in_transit(self, now: datetime) -> float:
+        """Seconds its last request, started by this run, may still be on its way (0: none)."""
+        if not self.ours or self.attempted_at is None:
+            return 0.0
+        return max(0.0, (self.attempted_at + IN_TRANSIT - now).total_seconds())
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +143,7 @@ def _record(row: RestIntent) -> IntentRecord:
         request=json.loads(row.request),
         attempts=int(row.attempts),
         attempted_at=row.attempted_at,
+        ours=row.attempted_by == _THIS_RUN,
     )
 
 
@@ -155,6 +183,7 @@ class IntentBook:
             if row.status == _Status.SENDING:
                 return Unsure(_record(row))
             row.status, row.attempts, row.attempted_at = _Status.SENDING, row.attempts + 1, now
+            row.attempted_by = _THIS_RUN
             row.save()
             return Go(_record(row))
 
@@ -164,6 +193,7 @@ class IntentBook:
         with store.connection(), store.transaction():
             row = store.for_update(RestIntent.select().where(RestIntent.id == intent.id)).get()
             row.attempts, row.attempted_at = row.attempts + 1, self._clock()
+            row.attempted_by = _THIS_RUN
             row.save()
             return _record(row)
 
@@ -348,3 +378,20 @@ def describe_request(request: TelephonyRequest) -> str:
             return f"sms to {to} ({correlation_id or 'no id'})"
         case PlaceCall(to=to, correlation_id=correlation_id):
             return f"call to {to} ({correlation_id or 'no id'})"
+
+
+def reply(
+    request: SendSms | PlaceCall, message: SmsSent | SmsFailed | CallPlaced | CallFailed
+) -> None:
+    reply_to = request.reply_to
+    # A function is a lookup: the reply goes to whichever actor holds the role now (a
+    # restarted requester is a new actor, and its outcome must still be recorded).
+    direct = isinstance(reply_to, pykka.ActorRef) or reply_to is None
+    target = reply_to if direct else reply_to()
+    if target is None:
+        log.info("telephony.reply_undelivered", correlation_id=request.correlation_id)
+        return
+    try:
+        target.tell(message)
+    except pykka.ActorDeadError:
+        log.info("telephony.reply_undelivered", correlation_id=request.correlation_id)
