@@ -156,7 +156,7 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
         if args.report_every is not None:
             options += ["--report-every", str(args.report_every)]
             options += ["--call-seconds", str(args.call_seconds)]
-        return load.main([*options, *(["--json"] if args.json else [])])
+        return load.main([*options, *(["--json"] if args.json else [])], stdout=out)
 
     if command == "service":
         from tars_actors.ops.service import service_main
