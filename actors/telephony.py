@@ -18,6 +18,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
@@ -113,14 +114,17 @@ class Telephony(TarsActor):
         stop_grace_seconds: float = 3.0,
         store: Store | None = None,
         recheck: RetryPolicy | None = None,
+        in_transit: timedelta = intents.IN_TRANSIT,
     ) -> None:
         """``store``: where the intents are kept (without one, requests are sent as asked,
         at most once each, but nothing survives a restart). ``recheck``: the backoff for
-        looking up an intent whose outcome is unknown while Twilio cannot be asked."""
+        looking up an intent whose outcome is unknown while Twilio cannot be asked.
+        ``in_transit``: how long a request this run started may yet be answered."""
         super().__init__()
         self._settings = settings
         self._book = None if store is None else IntentBook(store)
         self._recheck = recheck or RetryPolicy(attempts=1, initial_delay=1.0, max_delay=300.0)
+        self._transit = in_transit
         # Requests by intent key while one is being carried out: asked again meanwhile, a
         # request waits for the first one's outcome instead of being sent twice.
         self._in_flight: dict[str, list[TelephonyRequest]] = {}
@@ -325,7 +329,7 @@ class Telephony(TarsActor):
         if isinstance(claim, Known):
             log.info("telephony.already_sent", key=key, sid=claim.sid)
             return _Done(claim.sid, 0)
-        if isinstance(claim, Unsure) and (wait := intent.in_transit(utcnow())) > 0:
+        if isinstance(claim, Unsure) and (wait := intent.in_transit(utcnow(), self._transit)) > 0:
             # Started by this run (a Telephony that crashed mid-request): its request may
             # still be answered. Looked up once it no longer can be.
             self._recheck_later(key, failures, "a request may still be on its way", delay=wait)

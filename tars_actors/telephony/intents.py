@@ -104,11 +104,11 @@ class IntentRecord:
     #: Started by this run of TARS (whose thread may still be waiting for the answer).
     ours: bool = False
 
-    def in_transit(self, now: datetime) -> float:
+    def in_transit(self, now: datetime, window: timedelta = IN_TRANSIT) -> float:
         """Seconds its last request, started by this run, may still be on its way (0: none)."""
         if not self.ours or self.attempted_at is None:
             return 0.0
-        return max(0.0, (self.attempted_at + IN_TRANSIT - now).total_seconds())
+        return max(0.0, (self.attempted_at + window - now).total_seconds())
 
 
 @dataclass(frozen=True, slots=True)
