@@ -45,6 +45,7 @@ from tars_actors.telephony.intents import (
     IntentKind,
     IntentRecord,
     Known,
+    LookupGate,
     TelephonyRequest,
     Unsure,
     describe_request,
@@ -128,8 +129,8 @@ class Telephony(TarsActor):
         # not placed late by this actor (its TwiML's token may be stale, its goal reported);
         # its requester decides, as it does after a failure.
         self._recovered_calls: set[str] = set()
-        # One lookup at a time: two unsure intents must not both claim one Twilio record.
-        self._lookup = threading.Lock()
+        # One lookup at a time, none while a request is on its way (one record, one intent).
+        self._gate = LookupGate()
         self._client = client
         self._max_workers = max_workers
         self._retry = retry or RetryPolicy()
@@ -326,7 +327,7 @@ class Telephony(TarsActor):
             self._recovered_calls.discard(key)
             find = intents.find_message if kind is IntentKind.SMS else intents.find_call
             try:
-                with self._lookup:
+                with self._gate.looking():
                     found = find(self._client, intent, book.known_sids(kind))
                     if found is not None:
                         book.sent(intent, found)
@@ -342,11 +343,12 @@ class Telephony(TarsActor):
                 book.failed(intent, str(never))
                 return _Failed(error=never, attempts=0)
             intent = book.again(intent)
-        outcome = self._retrying(send, idempotent=False)
-        if isinstance(outcome, _Done):
-            sid = str(outcome.value.sid)
-            book.sent(intent, sid)
-            return _Done(sid, outcome.attempts)
+        with self._gate.sending():  # settled before any lookup can see its record
+            outcome = self._retrying(send, idempotent=False)
+            if isinstance(outcome, _Done):
+                sid = str(outcome.value.sid)
+                book.sent(intent, sid)
+                return _Done(sid, outcome.attempts)
         if may_have_acted(outcome.error):
             # Twilio may have it (a 500, a lost answer): look before sending again.
             self._recheck_later(key, failures + 1, outcome.error)
@@ -370,7 +372,7 @@ class Telephony(TarsActor):
         claim = book.claim(
             key=intent_key(request),
             kind=kind,
-            to_number=request.call_sid,
+            to_number="",  # a call SID (34 characters) is in the key and the request
             from_number="",
             request={"call_sid": request.call_sid, **payload},
         )
