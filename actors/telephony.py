@@ -46,6 +46,7 @@ from tars_actors.telephony.intents import (
     IntentKind,
     IntentRecord,
     Known,
+    LookupGate,
     TelephonyRequest,
     Unsure,
     describe_request,
@@ -129,8 +130,8 @@ class Telephony(TarsActor):
         # request waits for the first one's outcome instead of being sent twice.
         self._in_flight: dict[str, list[TelephonyRequest]] = {}
         self._timers: set[threading.Timer] = set()
-        # One lookup at a time: two unsure intents must not both claim one Twilio record.
-        self._lookup = threading.Lock()
+        # One lookup at a time, none while a request is on its way (one record, one intent).
+        self._gate = LookupGate()
         self._client = client
         self._max_workers = max_workers
         self._retry = retry or RetryPolicy()
@@ -337,7 +338,7 @@ class Telephony(TarsActor):
         if isinstance(claim, Unsure):
             find = intents.find_message if kind is IntentKind.SMS else intents.find_call
             try:
-                with self._lookup:
+                with self._gate.looking():
                     # Settled meanwhile (the lookup at start found it)? Else ask Twilio.
                     found = book.sent_sid(intent) or find(
                         self._client, intent, book.known_sids(kind)
@@ -352,11 +353,12 @@ class Telephony(TarsActor):
                 return _Done(found, 0)
             log.info("telephony.not_at_twilio", key=key, attempts=intent.attempts)
             intent = book.again(intent)
-        outcome = self._retrying(send, idempotent=False)
-        if isinstance(outcome, _Done):
-            sid = str(outcome.value.sid)
-            book.sent(intent, sid)
-            return _Done(sid, outcome.attempts)
+        with self._gate.sending():  # settled before any lookup can see its record
+            outcome = self._retrying(send, idempotent=False)
+            if isinstance(outcome, _Done):
+                sid = str(outcome.value.sid)
+                book.sent(intent, sid)
+                return _Done(sid, outcome.attempts)
         if may_have_acted(outcome.error):
             # Twilio may have it (a 500, a lost answer): look before sending again.
             self._recheck_later(key, failures + 1, outcome.error)
@@ -366,7 +368,7 @@ class Telephony(TarsActor):
 
     def _recover_call(self, intent: IntentRecord) -> None:
         if self._book is not None and self._client is not None:
-            intents.recover_call(self._client, self._book, intent, lock=self._lookup)
+            intents.recover_call(self._client, self._book, intent, gate=self._gate)
 
     def _idempotent(self, request: HangUp | SayAndHangUp) -> None:
         """A hang-up or a redirect, recorded like the rest; done again after a restart
@@ -384,7 +386,7 @@ class Telephony(TarsActor):
         claim = book.claim(
             key=intent_key(request),
             kind=kind,
-            to_number=request.call_sid,
+            to_number="",  # a call SID (34 characters) is in the key and the request
             from_number="",
             request={"call_sid": request.call_sid, **payload},
         )

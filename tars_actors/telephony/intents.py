@@ -12,12 +12,13 @@ records with no date filter, and matches on what TARS sent and on ``date_created
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -49,6 +50,7 @@ __all__ = [
     "IntentKind",
     "IntentRecord",
     "Known",
+    "LookupGate",
     "TelephonyRequest",
     "Unsure",
     "describe_request",
@@ -254,8 +256,53 @@ class IntentBook:
 # --- looking an intent up in Twilio's records ----------------------------------------------
 
 
-def _day(moment: datetime) -> datetime:
-    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+class LookupGate:
+    """Lookups against requests on their way: a request's record exists at Twilio before its
+    SID is settled on its intent, so a lookup then could take it for another intent's (same
+    words, same number) and leave that one unsent. Lookups run one at a time and only while
+    no request is on its way; a waiting lookup holds new requests back."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._sending = 0
+        self._lookups = 0  # waiting or running
+        self._looking = False
+
+    @contextlib.contextmanager
+    def sending(self) -> Iterator[None]:
+        """Around a request and the settling of its outcome."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._lookups == 0)
+            self._sending += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._sending -= 1
+                self._changed.notify_all()
+
+    @contextlib.contextmanager
+    def looking(self) -> Iterator[None]:
+        """Around a lookup and the settling of what it found."""
+        with self._changed:
+            self._lookups += 1
+            self._changed.wait_for(lambda: self._sending == 0 and not self._looking)
+            self._looking = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._looking = False
+                self._lookups -= 1
+                self._changed.notify_all()
+
+
+def _first_day(intent: IntentRecord) -> datetime:
+    """The start of the first UTC day a record of ``intent`` may be dated: Twilio's clock may
+    be behind ours by :data:`CLOCK_SKEW`, across midnight."""
+    assert intent.attempted_at is not None
+    earliest = intent.attempted_at - CLOCK_SKEW
+    return earliest.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def _created(record: Any) -> datetime | None:
@@ -284,7 +331,7 @@ def find_message(client: Client, intent: IntentRecord, known: set[str]) -> str |
     messages = client.messages
     body = str(intent.request.get("body", ""))
     filters = {"to": intent.to_number, "from_": intent.from_number}
-    dated = messages.list(**filters, date_sent_after=_day(intent.attempted_at))
+    dated = messages.list(**filters, date_sent_after=_first_day(intent))
     newest = messages.list(**filters, limit=_NEWEST)
     return _first_match([*dated, *newest], intent, known, lambda m: str(m.body) == body)
 
@@ -295,18 +342,18 @@ def find_call(client: Client, intent: IntentRecord, known: set[str]) -> str | No
     assert intent.attempted_at is not None
     calls = client.calls
     filters = {"to": intent.to_number, "from_": intent.from_number}
-    dated = calls.list(**filters, start_time_after=_day(intent.attempted_at))
+    dated = calls.list(**filters, start_time_after=_first_day(intent))
     newest = calls.list(**filters, limit=_NEWEST)
     return _first_match([*dated, *newest], intent, known, lambda _call: True)
 
 
 def recover_call(
-    client: Client, book: IntentBook, intent: IntentRecord, *, lock: threading.Lock
+    client: Client, book: IntentBook, intent: IntentRecord, *, gate: LookupGate
 ) -> None:
     """A call a dead daemon may have placed: settled if Twilio has it, else left to its
     requester to ask for again (given up once older than :data:`CALL_LEFT_FOR`)."""
     try:
-        with lock:
+        with gate.looking():
             found = find_call(client, intent, book.known_sids(IntentKind.CALL))
             if found is not None and book.settle_unchanged(intent, sid=found):
                 log.info("telephony.found_at_twilio", key=intent.key, sid=found)
