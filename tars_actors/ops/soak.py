@@ -37,6 +37,8 @@ __all__ = ["SoakRow", "run_soak"]
 #: After a caller stops talking, the echo has played out once nothing arrived for this long.
 _QUIET_SECONDS = 0.5
 _QUIET_AT_MOST = 10.0
+#: Between one caller dialling in and the next at the start.
+_RAMP_SECONDS = 0.1
 #: Frames of audio the two streaming resamplers of an echo hold back at most.
 _HELD_FRAMES = 5
 
@@ -208,7 +210,9 @@ def _drive(
         )
 
     async def slot(index: int) -> None:
-        # The first calls end one by one; after that each lasts call_seconds.
+        # Callers dial in over a few seconds, not in one instant; the first calls end one
+        # by one; after that each lasts call_seconds.
+        await asyncio.sleep(index * _RAMP_SECONDS)
         length = call_seconds * (index + 1) / calls
         while (left := deadline - time.monotonic()) > 1.0:
             await _one_call(new_phone(), min(length, left), state)
