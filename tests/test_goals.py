@@ -19,7 +19,7 @@ from tars_actors.sim.process import ROOT, write_settings
 from tars_actors.sim.softphone import SyncSoftphone
 from tars_actors.sim.twilio_api import Operation, TwilioRestStandIn
 from tars_actors.sim.world import FAKE_ACCOUNT_SID, FAKE_AUTH_TOKEN, OWNER_PHONE, LocalWorld
-from tars_actors.store import CallGoal, Contact, Store
+from tars_actors.store import CallGoal, Contact, RestIntent, Store
 from tests.logs import log_events
 from tests.waiting import QUIET, never, wait_until
 
@@ -241,6 +241,9 @@ def test_python_run_py_call_places_a_goal_call_and_prints_its_id(tmp_path: Path)
             goal = CallGoal.get_by_id(1)
             assert (goal.status, goal.call_sid) == ("dialing", record.sid)
             assert goal.objective == "Ask whether the results are in."
+            # Written before the request, settled after, like the daemon's own calls.
+            [intent] = RestIntent.select()
+            assert (intent.key, intent.status, intent.sid) == ("call:goal-1", "sent", record.sid)
         store.shutdown()
 
 

@@ -263,10 +263,22 @@ def check(settings: Settings, out: TextIO) -> int:
 def place_goal_call(settings: Settings, callee: str, objective: str, out: TextIO) -> int:
     """Record a goal and place its call through Twilio; the running daemon takes the call
     when it is answered and reports to the owner. Prints the goal id; 1 on failure."""
-    from tars_actors.goals.desk import GoalError, create_goal, goal_call_twiml, mark_dialing
+    from tars_actors.goals.desk import (
+        GOAL_PREFIX,
+        GoalError,
+        create_goal,
+        goal_call_twiml,
+        mark_dialing,
+    )
     from tars_actors.runtime.log import configure_logging
     from tars_actors.store import Store
-    from tars_actors.telephony.rest import describe_error, make_client, outbound_call_options
+    from tars_actors.telephony.intents import IntentBook, IntentKind
+    from tars_actors.telephony.rest import (
+        describe_error,
+        make_client,
+        may_have_acted,
+        outbound_call_options,
+    )
 
     # The log lines go to stderr (and the log file): stdout is the result, for scripts.
     configure_logging(
@@ -292,24 +304,36 @@ def place_goal_call(settings: Settings, callee: str, objective: str, out: TextIO
             print(f"tars: {error}", file=sys.stderr)
             return 1
         twiml, status_callback = goal_call_twiml(settings, store, goal)
+        options = outbound_call_options(
+            to=goal.phone,
+            from_=settings.twilio.phone_number,
+            twiml=twiml,
+            status_callback=status_callback,
+            detect_machine=True,
+            time_limit_seconds=settings.sessions.max_call_seconds,
+        )
+        # Written before the request, like the daemon's: if this process dies waiting for
+        # Twilio's answer, the daemon's next start finds the call in Twilio's records.
+        book = IntentBook(store)
+        claim = book.claim(
+            key=f"{IntentKind.CALL}:{GOAL_PREFIX}{goal.id}",
+            kind=IntentKind.CALL,
+            to_number=goal.phone,
+            from_number=settings.twilio.phone_number,
+            request={"twiml": twiml, "status_callback": status_callback},
+        )
         try:
-            call = client.calls.create(
-                **outbound_call_options(
-                    to=goal.phone,
-                    from_=settings.twilio.phone_number,
-                    twiml=twiml,
-                    status_callback=status_callback,
-                    detect_machine=True,
-                    time_limit_seconds=settings.sessions.max_call_seconds,
-                )
-            )
+            call = client.calls.create(**options)
         except Exception as error:  # noqa: BLE001 (any REST failure is reported, not raised)
             from tars_actors.goals.desk import finish_goal
             from tars_actors.store import GoalStatus
 
+            if not may_have_acted(error):  # else the daemon's next start looks it up
+                book.failed(claim.intent, describe_error(error))
             finish_goal(store, goal.id, GoalStatus.FAILED)
             print(f"tars: the call could not be placed: {describe_error(error)}", file=sys.stderr)
             return 1
+        book.sent(claim.intent, str(call.sid))
         mark_dialing(store, goal.id, str(call.sid))
     finally:
         store.close()
