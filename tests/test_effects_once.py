@@ -10,13 +10,25 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pykka
 import pytest
 
+from actors.reminder_scheduler import ReminderScheduler
+from actors.router import Router
 from tars_actors.messaging.ledger import OWNER_TARGET, MessageLedger
-from tars_actors.messaging.routing import MessageType
-from tars_actors.reminders.book import ReminderBook
+from tars_actors.messaging.routing import Dispatch, MessageType
+from tars_actors.reminders.book import ReminderBook, RemindersChanged
 from tars_actors.sim.twilio_api import Operation
-from tars_actors.store import CallGoal, MessageStatus, RestIntent, Store, utcnow
+from tars_actors.sim.world import LocalWorld
+from tars_actors.store import (
+    CallGoal,
+    InterSessionMessage,
+    MessageStatus,
+    Reminder,
+    RestIntent,
+    Store,
+    utcnow,
+)
 from tests.rig import OWNER, WAIT, Rig
 from tests.waiting import wait_until
 
@@ -216,3 +228,87 @@ def test_a_reminder_call_placed_just_before_the_daemon_is_killed_is_placed_once(
         finally:
             after.stop()
         assert len(rig.twilio.requests_for(Operation.CALLS_CREATE)) == 1
+
+
+# --- an actor that crashes between claiming an effect and hearing its outcome ---------------
+
+
+def test_a_router_that_crashes_right_after_asking_for_an_sms_texts_it_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Router asks Telephony for the owner's SMS and fails before it notes that it did;
+    the Router started in its place finds the message pending and asks again: one SMS."""
+    crashed: list[int] = []
+    original = Router._text_owner
+
+    def text_then_fail(self: Router, record: Any) -> None:
+        original(self, record)
+        if not crashed:
+            crashed.append(record.id)
+            self._texting.discard(record.id)  # as if it failed before noting it
+            raise RuntimeError("router failure injected by the test")
+
+    monkeypatch.setattr(Router, "_text_owner", text_then_fail)
+    with LocalWorld() as world:
+        world.twilio.set_answer_delay(Operation.MESSAGES_CREATE, 0.3)
+        assert world.daemon is not None
+        assert world.daemon.store is not None
+        store = world.daemon.store
+        # As a goal's report or a reminder reaches the Router: written, then dispatched.
+        with store.connection():
+            record = MessageLedger(store).record(
+                sender_session_id=None,
+                sender_name="Goal call with Dr Smith's office",
+                target=OWNER_TARGET,
+                message_type=MessageType.URGENT_REPORT,
+                body="The check-up is booked.",
+            )
+        [router] = pykka.ActorRegistry.get_by_class(Router)
+        router.tell(Dispatch(message_id=record.id))
+
+        def texted() -> bool:
+            with store.connection():
+                return [m.status for m in InterSessionMessage.select()] == ["sms_sent"]
+
+        wait_until(texted, "the message recorded as texted")
+        assert crashed == [1]
+        assert pykka.ActorRegistry.get_by_class(Router) != [router]
+        assert len(world.twilio.requests_for(Operation.MESSAGES_CREATE)) == 1
+    pykka.ActorRegistry.stop_all()
+
+
+def test_a_scheduler_that_crashes_right_after_asking_for_a_reminder_sms_sends_it_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The scheduler asks for the reminder's SMS and fails before hearing back; the one
+    started in its place delivers the unsettled occurrence again: one SMS."""
+    crashed: list[int] = []
+    original = ReminderScheduler._deliver
+
+    def deliver_then_fail(self: ReminderScheduler, reminder: Any) -> None:
+        original(self, reminder)
+        if not crashed:
+            crashed.append(reminder.id)
+            raise RuntimeError("scheduler failure injected by the test")
+
+    monkeypatch.setattr(ReminderScheduler, "_deliver", deliver_then_fail)
+    with LocalWorld(settings={"reminders": {"delivery": "message"}}) as world:
+        world.twilio.set_answer_delay(Operation.MESSAGES_CREATE, 0.3)
+        assert world.daemon is not None
+        assert world.daemon.store is not None
+        store = world.daemon.store
+        with store.connection():
+            ReminderBook(store, ZoneInfo("UTC")).create(
+                title="Water the plants", due_at=utcnow() + timedelta(seconds=1)
+            )
+        [scheduler] = pykka.ActorRegistry.get_by_class(ReminderScheduler)
+        scheduler.tell(RemindersChanged())
+
+        def delivered() -> bool:
+            with store.connection():
+                return [r.status for r in Reminder.select()] == ["delivered"]
+
+        wait_until(delivered, "the reminder delivered", timeout=30)
+        assert crashed == [1]
+        assert len(world.twilio.requests_for(Operation.MESSAGES_CREATE)) == 1
+    pykka.ActorRegistry.stop_all()
