@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import threading
 import uuid
 from collections.abc import Callable
@@ -153,17 +154,20 @@ class Telephony(TarsActor):
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self._max_workers, thread_name_prefix="telephony"
         )
-        unsure = [] if self._book is None else self._book.unsure()
+        book = self._book
+        if book is not None:
+            book.forget_settled()
+        unsure = [] if book is None else book.unsure()
         log.info("telephony.started", workers=self._max_workers, unsure_intents=len(unsure))
         for intent in unsure:
-            # Left by a dead daemon: looked up in Twilio's records. An SMS Twilio does not
-            # have is sent. A call is only settled if Twilio has it: one it lacks is not
-            # placed late from here (its TwiML's token may be stale, its goal reported);
-            # its requester asks again if it still wants it.
-            if intent.kind is IntentKind.CALL:
-                context = contextvars.copy_context()
-                self._pool.submit(context.run, self._recover_call, intent)
-            else:
+            # Left by a dead daemon, looked up in Twilio's records: an SMS Twilio lacks is
+            # sent; a call only settled if Twilio has it (see intents.recover_call).
+            if intent.kind is IntentKind.CALL and book is not None and self._client is not None:
+                recover = functools.partial(intents.recover_call, gate=self._gate)
+                self._pool.submit(
+                    contextvars.copy_context().run, recover, self._client, book, intent
+                )
+            elif intent.kind is not IntentKind.CALL:
                 self._submit(request_of(intent))
 
     def on_stop(self) -> None:
@@ -341,7 +345,7 @@ class Telephony(TarsActor):
                 with self._gate.looking():
                     # Settled meanwhile (the lookup at start found it)? Else ask Twilio.
                     found = book.sent_sid(intent) or find(
-                        self._client, intent, book.known_sids(kind)
+                        self._client, intent, book.known_sids(kind, near=intent)
                     )
                     if found is not None:
                         book.sent(intent, found)
@@ -365,10 +369,6 @@ class Telephony(TarsActor):
             return None
         book.failed(intent, str(outcome))
         return outcome
-
-    def _recover_call(self, intent: IntentRecord) -> None:
-        if self._book is not None and self._client is not None:
-            intents.recover_call(self._client, self._book, intent, gate=self._gate)
 
     def _idempotent(self, request: HangUp | SayAndHangUp) -> None:
         """A hang-up or a redirect, recorded like the rest; done again after a restart

@@ -17,6 +17,7 @@ from tars_actors.sim.twilio_api import TwilioRestStandIn
 from tars_actors.store import RestIntent, Store
 from tars_actors.telephony.intents import (
     CLOCK_SKEW,
+    KEEP_SETTLED,
     Go,
     IntentBook,
     IntentKind,
@@ -193,6 +194,30 @@ def test_known_sids_are_kept_per_kind(book: IntentBook) -> None:
     assert book.known_sids(IntentKind.SMS) == {"SMa", "SMb"}
     assert book.known_sids(IntentKind.CALL) == {"CAa"}
     assert book.known_sids(IntentKind.HANG_UP) == set()
+
+
+def test_a_lookup_skips_only_the_sids_of_intents_whose_records_it_could_meet(
+    book: IntentBook, clock: Clock
+) -> None:
+    book.sent(go(claim_sms(book, "old")), "SMold")
+    clock.advance(24 * 3600)
+    book.sent(go(claim_sms(book, "new")), "SMnew")
+    unsure = go(claim_sms(book, "unsure"))
+    assert book.known_sids(IntentKind.SMS, near=unsure) == {"SMnew"}
+    assert book.known_sids(IntentKind.SMS) == {"SMold", "SMnew"}
+
+
+def test_settled_intents_are_forgotten_after_thirty_days_unsure_ones_never(
+    book: IntentBook, clock: Clock
+) -> None:
+    book.sent(go(claim_sms(book, "sent")), "SMsent")
+    book.failed(go(claim_sms(book, "failed")), "refused")
+    claim_sms(book, "unsure")
+    clock.advance(KEEP_SETTLED.total_seconds() - 1)
+    assert book.forget_settled() == 0
+    clock.advance(2)
+    assert book.forget_settled() == 2
+    assert [row.key for row in RestIntent.select()] == ["sms:unsure"]
 
 
 def test_a_hang_up_intent_keeps_its_call_sid_in_the_key_and_the_request(

@@ -74,6 +74,9 @@ IN_TRANSIT: Final = timedelta(seconds=3 * DEFAULT_TIMEOUT + 10)
 #: This run of TARS, as ``attempted_by`` records it.
 _THIS_RUN: Final = uuid.uuid4().hex
 
+#: How long a settled intent is kept (for an operator looking into what was sent, and so
+#: that a late request with its key is answered from it).
+KEEP_SETTLED: Final = timedelta(days=30)
 #: How long an unsure call TARS did not place waits for its requester to ask again.
 CALL_LEFT_FOR: Final = timedelta(minutes=10)
 #: Records with no date filter asked for: the newest, where one not yet sent sits.
@@ -236,13 +239,24 @@ class IntentBook:
             rows = RestIntent.select().where(RestIntent.status == _Status.SENDING)
             return [_record(row) for row in rows.order_by(RestIntent.id)]
 
-    def known_sids(self, kind: IntentKind) -> set[str]:
-        """SIDs other intents of ``kind`` were settled with: one record matches one intent."""
+    def known_sids(self, kind: IntentKind, *, near: IntentRecord | None = None) -> set[str]:
+        """SIDs other intents of ``kind`` were settled with: one record matches one intent.
+        ``near``: only those whose records a lookup of that intent could meet."""
+        query = (RestIntent.kind == str(kind)) & RestIntent.sid.is_null(False)
+        if near is not None and near.attempted_at is not None:
+            query &= RestIntent.attempted_at >= near.attempted_at - CLOCK_SKEW - IN_TRANSIT
         with self._store.connection():
-            rows = RestIntent.select(RestIntent.sid).where(
-                (RestIntent.kind == str(kind)) & RestIntent.sid.is_null(False)
+            return {str(row.sid) for row in RestIntent.select(RestIntent.sid).where(query)}
+
+    def forget_settled(self, *, older_than: timedelta = KEEP_SETTLED) -> int:
+        """Delete intents settled longer ago than ``older_than``; how many."""
+        cutoff = self._clock() - older_than
+        with self._store.connection(), self._store.transaction():
+            return int(
+                RestIntent.delete()
+                .where(RestIntent.status != _Status.SENDING, RestIntent.settled_at < cutoff)
+                .execute()
             )
-            return {str(row.sid) for row in rows}
 
     def _settle(
         self, intent: IntentRecord, *, status: _Status, sid: str | None, error: str | None
@@ -354,7 +368,7 @@ def recover_call(
     requester to ask for again (given up once older than :data:`CALL_LEFT_FOR`)."""
     try:
         with gate.looking():
-            found = find_call(client, intent, book.known_sids(IntentKind.CALL))
+            found = find_call(client, intent, book.known_sids(IntentKind.CALL, near=intent))
             if found is not None and book.settle_unchanged(intent, sid=found):
                 log.info("telephony.found_at_twilio", key=intent.key, sid=found)
                 return
