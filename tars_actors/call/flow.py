@@ -446,21 +446,9 @@ class CallFlow:
             return []
         if not self._greeting_answered or self._turn_has_output or self._tools_in_flight:
             return []  # the next turn boundary flushes them
-        notes = self._notes
-        if self._text.caller and not notes.wait_over:
-            # The caller is mid-sentence: give them a moment, not forever.
-            if notes.waiting:
-                return []
-            notes.waiting = True
-            return [StartTimer(name=Timer.NOTE_WAIT, delay=self.limits.note_wait_seconds)]
-        effects: list[Effect] = []
-        if notes.waiting:
-            effects.append(CancelTimer(name=Timer.NOTE_WAIT))
-        turn = notes.drain()
-        effects.append(
-            LogEvent(event="call.note_sent", fields={"message_ids": list(turn.note_ids)})
-        )
-        return effects + self._to_current(turn)
+        wait = self.limits.note_wait_seconds
+        effects, turn = self._notes.flush(caller_talking=bool(self._text.caller), wait_seconds=wait)
+        return effects if turn is None else effects + self._to_current(turn)
 
     # --- timers -------------------------------------------------------------------------
 

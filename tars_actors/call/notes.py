@@ -4,6 +4,7 @@ turn boundary, and which routed messages the call has already taken."""
 from __future__ import annotations
 
 from tars_actors.actor_messages import TextTurn
+from tars_actors.call.effects import CancelTimer, Effect, LogEvent, StartTimer, Timer
 
 __all__ = ["NoteQueue"]
 
@@ -44,6 +45,23 @@ class NoteQueue:
     def pending_ids(self) -> list[int]:
         """The routed messages queued and not yet drained."""
         return [mid for mid, _ in self._pending if mid is not None]
+
+    def flush(
+        self, *, caller_talking: bool, wait_seconds: float
+    ) -> tuple[list[Effect], TextTurn | None]:
+        """At a turn boundary: the queued notes as one turn, unless the caller is
+        mid-sentence (then they get ``wait_seconds``, not forever: the NOTE_WAIT timer)."""
+        if not self._pending:
+            return [], None
+        if caller_talking and not self.wait_over:
+            if self.waiting:
+                return [], None
+            self.waiting = True
+            return [StartTimer(name=Timer.NOTE_WAIT, delay=wait_seconds)], None
+        effects: list[Effect] = [CancelTimer(name=Timer.NOTE_WAIT)] if self.waiting else []
+        turn = self.drain()
+        fields = {"message_ids": list(turn.note_ids)}
+        return [*effects, LogEvent(event="call.note_sent", fields=fields)], turn
 
     def drain(self) -> TextTurn:
         """Every queued note as one model turn; the queue and its wait start over."""
