@@ -316,7 +316,7 @@ def test_max_duration_hangs_up() -> None:
 def test_ending_cancels_every_timer_of_the_call() -> None:
     effects = connected_flow().shutdown()
     assert of(CancelTimer, effects) == [CancelTimer(name=timer) for timer in Timer]
-    assert len(Timer) == 8
+    assert len(Timer) == 9
 
 
 # --- Routed messages (system notes) ---------------------------------------------------------

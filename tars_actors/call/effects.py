@@ -52,6 +52,8 @@ class Timer(StrEnum):
     NOTE_WAIT = "note-wait"
     #: A pause after the last key that ends the PIN being typed.
     PIN_PAUSE = "pin-pause"
+    #: A pause after the last key that ends a burst of keys (told to the model as a note).
+    KEY_BURST = "key-burst"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -272,7 +272,8 @@ class CallFlow:
                     return self._finish("end_call", hang_up=True)
                 return []
             case Dtmf(digit=digit):
-                return self._keypad.key(digit, typing=self._saying_goodbye is None)
+                effects = self._keypad.key(digit, listening=self._saying_goodbye is None)
+                return effects + self._keys_typed() if self._keypad.burst_full else effects
             case Stop():
                 return self._finish(self._hang_up_reason(), hang_up=False)
         return []
@@ -347,6 +348,11 @@ class CallFlow:
                     grace=self.limits.apology_grace_seconds,
                 )
         return []  # pragma: no cover
+
+    def _keys_typed(self) -> list[Effect]:
+        """A burst of keys is over: one note for the model, at the next turn boundary."""
+        effects, note = self._keypad.burst_over()
+        return effects if note is None else effects + self.instruct(note)
 
     def _become_owner(self, pin: owner_pin.KeypadPin) -> list[Effect]:
         """The owner's tools now, their (resumed) model connection at the next turn end."""
@@ -494,6 +500,8 @@ class CallFlow:
                 return []
             case Timer.PIN_PAUSE:
                 return self._keypad.pause()
+            case Timer.KEY_BURST:
+                return self._keys_typed()
             case Timer.NOTE_WAIT:
                 self._notes.waiting = False
                 self._notes.wait_over = True

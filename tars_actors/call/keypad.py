@@ -1,5 +1,6 @@
-"""One call's keypad: keys counted in the log (never the digits), and the owner's PIN when
-the call waits for one."""
+"""One call's keypad: keys counted in the log (never the digits); the owner's PIN when the
+call waits for one; otherwise the keys a caller types in one go, told to the model as one note.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +8,20 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from tars_actors.call.effects import Effect, LogEvent
+from tars_actors.call.effects import CancelTimer, Effect, LogEvent, StartTimer, Timer
 from tars_actors.call.owner_pin import KeypadPin
 from tars_actors.runtime.ratelimit import LogRateLimiter
 
-__all__ = ["KEYPRESS_LOG_SECONDS", "Keypad"]
+__all__ = ["KEYPRESS_LOG_SECONDS", "KEY_BURST_SECONDS", "MAX_BURST_KEYS", "Keypad"]
 
 #: After a call's first keypress is logged, at most one ``call.dtmf`` line (with the count of
 #: keys since the last) per this many seconds; the rest are counted in the call's last line.
 KEYPRESS_LOG_SECONDS: Final = 10.0
 _KEYS: Final = "keys"
+#: Keys typed within this long of each other are one burst, told to the model as one note.
+KEY_BURST_SECONDS: Final = 1.5
+#: A burst this long is told at once (a caller who never pauses still gets heard).
+MAX_BURST_KEYS: Final = 32
 
 
 class Keypad:
@@ -28,10 +33,20 @@ class Keypad:
     ) -> None:
         self.pin = pin
         self._logged = LogRateLimiter(interval=KEYPRESS_LOG_SECONDS, max_sources=1, clock=clock)
+        self._burst: list[str] = []
+        #: A burst that filled up, to be told at once (the flow asks with :meth:`burst_over`).
+        self.burst_full = False
 
-    def key(self, digit: str, *, typing: bool) -> list[Effect]:
-        """A key; ``typing``: the call takes keys for the PIN now."""
-        effects = self.pin.key(digit) if typing and self.pin is not None else []
+    def key(self, digit: str, *, listening: bool) -> list[Effect]:
+        """A key; ``listening``: the call takes keys now (not while it says goodbye). Keys go
+        to the PIN while one is awaited (never to the model), else into the burst."""
+        effects: list[Effect] = []
+        if listening and self.pin is not None:
+            effects = self.pin.key(digit)
+        elif listening:
+            self._burst.append(digit)
+            self.burst_full = len(self._burst) >= MAX_BURST_KEYS
+            effects = [StartTimer(name=Timer.KEY_BURST, delay=KEY_BURST_SECONDS)]
         unlogged = self._logged.allow(_KEYS)
         if unlogged is not None:
             effects.append(LogEvent(event="call.dtmf", fields={"keys": unlogged + 1}))
@@ -39,6 +54,16 @@ class Keypad:
 
     def pause(self) -> list[Effect]:
         return [] if self.pin is None else self.pin.pause()
+
+    def burst_over(self) -> tuple[list[Effect], str | None]:
+        """The burst ended (a pause, or it filled up): the note telling the model, if any."""
+        keys, self._burst, self.burst_full = self._burst, [], False
+        if not keys:
+            return [], None
+        note = (
+            f"[System note] The caller pressed these keys on their phone's keypad: {' '.join(keys)}"
+        )
+        return [CancelTimer(name=Timer.KEY_BURST)], note
 
     def close(self) -> list[Effect]:
         """The call ended: the keys not logged yet."""
