@@ -36,7 +36,8 @@ from tars_actors.actor_messages import (
 )
 from tars_actors.actor_messages import HangUp as HangUpRequest
 from tars_actors.actor_messages import SayAndHangUp as SayAndHangUpRequest
-from tars_actors.audio.pipeline import FRAME_SECONDS
+from tars_actors.audio import dtmf
+from tars_actors.audio.pipeline import FRAME_BYTES, FRAME_SECONDS
 from tars_actors.call import effects
 from tars_actors.call.admission import CallAdmission
 from tars_actors.call.effects import Effect, Timer
@@ -383,6 +384,11 @@ class CallSession(TarsActor):
                 self._apply(self._flow.pin_verdict(self._check_pin(digits)))
             case effects.BecomeOwner():
                 self._become_owner()
+            case effects.PressKeys(keys=keys):
+                audio = dtmf.tones(keys)
+                frames = [audio[at : at + FRAME_BYTES] for at in range(0, len(audio), FRAME_BYTES)]
+                self._socket.send_audio(frames)
+                log.info("call.keys_pressed", keys=sum(key != "w" for key in keys))
 
     def _check_pin(self, digits: str) -> PinVerdict:
         upgrade = self._owner_upgrade

@@ -77,6 +77,14 @@ def answer(world: LocalWorld, twiml: str) -> tuple[SyncSoftphone, LiveConnection
     return callee, model
 
 
+def goal_call_answered(world: LocalWorld) -> tuple[int, SyncSoftphone, LiveConnection]:
+    """The owner asks for a goal call, and the callee answers it."""
+    _owner, owner_model = owner_on_a_call(world)
+    goal_id, request = place_goal_call(world, owner_model)
+    callee, goal_model = answer(world, request.param("Twiml") or "")
+    return goal_id, callee, goal_model
+
+
 def test_a_goal_call_runs_its_course_and_the_summary_reaches_the_owners_call(
     world: LocalWorld,
 ) -> None:
@@ -94,7 +102,12 @@ def test_a_goal_call_runs_its_course_and_the_summary_reaches_the_owners_call(
     callee, goal_model = answer(world, twiml)
     assert "Book a check-up next week." in goal_model.system_instruction
     assert "on behalf of Máté Dort" in goal_model.client_contents[0].text
-    assert set(goal_model.function_names) == {"end_call", "take_message", "report_goal_outcome"}
+    assert set(goal_model.function_names) == {
+        "end_call",
+        "take_message",
+        "report_goal_outcome",
+        "press_keys",
+    }
     assert goal_row(world, goal_id).status == "in_progress"
 
     goal_model.send_input_transcription("Tuesday at ten works for us.")

@@ -22,6 +22,7 @@ __all__ = [
     "LogEvent",
     "MarkCaller",
     "MarkUnheard",
+    "PressKeys",
     "RunTool",
     "SayAndHangUp",
     "SendToModel",
@@ -148,6 +149,13 @@ class CheckPin:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PressKeys:
+    """Play keypad tones to the other party (``tars_actors.audio.dtmf``)."""
+
+    keys: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BecomeOwner:
     """The caller proved to be the owner: from now on this session is the owner's main
     call (its record, its name, the Router's view) and opens owner model connections."""
@@ -170,4 +178,5 @@ Effect = (
     | LogEvent
     | CheckPin
     | BecomeOwner
+    | PressKeys
 )

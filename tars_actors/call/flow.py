@@ -41,6 +41,7 @@ from tars_actors.call.effects import (
     LogEvent,
     MarkCaller,
     MarkUnheard,
+    PressKeys,
     RunTool,
     SayAndHangUp,
     SendToModel,
@@ -405,7 +406,8 @@ class CallFlow:
         if self._ended or self._tools_in_flight.pop(call_id, None) is None:
             return []
         response = ToolResponse(call_id=call_id, name=name, response=dict(outcome.response))
-        effects = self._to_current(ToolResponses(responses=(response,)))
+        effects: list[Effect] = [PressKeys(keys=outcome.keys)] if outcome.keys else []
+        effects += self._to_current(ToolResponses(responses=(response,)))
         if outcome.end_call and not self._end_requested:
             self._end_requested = True
             effects.append(

@@ -45,7 +45,7 @@ LEVEL_TOOLS: dict[Permission, frozenset[str]] = {
     Permission.OWNER: _EVERYONE | _OWNER_ONLY,
     Permission.CONTACT: _EVERYONE | {"broadcast_message"},
     Permission.UNKNOWN: _EVERYONE,
-    Permission.GOAL: frozenset({"end_call", "take_message", "report_goal_outcome"}),
+    Permission.GOAL: frozenset({"end_call", "take_message", "report_goal_outcome", "press_keys"}),
 }
 
 

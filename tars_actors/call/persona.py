@@ -122,7 +122,9 @@ def persona_for(settings: Settings, caller: Caller) -> Persona:
                 system_instruction=(
                     f"{common} You placed this call to {who} on behalf of {owner}. Your "
                     f"objective: {objective}. Introduce yourself as {assistant}, calling on "
-                    f"behalf of {owner}. Pursue the objective politely. If you need {owner}'s "
+                    f"behalf of {owner}. Pursue the objective politely. If a recorded phone menu "
+                    "answers, choose with press_keys and listen to what comes next. If you "
+                    f"need {owner}'s "
                     "input, use take_message to ask them and wait for the answer. When done, "
                     "record the result with report_goal_outcome, say goodbye and end the call."
                 ),

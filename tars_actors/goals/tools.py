@@ -10,6 +10,7 @@ import peewee
 import structlog
 
 from tars_actors.actor_messages import SendSms
+from tars_actors.audio.dtmf import KEYS_PATTERN
 from tars_actors.goals.desk import GoalError, create_goal, record_outcome
 from tars_actors.messaging.routing import SMS_MAX_CHARS
 from tars_actors.messaging.tools import ToolServices
@@ -60,6 +61,14 @@ def goal_tools(services: ToolServices) -> list[ToolSpec]:
                 return ToolOutcome(response={"error": str(error)})
         log.info("tool.goal_outcome", goal_id=goal.id, achieved=args["achieved"])
         return ToolOutcome(response={"ok": True, "result": "Outcome recorded."})
+
+    def press_keys(_context: ToolContext, args: Mapping[str, Any]) -> ToolOutcome:
+        keys = str(args["keys"]).replace(" ", "")
+        if not KEYS_PATTERN.fullmatch(keys):
+            return ToolOutcome(
+                response={"error": "keys are 1 to 32 of 0-9, * and #, and w for a short pause"}
+            )
+        return ToolOutcome(response={"ok": True, "pressed": keys}, keys=keys)
 
     def add_contact(_context: ToolContext, args: Mapping[str, Any]) -> ToolOutcome:
         phone = args["phone"]
@@ -139,6 +148,19 @@ def goal_tools(services: ToolServices) -> list[ToolSpec]:
             },
             handler=report_goal_outcome,
             slow=True,
+        ),
+        ToolSpec(
+            name="press_keys",
+            description=(
+                "Press keys on the phone's keypad, to get through a phone menu (e.g. '1', "
+                "or '2w123#' with w a half-second pause). Then listen for what comes next."
+            ),
+            params={
+                "keys": Param(
+                    type="string", description="0-9, * and #, and w to pause.", max_length=40
+                )
+            },
+            handler=press_keys,
         ),
         ToolSpec(
             name="add_contact",

@@ -128,6 +128,8 @@ class ToolOutcome:
     response: Mapping[str, Any]
     #: Asks the session to end the call once the model's goodbye has been heard.
     end_call: bool = False
+    #: Keys to press on the line (DTMF tones to the other party), e.g. through a phone menu.
+    keys: str | None = None
 
 
 ToolHandler = Callable[[ToolContext, Mapping[str, Any]], ToolOutcome]

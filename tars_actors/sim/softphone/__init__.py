@@ -17,6 +17,7 @@ stream and ``_sync`` the blocking wrapper.
 from __future__ import annotations
 
 from tars_actors.sim.softphone._media import FRAME_BYTES, FRAME_SECONDS, MULAW_SILENCE
+from tars_actors.sim.softphone._menu import MenuNode, PhoneMenu
 from tars_actors.sim.softphone._records import (
     Clear,
     HttpReply,
@@ -38,6 +39,8 @@ __all__ = [
     "Clear",
     "HttpReply",
     "MarkReturn",
+    "MenuNode",
+    "PhoneMenu",
     "PlayedAudio",
     "ReceivedMedia",
     "Softphone",

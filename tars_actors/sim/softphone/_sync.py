@@ -6,6 +6,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
+from tars_actors.audio.dtmf import DtmfDetector
 from tars_actors.net.loop import LoopThread
 from tars_actors.sim.softphone._records import (
     Clear,
@@ -38,6 +39,8 @@ class SyncSoftphone:
         self.phone = Softphone(
             server_url=server_url, public_url=public_url, auth_token=auth_token, **options
         )
+        # The keys heard so far: a detector, and how much of the audio it has been fed.
+        self._keys_heard: tuple[DtmfDetector, int] | None = None
 
     @property
     def loop(self) -> LoopThread:
@@ -155,6 +158,23 @@ class SyncSoftphone:
     @property
     def received_audio(self) -> bytes:
         return self.phone.received_audio
+
+    def heard_keys(self) -> str:
+        """The keypad tones in what TARS sent so far (a Goertzel detector over it, fed as
+        the audio comes)."""
+        audio = self.phone.received_audio
+        if self._keys_heard is None:
+            self._keys_heard = (DtmfDetector(), 0)
+        detector, fed = self._keys_heard
+        detector.feed(audio[fed:])
+        self._keys_heard = (detector, len(audio))
+        return detector.keys
+
+    def wait_for_keys(self, keys: str, timeout: float = 5.0) -> str:
+        """Wait until the keys heard so far end with ``keys``; all of them."""
+        phone = self.phone
+        phone._changes.wait(lambda: self.heard_keys().endswith(keys), timeout, f"keys {keys}")
+        return self.heard_keys()
 
     def played_audio(self) -> bytes:
         return self.phone.played_audio()
