@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import pykka
 import structlog
@@ -47,7 +47,6 @@ from tars_actors.telephony.intents import (
     IntentKind,
     IntentRecord,
     Known,
-    LookupGate,
     TelephonyRequest,
     Unsure,
     describe_request,
@@ -55,7 +54,10 @@ from tars_actors.telephony.intents import (
     reply,
     request_of,
 )
+from tars_actors.telephony.outbox import Outbox
 from tars_actors.telephony.rest import (
+    Done,
+    Failed,
     RetryPolicy,
     describe_error,
     error_code,
@@ -69,30 +71,12 @@ from tars_actors.telephony.twiml import goodbye_twiml
 
 __all__ = ["RetryPolicy", "Telephony", "TelephonyRequest"]
 
-log = structlog.get_logger("tars.telephony")
-
 T = TypeVar("T")
 
+log = structlog.get_logger("tars.telephony")
 
 #: Twilio's "Call is not in-progress. Cannot redirect.": the call was still ringing.
 _NOT_IN_PROGRESS_CODE = 21220
-
-
-@dataclass(frozen=True, slots=True)
-class _Done(Generic[T]):
-    value: T
-    attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Failed:
-    """The last error of a request that will not be retried (any more)."""
-
-    error: Exception
-    attempts: int
-
-    def __str__(self) -> str:
-        return describe_error(self.error)
 
 
 class Telephony(TarsActor):
@@ -117,22 +101,21 @@ class Telephony(TarsActor):
         store: Store | None = None,
         recheck: RetryPolicy | None = None,
         in_transit: timedelta = intents.IN_TRANSIT,
+        outbox: Outbox | None = None,
     ) -> None:
         """``store``: where the intents are kept (without one, requests are sent as asked,
         at most once each, but nothing survives a restart). ``recheck``: the backoff for
         looking up an intent whose outcome is unknown while Twilio cannot be asked.
-        ``in_transit``: how long a request this run started may yet be answered."""
+        ``in_transit``: how long a request this run started may yet be answered. ``outbox``:
+        the runtime's, so that a Telephony started in a crashed one's place takes over."""
         super().__init__()
         self._settings = settings
         self._book = None if store is None else IntentBook(store)
         self._recheck = recheck or RetryPolicy(attempts=1, initial_delay=1.0, max_delay=300.0)
         self._transit = in_transit
-        # Requests by intent key while one is being carried out: asked again meanwhile, a
-        # request waits for the first one's outcome instead of being sent twice.
-        self._in_flight: dict[str, list[TelephonyRequest]] = {}
+        self._outbox = outbox or Outbox()
+        self._gate = self._outbox.gate
         self._timers: set[threading.Timer] = set()
-        # One lookup at a time, none while a request is on its way (one record, one intent).
-        self._gate = LookupGate()
         self._client = client
         self._max_workers = max_workers
         self._retry = retry or RetryPolicy()
@@ -154,21 +137,32 @@ class Telephony(TarsActor):
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self._max_workers, thread_name_prefix="telephony"
         )
-        book = self._book
-        if book is not None:
-            book.forget_settled()
-        unsure = [] if book is None else book.unsure()
+        unsure = self._unsure()
         log.info("telephony.started", workers=self._max_workers, unsure_intents=len(unsure))
+        for key in self._outbox.paused():  # a crashed predecessor's, mid-recheck
+            self.actor_ref.tell(_Recheck(key=key, failures=1))
+        calls = [i for i in unsure if i.kind is IntentKind.CALL and i.key not in self._outbox]
         for intent in unsure:
             # Left by a dead daemon, looked up in Twilio's records: an SMS Twilio lacks is
             # sent; a call only settled if Twilio has it (see intents.recover_call).
-            if intent.kind is IntentKind.CALL and book is not None and self._client is not None:
-                recover = functools.partial(intents.recover_call, gate=self._gate)
-                self._pool.submit(
-                    contextvars.copy_context().run, recover, self._client, book, intent
-                )
-            elif intent.kind is not IntentKind.CALL:
+            if intent.kind is not IntentKind.CALL and intent.key not in self._outbox:
                 self._submit(request_of(intent))
+        if calls and self._book is not None and self._client is not None:
+            recover = functools.partial(intents.recover_calls, gate=self._gate)
+            self._pool.submit(
+                contextvars.copy_context().run, recover, self._client, self._book, calls
+            )
+
+    def _unsure(self) -> list[IntentRecord]:
+        book = self._book
+        if book is None:
+            return []
+        try:
+            book.forget_settled()
+            return book.unsure()
+        except Exception:  # the database is down: requests still go out, unrecorded
+            log.exception("telephony.intents_unreadable")
+            return []
 
     def on_stop(self) -> None:
         self._shut_down_pool()
@@ -187,10 +181,9 @@ class Telephony(TarsActor):
                 self._submit(message)
                 return None
             case _Recheck(key=key, failures=failures):
-                with self._jobs_lock:
-                    waiting = self._in_flight.get(key)
-                if waiting and self._pool is not None:
-                    self._run(waiting[0], failures)
+                request = self._outbox.resume(key) if self._pool is not None else None
+                if request is not None:
+                    self._run(request, failures)
                 return None
             case _:
                 return super().on_receive(message)
@@ -199,14 +192,10 @@ class Telephony(TarsActor):
         if isinstance(request, SendSms | PlaceCall) and not request.correlation_id:
             # Asked for once and never again (send_sms): its own intent all the same.
             request = dataclasses.replace(request, correlation_id=f"once-{uuid.uuid4().hex}")
-        key = intent_key(request)
-        with self._jobs_lock:
-            waiting = self._in_flight.setdefault(key, [])
-            waiting.append(request)
-            if len(waiting) > 1:
-                log.info("telephony.request_joined", request=describe_request(request))
-                return
-        self._run(request, 0)
+        if self._outbox.join(intent_key(request), request):
+            self._run(request, 0)
+        else:
+            log.info("telephony.request_joined", request=describe_request(request))
 
     def _run(self, request: TelephonyRequest, failures: int) -> None:
         assert self._pool is not None
@@ -236,7 +225,9 @@ class Telephony(TarsActor):
         pool.shutdown(wait=False, cancel_futures=True)
         for future, request in jobs.items():
             if future.cancelled():
-                log.warning("telephony.request_dropped", request=describe_request(request))
+                # Left for the Telephony started in this one's place (or the next start).
+                self._outbox.pause(intent_key(request))
+                log.warning("telephony.request_left", request=describe_request(request))
         running = [future for future in jobs if not future.cancelled()]
         _, still_running = concurrent.futures.wait(running, timeout=self._stop_grace)
         if still_running:
@@ -250,31 +241,24 @@ class Telephony(TarsActor):
     # -- requests (pool threads) -----------------------------------------------------------
 
     def _perform(self, request: TelephonyRequest, failures: int) -> None:
-        key = intent_key(request)
-        settled = True
         try:
             match request:
                 case HangUp() | SayAndHangUp():
                     self._idempotent(request)
+                    self._waiting(intent_key(request))
                 case SendSms():
-                    settled = self._send_sms(request, failures)
+                    self._send_sms(request, failures)
                 case PlaceCall():
-                    settled = self._place_call(request, failures)
+                    self._place_call(request, failures)
         except Exception as error:
-            # A bug here must not vanish into an unread future; what it was doing is
-            # looked up again later rather than given up on.
+            # A bug or the database: never an unread future. What it was doing is looked
+            # up again later rather than given up on (a hang-up is simply done again).
             log.exception("telephony.request_crashed", request=describe_request(request))
-            if isinstance(request, SendSms | PlaceCall):
-                settled = False
-                self._recheck_later(key, failures + 1, error)
-        finally:
-            if settled:
-                self._waiting(key)
+            self._recheck_later(intent_key(request), failures + 1, error)
 
     def _waiting(self, key: str) -> list[TelephonyRequest]:
         """The requests for ``key`` (the first and any that joined it), now finished."""
-        with self._jobs_lock:
-            return self._in_flight.pop(key, [])
+        return self._outbox.done(key)
 
     def _recheck_later(
         self, key: str, failures: int, error: BaseException | str, *, delay: float | None = None
@@ -283,6 +267,7 @@ class Telephony(TarsActor):
         for as long as it takes (never dropped, never sent blindly)."""
         if delay is None:
             delay = self._recheck.delay(failures)
+        self._outbox.pause(key)
         log.warning(
             "telephony.outcome_unknown",
             key=key,
@@ -315,7 +300,7 @@ class Telephony(TarsActor):
         payload: dict[str, Any],
         send: Callable[[Client], Any],
         failures: int,
-    ) -> _Done[str] | _Failed | None:
+    ) -> Done[str] | Failed | None:
         """Send a costly request once: its intent first, Twilio's records before any resend.
 
         None: the outcome is unknown, and a recheck is scheduled.
@@ -323,9 +308,9 @@ class Telephony(TarsActor):
         book = self._book
         if book is None:
             sent = self._retrying(send, idempotent=False)
-            return _Done(str(sent.value.sid), sent.attempts) if isinstance(sent, _Done) else sent
+            return Done(str(sent.value.sid), sent.attempts) if isinstance(sent, Done) else sent
         if self._client is None:
-            return _Failed(error=ValueError("Twilio credentials are not set"), attempts=0)
+            return Failed(error=ValueError("Twilio credentials are not set"), attempts=0)
         key = intent_key(request)
         claim = book.claim(
             key=key, kind=kind, to_number=request.to, from_number=sender, request=payload
@@ -333,7 +318,7 @@ class Telephony(TarsActor):
         intent: IntentRecord = claim.intent
         if isinstance(claim, Known):
             log.info("telephony.already_sent", key=key, sid=claim.sid)
-            return _Done(claim.sid, 0)
+            return Done(claim.sid, 0)
         if isinstance(claim, Unsure) and (wait := intent.in_transit(utcnow(), self._transit)) > 0:
             # Started by this run (a Telephony that crashed mid-request): its request may
             # still be answered. Looked up once it no longer can be.
@@ -354,15 +339,20 @@ class Telephony(TarsActor):
                 return None
             if found is not None:
                 log.info("telephony.found_at_twilio", key=key, sid=found, attempts=intent.attempts)
-                return _Done(found, 0)
+                return Done(found, 0)
             log.info("telephony.not_at_twilio", key=key, attempts=intent.attempts)
-            intent = book.again(intent)
+            again = book.again(intent, payload)
+            if again is None:  # another request took it up meanwhile: ask the record again
+                return self._once(
+                    request, kind, sender=sender, payload=payload, send=send, failures=failures
+                )
+            intent = again
         with self._gate.sending():  # settled before any lookup can see its record
             outcome = self._retrying(send, idempotent=False)
-            if isinstance(outcome, _Done):
+            if isinstance(outcome, Done):
                 sid = str(outcome.value.sid)
                 book.sent(intent, sid)
-                return _Done(sid, outcome.attempts)
+                return Done(sid, outcome.attempts)
         if may_have_acted(outcome.error):
             # Twilio may have it (a 500, a lost answer): look before sending again.
             self._recheck_later(key, failures + 1, outcome.error)
@@ -383,20 +373,23 @@ class Telephony(TarsActor):
             else {"text": request.text, "language": request.language}
         )
         kind = IntentKind.HANG_UP if isinstance(request, HangUp) else IntentKind.REDIRECT
-        claim = book.claim(
-            key=intent_key(request),
-            kind=kind,
-            to_number="",  # a call SID (34 characters) is in the key and the request
-            from_number="",
-            request={"call_sid": request.call_sid, **payload},
-        )
-        if isinstance(claim, Known):
-            log.info("telephony.already_done", key=claim.intent.key)
+        key = intent_key(request)
+        call = {"call_sid": request.call_sid, **payload}
+        try:
+            # A call SID (34 characters) is in the key and the request, not in to_number.
+            claim = book.claim(key=key, kind=kind, to_number="", from_number="", request=call)
+            if isinstance(claim, Known):
+                log.info("telephony.already_done", key=key)
+                return
+            intent = claim.intent if isinstance(claim, Go) else book.again(claim.intent, call)
+        except Exception:  # the database: a hang-up still goes out, unrecorded
+            log.exception("telephony.intent_unrecorded", key=key)
+            self._carry_out(request)
             return
-        intent = claim.intent if isinstance(claim, Go) else book.again(claim.intent)
-        if self._carry_out(request):
+        done = self._carry_out(request)
+        if intent is not None and done:
             book.sent(intent, request.call_sid)
-        else:
+        elif intent is not None:
             book.failed(intent, "see the log line before")
 
     def _carry_out(self, request: HangUp | SayAndHangUp) -> bool:
@@ -410,7 +403,7 @@ class Telephony(TarsActor):
             lambda client: client.calls(sid).update(status="completed"), idempotent=True
         )
         match outcome:
-            case _Done(value=call, attempts=attempts):
+            case Done(value=call, attempts=attempts):
                 log.info(
                     "telephony.hung_up",
                     call_sid=sid,
@@ -418,9 +411,9 @@ class Telephony(TarsActor):
                     status=call.status,
                     attempts=attempts,
                 )
-            case _Failed(error=error) if is_already_ended(error):
+            case Failed(error=error) if is_already_ended(error):
                 log.info("telephony.hang_up_already_ended", call_sid=sid, reason=request.reason)
-            case _Failed(attempts=attempts):
+            case Failed(attempts=attempts):
                 log.error(
                     "telephony.hang_up_failed",
                     call_sid=sid,
@@ -438,15 +431,15 @@ class Telephony(TarsActor):
             lambda client: client.calls(sid).update(twiml=twiml), idempotent=True
         )
         match outcome:
-            case _Done(attempts=attempts):
+            case Done(attempts=attempts):
                 log.info("telephony.said_and_hanging_up", call_sid=sid, attempts=attempts)
-            case _Failed(error=error) if is_already_ended(error):
+            case Failed(error=error) if is_already_ended(error):
                 log.info("telephony.say_and_hang_up_already_ended", call_sid=sid)
-            case _Failed(error=error) if error_code(error) == _NOT_IN_PROGRESS_CODE:
+            case Failed(error=error) if error_code(error) == _NOT_IN_PROGRESS_CODE:
                 # Nobody could hear it yet; ending the call is what is left to do.
                 log.info("telephony.say_skipped_not_answered", call_sid=sid)
                 return self._hang_up(HangUp(call_sid=sid, reason="say_and_hang_up"))
-            case _Failed(attempts=attempts):
+            case Failed(attempts=attempts):
                 log.error(
                     "telephony.say_and_hang_up_failed",
                     call_sid=sid,
@@ -475,7 +468,7 @@ class Telephony(TarsActor):
         match outcome:
             case None:
                 return False
-            case _Done(value=sid, attempts=attempts):
+            case Done(value=sid, attempts=attempts):
                 log.info(
                     "telephony.sms_sent",
                     to=request.to,
@@ -487,7 +480,7 @@ class Telephony(TarsActor):
                 for each in self._waiting(intent_key(request)):
                     assert isinstance(each, SendSms)
                     reply(each, SmsSent(correlation_id=each.correlation_id, message_sid=sid))
-            case _Failed(error=error, attempts=attempts):
+            case Failed(error=error, attempts=attempts):
                 self._sms_failed(request, str(outcome), code=error_code(error), attempts=attempts)
         return True
 
@@ -536,7 +529,7 @@ class Telephony(TarsActor):
         match outcome:
             case None:
                 return False
-            case _Done(value=sid, attempts=attempts):
+            case Done(value=sid, attempts=attempts):
                 log.info(
                     "telephony.call_placed",
                     to=request.to,
@@ -547,7 +540,7 @@ class Telephony(TarsActor):
                 for each in self._waiting(intent_key(request)):
                     assert isinstance(each, PlaceCall)
                     reply(each, CallPlaced(correlation_id=each.correlation_id, call_sid=sid))
-            case _Failed(error=error, attempts=attempts):
+            case Failed(error=error, attempts=attempts):
                 self._call_failed(request, str(outcome), code=error_code(error), attempts=attempts)
         return True
 
@@ -565,21 +558,21 @@ class Telephony(TarsActor):
             assert isinstance(each, PlaceCall)
             reply(each, CallFailed(correlation_id=each.correlation_id, error=error, code=code))
 
-    def _retrying(self, call: Callable[[Client], T], *, idempotent: bool) -> _Done[T] | _Failed:
+    def _retrying(self, call: Callable[[Client], T], *, idempotent: bool) -> Done[T] | Failed:
         """Run ``call`` until it succeeds, fails for good, or the attempts are used up."""
         client = self._client
         if client is None:
-            return _Failed(error=ValueError("Twilio credentials are not set"), attempts=0)
+            return Failed(error=ValueError("Twilio credentials are not set"), attempts=0)
         retry = self._retry
         attempt = 0
         while True:
             attempt += 1
             try:
-                return _Done(value=call(client), attempts=attempt)
+                return Done(value=call(client), attempts=attempt)
             except Exception as error:  # noqa: BLE001 (every failure is an outcome to report)
                 last = attempt >= retry.attempts or self._stopping.is_set()
                 if last or not is_transient(error, idempotent=idempotent):
-                    return _Failed(error=error, attempts=attempt)
+                    return Failed(error=error, attempts=attempt)
                 delay = retry.delay(attempt)
                 log.warning(
                     "telephony.retrying",
@@ -588,7 +581,7 @@ class Telephony(TarsActor):
                     error=describe_error(error),
                 )
                 if self._stopping.wait(delay):
-                    return _Failed(error=error, attempts=attempt)
+                    return Failed(error=error, attempts=attempt)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,6 +17,7 @@ from tars_actors.sim.twilio_api import TwilioRestStandIn
 from tars_actors.store import RestIntent, Store
 from tars_actors.telephony.intents import (
     CLOCK_SKEW,
+    IN_TRANSIT,
     KEEP_SETTLED,
     Go,
     IntentBook,
@@ -153,9 +154,13 @@ def test_again_is_a_new_attempt_of_an_unsure_intent(book: IntentBook, clock: Clo
     unsure = claim_sms(book, "m1")
     assert isinstance(unsure, Unsure)
     clock.advance(5)
-    again = book.again(unsure.intent)
+    again = book.again(unsure.intent, {"body": "hello again", "correlation_id": "m1"})
+    assert again is not None
     assert (again.attempts, again.attempted_at) == (2, T0 + timedelta(seconds=5))
-    assert row("sms:m1").status == "sending"
+    assert (row("sms:m1").status, again.request["body"]) == ("sending", "hello again")
+    # Taken up by another request meanwhile: this one must ask the record again.
+    assert book.again(unsure.intent, {"body": "stale"}) is None
+    assert row("sms:m1").attempts == 2
 
 
 def test_unsure_lists_only_the_sending_intents_oldest_first(book: IntentBook) -> None:
@@ -377,9 +382,19 @@ def test_a_sid_settled_on_another_intent_is_skipped(client: Client, clock: Clock
     first = text(client)
     clock.advance(1)
     second = text(client)  # the same words, for another intent
-    assert find_message(client, intent, set()) == second  # the newest
-    assert find_message(client, intent, {second}) == first
+    assert find_message(client, intent, set()) == first  # the nearest the attempt
+    assert find_message(client, intent, {first}) == second
     assert find_message(client, intent, {first, second}) is None
+
+
+def test_a_record_created_after_the_request_could_have_arrived_is_another_intents(
+    client: Client, clock: Clock
+) -> None:
+    """Two unsure intents with the same words: the later one's record is not the earlier's."""
+    intent = sms_intent(clock.now)
+    clock.advance((IN_TRANSIT + CLOCK_SKEW).total_seconds() + 1)
+    text(client)
+    assert find_message(client, intent, set()) is None
 
 
 def test_a_message_still_queued_is_found_though_no_date_filter_lists_it(clock: Clock) -> None:

@@ -27,6 +27,7 @@ from tars_actors.runtime.settings import Secrets, Settings
 from tars_actors.sim.twilio_api import Operation, TwilioRestStandIn
 from tars_actors.store import RestIntent, Store, utcnow
 from tars_actors.telephony.intents import CALL_LEFT_FOR, IntentBook, IntentKind
+from tars_actors.telephony.outbox import Outbox
 from tars_actors.telephony.rest import make_client
 from tests.waiting import wait_until
 
@@ -57,6 +58,10 @@ class Replies:
         with self._arrived:
             self._replies.append(message)
             self._arrived.notify_all()
+
+    def now(self) -> list[Any]:
+        with self._arrived:
+            return list(self._replies)
 
     def wait(self, count: int = 1) -> list[Any]:
         with self._arrived:
@@ -315,6 +320,30 @@ def test_while_twilio_cannot_be_asked_the_outcome_is_rechecked_never_resent(
     assert len(twilio.requests_for(Operation.MESSAGES_CREATE)) == 1  # the test's own
     row = intent(store, "sms:m5")
     assert (row.status, row.sid, row.attempts) == ("sent", sid, claim.intent.attempts)
+
+
+def test_a_telephony_started_in_a_crashed_ones_place_takes_up_its_rechecks_and_replies(
+    twilio: TwilioRestStandIn, start: Callable[..., pykka.ActorRef[Telephony]]
+) -> None:
+    """The first Telephony's request got a 500 (outcome unknown) and its recheck was still
+    waiting when it stopped; the one started in its place, on the same outbox, looks the
+    intent up, sends what Twilio lacks, and replies to the original requester."""
+    outbox = Outbox()
+    slow = RetryPolicy(attempts=1, initial_delay=60.0, max_delay=60.0)
+    first = start(outbox=outbox, recheck=slow)
+    inbox, replies = new_inbox()
+    twilio.fail_next(Operation.MESSAGES_CREATE, status=500)
+    with capture_logs() as logs:
+        first.tell(SendSms(to=OWNER, body="Water the plants", reply_to=inbox, correlation_id="r"))
+        wait_logged(logs, "telephony.outcome_unknown")
+    first.stop()
+    assert replies.now() == []  # no answer yet: the outcome is unknown
+
+    start(outbox=outbox)
+    [reply] = replies.wait(1)
+    assert isinstance(reply, SmsSent)
+    assert reply.correlation_id == "r"
+    assert [m.body for m in twilio.messages] == ["Water the plants"]
 
 
 def test_an_sms_twilio_refuses_is_failed_and_sent_when_asked_again(

@@ -35,6 +35,7 @@ from tars_actors.runtime.settings import Settings
 from tars_actors.runtime.supervision import ChildSpec
 from tars_actors.runtime.timers import Timers
 from tars_actors.store import Store
+from tars_actors.telephony.outbox import Outbox
 from tars_actors.tools.registry import ToolRegistry
 
 __all__ = ["Runtime", "live_actor", "system_children"]
@@ -63,6 +64,8 @@ class Runtime:
     model_client: genai.Client | None = None
     #: Messages whose SMS is on its way in this run (kept across Router restarts).
     texting: set[int] = field(default_factory=set)
+    #: What Telephony is carrying out (kept across Telephony restarts).
+    outbox: Outbox = field(default_factory=Outbox)
     #: This run of the daemon, for records that must tell a restart from a reboot.
     boot: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
@@ -134,7 +137,9 @@ def system_children(runtime: Runtime) -> list[ChildSpec]:
         ),
         ChildSpec(
             id="telephony",
-            start=lambda: Telephony.start(runtime.settings, store=runtime.store),
+            start=lambda: Telephony.start(
+                runtime.settings, store=runtime.store, outbox=runtime.outbox
+            ),
             shutdown_timeout=shutdown_timeout,
         ),
         ChildSpec(

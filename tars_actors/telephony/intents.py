@@ -38,7 +38,7 @@ from tars_actors.actor_messages import (
     SmsSent,
 )
 from tars_actors.store import RestIntent, Store, utcnow
-from tars_actors.telephony.rest import DEFAULT_TIMEOUT, describe_error
+from tars_actors.telephony.rest import DEFAULT_TIMEOUT
 
 log = structlog.get_logger("tars.telephony")
 
@@ -57,7 +57,7 @@ __all__ = [
     "find_call",
     "find_message",
     "intent_key",
-    "recover_call",
+    "recover_calls",
     "reply",
     "request_of",
 ]
@@ -189,18 +189,35 @@ class IntentBook:
                 return Unsure(_record(row))
             row.status, row.attempts, row.attempted_at = _Status.SENDING, row.attempts + 1, now
             row.attempted_by = _THIS_RUN
+            # What goes out now (a redelivered reminder may say it is late).
+            row.request = json.dumps(dict(request), sort_keys=True)
             row.save()
             return Go(_record(row))
 
-    def again(self, intent: IntentRecord) -> IntentRecord:
-        """Twilio does not have an unsure intent: it is sent again (a new attempt)."""
+    def again(self, intent: IntentRecord, request: Mapping[str, Any]) -> IntentRecord | None:
+        """Twilio does not have an unsure intent: it is sent again (a new attempt, with the
+        request as it is now). None if another request took the intent up since it was read
+        (claim it again)."""
         store = self._store
         with store.connection(), store.transaction():
-            row = store.for_update(RestIntent.select().where(RestIntent.id == intent.id)).get()
-            row.attempts, row.attempted_at = row.attempts + 1, self._clock()
-            row.attempted_by = _THIS_RUN
-            row.save()
-            return _record(row)
+            changed = (
+                RestIntent.update(
+                    status=_Status.SENDING,
+                    attempts=RestIntent.attempts + 1,
+                    attempted_at=self._clock(),
+                    attempted_by=_THIS_RUN,
+                    request=json.dumps(dict(request), sort_keys=True),
+                )
+                .where(
+                    RestIntent.id == intent.id,
+                    RestIntent.status == _Status.SENDING,
+                    RestIntent.attempts == intent.attempts,
+                )
+                .execute()
+            )
+            if not changed:
+                return None
+            return _record(RestIntent.get_by_id(intent.id))
 
     def sent(self, intent: IntentRecord, sid: str) -> None:
         self._settle(intent, status=_Status.SENT, sid=sid, error=None)
@@ -244,7 +261,7 @@ class IntentBook:
         ``near``: only those whose records a lookup of that intent could meet."""
         query = (RestIntent.kind == str(kind)) & RestIntent.sid.is_null(False)
         if near is not None and near.attempted_at is not None:
-            query &= RestIntent.attempted_at >= near.attempted_at - CLOCK_SKEW - IN_TRANSIT
+            query &= RestIntent.attempted_at >= near.attempted_at - 2 * CLOCK_SKEW - IN_TRANSIT
         with self._store.connection():
             return {str(row.sid) for row in RestIntent.select(RestIntent.sid).where(query)}
 
@@ -327,15 +344,20 @@ def _created(record: Any) -> datetime | None:
 def _first_match(
     records: Iterable[Any], intent: IntentRecord, known: set[str], also: Callable[[Any], bool]
 ) -> str | None:
+    """The record created closest to the intent's attempt, within the time its request could
+    have taken (a later intent's record is not this one's)."""
     attempted = intent.attempted_at
+    if attempted is None:
+        return None
+    earliest, latest = attempted - CLOCK_SKEW, attempted + IN_TRANSIT + CLOCK_SKEW
+    found: dict[str, timedelta] = {}
     for record in records:
-        sid = str(record.sid)
-        created = _created(record)
-        if sid in known or created is None or attempted is None:
+        sid, created = str(record.sid), _created(record)
+        if sid in known or created is None or not earliest <= created <= latest:
             continue
-        if created >= attempted - CLOCK_SKEW and also(record):
-            return sid
-    return None
+        if also(record):
+            found[sid] = abs(created - attempted)
+    return min(found, key=found.__getitem__) if found else None
 
 
 def find_message(client: Client, intent: IntentRecord, known: set[str]) -> str | None:
@@ -347,7 +369,8 @@ def find_message(client: Client, intent: IntentRecord, known: set[str]) -> str |
     filters = {"to": intent.to_number, "from_": intent.from_number}
     dated = messages.list(**filters, date_sent_after=_first_day(intent))
     newest = messages.list(**filters, limit=_NEWEST)
-    return _first_match([*dated, *newest], intent, known, lambda m: str(m.body) == body)
+    # endswith: a trial account's messages are listed with Twilio's note before the body.
+    return _first_match([*dated, *newest], intent, known, lambda m: str(m.body).endswith(body))
 
 
 def find_call(client: Client, intent: IntentRecord, known: set[str]) -> str | None:
@@ -358,23 +381,33 @@ def find_call(client: Client, intent: IntentRecord, known: set[str]) -> str | No
     filters = {"to": intent.to_number, "from_": intent.from_number}
     dated = calls.list(**filters, start_time_after=_first_day(intent))
     newest = calls.list(**filters, limit=_NEWEST)
-    return _first_match([*dated, *newest], intent, known, lambda _call: True)
+    placed = ("outbound-api", "outbound")  # a call TARS's REST request created
+    return _first_match(
+        [*dated, *newest], intent, known, lambda call: str(call.direction) in placed
+    )
 
 
-def recover_call(
+def recover_calls(
+    client: Client, book: IntentBook, unsure: Iterable[IntentRecord], *, gate: LookupGate
+) -> None:
+    """Calls a dead daemon may have placed, oldest first (so that each takes the record
+    nearest its own attempt): settled if Twilio has them, else left to their requesters to
+    ask for again (given up once older than :data:`CALL_LEFT_FOR`)."""
+    for intent in sorted(unsure, key=lambda i: (i.attempted_at is None, i.attempted_at, i.id)):
+        try:
+            _recover_call(client, book, intent, gate=gate)
+        except Exception:  # one call's trouble must not leave the others unlooked-at
+            log.exception("telephony.call_lookup_failed", key=intent.key)
+
+
+def _recover_call(
     client: Client, book: IntentBook, intent: IntentRecord, *, gate: LookupGate
 ) -> None:
-    """A call a dead daemon may have placed: settled if Twilio has it, else left to its
-    requester to ask for again (given up once older than :data:`CALL_LEFT_FOR`)."""
-    try:
-        with gate.looking():
-            found = find_call(client, intent, book.known_sids(IntentKind.CALL, near=intent))
-            if found is not None and book.settle_unchanged(intent, sid=found):
-                log.info("telephony.found_at_twilio", key=intent.key, sid=found)
-                return
-    except Exception as error:  # noqa: BLE001 (its requester, or the next start, asks)
-        log.warning("telephony.call_lookup_failed", key=intent.key, error=describe_error(error))
-        return
+    with gate.looking():
+        found = find_call(client, intent, book.known_sids(IntentKind.CALL, near=intent))
+        if found is not None and book.settle_unchanged(intent, sid=found):
+            log.info("telephony.found_at_twilio", key=intent.key, sid=found)
+            return
     attempted = intent.attempted_at
     if found is None and attempted is not None and utcnow() - attempted > CALL_LEFT_FOR:
         if book.settle_unchanged(intent, error="not placed: TARS stopped before Twilio had it"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 import requests
 import urllib3
@@ -144,8 +144,17 @@ def is_transient(error: BaseException, *, idempotent: bool) -> bool:
 
 
 def may_have_acted(error: BaseException) -> bool:
-    """Whether Twilio may have carried out a request that failed so (a 500, a lost answer)."""
-    return is_transient(error, idempotent=True) and not is_transient(error, idempotent=False)
+    """Whether Twilio may have carried out a request that failed so. Only an answer that
+    says it did not (a 4xx, 429, 503) or a connection never made is sure; anything else (a
+    500, a lost or cut-off answer, an answer that cannot be read) may have been acted on."""
+    status = error_status(error)
+    if status is not None:
+        return status >= 500 and status not in _NOT_PROCESSED_STATUSES
+    if isinstance(error, requests.exceptions.ConnectTimeout):
+        return False
+    if isinstance(error, requests.exceptions.ConnectionError) and _never_connected(error):
+        return False
+    return not isinstance(error, ValueError | TypeError)
 
 
 def _never_connected(error: requests.exceptions.ConnectionError) -> bool:
@@ -207,3 +216,25 @@ class RetryPolicy:
     def delay(self, failures: int) -> float:
         """Seconds to wait after the ``failures``-th failed attempt."""
         return float(min(self.max_delay, self.initial_delay * 2 ** (failures - 1)))
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Done(Generic[T]):
+    """A request that succeeded, and after how many attempts."""
+
+    value: T
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The last error of a request that will not be retried (any more)."""
+
+    error: Exception
+    attempts: int
+
+    def __str__(self) -> str:
+        return describe_error(self.error)
