@@ -149,8 +149,10 @@ def test_routes_pick_the_operation_and_refuse_other_accounts_and_methods() -> No
     with pytest.raises(RestError) as other_account:
         route("POST", "/2010-04-01/Accounts/ACother/Calls.json", account_sid=ACCOUNT)
     assert other_account.value.status == 403
+    # GET on the list is Twilio's calls.list; a method the resource has not is a 404.
+    assert route("GET", f"{calls}.json", account_sid=ACCOUNT)[0] is Operation.CALLS_LIST
     with pytest.raises(RestError) as wrong_method:
-        route("GET", f"{calls}.json", account_sid=ACCOUNT)
+        route("DELETE", f"{calls}.json", account_sid=ACCOUNT)
     assert wrong_method.value.status == 404
 
 
