@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -529,18 +530,20 @@ def owner_check(settings: Settings, record: CallRecord, pins: PinDesk) -> OwnerC
     # Placed by TARS: a call its own REST call made for a goal or a reminder (never what a
     # webhook says of its direction).
     placed = record.outbound and (record.goal_id is not None or record.reminder_id is not None)
-    may_type_pin = (
-        number == owner.phone and pins.pin_set and not placed and owner.caller_id_trust != "number"
-    )
-    return owner_standing(
+    decide = functools.partial(
+        owner_standing,
         number=number,
         owner_phone=owner.phone,
         trust=owner.caller_id_trust,
         stir_verstat=record.stir_verstat,
         placed=placed,
         pin_set=pins.pin_set,
-        locked=may_type_pin and pins.locked(number),
     )
+    # The lockout matters only to a call that would type the PIN: read it only then.
+    unlocked = decide(locked=False)
+    if unlocked.standing is Standing.PIN_PENDING and pins.locked(number):
+        return decide(locked=True)
+    return unlocked
 
 
 def _purpose(caller: Caller) -> str | None:

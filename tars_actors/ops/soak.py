@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tars_actors.net.loop import LoopThread
-from tars_actors.ops.load import _cpu_seconds, _ModelStandIn, _rss_mb
+from tars_actors.ops.load import QUIET_SECONDS, _cpu_seconds, _ModelStandIn, _rss_mb
 from tars_actors.sim.process import PUBLIC_URL, DaemonProcess, write_settings
 from tars_actors.sim.softphone import FRAME_BYTES, Softphone
 from tars_actors.sim.twilio_api import TwilioRestStandIn
@@ -34,8 +34,8 @@ from tars_actors.sim.world import FAKE_ACCOUNT_SID, FAKE_AUTH_TOKEN, TWILIO_NUMB
 
 __all__ = ["SoakRow", "run_soak"]
 
-#: After a caller stops talking, the echo has played out once nothing arrived for this long.
-_QUIET_SECONDS = 0.5
+#: After a caller stops talking, the echo has played out once nothing arrived for
+#: QUIET_SECONDS (the load benchmark's), or this long at the most.
 _QUIET_AT_MOST = 10.0
 #: Between one caller dialling in and the next at the start.
 _RAMP_SECONDS = 0.1
@@ -122,7 +122,7 @@ async def _one_call(phone: Softphone, seconds: float, calls: _Calls) -> None:
             if phone.bytes_received != heard:
                 quiet_since, heard = time.monotonic(), phone.bytes_received
             echoed = phone.bytes_received // FRAME_BYTES >= phone.frames_sent - _HELD_FRAMES
-            if echoed and time.monotonic() - quiet_since >= _QUIET_SECONDS:
+            if echoed and time.monotonic() - quiet_since >= QUIET_SECONDS:
                 break
         await phone.hang_up()
     finally:
