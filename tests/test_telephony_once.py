@@ -322,6 +322,29 @@ def test_while_twilio_cannot_be_asked_the_outcome_is_rechecked_never_resent(
     assert (row.status, row.sid, row.attempts) == ("sent", sid, claim.intent.attempts)
 
 
+def test_a_repeat_of_a_request_waiting_for_its_recheck_joins_it_and_keeps_the_backoff(
+    twilio: TwilioRestStandIn, start: Callable[..., pykka.ActorRef[Telephony]]
+) -> None:
+    """After a restart the Router asks again for an SMS the Telephony is already looking
+    up (its own start took the unsure intent up): the repeat waits for the recheck
+    rather than asking Twilio again at once, and both requesters get the one reply."""
+    recheck = RetryPolicy(attempts=1, initial_delay=1.0, max_delay=1.0)
+    telephony = start(recheck=recheck)
+    inbox, replies = new_inbox()
+    twilio.fail_next(Operation.MESSAGES_CREATE, status=500)
+    with capture_logs() as logs:
+        telephony.tell(sms("m6", inbox))
+        wait_logged(logs, "telephony.outcome_unknown")
+        telephony.tell(sms("m6", inbox))
+        wait_logged(logs, "telephony.request_joined")
+        first, second = replies.wait(2)
+    [message] = twilio.messages
+    assert first == second == SmsSent(correlation_id="m6", message_sid=message.sid)
+    assert [line["checks"] for line in logged(logs, "telephony.outcome_unknown")] == [1]
+    assert len(logged(logs, "telephony.not_at_twilio")) == 1  # looked up once
+    assert creates(twilio, Operation.MESSAGES_CREATE) == [500, 201]
+
+
 def test_a_telephony_started_in_a_crashed_ones_place_takes_up_its_rechecks_and_replies(
     twilio: TwilioRestStandIn, start: Callable[..., pykka.ActorRef[Telephony]]
 ) -> None:

@@ -28,10 +28,15 @@ class Outbox:
         self.gate = LookupGate()
 
     def join(self, key: str, request: TelephonyRequest) -> bool:
-        """A request: True when it is to be carried out now (nobody works on its key)."""
+        """A request: True when it is to be carried out now (its key is new here).
+
+        A key being worked on, or paused with its recheck due, is joined: the request gets
+        the same reply, and the recheck keeps its backoff (asking again at once would make
+        every repeat of a request a lookup while Twilio cannot be asked)."""
         with self._lock:
-            self._waiting.setdefault(key, []).append(request)
-            if key in self._working:
+            waiting = self._waiting.setdefault(key, [])
+            waiting.append(request)
+            if len(waiting) > 1:
                 return False
             self._working.add(key)
             return True
