@@ -40,7 +40,7 @@ def call_json(record: CallRecord) -> dict[str, Any]:
         "duration": None if duration is None else str(duration),
         "price": None,
         "price_unit": "USD",
-        "direction": "outbound-api",
+        "direction": record.direction,
         "answered_by": record.answered_by,
         "api_version": API_VERSION,
         "forwarded_from": None,

@@ -17,6 +17,7 @@ from tars_actors.sim.twilio_api._records import (
     MessageRecord,
     Operation,
     RecordedRequest,
+    RedirectRecord,
 )
 from tars_actors.sim.twilio_api._requests import (
     Params,
@@ -27,6 +28,7 @@ from tars_actors.sim.twilio_api._requests import (
 )
 from tars_actors.sim.twilio_api._resources import call_json, message_json, number_json
 from tars_actors.sim.twilio_api._state import RestState, new_sid
+from tars_actors.sim.twilio_api._twiml import read_bridges
 
 __all__ = ["Answer", "Reply", "RestRoutes"]
 
@@ -46,7 +48,8 @@ class Reply(NamedTuple):
 class RestRoutes:
     """Answers one request at a time from any server thread, changing ``state`` as Twilio would.
 
-    ``call_created(record)`` and ``call_ended(record)`` are run after the answer went out.
+    ``call_created(record)``, ``call_ended(record)`` and ``call_redirected(record, redirect)``
+    are run after the answer went out.
     """
 
     def __init__(
@@ -55,11 +58,13 @@ class RestRoutes:
         *,
         call_created: Callable[[CallRecord], None],
         call_ended: Callable[[CallRecord], None],
+        call_redirected: Callable[[CallRecord, RedirectRecord], None],
     ) -> None:
         self._state = state
         self._changes = state.changes
         self._call_created = call_created
         self._call_ended = call_ended
+        self._call_redirected = call_redirected
 
     def respond(self, *, method: str, target: str, authorization: str | None, body: str) -> Reply:
         """Answer one request and record it, answered or refused.
@@ -146,7 +151,7 @@ class RestRoutes:
         twiml, url = params.get("Twiml"), params.get("Url")
         if not twiml and not url and not params.get("ApplicationSid"):
             raise RestError(400, 21205, "Url parameter is required.")
-        time_limit = params.get("TimeLimit")
+        time_limit, timeout = params.get("TimeLimit"), params.get("Timeout")
         record = CallRecord(
             sid=new_sid("CA"),
             account_sid=self._state.account_sid,
@@ -162,6 +167,7 @@ class RestRoutes:
             machine_detection=params.get("MachineDetection"),
             async_amd=params.get("AsyncAmd"),
             time_limit=int(time_limit) if time_limit and time_limit.isdigit() else None,
+            timeout=int(timeout) if timeout and timeout.isdigit() else None,
             answered_by=None,
             created_at=self._state.now(),
         )
@@ -172,36 +178,48 @@ class RestRoutes:
         return 201, call_json(record), after
 
     def _update_call(self, record: CallRecord, params: Params) -> Answer:
+        """Hang up (``Status``) or redirect (``Twiml``/``Url``) a call that has not ended.
+
+        A redirect replaces the call's instructions and is recorded with the conference joins
+        and dials its TwiML asks for; TwiML that does not parse changes nothing (12100).
+        """
         status = params.get("Status")
         if status is not None and status not in ("completed", "canceled"):
             raise RestError(400, 21218, f"Invalid value for Status: {status}")
-        if record.ended:
-            # What a hang-up of a call that already ended gets from Twilio.
-            raise RestError(
-                404,
-                20404,
-                f"The requested resource /{API_VERSION}/Accounts/{self._state.account_sid}"
-                f"/Calls/{record.sid}.json was not found",
-            )
-        redirect = params.get("Twiml") or params.get("Url")
-        if redirect is not None and status is None and record.status != "in-progress":
-            raise RestError(400, 21220, "Call is not in-progress. Cannot redirect.")
+        twiml, url = params.get("Twiml") or None, params.get("Url") or None
+        redirected: RedirectRecord | None = None
         with self._changes.lock:
             current = self._state.calls[record.sid]
-            if redirect is not None:
-                current = replace(
-                    current,
-                    twiml=params.get("Twiml") or current.twiml,
-                    url=params.get("Url") or current.url,
+            if current.ended:
+                # What a hang-up of a call that already ended gets from Twilio.
+                raise RestError(
+                    404,
+                    20404,
+                    f"The requested resource /{API_VERSION}/Accounts/{self._state.account_sid}"
+                    f"/Calls/{record.sid}.json was not found",
                 )
-                self._state.calls[record.sid] = current
+            if (twiml or url) and status is None and current.status != "in-progress":
+                raise RestError(400, 21220, "Call is not in-progress. Cannot redirect.")
+            now = self._state.now()
+            bridges = None if twiml is None else read_bridges(twiml, call_sid=record.sid, at=now)
             updated = current
             if status == "completed" or (status == "canceled" and current.status != "in-progress"):
                 final = "completed" if current.status == "in-progress" else "canceled"
                 updated = self._state.transition(current, final, by_request=True)
+            elif twiml or url:
+                updated = replace(current, twiml=twiml, url=url)
+                self._state.calls[record.sid] = updated
+                redirected = RedirectRecord(call_sid=record.sid, twiml=twiml, url=url, at=now)
+                self._state.redirects.append(redirected)
+                if bridges is not None:
+                    for join in bridges.joins:
+                        self._state.conferences.setdefault(join.room, []).append(join)
+                    self._state.dials.extend(bridges.dials)
         self._changes.notify()
         after = None
-        if updated.ended and not current.ended:
+        if redirected is not None:
+            after = functools.partial(self._call_redirected, updated, redirected)
+        elif updated.ended and not current.ended:
             after = functools.partial(self._call_ended, updated)
         return 200, call_json(updated), after
 

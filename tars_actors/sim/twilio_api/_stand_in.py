@@ -21,13 +21,22 @@ as ``sent`` (with a ``date_sent``) ``sms_sent_after`` seconds later, worked out 
 read; :meth:`TwilioRestStandIn.set_answer_delay` holds answers back after the request took
 effect, as a slow Twilio would.
 
+A calls.update with ``Twiml`` or ``Url`` redirects an in-progress call: the stand-in records
+the redirect and reads the TwiML's ``<Dial>`` verbs (see ``_twiml``) into conference joins, per
+room, and dials, as TARS bridges calls. Calls a caller placed (inbound ones, which reach TARS
+through its voice webhook, not through calls.create) are made known with
+:meth:`TwilioRestStandIn.seed_call`, so that hang-ups and redirects of them find them.
+
 The stand-in only answers requests: it does not fetch TwiML nor send status callbacks itself.
-Hooks (:meth:`TwilioRestStandIn.on_call_created`, :meth:`~TwilioRestStandIn.on_call_ended`)
-let the demo and tests play the callee, e.g. with the softphone.
+Hooks (:meth:`TwilioRestStandIn.on_call_created`, :meth:`~TwilioRestStandIn.on_call_ended`,
+:meth:`~TwilioRestStandIn.on_call_redirected`) let the demo and tests play the callee, e.g.
+with the softphone (ending its Media Stream when a redirect replaces ``<Connect><Stream>``, as
+Twilio does).
 """
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 from collections import deque
@@ -40,14 +49,18 @@ from twilio.rest import Client
 
 from tars_actors.sim.twilio_api._http import RestHttpServer
 from tars_actors.sim.twilio_api._records import (
+    CALL_DIRECTIONS,
     CALL_STATUSES,
     ENDED_STATUSES,
     MESSAGE_STATUSES,
     CallRecord,
+    ConferenceJoin,
+    DialRecord,
     MessageRecord,
     Operation,
     PhoneNumberRecord,
     RecordedRequest,
+    RedirectRecord,
 )
 from tars_actors.sim.twilio_api._routes import RestRoutes
 from tars_actors.sim.twilio_api._state import Failure, RestState, new_sid
@@ -55,6 +68,9 @@ from tars_actors.sim.twilio_api._state import Failure, RestState, new_sid
 __all__ = ["TwilioRestStandIn"]
 
 _CallHook = Callable[[CallRecord], object]
+_RedirectHook = Callable[[CallRecord, RedirectRecord], object]
+# A hook with its arguments bound, as the hooks thread runs it.
+_QueuedHook = Callable[[], object]
 
 
 class TwilioRestStandIn:
@@ -86,13 +102,15 @@ class TwilioRestStandIn:
             self._state,
             call_created=lambda record: self._queue_hooks(self._created_hooks, record),
             call_ended=lambda record: self._queue_hooks(self._ended_hooks, record),
+            call_redirected=lambda record, redirect: self._queue_hooks(
+                self._redirected_hooks, record, redirect
+            ),
         )
         self._created_hooks: list[_CallHook] = []
         self._ended_hooks: list[_CallHook] = []
+        self._redirected_hooks: list[_RedirectHook] = []
         self._hook_errors: list[str] = []
-        self._hook_queue: queue.SimpleQueue[tuple[_CallHook, CallRecord] | None] = (
-            queue.SimpleQueue()
-        )
+        self._hook_queue: queue.SimpleQueue[_QueuedHook | None] = queue.SimpleQueue()
         self._hook_thread = threading.Thread(
             target=self._run_hooks, name="twilio-rest-hooks", daemon=True
         )
@@ -178,6 +196,55 @@ class TwilioRestStandIn:
         self._changes.notify()
         return record
 
+    def seed_call(
+        self,
+        sid: str,
+        *,
+        from_: str,
+        to: str,
+        direction: str = "inbound",
+        status: str = "in-progress",
+    ) -> CallRecord:
+        """Make known a call the stand-in did not create, such as one a caller placed to TARS.
+
+        Hang-ups and redirects of it then work as for a created call, and it is listed, with
+        its ``direction``; it runs no :meth:`on_call_created` hook and does not count for
+        :meth:`wait_for_call`. ``status`` is that of a call not ended yet; an in-progress call
+        has a ``start_time``. End it with :meth:`set_call_status`.
+        """
+        if status not in CALL_STATUSES or status in ENDED_STATUSES:
+            raise ValueError(f"a seeded call is queued, ringing or in-progress, not {status!r}")
+        if direction not in CALL_DIRECTIONS:
+            raise ValueError(f"unknown call direction {direction!r}")
+        with self._changes.lock:
+            if sid in self._state.calls:
+                raise ValueError(f"call {sid} is known already")
+            now = self._state.now()
+            record = CallRecord(
+                sid=sid,
+                account_sid=self.account_sid,
+                to=to,
+                from_=from_,
+                status=status,
+                twiml=None,
+                url=None,
+                method=None,
+                status_callback=None,
+                status_callback_events=(),
+                status_callback_method=None,
+                machine_detection=None,
+                async_amd=None,
+                time_limit=None,
+                answered_by=None,
+                created_at=now,
+                started_at=now if status == "in-progress" else None,
+                direction=direction,
+            )
+            self._state.calls[sid] = record
+            self._state.seeded.add(sid)
+        self._changes.notify()
+        return record
+
     def fail_next(
         self,
         operation: Operation,
@@ -224,6 +291,15 @@ class TwilioRestStandIn:
     def on_call_ended(self, hook: _CallHook) -> None:
         """Call ``hook(call)`` once per call when it reaches an ended status, however it did."""
         self._ended_hooks.append(hook)
+
+    def on_call_redirected(self, hook: _RedirectHook) -> None:
+        """Call ``hook(call, redirect)`` after each redirect has been answered.
+
+        ``call`` carries the new ``twiml``/``url``. Twilio ends a call's Media Stream (``stop``)
+        when a redirect replaces its ``<Connect><Stream>``; a hook can do the same to the
+        softphone's stream.
+        """
+        self._redirected_hooks.append(hook)
 
     def set_call_status(
         self, sid: str, status: str, *, answered_by: str | None = None
@@ -284,6 +360,29 @@ class TwilioRestStandIn:
             return list(self._state.numbers.values())
 
     @property
+    def redirects(self) -> list[RedirectRecord]:
+        """Redirects of calls, in the order they took effect."""
+        with self._changes.lock:
+            return list(self._state.redirects)
+
+    @property
+    def dials(self) -> list[DialRecord]:
+        """The numbers redirects' ``<Dial>`` verbs dialled, in order."""
+        with self._changes.lock:
+            return list(self._state.dials)
+
+    @property
+    def conference_rooms(self) -> list[str]:
+        """Conference rooms in the order of their first join."""
+        with self._changes.lock:
+            return list(self._state.conferences)
+
+    def conference(self, room: str) -> list[ConferenceJoin]:
+        """The calls that joined ``room``, in order; empty for a room nobody joined."""
+        with self._changes.lock:
+            return list(self._state.conferences.get(room, ()))
+
+    @property
     def hook_errors(self) -> list[str]:
         """Exceptions raised by hooks, as ``repr`` strings; tests should expect none."""
         with self._changes.lock:
@@ -320,9 +419,10 @@ class TwilioRestStandIn:
         )
 
     def wait_for_call(self, count: int = 1, timeout: float = 5.0) -> CallRecord:
-        """Wait until ``count`` calls were created; return the ``count``-th."""
+        """Wait until ``count`` calls were created (seeded ones do not count); return the
+        ``count``-th."""
         return self._changes.wait_nth(
-            lambda: list(self._state.calls.values()), count, timeout, f"{count} created call(s)"
+            self._state.created_calls, count, timeout, f"{count} created call(s)"
         )
 
     def wait_for_call_status(
@@ -341,17 +441,33 @@ class TwilioRestStandIn:
             self._state.settle_messages, count, timeout, f"{count} message(s)"
         )
 
+    def wait_for_redirect(self, count: int = 1, timeout: float = 5.0) -> RedirectRecord:
+        """Wait until ``count`` redirects took effect; return the ``count``-th."""
+        return self._changes.wait_nth(
+            lambda: self._state.redirects, count, timeout, f"{count} redirect(s)"
+        )
+
+    def wait_for_conference(
+        self, room: str, participants: int = 1, timeout: float = 5.0
+    ) -> list[ConferenceJoin]:
+        """Wait until ``participants`` calls joined ``room``; return its joins so far."""
+        self.wait_for(
+            lambda s: len(s._state.conferences.get(room, ())) >= participants,
+            timeout,
+            f"{participants} call(s) in conference {room!r}",
+        )
+        return self.conference(room)
+
     # -- hooks --------------------------------------------------------------------------------
 
-    def _queue_hooks(self, hooks: Sequence[_CallHook], record: CallRecord) -> None:
+    def _queue_hooks(self, hooks: Sequence[Callable[..., object]], *args: object) -> None:
         for hook in hooks:
-            self._hook_queue.put((hook, record))
+            self._hook_queue.put(functools.partial(hook, *args))
 
     def _run_hooks(self) -> None:
-        while (item := self._hook_queue.get()) is not None:
-            hook, record = item
+        while (hook := self._hook_queue.get()) is not None:
             try:
-                hook(record)
+                hook()
             except Exception as error:  # noqa: BLE001 - a failing hook is recorded for the test
                 with self._changes.lock:
                     self._hook_errors.append(repr(error))

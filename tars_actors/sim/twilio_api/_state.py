@@ -13,10 +13,13 @@ from tars_actors.sim.twilio_api._records import (
     ENDED_STATUSES,
     SENT_STATUSES,
     CallRecord,
+    ConferenceJoin,
+    DialRecord,
     MessageRecord,
     Operation,
     PhoneNumberRecord,
     RecordedRequest,
+    RedirectRecord,
 )
 
 __all__ = ["Failure", "RestState", "new_sid"]
@@ -36,7 +39,10 @@ def new_sid(prefix: str) -> str:
 
 
 class RestState:
-    """Requests, calls, messages, numbers and scripted failures of one account.
+    """Requests, calls, messages, numbers, redirects and scripted failures of one account.
+
+    ``conferences`` holds the joins of each room in order, rooms in the order of their first
+    join; ``seeded`` the SIDs of calls the stand-in did not create (``seed_call``).
 
     Shared by the stand-in's scripting side and its server threads: read and change it under
     ``changes.lock``, then ``changes.notify()`` so that waiters look again.
@@ -49,10 +55,14 @@ class RestState:
         "auth_token",
         "calls",
         "changes",
+        "conferences",
+        "dials",
         "failures",
         "messages",
         "numbers",
+        "redirects",
         "requests",
+        "seeded",
         "sms_sent_after",
     )
 
@@ -76,6 +86,10 @@ class RestState:
         self.messages: list[MessageRecord] = []
         self.numbers: dict[str, PhoneNumberRecord] = {}
         self.failures: dict[Operation, deque[Failure]] = {}
+        self.seeded: set[str] = set()
+        self.redirects: list[RedirectRecord] = []
+        self.conferences: dict[str, list[ConferenceJoin]] = {}
+        self.dials: list[DialRecord] = []
 
     def now(self) -> datetime:
         """The stand-in's clock, in UTC."""
@@ -112,6 +126,10 @@ class RestState:
                 self.messages[index] = updated
                 return updated
         raise KeyError(f"no message {sid}")
+
+    def created_calls(self) -> list[CallRecord]:
+        """The calls calls.create placed, in creation order; the caller holds the lock."""
+        return [call for call in self.calls.values() if call.sid not in self.seeded]
 
     def transition(
         self,
