@@ -26,6 +26,7 @@ from tars_actors.actor_messages import (
     CallSocket,
     CallStatusChanged,
     EndWithNotice,
+    HandOver,
     Instruct,
     ModelChannel,
     ModelConnected,
@@ -48,11 +49,8 @@ from tars_actors.call.pin_desk import PinDesk
 from tars_actors.call.relay import AudioRelay, LatencyHistogram
 from tars_actors.call.session_info import SessionInfo
 from tars_actors.messaging.routing import (
-    OWNER_TARGET,
     DeliverNote,
-    Dispatch,
     LiveSession,
-    MessageType,
     SessionJoined,
     SessionLeft,
     Switchboard,
@@ -69,6 +67,7 @@ from tars_actors.store import (
     utcnow,
 )
 from tars_actors.tools.registry import PreparedCall, ToolOutcome
+from tars_actors.transfer import messages as transfer
 
 __all__ = ["CallSession", "ModelStarter", "OwnerUpgrade"]
 
@@ -286,6 +285,8 @@ class CallSession(TarsActor):
             case Instruct(text=text):
                 log.info("call.instructed", text=text)
                 self._apply(self._flow.instruct(text))
+            case HandOver(reason=reason, note=note):
+                self._apply(self._flow.hand_over(reason, note))
             case DeliverNote():
                 self._note(message)
             case _:
@@ -385,10 +386,27 @@ class CallSession(TarsActor):
             case effects.BecomeOwner():
                 self._become_owner()
             case effects.PressKeys(keys=keys):
-                audio = dtmf.tones(keys)
-                frames = [audio[at : at + FRAME_BYTES] for at in range(0, len(audio), FRAME_BYTES)]
-                self._socket.send_audio(frames)
-                log.info("call.keys_pressed", keys=sum(key != "w" for key in keys))
+                self._press_keys(keys)
+            case effects.DecideTransfer(transfer_id=transfer_id, accept=accept):
+                self._decide_transfer(transfer_id, accept=accept)
+
+    def _press_keys(self, keys: str) -> None:
+        audio = dtmf.tones(keys)
+        frames = [audio[at : at + FRAME_BYTES] for at in range(0, len(audio), FRAME_BYTES)]
+        self._socket.send_audio(frames)
+        log.info("call.keys_pressed", keys=sum(key != "w" for key in keys))
+
+    def _decide_transfer(self, transfer_id: int, *, accept: bool) -> None:
+        """The keypad's answer on a screening call, to the Router; its reply is an Instruct."""
+        info = self.info
+        decided = transfer.DecideTransfer(
+            transfer_id=transfer_id,
+            accept=accept,
+            session_id=info.session_id,
+            reply_to=self.actor_ref,
+        )
+        if self._switchboard is None or not self._switchboard.tell(decided):
+            log.error("call.transfer_undecided", transfer_id=transfer_id)
 
     def _check_pin(self, digits: str) -> PinVerdict:
         upgrade = self._owner_upgrade
@@ -403,22 +421,14 @@ class CallSession(TarsActor):
         if isinstance(verdict, PinLockedOut) and verdict.new and self._switchboard is not None:
             # The owner hears of each new lock: either they mistyped, or someone has their
             # number. Not of calls refused while it holds: a guesser cannot spam the owner.
-            body = (
-                f"A call from your number {number} typed a wrong PIN {MAX_WRONG_PINS} times; "
-                f"PIN entry from it is locked for {verdict.minutes} minutes."
+            self._switchboard.notify_owner(
+                sender_session_id=self.info.session_id,
+                sender_name=self.info.session_name,
+                body=(
+                    f"A call from your number {number} typed a wrong PIN {MAX_WRONG_PINS} "
+                    f"times; PIN entry from it is locked for {verdict.minutes} minutes."
+                ),
             )
-            try:
-                record = self._switchboard.ledger.record(
-                    sender_session_id=self.info.session_id,
-                    sender_name=self.info.session_name,
-                    target=OWNER_TARGET,
-                    message_type=MessageType.NOTIFICATION,
-                    body=body,
-                )
-            except Exception:  # the call goes on to its goodbye; the lock is kept
-                log.exception("owner.lock_notice_failed")
-            else:
-                self._switchboard.tell(Dispatch(message_id=record.id))
         return verdict
 
     def _become_owner(self) -> None:

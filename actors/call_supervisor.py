@@ -82,6 +82,8 @@ from tars_actors.telephony.stream_tokens import (
     StreamRefusal,
 )
 from tars_actors.tools.registry import ToolRegistry
+from tars_actors.transfer.desk import screening_record
+from tars_actors.transfer.messages import PlacedCallEnded
 
 __all__ = [
     "CallAdmission",
@@ -285,6 +287,8 @@ class CallSupervisor(Supervisor):
                     self._admission.release(call_sid)
                     self._goal_ended(call_sid, goal_status_for(status) or GoalStatus.FAILED)
                     self._tell_reminders(CallNotAnswered(call_sid=call_sid, status=status))
+                    if self._switchboard is not None:  # a screening call the owner missed
+                        self._switchboard.tell(PlacedCallEnded(call_sid=call_sid, status=status))
             case ActorExit(child_id=child_id):
                 super().on_receive(message)
                 if child_id not in {info.id for info in self.which_children()}:
@@ -405,6 +409,7 @@ class CallSupervisor(Supervisor):
             direction=str(row.direction),
             purpose=_purpose(caller),
             pin_pending=caller.pin_pending,
+            screening=None if caller.screening is None else caller.screening.transfer_id,
         )
         if caller.goal_id is not None:
             mark_answered(self._store, caller.goal_id, call_sid=call_sid, session_id=int(row.id))
@@ -418,6 +423,7 @@ class CallSupervisor(Supervisor):
                 model_unreachable_seconds=self._settings.sessions.model_unreachable_seconds,
             ),
             pin=None if upgrade is None else upgrade[1],
+            screening=info.screening,
         )
         starter = self._model_starter(persona, caller.permission, info)
         spec = ChildSpec(
@@ -498,7 +504,10 @@ class CallSupervisor(Supervisor):
     def _identify(self, record: CallRecord) -> Caller:
         """Looks up the rows the call's record names; :func:`identify` decides."""
         claims = CallerClaims.of_call(
-            number=record.caller_number, goal_id=record.goal_id, reminder_id=record.reminder_id
+            number=record.caller_number,
+            goal_id=record.goal_id,
+            reminder_id=record.reminder_id,
+            transfer_id=record.transfer_id,
         )
         owner_phone = self._settings.owner.phone
         owner = owner_check(self._settings, record, self._pins)
@@ -508,6 +517,7 @@ class CallSupervisor(Supervisor):
         # then the owner's number; the contacts table is read only for anyone else.
         goal = _goal_record(claims.goal_key)
         reminder = None if goal is not None else _reminder_record(claims.reminder_key)
+        screening = screening_record(claims.transfer_id)
         decided = goal is not None or reminder is not None or claims.number == owner_phone
         identified = identify(
             claims,
@@ -516,6 +526,7 @@ class CallSupervisor(Supervisor):
             reminder=reminder,
             contact=None if decided else _contact_record(claims.number),
             owner=owner,
+            screening=screening,
         )
         for event, fields in identified.warnings:
             log.warning(event, **fields)
@@ -529,7 +540,9 @@ def owner_check(settings: Settings, record: CallRecord, pins: PinDesk) -> OwnerC
     number = record.caller_number
     # Placed by TARS: a call its own REST call made for a goal or a reminder (never what a
     # webhook says of its direction).
-    placed = record.outbound and (record.goal_id is not None or record.reminder_id is not None)
+    placed = record.outbound and any(
+        key is not None for key in (record.goal_id, record.reminder_id, record.transfer_id)
+    )
     decide = functools.partial(
         owner_standing,
         number=number,
@@ -552,6 +565,8 @@ def _purpose(caller: Caller) -> str | None:
         return caller.objective
     if caller.reminder is not None:
         return f"reminder: {caller.reminder}"
+    if caller.screening is not None:
+        return f"screening: {caller.screening.caller_name}"
     return None
 
 

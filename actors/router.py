@@ -11,14 +11,29 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from types import TracebackType
 from typing import Any
 
 import pykka
 import structlog
 
-from tars_actors.actor_messages import SendSms, SmsFailed, SmsSent
+from tars_actors.actor_messages import (
+    CallFailed,
+    CallPlaced,
+    CallRedirected,
+    Instruct,
+    RedirectFailed,
+    SendSms,
+    SmsFailed,
+    SmsSent,
+)
 from tars_actors.call.permissions import Permission
-from tars_actors.messaging.ledger import LedgerError, MessageLedger, MessageRecord
+from tars_actors.messaging.ledger import (
+    MAX_BODY_CHARS,
+    LedgerError,
+    MessageLedger,
+    MessageRecord,
+)
 from tars_actors.messaging.routing import (
     BROADCAST_TARGET,
     OWNER_TARGET,
@@ -45,7 +60,18 @@ from tars_actors.messaging.routing import (
 )
 from tars_actors.runtime.actor import TarsActor
 from tars_actors.runtime.settings import Settings
+from tars_actors.runtime.timers import Timers
 from tars_actors.store import MessageStatus, Store
+from tars_actors.transfer.messages import (
+    SCREENING_PREFIX,
+    AskTransfer,
+    ConnectCall,
+    DecideTransfer,
+    PlacedCallEnded,
+    TransferDeadline,
+    TransferReply,
+)
+from tars_actors.transfer.switch import TransferSwitch
 
 __all__ = ["Router"]
 
@@ -66,6 +92,7 @@ class Router(TarsActor):
         store: Store,
         presence: Presence,
         telephony: Callable[[], pykka.ActorRef[Any] | None],
+        timers: Timers,
         me: Callable[[], pykka.ActorRef[Any] | None] | None = None,
         texting: set[int] | None = None,
     ) -> None:
@@ -80,13 +107,34 @@ class Router(TarsActor):
         self._ledger = MessageLedger(store)
         self._presence = presence
         self._telephony = telephony
+        self._transfers = TransferSwitch(
+            settings=settings,
+            store=store,
+            presence=presence,
+            timers=timers,
+            telephony=telephony,
+            router=me or (lambda: self.actor_ref),
+            note=self._note_to_session,
+        )
 
     def on_start(self) -> None:
         self._store.connect()
         self._recover()
+        unsettled = self._transfers.recover()
+        if unsettled:
+            log.info("router.transfers_recovered", transfers=unsettled)
 
     def on_stop(self) -> None:
+        self._transfers.close()
         self._store.close()
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._transfers.close()
 
     # --- messages -----------------------------------------------------------------------
 
@@ -94,6 +142,16 @@ class Router(TarsActor):
         match message:
             case Route() | DecideBroadcast():
                 return self._answer(message)
+            case AskTransfer() | DecideTransfer() | ConnectCall():
+                return self._transfer(message)
+            case TransferDeadline():
+                self._transfers.deadline(message)
+            case CallPlaced() | CallFailed() if message.correlation_id.startswith(SCREENING_PREFIX):
+                self._transfers.placed(message)
+            case CallRedirected() | RedirectFailed():
+                self._transfers.redirected(message)
+            case PlacedCallEnded(call_sid=call_sid, status=status):
+                self._transfers.call_ended(call_sid, status)
             case Dispatch(message_id=recorded):
                 record = self._ledger.get(recorded)
                 if record.status in (MessageStatus.PENDING, MessageStatus.QUEUED):
@@ -102,6 +160,7 @@ class Router(TarsActor):
                 self._joined(session_id)
             case SessionLeft(session_id=session_id, undelivered=undelivered):
                 self._left(session_id, undelivered)
+                self._transfers.left(session_id)
             case SmsSent(correlation_id=correlation_id, message_sid=sid):
                 sent_id = _message_id(correlation_id)
                 if sent_id is not None:
@@ -117,6 +176,46 @@ class Router(TarsActor):
             case _:
                 return super().on_receive(message)
         return None
+
+    # --- transfers ------------------------------------------------------------------------
+
+    def _transfer(self, request: AskTransfer | DecideTransfer | ConnectCall) -> TransferReply:
+        try:
+            match request:
+                case AskTransfer():
+                    reply = self._transfers.ask(request)
+                case DecideTransfer():
+                    reply = self._transfers.decide(request)
+                case ConnectCall():
+                    reply = self._transfers.connect(request)
+        except Exception as error:
+            log.exception("router.transfer_failed", request=type(request).__name__)
+            reply = TransferReply(ok=False, detail=f"the transfer could not be recorded: {error}")
+        if isinstance(request, DecideTransfer) and request.reply_to is not None:
+            # Decided on a screening call's keypad: its model hears what came of it.
+            answer = "accepted" if request.accept else "declined"
+            with contextlib.suppress(pykka.ActorDeadError):
+                request.reply_to.tell(
+                    Instruct(text=f"[System note] Keypad: the call was {answer}. {reply.detail}")
+                )
+        return reply
+
+    def _note_to_session(self, session_id: int, text: str) -> bool:
+        """A note from TARS for one live session, recorded and delivered at its next turn
+        boundary; False when the session is not live."""
+        session = self._presence.get(session_id)
+        if session is None:
+            return False
+        record = self._ledger.record(
+            sender_session_id=None,
+            sender_name="TARS",
+            target=session.name,
+            target_session_id=session_id,
+            message_type=MessageType.TRANSFER,
+            body=clip(text, MAX_BODY_CHARS),
+        )
+        self._dispatch(record)
+        return True
 
     # --- routing --------------------------------------------------------------------------
 
@@ -367,6 +466,7 @@ class Router(TarsActor):
         session = self._presence.get(session_id)
         if session is None:
             return
+        self._transfers.joined(session)
         if session.is_owner and self._presence.owner_main() == session:
             for record in self._ledger.queued_for_owner():
                 if record.target == OWNER_TARGET:

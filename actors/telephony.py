@@ -1,5 +1,6 @@
-"""The Telephony actor: every blocking Twilio REST request (hang-ups, spoken goodbyes, SMS,
-outbound calls), run on a small thread pool of its own so that no call actor ever waits on HTTP.
+"""The Telephony actor: every blocking Twilio REST request (hang-ups, spoken goodbyes,
+redirects, SMS, outbound calls), run on a small thread pool of its own so that no call
+actor ever waits on HTTP.
 
 With a store, every request is an intent (:mod:`tars_actors.telephony.intents`) written before
 it is sent and settled after: asked again (after a restart, by a Router or a scheduler that
@@ -30,8 +31,11 @@ from twilio.rest import Client
 from tars_actors.actor_messages import (
     CallFailed,
     CallPlaced,
+    CallRedirected,
     HangUp,
     PlaceCall,
+    Redirect,
+    RedirectFailed,
     SayAndHangUp,
     SendSms,
     SmsFailed,
@@ -40,7 +44,7 @@ from tars_actors.actor_messages import (
 from tars_actors.runtime.actor import TarsActor
 from tars_actors.runtime.settings import Settings
 from tars_actors.store import Store, utcnow
-from tars_actors.telephony import intents
+from tars_actors.telephony import call_updates, intents
 from tars_actors.telephony.intents import (
     Go,
     IntentBook,
@@ -67,7 +71,6 @@ from tars_actors.telephony.rest import (
     may_have_acted,
     outbound_call_options,
 )
-from tars_actors.telephony.twiml import goodbye_twiml
 
 __all__ = ["RetryPolicy", "Telephony", "TelephonyRequest"]
 
@@ -75,14 +78,13 @@ T = TypeVar("T")
 
 log = structlog.get_logger("tars.telephony")
 
-#: Twilio's "Call is not in-progress. Cannot redirect.": the call was still ringing.
-_NOT_IN_PROGRESS_CODE = 21220
-
 
 class Telephony(TarsActor):
     """Carries out :class:`~tars_actors.actor_messages.HangUp`,
-    :class:`~tars_actors.actor_messages.SayAndHangUp` and
-    :class:`~tars_actors.actor_messages.SendSms`.
+    :class:`~tars_actors.actor_messages.SayAndHangUp`,
+    :class:`~tars_actors.actor_messages.Redirect`,
+    :class:`~tars_actors.actor_messages.SendSms` and
+    :class:`~tars_actors.actor_messages.PlaceCall`.
 
     Each request runs on the actor's thread pool (``max_workers`` at once), so one slow
     request does not hold up a hang-up; outcomes are logged once each and SMS results are
@@ -177,7 +179,7 @@ class Telephony(TarsActor):
 
     def on_receive(self, message: Any) -> Any:
         match message:
-            case HangUp() | SayAndHangUp() | SendSms() | PlaceCall():
+            case HangUp() | SayAndHangUp() | Redirect() | SendSms() | PlaceCall():
                 self._submit(message)
                 return None
             case _Recheck(key=key, failures=failures):
@@ -243,7 +245,7 @@ class Telephony(TarsActor):
     def _perform(self, request: TelephonyRequest, failures: int) -> None:
         try:
             match request:
-                case HangUp() | SayAndHangUp():
+                case HangUp() | SayAndHangUp() | Redirect():
                     self._idempotent(request)
                     self._waiting(intent_key(request))
                 case SendSms():
@@ -360,18 +362,25 @@ class Telephony(TarsActor):
         book.failed(intent, str(outcome))
         return outcome
 
-    def _idempotent(self, request: HangUp | SayAndHangUp) -> None:
+    def _idempotent(self, request: HangUp | SayAndHangUp | Redirect) -> None:
         """A hang-up or a redirect, recorded like the rest; done again after a restart
         (both are harmless to repeat), skipped once done."""
         book = self._book
         if book is None:
             self._carry_out(request)
             return
-        payload = (
-            {"reason": request.reason}
-            if isinstance(request, HangUp)
-            else {"text": request.text, "language": request.language}
-        )
+        payload: dict[str, Any]
+        match request:
+            case HangUp():
+                payload = {"reason": request.reason}
+            case SayAndHangUp():
+                payload = {"text": request.text, "language": request.language}
+            case Redirect():
+                payload = {
+                    "twiml": request.twiml,
+                    "reason": request.reason,
+                    "correlation_id": request.correlation_id,
+                }
         kind = IntentKind.HANG_UP if isinstance(request, HangUp) else IntentKind.REDIRECT
         key = intent_key(request)
         call = {"call_sid": request.call_sid, **payload}
@@ -380,6 +389,8 @@ class Telephony(TarsActor):
             claim = book.claim(key=key, kind=kind, to_number="", from_number="", request=call)
             if isinstance(claim, Known):
                 log.info("telephony.already_done", key=key)
+                if isinstance(request, Redirect):
+                    self._redirect_outcome(request, None)
                 return
             intent = claim.intent if isinstance(claim, Go) else book.again(claim.intent, call)
         except Exception:  # the database: a hang-up still goes out, unrecorded
@@ -392,62 +403,32 @@ class Telephony(TarsActor):
         elif intent is not None:
             book.failed(intent, "see the log line before")
 
-    def _carry_out(self, request: HangUp | SayAndHangUp) -> bool:
-        if isinstance(request, HangUp):
-            return self._hang_up(request)
-        return self._say_and_hang_up(request)
+    def _carry_out(self, request: HangUp | SayAndHangUp | Redirect) -> bool:
+        match request:
+            case HangUp():
+                return call_updates.hang_up(self._retrying, request)
+            case SayAndHangUp():
+                return call_updates.say_and_hang_up(self._retrying, request)
+            case Redirect():
+                outcome = call_updates.redirect(self._retrying, request)
+                self._redirect_outcome(request, outcome)
+                return isinstance(outcome, Done)
 
-    def _hang_up(self, request: HangUp) -> bool:
-        sid = request.call_sid
-        outcome = self._retrying(
-            lambda client: client.calls(sid).update(status="completed"), idempotent=True
-        )
-        match outcome:
-            case Done(value=call, attempts=attempts):
-                log.info(
-                    "telephony.hung_up",
-                    call_sid=sid,
-                    reason=request.reason,
-                    status=call.status,
-                    attempts=attempts,
-                )
-            case Failed(error=error) if is_already_ended(error):
-                log.info("telephony.hang_up_already_ended", call_sid=sid, reason=request.reason)
-            case Failed(attempts=attempts):
-                log.error(
-                    "telephony.hang_up_failed",
-                    call_sid=sid,
-                    reason=request.reason,
-                    attempts=attempts,
+    def _redirect_outcome(self, request: Redirect, outcome: Done[None] | Failed | None) -> None:
+        """Reply to every requester of the redirect (None: it was done before)."""
+        for each in self._waiting(intent_key(request)):
+            assert isinstance(each, Redirect)
+            if isinstance(outcome, Failed):
+                message: CallRedirected | RedirectFailed = RedirectFailed(
+                    correlation_id=each.correlation_id,
+                    call_sid=each.call_sid,
                     error=str(outcome),
+                    ended=is_already_ended(outcome.error)
+                    or error_code(outcome.error) == call_updates.NOT_IN_PROGRESS_CODE,
                 )
-                return False
-        return True
-
-    def _say_and_hang_up(self, request: SayAndHangUp) -> bool:
-        sid = request.call_sid
-        twiml = goodbye_twiml(request.text, request.language)
-        outcome = self._retrying(
-            lambda client: client.calls(sid).update(twiml=twiml), idempotent=True
-        )
-        match outcome:
-            case Done(attempts=attempts):
-                log.info("telephony.said_and_hanging_up", call_sid=sid, attempts=attempts)
-            case Failed(error=error) if is_already_ended(error):
-                log.info("telephony.say_and_hang_up_already_ended", call_sid=sid)
-            case Failed(error=error) if error_code(error) == _NOT_IN_PROGRESS_CODE:
-                # Nobody could hear it yet; ending the call is what is left to do.
-                log.info("telephony.say_skipped_not_answered", call_sid=sid)
-                return self._hang_up(HangUp(call_sid=sid, reason="say_and_hang_up"))
-            case Failed(attempts=attempts):
-                log.error(
-                    "telephony.say_and_hang_up_failed",
-                    call_sid=sid,
-                    attempts=attempts,
-                    error=str(outcome),
-                )
-                return False
-        return True
+            else:
+                message = CallRedirected(correlation_id=each.correlation_id, call_sid=each.call_sid)
+            reply(each, message)
 
     def _send_sms(self, request: SendSms, failures: int) -> bool:
         """False while the outcome is unknown (a recheck is scheduled)."""
@@ -509,12 +490,14 @@ class Telephony(TarsActor):
             status_callback=request.status_callback,
             detect_machine=request.detect_machine,
             time_limit_seconds=request.time_limit_seconds,
+            ring_seconds=request.ring_seconds,
         )
         payload = {
             "twiml": request.twiml,
             "status_callback": request.status_callback,
             "detect_machine": request.detect_machine,
             "time_limit_seconds": request.time_limit_seconds,
+            "ring_seconds": request.ring_seconds,
             "correlation_id": request.correlation_id,
         }
         # Not idempotent: sent again only once Twilio's calls list says it has no such call.

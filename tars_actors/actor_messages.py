@@ -20,6 +20,7 @@ __all__ = [
     "CallFailed",
     "CallNotAnswered",
     "CallPlaced",
+    "CallRedirected",
     "CallSocket",
     "CallStatusChanged",
     "CallStreamStarted",
@@ -27,6 +28,7 @@ __all__ = [
     "EndWithNotice",
     "FunctionCall",
     "GoAway",
+    "HandOver",
     "HangUp",
     "InputTranscript",
     "Instruct",
@@ -42,6 +44,8 @@ __all__ = [
     "PlaceCall",
     "PlaybackCut",
     "RealtimeText",
+    "Redirect",
+    "RedirectFailed",
     "ResumptionHandle",
     "SayAndHangUp",
     "SendSms",
@@ -353,6 +357,39 @@ class SayAndHangUp:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Redirect:
+    """→ Telephony: replace a live call's TwiML with ``twiml`` (it leaves its Media Stream
+    for, say, a ``<Conference>``); the outcome goes to ``reply_to``."""
+
+    call_sid: str
+    twiml: str
+    #: Why, for the log line (``transfer``, ``connect``...).
+    reason: str
+    #: An ActorRef told :class:`CallRedirected` or :class:`RedirectFailed`, or a function
+    #: returning the ref to tell; None for fire and forget.
+    reply_to: Any = None
+    correlation_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRedirected:
+    """Telephony → requester: the call now runs the new TwiML."""
+
+    correlation_id: str
+    call_sid: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedirectFailed:
+    """Telephony → requester: the call was not redirected; ``ended``: because it is over."""
+
+    correlation_id: str
+    call_sid: str
+    error: str
+    ended: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SendSms:
     """→ Telephony: send an SMS from ``[twilio] phone_number``; the outcome goes to ``reply_to``."""
 
@@ -397,6 +434,8 @@ class PlaceCall:
     detect_machine: bool = False
     #: Twilio ends the call after this many seconds, whatever happens.
     time_limit_seconds: int | None = None
+    #: How long Twilio lets it ring before it counts as not answered (its ``Timeout``).
+    ring_seconds: int | None = None
     #: An ActorRef told :class:`CallPlaced` or :class:`CallFailed`, or a function returning
     #: the ref to tell when the outcome is known; None for fire and forget.
     reply_to: Any = None
@@ -426,6 +465,17 @@ class Instruct:
     (e.g. that the call reached voicemail)."""
 
     text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandOver:
+    """Router → CallSession: the call is being redirected away from TARS (put through to
+    someone). When its stream stops it ends with ``reason``, and TARS does not hang it up.
+    ``reason`` None: the redirect failed, the call stays with TARS, and ``note`` tells its
+    model why."""
+
+    reason: str | None
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -903,3 +903,25 @@ def test_run_py_inspect_passes_every_option_through(demo_log: Path) -> None:
         cli_main(["--settings", "unused.toml", "inspect", "--once", str(demo_log)], stdout=out) == 0
     )
     assert "ACTORS" in out.getvalue()
+
+
+def test_transfers_are_listed_with_how_each_went() -> None:
+    router = {"actor": "Router", "actor_id": "router"}
+    state = state_of(
+        line("transfer.requested", 0, transfer_id=1, caller="Call with Anna", **router),
+        line("transfer.accepted", 3, transfer_id=1, **router),
+        line("transfer.bridged", 4, transfer_id=1, room="tars-transfer-1", **router),
+        line("transfer.requested", 10, transfer_id=2, caller="Call with +15550001", **router),
+        line("transfer.screening_call", 10, transfer_id=2, **router),
+        line("transfer.no_answer", 40, transfer_id=2, status="screening call no-answer", **router),
+        line("transfer.connecting", 50, transfer_id=3, to="+15550123", **router),
+        line("transfer.connected", 51, transfer_id=3, to="+15550123", **router),
+    )
+    screen = render(state)
+    table = screen.split("TRANSFERS: last 3", 1)[1]
+    rows = [row.split() for row in table.strip().splitlines()[1:4]]
+    assert [row[:2] for row in rows] == [["3", "connect"], ["2", "screened"], ["1", "screened"]]
+    assert "connected" in table.splitlines()[2]
+    assert "screening call no-answer" in table.splitlines()[3]
+    assert "in the owner's call" in table.splitlines()[4]
+    assert "bridged" in table.splitlines()[4]

@@ -16,6 +16,7 @@ __all__ = [
     "CancelTimer",
     "CheckPin",
     "CloseCaller",
+    "DecideTransfer",
     "Effect",
     "EndSession",
     "HangUp",
@@ -156,6 +157,14 @@ class PressKeys:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DecideTransfer:
+    """The owner answered a screening call on the keypad (1: take the caller, 2: not)."""
+
+    transfer_id: int
+    accept: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BecomeOwner:
     """The caller proved to be the owner: from now on this session is the owner's main
     call (its record, its name, the Router's view) and opens owner model connections."""
@@ -179,4 +188,5 @@ Effect = (
     | CheckPin
     | BecomeOwner
     | PressKeys
+    | DecideTransfer
 )

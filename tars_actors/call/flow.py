@@ -30,7 +30,7 @@ from tars_actors.actor_messages import (
     ToolResponses,
     TurnComplete,
 )
-from tars_actors.call import owner_pin
+from tars_actors.call import limits, owner_pin
 from tars_actors.call.effects import (
     BecomeOwner,
     CancelTimer,
@@ -78,8 +78,10 @@ class CallFlow:
         limits: CallLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
         pin: owner_pin.KeypadPin | None = None,
+        screening: int | None = None,
     ) -> None:
-        """``pin``: the owner's number, still to type the PIN that makes it the owner's call."""
+        """``pin``: the owner's number, still to type the PIN that makes it the owner's call.
+        ``screening``: the transfer a screening call asks the owner about (keys 1 and 2)."""
         self.permission = permission
         self.greeting = greeting
         self.tools = tools
@@ -91,7 +93,7 @@ class CallFlow:
         self._connecting: int | None = None  # a connection being opened (start or rotate)
         self._handle: str | None = None
         self._greeted = False
-        self._keypad = Keypad(pin=pin, clock=clock)
+        self._keypad = Keypad(pin=pin, clock=clock, screening=screening)
         # Told to the first model connection after the PIN proved the owner mid-call.
         self._verified_turn: TextTurn | None = None
         self._restart_attempt = 0
@@ -112,6 +114,8 @@ class CallFlow:
         # Set while Twilio speaks an apology or notice before hanging up: why the call
         # ends once it has been heard.
         self._saying_goodbye: str | None = None
+        # Set while the call is redirected away (put through): why it ends when it stops.
+        self._handing_over: str | None = None
         self._ending_mark: str | None = None
         self._end_requested = False
         self._ended = False
@@ -171,44 +175,28 @@ class CallFlow:
     def model_disconnected(
         self, connection_id: int, *, expected: bool, unsent: Sequence[ModelInput], reason: str
     ) -> list[Effect]:
-        effects: list[Effect] = []
         if connection_id == self._current:
             self._current = None
         # What the ended connection did not send goes first, before newer inputs.
         self._gap.extendleft(reversed(list(unsent)))
         if self._ended or self._saying_goodbye is not None:
-            return effects
+            return []
         if connection_id == self._connecting:  # a failed rotation: again at the next turn end
             self._connecting, self._rotate_pending = None, self._current is not None
         if self._current is not None:
             return self._to_current(*self._drain_gap())
         if self._connecting is not None:
-            return effects  # a replacement is already on its way
+            return []  # a replacement is already on its way
         self.stats.reconnects += 1
         self._restart_attempt += 1
-        delay = self.limits.reconnect_backoff.base_delay(self._restart_attempt)
-        effects += [
-            LogEvent(
-                event="model.reconnecting",
-                level="info" if expected else "warning",
-                fields={
-                    "connection_id": connection_id,
-                    "reason": reason,
-                    "attempt": self._restart_attempt,
-                    "delay": delay,
-                    "resumable": self._handle is not None,
-                },
-            ),
-            StartTimer(name=Timer.MODEL_RESTART, delay=delay),
-        ]
-        if self._restart_attempt == 1:
-            # The unreachable deadline counts from the start of this outage.
-            effects.append(
-                StartTimer(
-                    name=Timer.MODEL_UNREACHABLE, delay=self.limits.model_unreachable_seconds
-                )
-            )
-        return effects
+        return limits.reconnect(
+            self.limits,
+            attempt=self._restart_attempt,
+            connection_id=connection_id,
+            expected=expected,
+            reason=reason,
+            resumable=self._handle is not None,
+        )
 
     def model_event(self, connection_id: int, event: ModelServerEvent) -> list[Effect]:
         if self._ended or connection_id != self._current:
@@ -291,7 +279,17 @@ class CallFlow:
         return self._finish(self._hang_up_reason(), hang_up=False, detail=f"status {status}")
 
     def _hang_up_reason(self) -> str:
-        return self._saying_goodbye or "caller hung up"
+        return self._saying_goodbye or self._handing_over or "caller hung up"
+
+    def hand_over(self, reason: str | None, note: str | None = None) -> list[Effect]:
+        """The call is being redirected away from TARS: once its stream stops it ends with
+        ``reason``, and TARS does not hang it up. None: the redirect failed, the call stays,
+        and ``note`` tells the model why."""
+        if self._ended:
+            return []
+        self._handing_over = reason
+        event = LogEvent(event="call.handing_over" if reason else "call.hand_over_failed")
+        return [event, *(self.instruct(note) if note else [])]
 
     def shutdown(self, reason: str = "shutdown") -> list[Effect]:
         if self._ended:

@@ -20,6 +20,7 @@ __all__ = [
     "GoalRecord",
     "Identification",
     "ReminderRecord",
+    "ScreeningRecord",
     "identify",
 ]
 
@@ -38,16 +39,24 @@ class CallerClaims:
     reminder_id: str = ""
     #: The caller ID; ``unknown`` when Twilio gave none.
     number: str = "unknown"
+    #: A screening call TARS placed to the owner about this transfer (None: not one).
+    transfer_id: int | None = None
 
     @classmethod
     def of_call(
-        cls, *, number: str, goal_id: int | None = None, reminder_id: int | None = None
+        cls,
+        *,
+        number: str,
+        goal_id: int | None = None,
+        reminder_id: int | None = None,
+        transfer_id: int | None = None,
     ) -> CallerClaims:
         """The claims of a call's record (``goal_id``/``reminder_id`` None: none)."""
         return cls(
             goal_id="" if goal_id is None else str(goal_id),
             reminder_id="" if reminder_id is None else str(reminder_id),
             number=number or "unknown",
+            transfer_id=transfer_id,
         )
 
     @property
@@ -77,6 +86,16 @@ class ReminderRecord:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ScreeningRecord:
+    """The transfer a screening call asks the owner about."""
+
+    transfer_id: int
+    caller_name: str
+    #: The caller's reason, marked as their words.
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ContactRecord:
     name: str
     relation: str | None = None
@@ -97,9 +116,11 @@ def identify(
     reminder: ReminderRecord | None = None,
     contact: ContactRecord | None = None,
     owner: OwnerCheck | None = None,
+    screening: ScreeningRecord | None = None,
 ) -> Identification:
-    """The caller and their level. ``goal``, ``reminder`` and ``contact`` are the rows found
-    for ``claims.goal_key``, ``claims.reminder_key`` and ``claims.number`` (None: none).
+    """The caller and their level. ``goal``, ``reminder``, ``screening`` and ``contact`` are
+    the rows found for ``claims.goal_key``, ``claims.reminder_key``, ``claims.transfer_id``
+    and ``claims.number`` (None: none).
 
     ``owner``: how far the record proves a call from ``owner_phone`` is the owner
     (:func:`~tars_actors.call.owner_pin.owner_standing`); None takes the number's word."""
@@ -125,6 +146,12 @@ def identify(
             )
             return Identification(caller=caller, warnings=tuple(warnings))
         warnings.append(("calls.unknown_reminder", {"reminder_id": claims.reminder_id}))
+    if claims.transfer_id is not None:
+        # A screening call TARS placed to the owner: a caller waits for their answer.
+        if screening is not None:
+            caller = Caller(number=owner_phone, permission=Permission.OWNER, screening=screening)
+            return Identification(caller=caller, warnings=tuple(warnings))
+        warnings.append(("calls.unknown_transfer", {"transfer_id": claims.transfer_id}))
     number = claims.number
     standing = Standing.PROVEN if owner is None else owner.standing
     if number == owner_phone and standing is Standing.PROVEN:

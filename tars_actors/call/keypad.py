@@ -8,7 +8,14 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from tars_actors.call.effects import CancelTimer, Effect, LogEvent, StartTimer, Timer
+from tars_actors.call.effects import (
+    CancelTimer,
+    DecideTransfer,
+    Effect,
+    LogEvent,
+    StartTimer,
+    Timer,
+)
 from tars_actors.call.owner_pin import KeypadPin
 from tars_actors.runtime.ratelimit import LogRateLimiter
 
@@ -22,6 +29,8 @@ _KEYS: Final = "keys"
 KEY_BURST_SECONDS: Final = 1.5
 #: A burst this long is told at once (a caller who never pauses still gets heard).
 MAX_BURST_KEYS: Final = 32
+#: On a screening call: 1 takes the caller, 2 does not.
+_ANSWERS: Final = frozenset({"1", "2"})
 
 
 class Keypad:
@@ -29,9 +38,15 @@ class Keypad:
     PIN, say) never reach the log. With ``pin``, keys are typed into it."""
 
     def __init__(
-        self, *, pin: KeypadPin | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        pin: KeypadPin | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        screening: int | None = None,
     ) -> None:
+        """``screening``: the transfer a screening call asks about; its 1 and 2 answer."""
         self.pin = pin
+        self._screening = screening
         self._logged = LogRateLimiter(interval=KEYPRESS_LOG_SECONDS, max_sources=1, clock=clock)
         self._burst: list[str] = []
         #: A burst that filled up, to be told at once (the flow asks with :meth:`burst_over`).
@@ -60,6 +75,12 @@ class Keypad:
         keys, self._burst, self.burst_full = self._burst, [], False
         if not keys:
             return [], None
+        if self._screening is not None and keys[0] in _ANSWERS:
+            # "Press 1 to take it": decided at once, whatever the model makes of it; the
+            # model hears what came of it from the Router.
+            decide = DecideTransfer(transfer_id=self._screening, accept=keys[0] == "1")
+            self._screening = None
+            return [CancelTimer(name=Timer.KEY_BURST), decide], None
         note = (
             f"[System note] The caller pressed these keys on their phone's keypad: {' '.join(keys)}"
         )

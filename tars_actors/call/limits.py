@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tars_actors.call.effects import Effect, LogEvent, StartTimer, Timer
 from tars_actors.runtime.supervision import Backoff
 
-__all__ = ["CallLimits", "CallStats"]
+__all__ = ["CallLimits", "CallStats", "reconnect"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -28,6 +29,40 @@ class CallLimits:
     reconnect_backoff: Backoff = field(
         default_factory=lambda: Backoff(initial=0.2, maximum=5.0, jitter=0.0)
     )
+
+
+def reconnect(
+    limits: CallLimits,
+    *,
+    attempt: int,
+    connection_id: int,
+    expected: bool,
+    reason: str,
+    resumable: bool,
+) -> list[Effect]:
+    """The model connection was lost (``attempt``: the how-manieth time in a row): reopen
+    it after a backoff; the first loss of an outage starts the unreachable deadline."""
+    delay = limits.reconnect_backoff.base_delay(attempt)
+    effects: list[Effect] = [
+        LogEvent(
+            event="model.reconnecting",
+            level="info" if expected else "warning",
+            fields={
+                "connection_id": connection_id,
+                "reason": reason,
+                "attempt": attempt,
+                "delay": delay,
+                "resumable": resumable,
+            },
+        ),
+        StartTimer(name=Timer.MODEL_RESTART, delay=delay),
+    ]
+    if attempt == 1:
+        # The unreachable deadline counts from the start of this outage.
+        effects.append(
+            StartTimer(name=Timer.MODEL_UNREACHABLE, delay=limits.model_unreachable_seconds)
+        )
+    return effects
 
 
 @dataclass(slots=True)

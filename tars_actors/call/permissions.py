@@ -21,7 +21,7 @@ class Permission(StrEnum):
     GOAL = "goal"
 
 
-_EVERYONE = frozenset({"end_call", "take_message", "request_callback"})
+_EVERYONE = frozenset({"end_call", "take_message", "request_callback", "request_transfer"})
 _OWNER_ONLY = frozenset(
     {
         "list_active_sessions",
@@ -36,13 +36,16 @@ _OWNER_ONLY = frozenset(
         "list_contacts",
         "call_contact",
         "send_sms",
+        "decide_transfer",
+        "connect_call",
     }
 )
 
 #: The contract's tool names by level (DESIGN.md, "Tools the model gets"). A known contact
 #: may also ask for a broadcast, which waits for the owner's approval.
 LEVEL_TOOLS: dict[Permission, frozenset[str]] = {
-    Permission.OWNER: _EVERYONE | _OWNER_ONLY,
+    # The owner is never put through to themself.
+    Permission.OWNER: (_EVERYONE - {"request_transfer"}) | _OWNER_ONLY,
     Permission.CONTACT: _EVERYONE | {"broadcast_message"},
     Permission.UNKNOWN: _EVERYONE,
     Permission.GOAL: frozenset({"end_call", "take_message", "report_goal_outcome", "press_keys"}),

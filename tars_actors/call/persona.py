@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tars_actors.call.caller_words import for_model, label
 from tars_actors.call.permissions import Permission
 from tars_actors.runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from tars_actors.call.identity import ScreeningRecord
 
 __all__ = ["Caller", "Persona", "owner_verified_turn", "persona_for", "unknown_caller_greeting"]
 
@@ -26,6 +30,8 @@ class Caller:
     reminder: str | None = None
     #: The owner's number, not yet proven: the PIN typed on the keypad makes it the owner.
     pin_pending: bool = False
+    #: For screening calls (TARS asking the owner to take a caller): the transfer.
+    screening: ScreeningRecord | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,7 +73,34 @@ def persona_for(settings: Settings, caller: Caller) -> Persona:
     # The caller ID names the session that other calls and the owner see: one line and
     # no brackets, whatever a SIP caller put in it.
     number = label(caller.number)
+    transfer = (
+        f" If the caller asks to speak with {owner} in person, call request_transfer with "
+        f"their reason; while you wait for the answer, keep them company, and never promise "
+        f"that {owner} will take the call."
+    )
     match caller.permission:
+        case Permission.OWNER if caller.screening is not None:
+            screening = caller.screening
+            who, reason = screening.caller_name, screening.reason
+            return Persona(
+                session_name=f"Screening call with {owner}",
+                system_instruction=for_model(
+                    f"{common} You called {owner} because {who} is on another line and asks "
+                    f"to speak with them, about: {reason}. Tell {owner} who is calling and "
+                    "why in a sentence or two, and ask whether to put them through: they can "
+                    "say yes or press 1 to take the call, or say no or press 2. As soon as "
+                    "they answer, call decide_transfer with transfer_id "
+                    f"{screening.transfer_id} and accept true or false. If they take it, say "
+                    "only that you are putting them through: the calls are joined right "
+                    "after. You have full access to all your tools. Speak the language with "
+                    f"the BCP-47 tag {language}."
+                ),
+                greeting=for_model(
+                    f"{owner} just answered your screening call. Tell them that {who} is on "
+                    f"the line and asks to speak with them, about: {reason} Then ask whether "
+                    "to put them through (say yes or press 1, say no or press 2)."
+                ),
+            )
         case Permission.OWNER if caller.reminder is not None:
             # A callback request's title holds the caller's words: fenced for the model.
             return Persona(
@@ -107,7 +140,7 @@ def persona_for(settings: Settings, caller: Caller) -> Persona:
                     f"{common} You are talking with {who}{relation}, a contact of {owner}, "
                     f"calling from {number}. You have limited access: you can take a "
                     f"message for {owner}, record a callback request, or end the call. You "
-                    f"cannot share {owner}'s private information."
+                    f"cannot share {owner}'s private information.{transfer}"
                 ),
                 greeting=(
                     f"The caller is {who}. Greet them by name, say you are {owner}'s "
@@ -162,7 +195,7 @@ def persona_for(settings: Settings, caller: Caller) -> Persona:
                     f"you about. You have limited access: you can only take a message for "
                     f"{owner} (take_message), record a request for {owner} to call back "
                     f"(request_callback), and end the call. Do not share anything about "
-                    f"{owner}'s schedule, contacts or whereabouts."
+                    f"{owner}'s schedule, contacts or whereabouts.{transfer}"
                 ),
                 greeting=f'Greet the caller by saying exactly: "{greeting}"',
             )

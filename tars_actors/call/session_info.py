@@ -25,3 +25,5 @@ class SessionInfo:
     #: The owner's number, still to type the PIN: the owner is not told of it as of a
     #: stranger's call (it is most likely their own).
     pin_pending: bool = False
+    #: A screening call TARS placed to the owner: the transfer the owner is asked about.
+    screening: int | None = None

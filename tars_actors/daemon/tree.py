@@ -149,6 +149,7 @@ def system_children(runtime: Runtime) -> list[ChildSpec]:
                 store=runtime.store,
                 presence=runtime.switchboard.presence,
                 telephony=live_actor(Telephony),
+                timers=runtime.timers,
                 me=live_actor(Router),
                 texting=runtime.texting,
             ),

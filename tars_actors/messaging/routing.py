@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import pykka
+import structlog
 
 from tars_actors.call.caller_words import for_model, readable
 from tars_actors.call.permissions import Permission
@@ -57,6 +58,9 @@ __all__ = [
 ]
 
 
+log = structlog.get_logger("tars.router")
+
+
 class MessageType:
     """``inter_session_messages.message_type`` values."""
 
@@ -76,6 +80,8 @@ class MessageType:
     URGENT_REPORT: Final = "urgent_report"
     #: A due reminder or callback request, announced in the owner's live call.
     REMINDER: Final = "reminder"
+    #: From TARS about a transfer: asking the owner, or telling the caller the answer.
+    TRANSFER: Final = "transfer"
 
 
 #: Types that wait for the owner's next call instead of being texted.
@@ -299,6 +305,23 @@ class Switchboard:
             return False
         return True
 
+    def notify_owner(self, *, sender_session_id: int | None, sender_name: str, body: str) -> bool:
+        """A notice for the owner, recorded, then handed to the Router (a Router restarting
+        finds it at its start). False when it could not be recorded (logged)."""
+        try:
+            record = self.ledger.record(
+                sender_session_id=sender_session_id,
+                sender_name=sender_name,
+                target=OWNER_TARGET,
+                message_type=MessageType.NOTIFICATION,
+                body=body,
+            )
+        except Exception:
+            log.exception("router.notice_not_recorded", sender=sender_name)
+            return False
+        self.tell(Dispatch(message_id=record.id))
+        return True
+
     def ask(self, message: object) -> Any:
         """Ask the Router, bounded by :attr:`ask_timeout`; raises RouterUnavailable."""
         ref = self.router()
@@ -374,7 +397,7 @@ def note_text(record: MessageRecord) -> str:
             what = f"Notice: {record.body}"
         case MessageType.BROADCAST:
             what = f"Broadcast from {record.sender_name}: {record.body}"
-        case MessageType.APPROVAL_REQUEST | MessageType.REMINDER:
+        case MessageType.APPROVAL_REQUEST | MessageType.REMINDER | MessageType.TRANSFER:
             what = record.body
         case _:
             what = f"Message from {record.sender_name}: {record.body}"

@@ -50,6 +50,9 @@ from tars_actors.store.models import (
     Speaker,
     StreamToken,
     TarsModel,
+    Transfer,
+    TransferKind,
+    TransferStatus,
 )
 
 __all__ = [
@@ -85,6 +88,9 @@ __all__ = [
     "StoreError",
     "StreamToken",
     "TarsModel",
+    "Transfer",
+    "TransferKind",
+    "TransferStatus",
     "UTCDateTimeField",
     "build_database",
     "redact_url",

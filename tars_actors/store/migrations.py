@@ -283,6 +283,52 @@ def _v5_rest_intents(migrator: SchemaMigrator) -> None:
     migrator.database.create_tables([RestIntent])
 
 
+def _v6_transfers(migrator: SchemaMigrator) -> None:
+    base = _frozen_base(migrator.database)
+
+    class AgentSession(base):  # type: ignore[misc,valid-type]
+        class Meta:
+            table_name = "agent_sessions"
+
+    class Transfer(base):  # type: ignore[misc,valid-type]
+        kind = peewee.CharField(max_length=32)
+        status = peewee.CharField(max_length=32, index=True)
+        caller_session = peewee.ForeignKeyField(
+            AgentSession, null=True, backref="+", on_delete="SET NULL"
+        )
+        caller_call_sid = peewee.CharField(max_length=64)
+        caller_number = peewee.CharField(max_length=32)
+        caller_name = peewee.CharField(max_length=100)
+        reason = peewee.TextField()
+        target_number = peewee.CharField(max_length=32)
+        target_name = peewee.CharField(max_length=100, null=True)
+        asked_by = peewee.CharField(max_length=16, null=True)
+        owner_session = peewee.ForeignKeyField(
+            AgentSession, null=True, backref="+", on_delete="SET NULL"
+        )
+        owner_call_sid = peewee.CharField(max_length=64, null=True)
+        screening_call_sid = peewee.CharField(max_length=64, null=True, index=True)
+        room = peewee.CharField(max_length=64, null=True)
+        detail = peewee.TextField(null=True)
+        created_at = peewee.DateTimeField()
+        decided_at = peewee.DateTimeField(null=True)
+        ended_at = peewee.DateTimeField(null=True)
+
+        class Meta:
+            table_name = "transfers"
+
+    migrator.database.create_tables([Transfer])
+    migrator.migrate(
+        migrator.add_column(
+            "stream_tokens",
+            "transfer_id",
+            peewee.ForeignKeyField(
+                Transfer, field=Transfer.id, null=True, index=True, on_delete="SET NULL"
+            ),
+        )
+    )
+
+
 #: Every migration, in order; append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -312,6 +358,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         version=5,
         description="rest intents: costly Twilio requests, written before they are sent",
         apply=_v5_rest_intents,
+    ),
+    Migration(
+        version=6,
+        description="transfers: calls put through to the owner, and the owner's connected "
+        "to someone; a screening call's stream token names its transfer",
+        apply=_v6_transfers,
     ),
 )
 

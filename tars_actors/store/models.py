@@ -37,6 +37,9 @@ __all__ = [
     "Speaker",
     "StreamToken",
     "TarsModel",
+    "Transfer",
+    "TransferKind",
+    "TransferStatus",
 ]
 
 
@@ -100,6 +103,34 @@ class GoalStatus(StrEnum):
     FAILED = "failed"
     VOICEMAIL = "voicemail"
     CANCELED = "canceled"
+
+
+class TransferKind(StrEnum):
+    #: A caller asked to speak to the owner (``request_transfer``), who decides.
+    SCREENED = "screened"
+    #: The owner asked to be connected to someone (``connect_call``).
+    CONNECT = "connect"
+
+
+class TransferStatus(StrEnum):
+    """A transfer's state; the last five are final."""
+
+    #: Waiting for the owner's decision, asked in the owner's live call.
+    ASKING = "asking"
+    #: A screening call to the owner's phone is ringing.
+    RINGING = "ringing"
+    #: The owner answered the screening call and is deciding.
+    SCREENING = "screening"
+    #: Accepted: the legs are being redirected (for ``connect``: the owner's call is).
+    ACCEPTED = "accepted"
+    #: Both legs are in the room (for ``connect``: the owner's call is dialling the number).
+    BRIDGED = "bridged"
+    DECLINED = "declined"
+    NO_ANSWER = "no_answer"
+    #: The caller hung up (or the owner's call ended) before it was decided or bridged.
+    CANCELED = "canceled"
+    #: Twilio could not place the screening call or redirect a leg.
+    FAILED = "failed"
 
 
 class TarsModel(peewee.Model):
@@ -290,6 +321,45 @@ class CallGoal(TarsModel):
         table_name = "call_goals"
 
 
+class Transfer(TarsModel):
+    """A call put through to the owner (screened: the caller asked, the owner decided) or
+    the owner's call connected to someone (``connect_call``), and how it went."""
+
+    kind = ChoiceField(TransferKind)
+    status = ChoiceField(TransferStatus, index=True)
+    #: The session that asked (the caller's; for ``connect``, the owner's).
+    caller_session = peewee.ForeignKeyField(
+        AgentSession, null=True, backref="+", on_delete="SET NULL"
+    )
+    caller_call_sid = peewee.CharField(max_length=64)
+    caller_number = peewee.CharField(max_length=32)
+    caller_name = peewee.CharField(max_length=100)
+    #: Why, in the caller's words (quoted as such).
+    reason = peewee.TextField()
+    #: Whom the call is put through to: the owner's phone, or the number connected to.
+    target_number = peewee.CharField(max_length=32)
+    target_name = peewee.CharField(max_length=100, null=True)
+    #: ``live_call`` (a note in the owner's call) or ``screening_call`` (TARS phoned them).
+    asked_by = peewee.CharField(max_length=16, null=True)
+    #: The session in which the owner decided: their live call or the screening call.
+    owner_session = peewee.ForeignKeyField(
+        AgentSession, null=True, backref="+", on_delete="SET NULL"
+    )
+    #: The owner's leg that is redirected into the room.
+    owner_call_sid = peewee.CharField(max_length=64, null=True)
+    screening_call_sid = peewee.CharField(max_length=64, null=True, index=True)
+    #: The ``<Conference>`` both legs join.
+    room = peewee.CharField(max_length=64, null=True)
+    #: Why it ended as it did, for an operator.
+    detail = peewee.TextField(null=True)
+    created_at = UTCDateTimeField(default=utcnow)
+    decided_at = UTCDateTimeField(null=True)
+    ended_at = UTCDateTimeField(null=True)
+
+    class Meta:
+        table_name = "transfers"
+
+
 class StreamToken(TarsModel):
     """What a call is, as its signed voice webhook (or TARS placing it) said, and the
     one-time token its Media Stream's ``start`` must present.
@@ -309,6 +379,8 @@ class StreamToken(TarsModel):
     direction = peewee.CharField(max_length=32)
     goal = peewee.ForeignKeyField(CallGoal, null=True, backref="+", on_delete="SET NULL")
     reminder = peewee.ForeignKeyField(Reminder, null=True, backref="+", on_delete="SET NULL")
+    #: A screening call TARS placed to the owner for this transfer's decision.
+    transfer = peewee.ForeignKeyField(Transfer, null=True, backref="+", on_delete="SET NULL")
     #: Twilio's ``StirVerstat`` caller-ID attestation, e.g. ``TN-Validation-Passed-A``.
     stir_verstat = peewee.CharField(max_length=64, null=True)
     issued_at = UTCDateTimeField(default=utcnow)
@@ -372,7 +444,8 @@ class RestIntent(TarsModel):
 
 #: Every table, in an order where each table comes after those it references: the seven
 #: of the contract, then ``stream_tokens`` (what each call proved at its webhook) and
-#: ``pin_lockouts`` (wrong owner PINs by number) and ``rest_intents`` (costly REST requests).
+#: ``pin_lockouts`` (wrong owner PINs by number), ``rest_intents`` (costly REST requests)
+#: and ``transfers`` (calls put through to the owner, or the owner's connected to someone).
 MODELS: tuple[type[TarsModel], ...] = (
     AgentSession,
     Conversation,
@@ -381,6 +454,7 @@ MODELS: tuple[type[TarsModel], ...] = (
     Contact,
     Reminder,
     CallGoal,
+    Transfer,
     StreamToken,
     PinLockout,
     RestIntent,

@@ -30,8 +30,11 @@ from twilio.rest import Client
 from tars_actors.actor_messages import (
     CallFailed,
     CallPlaced,
+    CallRedirected,
     HangUp,
     PlaceCall,
+    Redirect,
+    RedirectFailed,
     SayAndHangUp,
     SendSms,
     SmsFailed,
@@ -63,7 +66,7 @@ __all__ = [
 ]
 
 #: What the Telephony actor carries out.
-TelephonyRequest = HangUp | SayAndHangUp | SendSms | PlaceCall
+TelephonyRequest = HangUp | SayAndHangUp | Redirect | SendSms | PlaceCall
 
 #: Twilio's clock and ours may differ by this much: a record created this long before the
 #: attempt still counts as the attempt's.
@@ -428,7 +431,7 @@ def intent_key(request: TelephonyRequest) -> str:
             return f"{IntentKind.CALL}:{cid}"
         case HangUp(call_sid=sid):
             return f"{IntentKind.HANG_UP}:{sid}"
-        case SayAndHangUp(call_sid=sid, text=text):
+        case SayAndHangUp(call_sid=sid, text=text) | Redirect(call_sid=sid, twiml=text):
             digest = hashlib.sha256(text.encode()).hexdigest()[:16]
             return f"{IntentKind.REDIRECT}:{sid}:{digest}"
 
@@ -450,10 +453,18 @@ def request_of(intent: IntentRecord) -> TelephonyRequest:
                 status_callback=str(request["status_callback"]),
                 detect_machine=bool(request.get("detect_machine")),
                 time_limit_seconds=request.get("time_limit_seconds"),
+                ring_seconds=request.get("ring_seconds"),
                 correlation_id=str(request["correlation_id"]),
             )
         case IntentKind.HANG_UP:
             return HangUp(call_sid=str(request["call_sid"]), reason=str(request["reason"]))
+        case IntentKind.REDIRECT if "twiml" in request:
+            return Redirect(
+                call_sid=str(request["call_sid"]),
+                twiml=str(request["twiml"]),
+                reason=str(request.get("reason", "")),
+                correlation_id=str(request.get("correlation_id", "")),
+            )
         case IntentKind.REDIRECT:
             return SayAndHangUp(
                 call_sid=str(request["call_sid"]),
@@ -468,6 +479,8 @@ def describe_request(request: TelephonyRequest) -> str:
             return f"hang up {sid}"
         case SayAndHangUp(call_sid=sid):
             return f"say and hang up {sid}"
+        case Redirect(call_sid=sid, reason=reason):
+            return f"redirect {sid} ({reason})"
         case SendSms(to=to, correlation_id=correlation_id):
             return f"sms to {to} ({correlation_id or 'no id'})"
         case PlaceCall(to=to, correlation_id=correlation_id):
@@ -475,7 +488,8 @@ def describe_request(request: TelephonyRequest) -> str:
 
 
 def reply(
-    request: SendSms | PlaceCall, message: SmsSent | SmsFailed | CallPlaced | CallFailed
+    request: SendSms | PlaceCall | Redirect,
+    message: SmsSent | SmsFailed | CallPlaced | CallFailed | CallRedirected | RedirectFailed,
 ) -> None:
     reply_to = request.reply_to
     # A function is a lookup: the reply goes to whichever actor holds the role now (a

@@ -174,9 +174,11 @@ def outbound_call_options(
     status_callback: str,
     detect_machine: bool = False,
     time_limit_seconds: int | None = None,
+    ring_seconds: int | None = None,
 ) -> dict[str, Any]:
     """``calls.create`` keyword arguments for a call TARS places: inline TwiML, every
-    status event by GET, and optionally asynchronous answering-machine detection."""
+    status event by GET, and optionally asynchronous answering-machine detection and a
+    ring timeout (Twilio's default is 60 s)."""
     options: dict[str, Any] = {
         "to": to,
         "from_": from_,
@@ -194,6 +196,8 @@ def outbound_call_options(
         )
     if time_limit_seconds is not None:
         options["time_limit"] = time_limit_seconds
+    if ring_seconds is not None:
+        options["timeout"] = ring_seconds
     return options
 
 

@@ -80,6 +80,8 @@ class CallRecord:
     direction: str
     goal_id: int | None = None
     reminder_id: int | None = None
+    #: A screening call TARS placed to the owner, for this transfer's decision.
+    transfer_id: int | None = None
     #: Twilio's ``StirVerstat`` attestation of the caller ID, when it sent one.
     stir_verstat: str | None = None
 
@@ -139,6 +141,7 @@ def issue(store: Store, record: CallRecord, *, seconds: float, now: datetime | N
             direction=record.direction[:32],
             goal=record.goal_id,
             reminder=record.reminder_id,
+            transfer=record.transfer_id,
             stir_verstat=record.stir_verstat[:64] if record.stir_verstat else None,
             issued_at=issued_at,
             expires_at=issued_at + timedelta(seconds=seconds),
@@ -154,6 +157,7 @@ def placed_call(
     to_number: str,
     goal_id: int | None = None,
     reminder_id: int | None = None,
+    transfer_id: int | None = None,
 ) -> dict[str, str]:
     """Record a call TARS is about to place; the ``<Parameter>``s its inline TwiML carries.
 
@@ -169,21 +173,30 @@ def placed_call(
         direction="outbound-api",
         goal_id=goal_id,
         reminder_id=reminder_id,
+        transfer_id=transfer_id,
     )
     return {TOKEN_PARAMETER: issue(store, record, seconds=PLACED_CALL_TOKEN_SECONDS)}
 
 
 def bind_placed_call(
-    store: Store, call_sid: str, *, goal_id: int | None = None, reminder_id: int | None = None
+    store: Store,
+    call_sid: str,
+    *,
+    goal_id: int | None = None,
+    reminder_id: int | None = None,
+    transfer_id: int | None = None,
 ) -> None:
     """Twilio gave the SID of a call TARS placed: from now on only a stream for that SID
-    may use its token (the newest unused one of the goal or reminder). A stream that
-    started first has bound it already; nothing changes then."""
-    if goal_id is None and reminder_id is None:
+    may use its token (the newest unused one of the goal, reminder or transfer). A stream
+    that started first has bound it already; nothing changes then."""
+    if goal_id is not None:
+        which = StreamToken.goal == goal_id
+    elif reminder_id is not None:
+        which = StreamToken.reminder == reminder_id
+    elif transfer_id is not None:
+        which = StreamToken.transfer == transfer_id
+    else:
         return
-    which = (
-        StreamToken.goal == goal_id if goal_id is not None else StreamToken.reminder == reminder_id
-    )
     with store.transaction():
         newest = (
             StreamToken.select(peewee.fn.MAX(StreamToken.id))
@@ -252,5 +265,6 @@ def _record(row: Any) -> CallRecord:
         direction=str(row.direction),
         goal_id=row.goal_id,
         reminder_id=row.reminder_id,
+        transfer_id=row.transfer_id,
         stir_verstat=row.stir_verstat,
     )

@@ -7,6 +7,7 @@ from tars_actors.messaging.tools import ToolServices, messaging_tools
 from tars_actors.reminders.tools import reminder_tools
 from tars_actors.tools.call import END_CALL
 from tars_actors.tools.registry import ToolRegistry
+from tars_actors.transfer.tools import transfer_tools
 
 __all__ = ["ToolServices", "build_registry"]
 
@@ -20,4 +21,5 @@ def build_registry(services: ToolServices | None = None) -> ToolRegistry:
     specs = [END_CALL]
     if services is not None:
         specs += messaging_tools(services) + reminder_tools(services) + goal_tools(services)
+        specs += transfer_tools(services)
     return ToolRegistry(specs)

@@ -122,6 +122,22 @@ def _ended_rows(state: LogState) -> list[list[str]]:
     ]
 
 
+def _transfer_rows(state: LogState) -> list[list[str]]:
+    return [
+        [
+            str(t.transfer_id),
+            t.kind,
+            clip(t.party, 34),
+            t.asked_by or "?",
+            t.status,
+            _clock(t.started),
+            _clock(t.updated),
+            clip(t.detail or "", 36),
+        ]
+        for t in reversed(state.transfers.values())
+    ]
+
+
 def _event_lines(
     events: Iterable[EventView], *, show_level: bool = False, show_who: bool = True
 ) -> list[str]:
@@ -203,6 +219,10 @@ def render(state: LogState, *, now: datetime | None = None, source: str | None =
     if state.quiet:
         quiet = ", ".join(f"{count} {event}" for event, count in sorted(state.quiet.items()))
         lines.append(f"  also: {quiet}")
+    if state.transfers:
+        lines += ["", f"TRANSFERS: last {len(state.transfers)}"]
+        headers = ["ID", "KIND", "WHO", "ASKED", "STATUS", "STARTED", "UPDATED", "DETAIL"]
+        lines += _table(headers, _transfer_rows(state), {0})
     if state.activity:
         lines += ["", f"MESSAGES, REMINDERS AND GOALS: last {len(state.activity)}"]
         lines += _event_lines(state.activity)

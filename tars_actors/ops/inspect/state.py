@@ -18,13 +18,20 @@ from tars_actors.ops.inspect.records import (
     record_level,
     record_time,
 )
-from tars_actors.ops.inspect.views import ActorView, DaemonView, EventView, SessionView
+from tars_actors.ops.inspect.views import (
+    ActorView,
+    DaemonView,
+    EventView,
+    SessionView,
+    TransferView,
+)
 
 __all__ = [
     "ENDED_SESSIONS_SHOWN",
     "QUIET_WARNINGS",
     "RECENT_EVENTS",
     "STOPPED_ACTORS_KEPT",
+    "TRANSFERS_SHOWN",
     "LogState",
 ]
 
@@ -42,6 +49,23 @@ _GONE_REMEMBERED = 5000
 QUIET_WARNINGS = frozenset({"stream.frame_rejected", "stream.frame_rejections_suppressed"})
 #: Event prefixes listed under "messages, reminders and goals".
 _ACTIVITY_PREFIXES = ("router.", "reminders.", "goal.")
+#: Transfers listed, the most recent.
+TRANSFERS_SHOWN = 8
+#: What each ``transfer.*`` line makes of a transfer's status.
+_TRANSFER_STATUS = {
+    "transfer.requested": "asking",
+    "transfer.screening_call": "ringing owner",
+    "transfer.accepted": "accepted",
+    "transfer.declined": "declined",
+    "transfer.no_answer": "no answer",
+    "transfer.canceled": "canceled",
+    "transfer.bridged": "bridged",
+    "transfer.connecting": "connecting",
+    "transfer.connected": "connected",
+    "transfer.failed": "failed",
+    "transfer.caller_not_redirected": "failed",
+    "transfer.connect_failed": "failed",
+}
 
 
 class LogState:
@@ -74,6 +98,8 @@ class LogState:
         #: Flood-prone warnings (QUIET_WARNINGS), counted per event.
         self.quiet: Counter[str] = Counter()
         self.activity: deque[EventView] = deque(maxlen=keep)
+        #: The latest transfers by id, oldest first (``transfer.*``).
+        self.transfers: OrderedDict[int, TransferView] = OrderedDict()
         self.daemon = DaemonView()
         self.stats_interval: float | None = None
         self.last_stats: datetime | None = None
@@ -126,6 +152,8 @@ class LogState:
             self._on_supervisor(record, event, level, stamp)
         elif event.startswith("daemon."):
             self._on_daemon(record, event, stamp)
+        elif event.startswith("transfer."):
+            self._on_transfer(record, event, stamp)
         if actor is not None and actor.live:
             if event.endswith(".stopped"):
                 self._stop_actor(actor, "stopped", None)
@@ -245,6 +273,33 @@ class LogState:
                 self._stop_actor(actor, "abandoned", reason)
             case "supervisor.child_start_failed":
                 self._stop_actor(actor, "start failed", reason)
+            case _:
+                pass
+
+    # -- transfers -----------------------------------------------------------------------
+
+    def _on_transfer(self, record: Record, event: str, stamp: datetime | None) -> None:
+        transfer_id = field_int(record, "transfer_id")
+        status = _TRANSFER_STATUS.get(event)
+        if transfer_id is None or status is None:
+            return
+        view = self.transfers.get(transfer_id)
+        if view is None:
+            view = self.transfers[transfer_id] = TransferView(transfer_id, started=stamp)
+            while len(self.transfers) > TRANSFERS_SHOWN:
+                self.transfers.popitem(last=False)
+        view.status, view.updated = status, stamp or view.updated
+        match event:
+            case "transfer.requested":
+                view.party = field_text(record, "caller") or view.party
+                view.asked_by = "in the owner's call"
+            case "transfer.screening_call":
+                view.asked_by = "by phone"
+            case "transfer.connecting":
+                view.kind, view.party = "connect", field_text(record, "to") or view.party
+                view.asked_by = "the owner"
+            case "transfer.no_answer" | "transfer.failed":
+                view.detail = field_text(record, "status") or field_text(record, "why")
             case _:
                 pass
 

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from tars_actors.ops.inspect.descriptions import short_sid
 
-__all__ = ["LIVE_STATES", "ActorView", "DaemonView", "EventView", "SessionView"]
+__all__ = ["LIVE_STATES", "ActorView", "DaemonView", "EventView", "SessionView", "TransferView"]
 
 #: Actor states in which the actor still exists.
 LIVE_STATES = frozenset({"running", "restarting"})
@@ -90,6 +90,22 @@ class SessionView:
         if self.started is None or end is None:
             return None
         return max(0.0, (end - self.started).total_seconds())
+
+
+@dataclass(slots=True)
+class TransferView:
+    """One transfer as the ``transfer.*`` lines tell it: who asked, how the owner was asked,
+    and how it ended."""
+
+    transfer_id: int
+    kind: str = "screened"
+    #: The asking call's session name, or for ``connect_call`` the number connected to.
+    party: str = "?"
+    asked_by: str = ""
+    status: str = "asking"
+    started: datetime | None = None
+    updated: datetime | None = None
+    detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from tars_actors.runtime.settings.sections import (
     SessionSettings,
     Settings,
     SupervisionSettings,
+    TransferSettings,
     TwilioSettings,
 )
 
@@ -59,6 +60,7 @@ __all__ = [
     "Settings",
     "SettingsError",
     "SupervisionSettings",
+    "TransferSettings",
     "TwilioSettings",
     "load_settings",
     "parse_settings",

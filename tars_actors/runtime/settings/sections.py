@@ -158,6 +158,15 @@ class ReminderSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TransferSettings:
+    """[transfer]: putting a caller through to the owner."""
+
+    #: How long the owner has to take a caller: the screening call rings this long, and a
+    #: request in the owner's live call waits this long for the answer.
+    ring_seconds: int = field(default=25, metadata=checked(checks.int_between(5, 120)))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DatabaseSettings:
     """[database]: any URL ``playhouse.db_url`` opens."""
 
@@ -271,6 +280,7 @@ class Settings:
     gemini: GeminiSettings = field(default_factory=GeminiSettings, metadata=_SECTION)
     sessions: SessionSettings = field(default_factory=SessionSettings, metadata=_SECTION)
     reminders: ReminderSettings = field(default_factory=ReminderSettings, metadata=_SECTION)
+    transfer: TransferSettings = field(default_factory=TransferSettings, metadata=_SECTION)
     database: DatabaseSettings = field(default_factory=DatabaseSettings, metadata=_SECTION)
     logging: LoggingSettings = field(default_factory=LoggingSettings, metadata=_SECTION)
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings, metadata=_SECTION)
