@@ -13,6 +13,7 @@ from typing import Any
 import pykka
 import structlog
 
+from tars_actors.runtime import _malloc_trim
 from tars_actors.runtime.actor import TarsActor
 from tars_actors.runtime.events import EventBus
 from tars_actors.runtime.observability import (
@@ -116,6 +117,7 @@ class ActorMonitor(TarsActor):
             case _StatsTick():
                 self._schedule_stats()
                 self._report_stats()
+                self._trim_memory()
                 return None
             case ReportStats():
                 return self._report_stats()
@@ -136,6 +138,18 @@ class ActorMonitor(TarsActor):
         for line in stats:
             log.info("actor.stats", **line.log_fields())
         return stats
+
+    def _trim_memory(self) -> None:
+        """Freed memory back to the system (glibc keeps it otherwise), with each stats line."""
+        trimmed = _malloc_trim.trim()
+        if trimmed is not None:
+            log.info(
+                "memory.trimmed",
+                released=trimmed.released,
+                ms=round(trimmed.milliseconds, 2),
+                rss_before_mb=trimmed.rss_before_mb,
+                rss_after_mb=trimmed.rss_after_mb,
+            )
 
     def _check_stuck(self) -> tuple[ActorStuck, ...]:
         snapshots = [s for s in snapshot_actors() if s.urn != self.actor_urn]

@@ -32,12 +32,20 @@ from tars_actors.net.fast_paths import (
     FastPathSwitch,
     switched_off,
 )
+from tars_actors.runtime import _malloc_trim as malloc_trim
 from tars_actors.sim.gemini import ScriptedReply, tone
 from tars_actors.sim.world import OWNER_PHONE, LocalWorld
 from tests.logs import log_events
 
 WAIT = 15.0
-SWITCHES = (ws_delivery.SWITCH, libsoxr.SWITCH, json_frames.SWITCH, genai_bypass.SWITCH)
+SWITCHES = (
+    ws_delivery.SWITCH,
+    libsoxr.SWITCH,
+    json_frames.SWITCH,
+    genai_bypass.SWITCH,
+    malloc_trim.SWITCH,
+)
+NAMES = {switch.name for switch in SWITCHES}
 
 
 @pytest.fixture
@@ -58,15 +66,14 @@ def decided_again() -> Iterator[None]:
     [
         ("", set()),
         ("0", set()),
-        ("1", {"ws_delivery", "libsoxr", "json_frames", "genai_bypass"}),
-        ("all", {"ws_delivery", "libsoxr", "json_frames", "genai_bypass"}),
+        ("1", NAMES),
+        ("all", NAMES),
         ("libsoxr", {"libsoxr"}),
         (" json_frames , GENAI_BYPASS ", {"json_frames", "genai_bypass"}),
     ],
 )
 def test_the_environment_switch_names_paths_or_all(value: str, off: set[str]) -> None:
-    names = {"ws_delivery", "libsoxr", "json_frames", "genai_bypass"}
-    assert {name for name in names if switched_off(name, {ENVIRONMENT_SWITCH: value})} == off
+    assert {name for name in NAMES if switched_off(name, {ENVIRONMENT_SWITCH: value})} == off
 
 
 def test_a_switch_decides_once_and_says_why_it_is_off() -> None:
@@ -130,6 +137,15 @@ def _without_scanner(patch: pytest.MonkeyPatch) -> None:
     patch.setattr(json, "JSONDecoder", WithoutScanner)
 
 
+def _without_malloc_trim(patch: pytest.MonkeyPatch) -> None:
+    # A C library that is not glibc (musl, macOS): it has malloc, not malloc_trim.
+    class OtherLibc:
+        def __init__(self, _name: object) -> None:
+            pass
+
+    patch.setattr(malloc_trim.ctypes, "CDLL", OtherLibc)
+
+
 def _switched_off(patch: pytest.MonkeyPatch) -> None:
     patch.setenv(ENVIRONMENT_SWITCH, "1")
 
@@ -145,11 +161,23 @@ REMOVALS: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], dict[str, str]]]
     ),
     "libsoxr": (_without_libsoxr, {"libsoxr": "libsoxr cannot be loaded"}),
     "scan_once": (_without_scanner, {"json_frames": "json.JSONDecoder has no scan_once"}),
+    "malloc_trim": (_without_malloc_trim, {"malloc_trim": "has no malloc_trim (not glibc)"}),
     "all, by the environment switch": (
         _switched_off,
         {switch.name: "switched off by TARS_NO_FAST_PATHS" for switch in SWITCHES},
     ),
 }
+
+
+def test_malloc_trim_gives_memory_back_only_when_on(decided_again: None) -> None:
+    trimmed = malloc_trim.trim()
+    assert trimmed is not None
+    assert trimmed.milliseconds >= 0
+    assert trimmed.rss_before_mb is not None
+    assert trimmed.rss_after_mb is not None
+    assert trimmed.rss_after_mb <= trimmed.rss_before_mb + 1  # nothing grew meanwhile
+    malloc_trim.SWITCH.force(False)
+    assert malloc_trim.trim() is None
 
 
 def dominant_frequency(pcm: bytes, rate: int) -> float:

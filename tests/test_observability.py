@@ -405,3 +405,19 @@ def test_mailbox_benchmark_table_names_both_actors_and_the_overhead() -> None:
     assert "pykka.ThreadingActor" in table
     assert "TarsActor (instrumented Mailbox)" in table
     assert f"{result.overhead_percent:+.1f} %" in table
+
+
+def test_each_stats_tick_gives_freed_memory_back_and_says_so(log_out: io.StringIO) -> None:
+    timers = ManualTimers()
+    monitor = start_monitor(timers, stats_interval=10.0, watchdog_seconds=60.0)
+    assert lines_of(log_out, "memory.trimmed") == []
+
+    timers.advance(10.0)
+    settle(monitor)
+    timers.advance(10.0)
+    settle(monitor)
+
+    trimmed = lines_of(log_out, "memory.trimmed")
+    assert len(trimmed) == 2
+    assert all(line["ms"] >= 0 for line in trimmed)
+    assert all(line["rss_after_mb"] > 0 for line in trimmed)

@@ -7,6 +7,7 @@ from tars_actors.audio import _libsoxr
 from tars_actors.model import _genai_bypass
 from tars_actors.net import _json_frames, _ws_delivery
 from tars_actors.net.fast_paths import FastPath
+from tars_actors.runtime import _malloc_trim
 
 __all__ = ["decide_all"]
 
@@ -14,5 +15,6 @@ __all__ = ["decide_all"]
 def decide_all() -> tuple[FastPath, ...]:
     """Every fast path's decision (made now where not made yet), in a fixed order."""
     return tuple(
-        module.SWITCH.status() for module in (_ws_delivery, _libsoxr, _json_frames, _genai_bypass)
+        module.SWITCH.status()
+        for module in (_ws_delivery, _libsoxr, _json_frames, _genai_bypass, _malloc_trim)
     )

@@ -22,6 +22,10 @@ __all__ = ["ManualTimers", "ThreadTimers", "TimerHandle", "Timers"]
 log = structlog.get_logger("tars.timers")
 
 
+def _nothing() -> None:
+    return None
+
+
 class TimerHandle:
     """A scheduled callback; ``cancel`` is idempotent and safe from any thread."""
 
@@ -35,6 +39,9 @@ class TimerHandle:
 
     def cancel(self) -> None:
         self._cancelled = True
+        # What the callback holds (an actor's ref, its message) goes now, not when the
+        # handle leaves the heap at its due time (a call's longest timer is half an hour).
+        self.callback = _nothing
 
     @property
     def cancelled(self) -> bool:
