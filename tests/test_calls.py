@@ -121,7 +121,12 @@ def test_unknown_caller_gets_the_exact_greeting_and_only_everyone_tools(
         "Hey, this is Máté Dort's assistant TARS, how can I help you?"
     )
     assert "limited access" in model.system_instruction
-    assert set(model.function_names) == {"end_call", "take_message", "request_callback"}
+    assert set(model.function_names) == {
+        "end_call",
+        "take_message",
+        "request_callback",
+        "request_transfer",
+    }
 
     call_id = model.send_tool_call("create_reminder", {"title": "steal the owner's day"})
     response = model.wait_for_tool_response(call_id, timeout=WAIT)

@@ -101,7 +101,12 @@ def test_a_faked_owners_number_without_attestation_gets_a_strangers_level(
     faker.call()
     model = world.gemini.wait_for_connection(1, timeout=WAIT)
     faker.wait_for_mark("turn-1", timeout=WAIT)
-    assert set(model.function_names) == {"end_call", "take_message", "request_callback"}
+    assert set(model.function_names) == {
+        "end_call",
+        "take_message",
+        "request_callback",
+        "request_transfer",
+    }
     # Asking anyway: refused at execution.
     call_id = model.send_tool_call("list_contacts")
     assert "error" in model.wait_for_tool_response(call_id, timeout=WAIT).response
@@ -140,7 +145,12 @@ def test_the_owner_proves_themself_with_the_pin_and_the_call_carries_on(
 ) -> None:
     world = pin_world
     phone, first = unattested_owner(world)
-    assert set(first.function_names) == {"end_call", "take_message", "request_callback"}
+    assert set(first.function_names) == {
+        "end_call",
+        "take_message",
+        "request_callback",
+        "request_transfer",
+    }
     assert "PIN" in first.system_instruction
     assert "hash key" in first.client_contents[0].text
     assert first.issued_handles, "the stand-in issues a handle after the greeting"
