@@ -246,8 +246,8 @@ class Telephony(TarsActor):
         try:
             match request:
                 case HangUp() | SayAndHangUp() | Redirect():
-                    self._idempotent(request)
-                    self._waiting(intent_key(request))
+                    # Finished once, here: a request asked again meanwhile is its own job.
+                    self._finished(request, self._idempotent(request))
                 case SendSms():
                     self._send_sms(request, failures)
                 case PlaceCall():
@@ -362,13 +362,12 @@ class Telephony(TarsActor):
         book.failed(intent, str(outcome))
         return outcome
 
-    def _idempotent(self, request: HangUp | SayAndHangUp | Redirect) -> None:
+    def _idempotent(self, request: HangUp | SayAndHangUp | Redirect) -> Done[None] | Failed | None:
         """A hang-up or a redirect, recorded like the rest; done again after a restart
-        (both are harmless to repeat), skipped once done."""
+        (both are harmless to repeat), skipped once done (None)."""
         book = self._book
         if book is None:
-            self._carry_out(request)
-            return
+            return self._carry_out(request)
         payload: dict[str, Any]
         match request:
             case HangUp():
@@ -389,30 +388,37 @@ class Telephony(TarsActor):
             claim = book.claim(key=key, kind=kind, to_number="", from_number="", request=call)
             if isinstance(claim, Known):
                 log.info("telephony.already_done", key=key)
-                if isinstance(request, Redirect):
-                    self._redirect_outcome(request, None)
-                return
+                return None
             intent = claim.intent if isinstance(claim, Go) else book.again(claim.intent, call)
         except Exception:  # the database: a hang-up still goes out, unrecorded
             log.exception("telephony.intent_unrecorded", key=key)
-            self._carry_out(request)
-            return
-        done = self._carry_out(request)
-        if intent is not None and done:
+            return self._carry_out(request)
+        outcome = self._carry_out(request)
+        if intent is not None and isinstance(outcome, Done):
             book.sent(intent, request.call_sid)
         elif intent is not None:
-            book.failed(intent, "see the log line before")
+            book.failed(intent, str(outcome))
+        return outcome
 
-    def _carry_out(self, request: HangUp | SayAndHangUp | Redirect) -> bool:
+    def _carry_out(self, request: HangUp | SayAndHangUp | Redirect) -> Done[None] | Failed:
         match request:
             case HangUp():
-                return call_updates.hang_up(self._retrying, request)
+                done = call_updates.hang_up(self._retrying, request)
             case SayAndHangUp():
-                return call_updates.say_and_hang_up(self._retrying, request)
+                done = call_updates.say_and_hang_up(self._retrying, request)
             case Redirect():
-                outcome = call_updates.redirect(self._retrying, request)
-                self._redirect_outcome(request, outcome)
-                return isinstance(outcome, Done)
+                return call_updates.redirect(self._retrying, request)
+        if done:
+            return Done(value=None, attempts=1)
+        return Failed(error=RuntimeError("see the log line before"), attempts=1)
+
+    def _finished(
+        self, request: HangUp | SayAndHangUp | Redirect, outcome: Done[None] | Failed | None
+    ) -> None:
+        if isinstance(request, Redirect):
+            self._redirect_outcome(request, outcome)
+        else:
+            self._waiting(intent_key(request))
 
     def _redirect_outcome(self, request: Redirect, outcome: Done[None] | Failed | None) -> None:
         """Reply to every requester of the redirect (None: it was done before)."""

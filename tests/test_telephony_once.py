@@ -17,8 +17,11 @@ from structlog.testing import capture_logs
 from actors.telephony import RetryPolicy, Telephony
 from tars_actors.actor_messages import (
     CallPlaced,
+    CallRedirected,
     HangUp,
     PlaceCall,
+    Redirect,
+    RedirectFailed,
     SendSms,
     SmsFailed,
     SmsSent,
@@ -26,7 +29,7 @@ from tars_actors.actor_messages import (
 from tars_actors.runtime.settings import Secrets, Settings
 from tars_actors.sim.twilio_api import Operation, TwilioRestStandIn
 from tars_actors.store import RestIntent, Store, utcnow
-from tars_actors.telephony.intents import CALL_LEFT_FOR, IntentBook, IntentKind
+from tars_actors.telephony.intents import CALL_LEFT_FOR, IntentBook, IntentKind, intent_key
 from tars_actors.telephony.outbox import Outbox
 from tars_actors.telephony.rest import make_client
 from tests.waiting import wait_until
@@ -538,3 +541,81 @@ def test_a_lookup_does_not_take_the_message_of_a_send_still_in_flight(
     assert sent["a"] == SmsSent(correlation_id="a", message_sid=second.sid)
     assert (intent(store, "sms:b").sid, intent(store, "sms:a").sid) == (first.sid, second.sid)
     assert creates(twilio, Operation.MESSAGES_CREATE) == [201, 500, 201]
+
+
+# --- redirects -----------------------------------------------------------------------------
+
+
+def redirect(
+    sid: str,
+    reply_to: Any,
+    twiml: str = "<Response><Dial><Conference>r</Conference></Dial></Response>",
+) -> Redirect:
+    return Redirect(
+        call_sid=sid,
+        twiml=twiml,
+        reason="transfer",
+        reply_to=reply_to,
+        correlation_id=f"transfer-{sid}",
+    )
+
+
+def test_a_redirect_is_done_once_and_asked_again_is_answered_from_its_record(
+    twilio: TwilioRestStandIn, store: Store, start: Callable[..., pykka.ActorRef[Telephony]]
+) -> None:
+    call = twilio.seed_call("CA" + "1" * 32, from_=OWNER, to=NUMBER)
+    telephony = start()
+    inbox, replies = new_inbox()
+    telephony.tell(redirect(call.sid, inbox))
+    [done] = replies.wait(1)
+    assert done == CallRedirected(correlation_id=f"transfer-{call.sid}", call_sid=call.sid)
+    [record] = twilio.redirects
+    assert record.call_sid == call.sid
+
+    # A restarted requester asks again: answered from the intent, not redirected twice.
+    telephony.tell(redirect(call.sid, inbox))
+    _, again = replies.wait(2)
+    assert again == done
+    assert len(twilio.redirects) == 1
+    [row] = [r for r in all_intents(store) if r.kind == "redirect"]
+    assert (row.status, row.sid) == ("sent", call.sid)
+
+
+def test_a_redirect_of_a_call_that_ended_says_so(
+    twilio: TwilioRestStandIn, start: Callable[..., pykka.ActorRef[Telephony]]
+) -> None:
+    call = twilio.seed_call("CA" + "2" * 32, from_=OWNER, to=NUMBER)
+    twilio.set_call_status(call.sid, "completed")
+    telephony = start()
+    inbox, replies = new_inbox()
+    telephony.tell(redirect(call.sid, inbox))
+    [failed] = replies.wait(1)
+    assert isinstance(failed, RedirectFailed)
+    assert failed.ended
+    assert failed.call_sid == call.sid
+    assert twilio.redirects == []
+
+
+def test_a_redirect_left_unsure_by_a_dead_daemon_is_done_again_at_start(
+    twilio: TwilioRestStandIn, store: Store, start: Callable[..., pykka.ActorRef[Telephony]]
+) -> None:
+    call = twilio.seed_call("CA" + "3" * 32, from_=OWNER, to=NUMBER)
+    twiml = "<Response><Dial><Conference>tars-transfer-9</Conference></Dial></Response>"
+    request = redirect(call.sid, None, twiml)
+    IntentBook(store).claim(
+        key=intent_key(request),
+        kind=IntentKind.REDIRECT,
+        to_number="",
+        from_number="",
+        request={"call_sid": call.sid, "twiml": twiml, "reason": "transfer", "correlation_id": "x"},
+    )
+    start()
+    twilio.wait_for_redirect(1, timeout=WAIT)
+    [record] = twilio.redirects
+    assert (record.call_sid, record.twiml) == (call.sid, twiml)
+    wait_until(lambda: intent(store, intent_key(request)).status == "sent", "the intent settled")
+
+
+def all_intents(store: Store) -> list[Any]:
+    with store.connection():
+        return list(RestIntent.select())

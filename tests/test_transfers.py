@@ -181,6 +181,11 @@ def test_the_owner_on_a_live_call_declines_and_the_caller_is_offered_a_message(
     assert not caller.closed  # the caller stays with TARS
     again = call_tool(owner_model, "decide_transfer", {"transfer_id": transfer_id, "accept": True})
     assert "declined already" in again["error"]
+    # Once per call: asking again is refused, and nobody is asked again.
+    repeat = call_tool(caller_model, "request_transfer", {"reason": "please, it is urgent"})
+    assert "asked already" in repeat["error"]
+    with line.store().connection():
+        assert Transfer.select().count() == 1
 
 
 def test_no_answer_in_the_live_call_within_ring_seconds_tells_the_caller(line: Line) -> None:
@@ -274,6 +279,10 @@ def test_owner_away_no_answer_after_ring_seconds(line: Line) -> None:
     assert "take_message" in note
     row = line.transfer(transfer_id)
     assert (row.status, row.detail) == ("no_answer", "screening call no-answer")
+    # Once per call: the owner's phone is not rung again for the same caller.
+    repeat = call_tool(caller_model, "request_transfer", {"reason": "try once more"})
+    assert "asked already" in repeat["error"]
+    assert len(line.world.twilio.requests_for(Operation.CALLS_CREATE)) == 1
 
 
 def test_a_caller_who_hangs_up_cancels_the_screening_call(line: Line) -> None:

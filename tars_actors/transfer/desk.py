@@ -156,15 +156,13 @@ class TransferDesk:
             rows = Transfer.select().where(Transfer.status.not_in(FINAL_STATUSES))
             return [_record(row) for row in rows.order_by(Transfer.id)]
 
-    def open_for_caller(self, session_id: int) -> TransferRecord | None:
-        """The caller's transfer that is not settled yet, if any."""
+    def latest_for_caller(self, session_id: int) -> TransferRecord | None:
+        """The latest transfer this call asked for, settled or not."""
         with self._store.connection():
             row = (
                 Transfer.select()
-                .where(
-                    Transfer.caller_session == session_id,
-                    Transfer.status.not_in(FINAL_STATUSES),
-                )
+                .where(Transfer.caller_session == session_id)
+                .order_by(Transfer.id.desc())
                 .first()
             )
         return None if row is None else _record(row)

@@ -91,12 +91,21 @@ class TransferSwitch:
             return TransferReply(
                 ok=False, detail=f"you are talking with {self._lines.owner} already"
             )
-        waiting = self._lines.desk.open_for_caller(session.session_id)
-        if waiting is not None:
+        earlier = self._lines.desk.latest_for_caller(session.session_id)
+        if earlier is not None and not earlier.final:
             return TransferReply(
                 ok=True,
                 detail=f"already asked {self._lines.owner}; the answer comes as a note",
-                transfer_id=waiting.id,
+                transfer_id=earlier.id,
+            )
+        if earlier is not None and earlier.status is not TransferStatus.FAILED:
+            # Once per call: each ask may ring the owner's phone (and cost a call).
+            return TransferReply(
+                ok=False,
+                detail=(
+                    f"this caller asked already, and {self._lines.owner} could not take the "
+                    "call; offer to take a message instead"
+                ),
             )
         record = self._lines.desk.create(
             kind=TransferKind.SCREENED,
