@@ -12,6 +12,7 @@ from typing import Any
 import pykka
 import pytest
 
+from actors.router import Router
 from tars_actors.sim.gemini import LiveConnection
 from tars_actors.sim.softphone import SyncSoftphone
 from tars_actors.sim.twilio_api import CallRecord, Operation, RedirectRecord
@@ -336,3 +337,65 @@ def test_only_the_owner_decides_and_only_callers_ask(line: Line) -> None:
     refused = call_tool(caller_model, "decide_transfer", accept)
     assert "not available" in refused["error"]
     assert line.transfer(transfer_id).status == "asking"
+
+
+# --- a Router that fails mid-transfer --------------------------------------------------------
+
+
+class Boom:
+    """Told to the Router by a test: it fails on it, and the root supervisor starts another."""
+
+
+@pytest.fixture
+def breakable_router(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = Router.on_receive
+
+    def on_receive(self: Router, message: Any) -> Any:
+        if isinstance(message, Boom):
+            raise RuntimeError("router failure injected by the test")
+        return original(self, message)
+
+    monkeypatch.setattr(Router, "on_receive", on_receive)
+
+
+def crash_router() -> None:
+    [router] = pykka.ActorRegistry.get_by_class(Router)
+    router.tell(Boom())
+    wait_until(
+        lambda: pykka.ActorRegistry.get_by_class(Router) not in ([], [router]),
+        "a new Router",
+    )
+
+
+def test_a_router_restarted_while_the_owner_decides_still_keeps_the_deadline(
+    breakable_router: None, line: Line
+) -> None:
+    _owner, owner_model = line.dial_in(OWNER_PHONE)
+    _caller, caller_model = line.dial_in(STRANGER)
+    transfer_id = ask(caller_model)
+    wait_for_note(owner_model, "decide_transfer")
+
+    crash_router()
+    note = wait_for_note(caller_model, "did not answer")
+    assert "take_message" in note
+    assert line.transfer(transfer_id).status == "no_answer"
+
+
+def test_a_router_restarted_mid_bridge_finishes_it_once(breakable_router: None, line: Line) -> None:
+    owner, owner_model = line.dial_in(OWNER_PHONE)
+    caller, caller_model = line.dial_in(STRANGER)
+    transfer_id = ask(caller_model)
+    wait_for_note(owner_model, "decide_transfer")
+    # Twilio redirects the caller's leg at once, and its answer is slow: the Router that
+    # asked fails before it hears it.
+    line.world.twilio.set_answer_delay(Operation.CALLS_UPDATE, 0.5)
+    decided = call_tool(
+        owner_model, "decide_transfer", {"transfer_id": transfer_id, "accept": True}
+    )
+    assert decided["ok"] is True
+    crash_router()
+    line.world.twilio.set_answer_delay(Operation.CALLS_UPDATE, 0.0)
+
+    assert_bridged(line, transfer_id, caller, owner.call_sid)
+    # Each leg was redirected once, whatever the new Router asked again.
+    assert [r.call_sid for r in line.world.twilio.redirects] == [caller.call_sid, owner.call_sid]
