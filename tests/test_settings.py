@@ -211,6 +211,8 @@ def test_float_key_rejects_a_value_that_is_not_finite() -> None:
         ("supervision", "max_restarts", -1, "[supervision] max_restarts: must be at least 0"),
         ("supervision", "period_seconds", 0, "[supervision] period_seconds: must be greater"),
         ("monitor", "stats_interval_seconds", 0, "[monitor] stats_interval_seconds: must be"),
+        ("transfer", "ring_seconds", 4, "[transfer] ring_seconds: must be between 5 and 120"),
+        ("transfer", "ring_seconds", 121, "[transfer] ring_seconds: must be between 5 and 120"),
     ],
 )
 def test_number_outside_its_range_is_rejected(
