@@ -257,6 +257,8 @@ class CallSupervisor(Supervisor):
         self._reminders = reminders
         # Goal calls that reached an answering machine: they end as "voicemail".
         self._voicemail: set[str] = set()
+        # Calls whose session started (the latest 4096): their final status is no news.
+        self._answered: dict[str, None] = {}
 
     def on_start(self) -> None:
         self._store.connect()
@@ -282,7 +284,8 @@ class CallSupervisor(Supervisor):
             case CallStatusChanged(call_sid=call_sid, status=status):
                 if message.answered_by is not None:
                     self._answered_by(call_sid, message.answered_by)
-                if status in FINAL_STATUSES and not self._tell_session(call_sid, message):
+                told = status in FINAL_STATUSES and self._tell_session(call_sid, message)
+                if status in FINAL_STATUSES and not told and call_sid not in self._answered:
                     # The call ended before its stream started: free its place now.
                     self._admission.release(call_sid)
                     self._goal_ended(call_sid, goal_status_for(status) or GoalStatus.FAILED)
@@ -380,7 +383,7 @@ class CallSupervisor(Supervisor):
             self._refuse(message, record)
             return
         caller = self._identify(record)
-        owner = caller.permission == Permission.OWNER or caller.pin_pending
+        owner = caller.permission in (Permission.OWNER, Permission.SCREENING) or caller.pin_pending
         if not self._admission.activate(
             call_sid, caller.number, owner=owner, pending=caller.pin_pending
         ):
@@ -446,6 +449,9 @@ class CallSupervisor(Supervisor):
         )
         try:
             self.start_child(spec)
+            self._answered[call_sid] = None
+            if len(self._answered) > 4096:  # a day of calls and more
+                del self._answered[next(iter(self._answered))]
         except Exception:
             log.exception("calls.session_start_failed", call_sid=call_sid)
             self._admission.release(call_sid)

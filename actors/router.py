@@ -115,6 +115,7 @@ class Router(TarsActor):
             telephony=telephony,
             router=me or (lambda: self.actor_ref),
             note=self._note_to_session,
+            notify_owner=self._transfer_notice,
         )
 
     def on_start(self) -> None:
@@ -193,12 +194,18 @@ class Router(TarsActor):
             reply = TransferReply(ok=False, detail=f"the transfer could not be recorded: {error}")
         if isinstance(request, DecideTransfer) and request.reply_to is not None:
             # Decided on a screening call's keypad: its model hears what came of it.
-            answer = "accepted" if request.accept else "declined"
+            key = "1 (take it)" if request.accept else "2 (not now)"
+            outcome = reply.detail if reply.ok else f"It could not be done: {reply.detail}."
             with contextlib.suppress(pykka.ActorDeadError):
                 request.reply_to.tell(
-                    Instruct(text=f"[System note] Keypad: the call was {answer}. {reply.detail}")
+                    Instruct(text=f"[System note] The keypad answered {key}. {outcome}")
                 )
         return reply
+
+    def _transfer_notice(self, text: str) -> None:
+        self._notify_owner(
+            text, MessageType.NOTIFICATION, sender_session_id=None, sender_name="TARS"
+        )
 
     def _note_to_session(self, session_id: int, text: str) -> bool:
         """A note from TARS for one live session, recorded and delivered at its next turn

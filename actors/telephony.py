@@ -78,6 +78,8 @@ T = TypeVar("T")
 
 log = structlog.get_logger("tars.telephony")
 
+_UNSURE_REDIRECT = "its outcome is unknown (TARS stopped on the way); a redirect is not repeated"
+
 
 class Telephony(TarsActor):
     """Carries out :class:`~tars_actors.actor_messages.HangUp`,
@@ -389,6 +391,11 @@ class Telephony(TarsActor):
             if isinstance(claim, Known):
                 log.info("telephony.already_done", key=key)
                 return None
+            if isinstance(claim, Unsure) and isinstance(request, Redirect):
+                # Twilio may have acted on it: run twice, a leg would leave its room.
+                log.warning("telephony.redirect_not_repeated", key=key)
+                book.failed(claim.intent, _UNSURE_REDIRECT)
+                return Failed(error=RuntimeError(_UNSURE_REDIRECT), attempts=0)
             intent = claim.intent if isinstance(claim, Go) else book.again(claim.intent, call)
         except Exception:  # the database: a hang-up still goes out, unrecorded
             log.exception("telephony.intent_unrecorded", key=key)

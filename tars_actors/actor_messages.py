@@ -365,6 +365,9 @@ class Redirect:
     twiml: str
     #: Why, for the log line (``transfer``, ``connect``...).
     reason: str
+    #: A new limit on the whole call's length (Twilio's ``TimeLimit``), if any: a call TARS
+    #: placed with a short one would otherwise be cut off mid-conversation.
+    time_limit_seconds: int | None = None
     #: An ActorRef told :class:`CallRedirected` or :class:`RedirectFailed`, or a function
     #: returning the ref to tell; None for fire and forget.
     reply_to: Any = None

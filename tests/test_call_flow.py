@@ -482,3 +482,39 @@ def test_a_call_without_unlogged_keypresses_ends_without_a_keypress_line() -> No
         )
         if e.event == "call.dtmf"
     ] == []
+
+
+def test_a_call_handed_over_is_never_hung_up_by_tars_and_ends_transferred() -> None:
+    """Once the call is on its way into a conference, end_call, its grace, the longest
+    duration and the model being unreachable all leave it alone: only the stream's stop
+    (Twilio redirecting it) ends the session, with the hand-over's reason."""
+    flow = connected_flow()
+    handed = flow.hand_over("transferred")
+    assert of(LogEvent, handed)[0].event == "call.handing_over"
+    request = flow.model_event(
+        1, ToolCallRequest(calls=(FunctionCall(call_id="c1", name="end_call", args={}),))
+    )
+    flow.tool_finished("c1", "end_call", run_tool(of(RunTool, request)[0]))
+    for timer in (Timer.END_GRACE, Timer.MAX_DURATION, Timer.APOLOGY):
+        assert flow.timer_fired(timer) == []
+    flow.model_disconnected(1, expected=False, unsent=(), reason="lost")
+    unreachable = flow.timer_fired(Timer.MODEL_UNREACHABLE)
+    assert of(SayAndHangUp, unreachable) == []
+    assert not flow.ended
+
+    stopped = flow.caller_event(Stop(sequence_number=9, call_sid="CA1", account_sid="AC1"))
+    assert of(HangUp, stopped) == []
+    assert of(EndSession, stopped) == [EndSession(reason="transferred")]
+
+
+def test_a_hand_over_that_failed_gives_the_call_back_to_tars() -> None:
+    flow = connected_flow()
+    flow.model_event(1, TurnComplete())
+    flow.hand_over("transferred")
+    back = flow.hand_over(None, note="[System note] Putting the caller through failed.")
+    assert of(LogEvent, back)[0].event == "call.hand_over_failed"
+    assert [e.item.text for e in of(SendToModel, back) if isinstance(e.item, TextTurn)] == [
+        "[System note] Putting the caller through failed."
+    ]
+    ended = flow.timer_fired(Timer.MAX_DURATION)
+    assert of(HangUp, ended) == [HangUp(reason="max duration")]

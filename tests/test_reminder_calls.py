@@ -15,7 +15,7 @@ from tars_actors.reminders.book import ReminderBook, RemindersChanged
 from tars_actors.sim.gemini import LiveConnection
 from tars_actors.sim.twilio_api import Operation
 from tars_actors.sim.world import OWNER_PHONE, LocalWorld
-from tars_actors.store import Reminder, ReminderStatus, Store, utcnow
+from tars_actors.store import AgentSession, Reminder, ReminderStatus, Store, utcnow
 from tests.waiting import QUIET, never, wait_until
 
 WAIT = 15.0
@@ -120,7 +120,22 @@ def test_a_reminder_call_lets_the_owner_snooze(tmp_path: Path) -> None:
         delay = rows[1].due_at - utcnow()
         assert timedelta(minutes=9) < delay <= timedelta(minutes=10)
         owner.hang_up()
+        # Twilio's final status comes after the stream's stop: an answered call is no
+        # missed one, and no "nobody answered" SMS follows.
+        wait_until(lambda: ended_sessions(world) == 1, "the reminder call's session ended")
+        owner.send_status("completed")
+        never(
+            lambda: world.twilio.wait_for_request(Operation.MESSAGES_CREATE, timeout=QUIET),
+            "an SMS after the answered reminder call",
+        )
     pykka.ActorRegistry.stop_all()
+
+
+def ended_sessions(world: LocalWorld) -> int:
+    assert world.daemon is not None
+    assert world.daemon.store is not None
+    with world.daemon.store.connection():
+        return int(AgentSession.select().where(AgentSession.status == "ended").count())
 
 
 def test_a_reminder_due_while_the_daemon_was_down_is_texted_once_and_says_it_is_late(

@@ -18,6 +18,7 @@ from tars_actors.sim.softphone import SyncSoftphone
 from tars_actors.sim.twilio_api import CallRecord, Operation, RedirectRecord
 from tars_actors.sim.world import OWNER_PHONE, TWILIO_NUMBER, LocalWorld
 from tars_actors.store import AgentSession, Contact, Store, Transfer
+from tars_actors.transfer.messages import BRIDGED_CALL_LIMIT
 from tests.waiting import wait_until
 
 WAIT = 15.0
@@ -126,11 +127,11 @@ def assert_bridged(line: Line, transfer_id: int, caller: SyncSoftphone, owner_si
         lambda: line.session_of(caller.call_sid).end_reason == "transferred",
         "the caller's session ended transferred",
     )
-    # TARS handed the calls over: it hung neither of them up.
-    hang_ups = [
-        r for r in line.world.twilio.requests_for(Operation.CALLS_UPDATE) if r.param("Status")
-    ]
-    assert hang_ups == []
+    # TARS handed the calls over: it hung neither of them up, and each leg may last as
+    # long as Twilio allows (a screening call was placed with a short limit).
+    updates = line.world.twilio.requests_for(Operation.CALLS_UPDATE)
+    assert [r for r in updates if r.param("Status")] == []
+    assert {r.param("TimeLimit") for r in updates} == {str(BRIDGED_CALL_LIMIT)}
 
 
 def test_the_owner_on_a_live_call_accepts_and_both_legs_are_bridged(line: Line) -> None:
@@ -226,7 +227,8 @@ def test_owner_away_a_screening_call_is_placed_and_saying_yes_bridges(line: Line
     assert "about the flat lease" in screening_model.client_contents[0].text
     assert f"transfer_id {transfer_id}" in screening_model.system_instruction
     assert line.transfer(transfer_id).status == "screening"
-    assert line.session_of(call.sid).permission == "owner"
+    assert line.session_of(call.sid).permission == "screening"
+    assert set(screening_model.function_names) == {"end_call", "decide_transfer"}
 
     decided = call_tool(
         screening_model, "decide_transfer", {"transfer_id": transfer_id, "accept": True}
@@ -248,7 +250,7 @@ def test_owner_away_the_keypad_answers_the_screening_call(
         assert_bridged(line, transfer_id, caller, call.sid)
     else:
         wait_for_note(caller_model, "cannot take the call right now")
-        told = wait_for_note(screening_model, "Keypad: the call was declined")
+        told = wait_for_note(screening_model, "The keypad answered 2 (not now)")
         assert "end the call" in told
         assert line.transfer(transfer_id).status == "declined"
         assert line.world.twilio.redirects == []
@@ -283,6 +285,22 @@ def test_owner_away_no_answer_after_ring_seconds(line: Line) -> None:
     # Once per call: the owner's phone is not rung again for the same caller.
     repeat = call_tool(caller_model, "request_transfer", {"reason": "try once more"})
     assert "asked already" in repeat["error"]
+    assert len(line.world.twilio.requests_for(Operation.CALLS_CREATE)) == 1
+
+
+def test_one_screening_call_at_a_time_and_one_ask_per_number(line: Line) -> None:
+    first, first_model = line.dial_in(STRANGER)
+    transfer_id, _call = screening_call(line, first_model)
+    _second, second_model = line.dial_in(ANNA)
+    busy = call_tool(second_model, "request_transfer", {"reason": "me too"})
+    assert "being asked about another caller" in busy["error"]
+
+    # The first caller hangs up and calls again at once: the owner is not rung again.
+    first.hang_up()
+    wait_until(lambda: line.transfer(transfer_id).status == "canceled", "the first canceled")
+    _again, again_model = line.dial_in(STRANGER)
+    refused = call_tool(again_model, "request_transfer", {"reason": "still me"})
+    assert "a few minutes ago" in refused["error"]
     assert len(line.world.twilio.requests_for(Operation.CALLS_CREATE)) == 1
 
 

@@ -282,9 +282,8 @@ class CallFlow:
         return self._saying_goodbye or self._handing_over or "caller hung up"
 
     def hand_over(self, reason: str | None, note: str | None = None) -> list[Effect]:
-        """The call is being redirected away from TARS: once its stream stops it ends with
-        ``reason``, and TARS does not hang it up. None: the redirect failed, the call stays,
-        and ``note`` tells the model why."""
+        """Redirected away from TARS: its stream's stop ends it with ``reason``, and TARS
+        never hangs it up. None: the redirect failed; ``note`` tells the model why."""
         if self._ended:
             return []
         self._handing_over = reason
@@ -294,7 +293,7 @@ class CallFlow:
     def shutdown(self, reason: str = "shutdown") -> list[Effect]:
         if self._ended:
             return []
-        return self._finish(reason, hang_up=True)
+        return self._finish(reason, hang_up=self._handing_over is None)
 
     def end_with_notice(self, text: str, *, reason: str, grace: float) -> list[Effect]:
         """End the call politely: Twilio speaks ``text`` and hangs up (TARS is restarting).
@@ -313,6 +312,8 @@ class CallFlow:
         """Have Twilio speak ``text`` and hang up; end the call with ``reason`` once the
         stream closes, or after ``grace`` seconds if it does not. No model connection is
         opened meanwhile (one on its way is stopped) and nothing else is scheduled."""
+        if self._handing_over is not None:
+            return []  # the call is on its way elsewhere: not TARS's to end
         self._saying_goodbye = reason
         effects: list[Effect] = [
             SayAndHangUp(text=text),
@@ -576,6 +577,8 @@ class CallFlow:
         ]
 
     def _finish(self, reason: str, *, hang_up: bool, detail: str | None = None) -> list[Effect]:
+        if hang_up and self._handing_over is not None:
+            return []  # handed over: its stream's stop ends the session, never a hang-up
         self._ended = True
         effects: list[Effect] = []
         effects += self._keypad.close()

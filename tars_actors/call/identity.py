@@ -149,7 +149,9 @@ def identify(
     if claims.transfer_id is not None:
         # A screening call TARS placed to the owner: a caller waits for their answer.
         if screening is not None:
-            caller = Caller(number=owner_phone, permission=Permission.OWNER, screening=screening)
+            caller = Caller(
+                number=owner_phone, permission=Permission.SCREENING, screening=screening
+            )
             return Identification(caller=caller, warnings=tuple(warnings))
         warnings.append(("calls.unknown_transfer", {"transfer_id": claims.transfer_id}))
     number = claims.number

@@ -19,6 +19,8 @@ class Permission(StrEnum):
     UNKNOWN = "unknown"
     #: TARS calling a contact for the owner, with an objective.
     GOAL = "goal"
+    #: TARS calling the owner to ask whether to put a caller through: that decision only.
+    SCREENING = "screening"
 
 
 _EVERYONE = frozenset({"end_call", "take_message", "request_callback", "request_transfer"})
@@ -49,6 +51,8 @@ LEVEL_TOOLS: dict[Permission, frozenset[str]] = {
     Permission.CONTACT: _EVERYONE | {"broadcast_message"},
     Permission.UNKNOWN: _EVERYONE,
     Permission.GOAL: frozenset({"end_call", "take_message", "report_goal_outcome", "press_keys"}),
+    # Whoever answers the owner's phone (a voicemail, a forwarded line) gets no more.
+    Permission.SCREENING: frozenset({"end_call", "decide_transfer"}),
 }
 
 

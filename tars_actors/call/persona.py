@@ -79,7 +79,7 @@ def persona_for(settings: Settings, caller: Caller) -> Persona:
         f"that {owner} will take the call."
     )
     match caller.permission:
-        case Permission.OWNER if caller.screening is not None:
+        case Permission.SCREENING if caller.screening is not None:
             screening = caller.screening
             who, reason = screening.caller_name, screening.reason
             return Persona(
@@ -91,9 +91,10 @@ def persona_for(settings: Settings, caller: Caller) -> Persona:
                     "say yes or press 1 to take the call, or say no or press 2. As soon as "
                     "they answer, call decide_transfer with transfer_id "
                     f"{screening.transfer_id} and accept true or false. If they take it, say "
-                    "only that you are putting them through: the calls are joined right "
-                    "after. You have full access to all your tools. Speak the language with "
-                    f"the BCP-47 tag {language}."
+                    "only that you are putting them through (do not call end_call: the calls "
+                    "are joined right after); if not, say goodbye and call end_call. This call "
+                    "is for that decision only. Speak the language with the BCP-47 tag "
+                    f"{language}."
                 ),
                 greeting=for_model(
                     f"{owner} just answered your screening call. Tell them that {who} is on "

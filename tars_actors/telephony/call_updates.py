@@ -1,7 +1,9 @@
 """Changing a live call through Twilio REST: hanging it up, having Twilio say a line and
 hang up, or redirecting it to new TwiML (a ``<Conference>``, a ``<Dial>``). All three are
-``calls(sid).update``; each is safe to repeat, so the Telephony actor retries them freely
-and does them again after a restart.
+``calls(sid).update``. A hang-up and a spoken goodbye are safe to repeat, so they are
+retried freely and done again after a restart; a redirect into a room is not (done twice,
+the leg would leave the room and come back), so it is retried only when Twilio surely did
+not act, and never repeated when its outcome is unknown.
 
 Each function takes ``retrying``: the Telephony's bounded retry of one REST request, and
 returns whether the call is as asked (a call that already ended counts as hung up).
@@ -88,9 +90,12 @@ def redirect(retrying: Retrying, request: Redirect) -> Done[None] | Failed:
     or not answered yet is :func:`~tars_actors.telephony.rest.is_already_ended` or has
     code 21220)."""
     sid = request.call_sid
-    outcome = retrying(
-        lambda client: client.calls(sid).update(twiml=request.twiml), idempotent=True
-    )
+    options: dict[str, Any] = {"twiml": request.twiml}
+    if request.time_limit_seconds is not None:
+        options["time_limit"] = request.time_limit_seconds
+    # Not retried when Twilio may have acted: run twice, a leg in a conference room would
+    # leave it and come back, and a room that ends when a leg leaves would end.
+    outcome = retrying(lambda client: client.calls(sid).update(**options), idempotent=False)
     match outcome:
         case Done(attempts=attempts):
             log.info("telephony.redirected", call_sid=sid, reason=request.reason, attempts=attempts)

@@ -34,6 +34,7 @@ from tars_actors.transfer import desk as twimls
 from tars_actors.transfer.desk import TransferRecord
 from tars_actors.transfer.lines import Lines
 from tars_actors.transfer.messages import (
+    BRIDGED_CALL_LIMIT,
     CALLER_LEG,
     CONNECT_PREFIX,
     OWNER_LEG,
@@ -75,28 +76,47 @@ class Bridge:
             target_name=name,
         )
         lines.tell_session(session, HandOver(reason="connected"))
-        settings = lines.settings
-        lines.tell_telephony(
+        self._connect_redirect(record)
+        log.info("transfer.connecting", transfer_id=record.id, to=request.number)
+        return TransferReply(
+            ok=True,
+            detail=(
+                f"Connecting {lines.owner} to {name} now. Say so in a few words, and do not "
+                "call end_call: the call is put through right after."
+            ),
+            transfer_id=record.id,
+        )
+
+    def resume(self, record: TransferRecord) -> None:
+        """A bridge the Router before this one left half done: asked for again, leg by
+        leg (Telephony answers a redirect done from its record, and never repeats one
+        whose outcome it does not know)."""
+        if record.kind is TransferKind.CONNECT:
+            self._connect_redirect(record)
+        else:
+            self.redirect_caller(record, self._lines.caller(record))
+
+    def _connect_redirect(self, record: TransferRecord) -> None:
+        settings = self._lines.settings
+        name = record.target_name or record.target_number
+        asked = self._lines.tell_telephony(
             Redirect(
-                call_sid=session.call_sid,
+                call_sid=record.caller_call_sid,
                 twiml=twimls.connect_twiml(
-                    number=request.number,
+                    number=record.target_number,
                     caller_id=settings.twilio.phone_number,
                     ring_seconds=settings.transfer.ring_seconds,
                     announce=f"Connecting you to {label(name)}.",
                     language=settings.assistant.language,
                 ),
                 reason="connect",
-                reply_to=lines.router,
+                time_limit_seconds=BRIDGED_CALL_LIMIT,
+                reply_to=self._lines.router,
                 correlation_id=f"{CONNECT_PREFIX}{record.id}",
             )
         )
-        log.info("transfer.connecting", transfer_id=record.id, to=request.number)
-        return TransferReply(
-            ok=True,
-            detail=f"Connecting {lines.owner} to {name} now; say so in a few words.",
-            transfer_id=record.id,
-        )
+        if not asked:
+            self._connected(record.id, _not_asked(record.caller_call_sid))
 
     def redirected(self, message: CallRedirected | RedirectFailed) -> None:
         cid = message.correlation_id
@@ -118,36 +138,42 @@ class Bridge:
             self._lines.desk.move(record.id, TransferStatus.BRIDGED, only_from=_BRIDGING)
             log.info("transfer.bridged", transfer_id=record.id, room=record.room)
 
-    def redirect_caller(self, record: TransferRecord, caller: LiveSession) -> None:
+    def redirect_caller(self, record: TransferRecord, caller: LiveSession | None) -> None:
         assert record.room is not None
         self._lines.tell_session(caller, HandOver(reason="transferred"))
-        self._redirect(
+        if not self._redirect(
             record.caller_call_sid,
             twimls.caller_leg_twiml(record.room),
             f"{SCREENING_PREFIX}{record.id}{CALLER_LEG}",
-        )
+        ):
+            self._failed(record, CALLER_LEG, _not_asked(record.caller_call_sid))
 
     def redirect_owner(self, record: TransferRecord) -> None:
+        """The owner's leg, once the caller's is in the room (whether or not its session
+        is still live: a restarted Router resumes a bridge after both handed over)."""
         assert record.room is not None
-        owner = self._lines.session(record.owner_session_id)
-        if owner is None or record.owner_call_sid is None:
-            self._stranded(record, "the owner's call ended before the bridge")
+        if record.owner_call_sid is None:
+            self._stranded(record, "no owner's call to join")
             return
-        self._lines.tell_session(owner, HandOver(reason="transferred"))
+        self._lines.tell_session(
+            self._lines.session(record.owner_session_id), HandOver(reason="transferred")
+        )
         whisper = twimls.whisper_text(record)
         language = self._lines.settings.assistant.language
-        self._redirect(
+        if not self._redirect(
             record.owner_call_sid,
             twimls.owner_leg_twiml(record.room, whisper, language),
             f"{SCREENING_PREFIX}{record.id}{OWNER_LEG}",
-        )
+        ):
+            self._failed(record, OWNER_LEG, _not_asked(record.owner_call_sid))
 
-    def _redirect(self, call_sid: str, twiml: str, correlation_id: str) -> None:
-        self._lines.tell_telephony(
+    def _redirect(self, call_sid: str, twiml: str, correlation_id: str) -> bool:
+        return self._lines.tell_telephony(
             Redirect(
                 call_sid=call_sid,
                 twiml=twiml,
                 reason="transfer",
+                time_limit_seconds=BRIDGED_CALL_LIMIT,
                 reply_to=self._lines.router,
                 correlation_id=correlation_id,
             )
@@ -188,8 +214,14 @@ class Bridge:
         """The caller waits in the room and the owner will not come: they hear why, and the
         call ends."""
         lines = self._lines
-        lines.desk.move(record.id, TransferStatus.FAILED, only_from=_BRIDGING, detail=why)
+        failed = lines.desk.move(record.id, TransferStatus.FAILED, only_from=_BRIDGING, detail=why)
+        if failed is None:
+            return
         log.warning("transfer.failed", transfer_id=record.id, why=why)
+        lines.notify_owner(
+            f"{record.caller_name} asked to be put through to you, about {record.reason}; "
+            "the calls could not be joined, and they were told you will see that they called."
+        )
         lines.tell_telephony(
             SayAndHangUp(
                 call_sid=record.caller_call_sid,
@@ -227,3 +259,9 @@ class Bridge:
                 ),
             ),
         )
+
+
+def _not_asked(call_sid: str) -> RedirectFailed:
+    return RedirectFailed(
+        correlation_id="", call_sid=call_sid, error="the telephony actor is not running"
+    )

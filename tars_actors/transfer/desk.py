@@ -167,6 +167,29 @@ class TransferDesk:
             )
         return None if row is None else _record(row)
 
+    def asked_from(self, number: str, since: datetime) -> int:
+        """How many screened transfers calls from ``number`` asked for since then (those
+        TARS itself failed to ask about not counted)."""
+        with self._store.connection():
+            return int(
+                Transfer.select()
+                .where(
+                    Transfer.kind == TransferKind.SCREENED,
+                    Transfer.caller_number == number,
+                    Transfer.created_at >= since,
+                    Transfer.status != TransferStatus.FAILED,
+                )
+                .count()
+            )
+
+    def phoning_owner(self) -> bool:
+        """Whether a screening call to the owner is ringing or being answered now."""
+        with self._store.connection():
+            busy = Transfer.select().where(
+                Transfer.status.in_((TransferStatus.RINGING, TransferStatus.SCREENING))
+            )
+            return bool(busy.exists())
+
     def involving(self, session_id: int) -> list[TransferRecord]:
         """Unsettled transfers this session asked for or decides on."""
         with self._store.connection():

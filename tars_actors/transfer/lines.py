@@ -34,6 +34,8 @@ class Lines:
     #: ``note(session_id, text)``: a note recorded for a live session and delivered at its
     #: next turn boundary (False: the session is gone).
     note: Callable[[int, str], bool]
+    #: ``notify_owner(text)``: a notice for the owner (their live call, or an SMS).
+    notify_owner: Callable[[str], None]
 
     @property
     def owner(self) -> str:

@@ -4,11 +4,14 @@ timers and the Router, and the ids that tie Telephony's replies to a transfer.""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Final
 
 from tars_actors.store import TransferStatus
 
 __all__ = [
+    "ASK_AGAIN_AFTER",
+    "BRIDGED_CALL_LIMIT",
     "CALLER_LEG",
     "CONNECT_PREFIX",
     "DECIDE_SECONDS",
@@ -26,10 +29,15 @@ __all__ = [
 
 #: Once the owner answers the screening call: how long they have to hear who it is and say.
 DECIDE_SECONDS: Final = 45.0
+#: A number may ask to be put through once in this long (each ask may ring the owner).
+ASK_AGAIN_AFTER: Final = timedelta(minutes=10)
 #: A screening call takes a few seconds to start ringing: added to ``ring_seconds``.
 DIAL_SECONDS: Final = 10.0
 #: The longest a screening call may last (Twilio ends it then).
 SCREENING_CALL_LIMIT: Final = 180
+#: The limit a leg gets when it is put through (Twilio's own default): a screening or
+#: reminder call placed with a short one would otherwise end mid-conversation.
+BRIDGED_CALL_LIMIT: Final = 4 * 3600
 #: ``correlation_id`` prefixes: the screening call, and each redirect.
 SCREENING_PREFIX: Final = "transfer-"
 CALLER_LEG: Final = "-caller"

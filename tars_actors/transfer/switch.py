@@ -29,13 +29,14 @@ from tars_actors.call.caller_words import label
 from tars_actors.messaging.routing import LiveSession, Presence
 from tars_actors.runtime.settings import Settings
 from tars_actors.runtime.timers import TimerHandle, Timers
-from tars_actors.store import Contact, Store, TransferKind, TransferStatus, utcnow
+from tars_actors.store import E164_PATTERN, Contact, Store, TransferKind, TransferStatus, utcnow
 from tars_actors.telephony import stream_tokens
 from tars_actors.telephony.twiml import STATUS_PATH, connect_twiml, stream_url
 from tars_actors.transfer.bridge import Bridge
 from tars_actors.transfer.desk import OPEN_STATUSES, TransferDesk, TransferRecord
 from tars_actors.transfer.lines import Lines
 from tars_actors.transfer.messages import (
+    ASK_AGAIN_AFTER,
     DECIDE_SECONDS,
     DIAL_SECONDS,
     SCREENING_CALL_LIMIT,
@@ -65,9 +66,11 @@ class TransferSwitch:
         telephony: Callable[[], pykka.ActorRef[Any] | None],
         router: Callable[[], pykka.ActorRef[Any] | None],
         note: Callable[[int, str], bool],
+        notify_owner: Callable[[str], None],
     ) -> None:
         """``note(session_id, text)`` records a note for a live session and delivers it
-        at its next turn boundary (False: the session is gone)."""
+        at its next turn boundary (False: the session is gone); ``notify_owner(text)`` one
+        for the owner, wherever they are."""
         self._lines = Lines(
             settings=settings,
             store=store,
@@ -76,6 +79,7 @@ class TransferSwitch:
             telephony=telephony,
             router=router,
             note=note,
+            notify_owner=notify_owner,
         )
         self._bridge = Bridge(self._lines)
         self._timers = timers
@@ -107,6 +111,9 @@ class TransferSwitch:
                     "call; offer to take a message instead"
                 ),
             )
+        refused = self._limit(session)
+        if refused is not None:
+            return TransferReply(ok=False, detail=refused)
         record = self._lines.desk.create(
             kind=TransferKind.SCREENED,
             status=TransferStatus.ASKING,
@@ -119,7 +126,7 @@ class TransferSwitch:
             target_name=self._lines.owner,
         )
         log.info("transfer.requested", transfer_id=record.id, caller=session.name)
-        owner = self._lines.presence.owner_main()
+        owner = self._owner_call()
         if owner is not None and self._ask_in_call(record, owner):
             return TransferReply(
                 ok=True,
@@ -131,6 +138,28 @@ class TransferSwitch:
                 transfer_id=record.id,
             )
         return self._ask_by_phone(record)
+
+    def _limit(self, session: LiveSession) -> str | None:
+        """Why this caller may not ask now (None: they may). Each ask may ring the owner's
+        phone, at the owner's cost: a number asks once per :data:`ASK_AGAIN_AFTER`, and
+        one screening call rings at a time."""
+        desk, owner = self._lines.desk, self._lines.owner
+        since = utcnow() - ASK_AGAIN_AFTER
+        if desk.asked_from(session.caller_number, since) > 0:
+            return (
+                f"this number asked to be put through to {owner} a few minutes ago "
+                f"already; offer to take a message instead"
+            )
+        if self._owner_call() is None and desk.phoning_owner():
+            return (
+                f"{owner} is being asked about another caller right now; offer to take a "
+                "message instead"
+            )
+        return None
+
+    def _owner_call(self) -> LiveSession | None:
+        """The owner's live call to ask in (a screening call is no such call)."""
+        return self._lines.presence.owner_main()
 
     def _ask_in_call(self, record: TransferRecord, owner: LiveSession) -> bool:
         moved = self._lines.desk.move(
@@ -214,7 +243,9 @@ class TransferSwitch:
         decider = self._lines.presence.get(request.session_id)
         if record is None or record.kind is not TransferKind.SCREENED:
             return TransferReply(ok=False, detail=f"there is no transfer {request.transfer_id}")
-        if decider is None or not decider.is_owner:
+        # The owner's own call, or the screening call placed for this very transfer.
+        screening = decider is not None and decider.info.screening == record.id
+        if decider is None or not (decider.is_owner or screening):
             return TransferReply(ok=False, detail="only the owner's own call can decide")
         if not record.open:
             return TransferReply(ok=False, detail=f"that transfer is {record.status} already")
@@ -240,7 +271,7 @@ class TransferSwitch:
                 ok=True,
                 detail=(
                     f"Declined: {record.caller_name} is told and offered to leave a message."
-                    + (" Say a short goodbye and end the call." if self._screening(decider) else "")
+                    + (" Say a short goodbye and end the call." if screening else "")
                 ),
                 transfer_id=record.id,
             )
@@ -264,8 +295,8 @@ class TransferSwitch:
         return TransferReply(
             ok=True,
             detail=(
-                f"Putting {record.caller_name} through now. Say so in a few words; the call "
-                "is joined right after."
+                f"Putting {record.caller_name} through now. Say so in a few words, and do not "
+                "call end_call: the calls are joined right after."
             ),
             transfer_id=record.id,
         )
@@ -297,8 +328,8 @@ class TransferSwitch:
         self._lines.desk.set_fields(transfer_id, screening_call_sid=message.call_sid)
         stream_tokens.bind_placed_call(self._lines.store, message.call_sid, transfer_id=transfer_id)
         record = self._lines.desk.get(transfer_id)
-        if record is not None and record.status is not TransferStatus.RINGING:
-            # Settled before Twilio answered our request (the caller hung up): stop ringing.
+        if record is not None and record.final and record.owner_call_sid != message.call_sid:
+            # Settled before Twilio's answer came (the caller hung up): stop it ringing.
             self._lines.hang_up(message.call_sid, "transfer settled")
 
     def call_ended(self, call_sid: str, status: str) -> None:
@@ -385,7 +416,14 @@ class TransferSwitch:
         log.info("transfer.no_answer", transfer_id=record.id, status=str(message.status))
         if record.status is TransferStatus.RINGING and record.screening_call_sid:
             self._lines.hang_up(record.screening_call_sid, "screening call not answered")
-        if record.status is TransferStatus.SCREENING and record.owner_session_id is not None:
+        if record.status is TransferStatus.ASKING:
+            self._lines.instruct(
+                record.owner_session_id,
+                f"[System note] The request to put {record.caller_name} through (transfer "
+                f"{record.id}) has expired: they are offered to leave a message instead. "
+                "If it comes up, say so briefly.",
+            )
+        if record.status is TransferStatus.SCREENING:
             self._lines.instruct(
                 record.owner_session_id,
                 f"[System note] Time is up: {record.caller_name} is told you could not take "
@@ -394,21 +432,20 @@ class TransferSwitch:
         self._lines.tell_caller(missed, self._no_answer_note())
 
     def recover(self) -> int:
-        """At the Router's start: deadlines again for open transfers, and bridges taken up
-        where they stood (a redirect already done answers at once). How many there were."""
+        """At the Router's start: deadlines again for open transfers (cancelled if their
+        caller is gone), and bridges asked for again where they stood: a redirect done
+        answers at once, one whose outcome is unknown is not repeated. How many there were."""
         unsettled = self._lines.desk.unsettled()
         now = utcnow()
         for record in unsettled:
-            if record.open:
+            if record.open and self._lines.caller(record) is None:
+                self._caller_gone(record)
+            elif record.open:
                 budget = self._budget(record.status)
                 left = (record.created_at + timedelta(seconds=budget) - now).total_seconds()
                 self._arm(record.id, record.status, max(0.0, left))
-            elif record.kind is TransferKind.SCREENED:
-                caller = self._lines.caller(record)
-                if caller is not None:
-                    self._bridge.redirect_caller(record, caller)
-                else:
-                    self._bridge.redirect_owner(record)
+            else:
+                self._bridge.resume(record)
         return len(unsettled)
 
     # --- the bridge ---------------------------------------------------------------------------
@@ -446,9 +483,6 @@ class TransferSwitch:
             assert record.screening_call_sid is not None
             self._lines.hang_up(record.screening_call_sid, "decided in another call")
 
-    def _screening(self, session: LiveSession) -> bool:
-        return session.info.screening is not None
-
     def _no_answer_note(self) -> str:
         return (
             f"{self._lines.owner} did not answer. Tell the caller they could not take the call "
@@ -456,9 +490,13 @@ class TransferSwitch:
         )
 
     def _who(self, number: str) -> str:
+        """Who the owner is told is calling: a contact's name (the owner's own words), the
+        number, or for a caller ID that is no number (free text a SIP caller chose) none."""
         with self._lines.store.connection():
             contact = Contact.get_or_none(Contact.phone == number)
-        return label(str(contact.name) if contact is not None else number)
+        if contact is not None:
+            return label(str(contact.name))
+        return number if E164_PATTERN.fullmatch(number) else "a caller without a number"
 
     def _budget(self, status: TransferStatus) -> float:
         ring = float(self._lines.settings.transfer.ring_seconds)
