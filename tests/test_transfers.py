@@ -18,7 +18,7 @@ from tars_actors.sim.softphone import SyncSoftphone
 from tars_actors.sim.twilio_api import CallRecord, Operation, RedirectRecord
 from tars_actors.sim.world import OWNER_PHONE, TWILIO_NUMBER, LocalWorld
 from tars_actors.store import AgentSession, Contact, Store, Transfer
-from tars_actors.transfer.messages import BRIDGED_CALL_LIMIT
+from tars_actors.transfer.messages import BRIDGED_CALL_LIMIT, DIAL_SECONDS
 from tests.waiting import wait_until
 
 WAIT = 15.0
@@ -94,10 +94,12 @@ def call_tool(model: LiveConnection, name: str, args: dict[str, Any]) -> dict[st
     return response
 
 
-def wait_for_note(model: LiveConnection, fragment: str) -> str:
+def wait_for_note(model: LiveConnection, fragment: str, timeout: float = WAIT) -> str:
     """The text of the first client turn that holds ``fragment``."""
     model.wait_for(
-        lambda m: any(fragment in c.text for c in m.client_contents), WAIT, f"a note: {fragment}"
+        lambda m: any(fragment in c.text for c in m.client_contents),
+        timeout,
+        f"a note: {fragment}",
     )
     return next(c.text for c in model.client_contents if fragment in c.text)
 
@@ -417,3 +419,38 @@ def test_a_router_restarted_mid_bridge_finishes_it_once(breakable_router: None, 
     assert_bridged(line, transfer_id, caller, owner.call_sid)
     # Each leg was redirected once, whatever the new Router asked again.
     assert [r.call_sid for r in line.world.twilio.redirects] == [caller.call_sid, owner.call_sid]
+
+
+def test_a_screening_call_twilio_never_reports_on_ends_at_tars_own_deadline(line: Line) -> None:
+    _caller, caller_model = line.dial_in(STRANGER)
+    transfer_id, call = screening_call(line, caller_model)
+    # No status callback ever comes: TARS gives up after ring_seconds and the dialling time,
+    # and cancels the call it placed.
+    note = wait_for_note(caller_model, "did not answer", timeout=RING_SECONDS + DIAL_SECONDS + WAIT)
+    assert "take_message" in note
+    line.world.twilio.wait_for_call_status(call.sid, "canceled", timeout=WAIT)
+    assert line.transfer(transfer_id).status == "no_answer"
+
+
+def test_the_owner_hanging_up_the_screening_call_undecided_is_no_answer(line: Line) -> None:
+    _caller, caller_model = line.dial_in(STRANGER)
+    transfer_id, call = screening_call(line, caller_model)
+    owner, _screening_model = line.answer(call)
+
+    owner.hang_up()
+    wait_for_note(caller_model, "did not answer")
+    row = line.transfer(transfer_id)
+    assert (row.status, row.detail) == ("no_answer", "the owner hung up without deciding")
+
+
+def test_the_owners_live_call_ending_before_the_answer_phones_them_instead(line: Line) -> None:
+    owner, owner_model = line.dial_in(OWNER_PHONE)
+    _caller, caller_model = line.dial_in(STRANGER)
+    transfer_id = ask(caller_model)
+    wait_for_note(owner_model, "decide_transfer")
+
+    owner.hang_up()
+    request = line.world.twilio.wait_for_request(Operation.CALLS_CREATE, timeout=WAIT)
+    assert request.param("To") == OWNER_PHONE
+    wait_until(lambda: line.transfer(transfer_id).status == "ringing", "the owner phoned")
+    assert line.transfer(transfer_id).asked_by == "screening_call"
