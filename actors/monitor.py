@@ -28,12 +28,14 @@ from tars_actors.runtime.observability import (
 )
 from tars_actors.runtime.timers import TimerHandle, Timers
 
-__all__ = ["ActorMonitor"]
+__all__ = ["TRIM_EVERY_SECONDS", "ActorMonitor"]
 
 log = structlog.get_logger("tars.monitor")
 
 #: The watchdog looks at most this far apart, however long its threshold.
 _MAX_WATCHDOG_INTERVAL_SECONDS = 1.0
+#: How often freed memory is given back to the system (at the first stats tick after).
+TRIM_EVERY_SECONDS = 300.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,6 +89,7 @@ class ActorMonitor(TarsActor):
         self._reporter: StatsReporter | None = None
         self._stats_timer: TimerHandle | None = None
         self._watchdog_timer: TimerHandle | None = None
+        self._trimmed_at: float | None = None
 
     # -- lifecycle (monitor thread) -------------------------------------------------------
 
@@ -140,7 +143,12 @@ class ActorMonitor(TarsActor):
         return stats
 
     def _trim_memory(self) -> None:
-        """Freed memory back to the system (glibc keeps it otherwise), with each stats line."""
+        """Freed memory back to the system (glibc keeps it otherwise), every few minutes:
+        each trim holds the allocator's locks while it walks the free memory."""
+        now = self._timers.monotonic()
+        if self._trimmed_at is not None and now - self._trimmed_at < TRIM_EVERY_SECONDS:
+            return
+        self._trimmed_at = now
         trimmed = _malloc_trim.trim()
         if trimmed is not None:
             log.info(

@@ -140,10 +140,9 @@ def _without_scanner(patch: pytest.MonkeyPatch) -> None:
 def _without_malloc_trim(patch: pytest.MonkeyPatch) -> None:
     # A C library that is not glibc (musl, macOS): it has malloc, not malloc_trim.
     class OtherLibc:
-        def __init__(self, _name: object) -> None:
-            pass
+        pass
 
-    patch.setattr(malloc_trim.ctypes, "CDLL", OtherLibc)
+    patch.setattr(malloc_trim, "_libc", OtherLibc)
 
 
 def _switched_off(patch: pytest.MonkeyPatch) -> None:
@@ -170,6 +169,7 @@ REMOVALS: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], dict[str, str]]]
 
 
 def test_malloc_trim_gives_memory_back_only_when_on(decided_again: None) -> None:
+    assert malloc_trim.limit_arenas() is True
     trimmed = malloc_trim.trim()
     assert trimmed is not None
     assert trimmed.milliseconds >= 0
@@ -178,6 +178,7 @@ def test_malloc_trim_gives_memory_back_only_when_on(decided_again: None) -> None
     assert trimmed.rss_after_mb <= trimmed.rss_before_mb + 1  # nothing grew meanwhile
     malloc_trim.SWITCH.force(False)
     assert malloc_trim.trim() is None
+    assert malloc_trim.limit_arenas() is False
 
 
 def dominant_frequency(pcm: bytes, rate: int) -> float:

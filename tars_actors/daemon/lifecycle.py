@@ -40,6 +40,7 @@ from tars_actors.messaging.ledger import MessageLedger
 from tars_actors.messaging.routing import Presence, Switchboard
 from tars_actors.model.wire import make_client
 from tars_actors.net.loop import LoopThread
+from tars_actors.runtime import _malloc_trim
 from tars_actors.runtime.actor import ActorExit
 from tars_actors.runtime.events import EventBus
 from tars_actors.runtime.log import set_level
@@ -107,6 +108,8 @@ class Daemon:
         """Open and migrate the database, start the actor tree, then the server."""
         # Before any connection or call: each fast path runs its self-test once here.
         fast_paths = decide_fast_paths()
+        # Before the actors' threads: they share the arenas (see runtime/_malloc_trim.py).
+        _malloc_trim.limit_arenas()
         store = Store.open(self.settings.database.url)
         store.connect()
         try:
