@@ -46,7 +46,7 @@ from tars_actors.call.flow import CallFlow
 from tars_actors.call.owner_pin import MAX_WRONG_PINS, PinLockedOut, PinUnchecked, PinVerdict
 from tars_actors.call.permissions import Permission
 from tars_actors.call.pin_desk import PinDesk
-from tars_actors.call.relay import AudioRelay, LatencyHistogram
+from tars_actors.call.relay import AudioRelay, audio_summary
 from tars_actors.call.session_info import SessionInfo
 from tars_actors.messaging.routing import (
     DeliverNote,
@@ -393,7 +393,7 @@ class CallSession(TarsActor):
     def _press_keys(self, keys: str) -> None:
         audio = dtmf.tones(keys)
         frames = [audio[at : at + FRAME_BYTES] for at in range(0, len(audio), FRAME_BYTES)]
-        self._socket.send_audio(frames)
+        self._socket.send_audio(frames, tones=True)
         log.info("call.keys_pressed", keys=sum(key != "w" for key in keys))
 
     def _decide_transfer(self, transfer_id: int, *, accept: bool) -> None:
@@ -573,21 +573,4 @@ class CallSession(TarsActor):
 
     def _audio_stats(self) -> dict[str, Any]:
         relay = self._relay
-        if relay is None:
-            return {}
-        stats = relay.stats
-        fields: dict[str, Any] = {
-            "frames_in": stats.frames_in,
-            "frames_out": stats.frames_out,
-            "gap_frames_dropped": stats.gap_frames_dropped,
-        }
-        # What TARS added to each frame, per direction: percentiles for people, the
-        # 1 ms histogram for tools that merge calls (``python run.py load``).
-        latency_out: LatencyHistogram | None = getattr(self._socket, "latency_out", None)
-        for direction, histogram in (("in", stats.latency_in), ("out", latency_out)):
-            if histogram is None or not histogram.counts:
-                continue
-            fields[f"latency_{direction}_p50_ms"] = histogram.percentile(50)
-            fields[f"latency_{direction}_p99_ms"] = histogram.percentile(99)
-            fields[f"latency_{direction}_ms_histogram"] = dict(sorted(histogram.counts.items()))
-        return fields
+        return {} if relay is None else audio_summary(relay.stats, self._socket)

@@ -96,9 +96,12 @@ class CallSocket(Protocol):
         With an audio ``relay``, caller audio goes to it on the loop instead."""
         ...
 
-    def send_audio(self, frames: Sequence[bytes], since: float = 0.0) -> None:
+    def send_audio(
+        self, frames: Sequence[bytes], since: float = 0.0, *, tones: bool = False
+    ) -> None:
         """Queue μ-law payloads for the caller; ``since`` is when that audio reached TARS
-        (time.monotonic(); 0.0 when unknown), to time what TARS added."""
+        (time.monotonic(); 0.0 when unknown), to time what TARS added; ``tones``: keypad
+        tones TARS plays, not the model's audio (so never the call's first audio)."""
         ...
 
     def send_mark(self, name: str) -> None:

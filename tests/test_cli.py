@@ -20,6 +20,7 @@ COMMANDS = {
     "bench mailbox": ["bench", "mailbox"],
     "bench messaging": ["bench", "messaging", "--sessions", "4"],
     "load": ["load", "--calls", "3"],
+    "load pickup": ["load", "--pickup", "--calls", "3", "--at-once", "2"],
     "call": ["call", "+15550100000", "--goal", "book a table"],
     "twilio check": ["twilio", "check"],
     "twilio configure": ["twilio", "configure"],

@@ -452,6 +452,7 @@ def test_a_call_ends_at_its_summary_and_stays_ended() -> None:
             5,
             reason="caller hung up",
             duration_seconds=4.9,
+            first_audio_ms=1104,
             turns=3,
             reconnects=0,
             tool_calls=1,
@@ -484,10 +485,34 @@ def test_a_call_ends_at_its_summary_and_stays_ended() -> None:
     assert "LIVE CALLS: 1" in screen
     assert "RECENTLY ENDED: 1 of 1" in screen
     ended_row = next(r for r in screen.splitlines() if r.startswith("  Call with Owner"))
-    assert ended_row.split()[-7:] == ["4.9s", "3", "0", "09:00:05", "caller", "hung", "up"]
+    assert ended_row.split()[-8:] == [
+        "4.9s",
+        "1104ms",
+        "3",
+        "0",
+        "09:00:05",
+        "caller",
+        "hung",
+        "up",
+    ]
+    header = screen.split("RECENTLY ENDED: 1 of 1\n", 1)[1].splitlines()[0]
+    assert "DURATION  FIRST AUDIO  TURNS" in header
+    # The figure stands under its header.
+    assert ended_row.index("1104ms") + len("1104ms") == header.index("TURNS") - 2
     # The live call's duration runs to the latest timestamp in the log.
     live_row = next(r for r in screen.splitlines() if r.startswith("  Call with +15550001"))
     assert " 4.1s " in live_row
+
+
+def test_a_call_that_never_heard_the_model_shows_no_first_audio() -> None:
+    state = state_of(
+        call_line("call.started", 0, caller="+15550100"),
+        call_line("call.summary", 3, reason="caller hung up", duration_seconds=3.0, turns=0),
+    )
+    assert state.ended[0].first_audio_ms is None
+    screen = render(state)
+    ended_row = next(r for r in screen.splitlines() if r.startswith("  Call with Owner"))
+    assert ended_row.split()[-8:-6] == ["3.0s", "-"]
 
 
 def test_a_calls_supervisor_exit_ends_a_call_without_summary() -> None:

@@ -815,6 +815,31 @@ def test_a_mark_whose_audio_was_cleared_still_comes_back_as_flushed(
     journal.wait_for(lambda j: [m.name for m in j.events(Mark)] == ["goodbye"], "the mark")
 
 
+def test_the_first_audio_is_timed_from_start_to_the_first_model_audio_written(
+    server: Server, hooks: FakeHooks, new_phone: Callable[..., SyncSoftphone]
+) -> None:
+    phone, socket, _ = started_call(server, hooks, new_phone)
+    assert isinstance(socket, MediaStreamSocket)
+    assert socket.first_audio_ms is None
+    # Keypad tones TARS plays (press_keys) are not the model's first audio.
+    socket.send_audio([numbered_frame(n) for n in range(1, 6)], tones=True)
+    phone.wait_for_audio(5 * FRAME_BYTES)
+    assert socket.first_audio_at is None
+
+    sent_at = time.monotonic()
+    socket.send_audio([numbered_frame(n) for n in range(6, 9)], sent_at)
+    phone.wait_for_audio(8 * FRAME_BYTES)
+    wait_until(lambda: socket.first_audio_at is not None, "the first audio timed")
+    assert socket.first_audio_at is not None
+    assert socket.started_at < sent_at <= socket.first_audio_at
+    assert socket.first_audio_ms == round((socket.first_audio_at - socket.started_at) * 1000)
+    # Later audio leaves it as it was.
+    first = socket.first_audio_at
+    socket.send_audio([numbered_frame(9)], time.monotonic())
+    phone.wait_for_audio(9 * FRAME_BYTES)
+    assert socket.first_audio_at == first
+
+
 class RecordingConnection:
     """Stands in for the WebSocket connection: records what the writer sends."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -175,6 +176,44 @@ def test_greeting_turn_gets_the_scripted_reply(model: GeminiLiveStandIn) -> None
             assert content.text == "Greet the owner."
             assert content.roles == ("user",)
             assert content.turn_complete
+
+    run(scenario)
+
+
+def test_setup_is_answered_after_the_setup_delay(model: GeminiLiveStandIn) -> None:
+    model.set_default_behaviour(LiveBehaviour(setup_delay=0.3))
+
+    async def scenario() -> None:
+        asked = time.monotonic()
+        async with live_session(model) as session:
+            assert session.setup_complete is not None
+            assert time.monotonic() - asked >= 0.3
+
+    run(scenario)
+
+
+def test_a_reply_comes_the_reply_delay_after_the_client_turn(model: GeminiLiveStandIn) -> None:
+    reply = ScriptedReply(transcript="Hi.", audio=tone(300.0, 0.1))
+    model.set_default_behaviour(
+        LiveBehaviour(turn_reply=reply, reply_delay=0.25, resumption_updates=False)
+    )
+
+    async def scenario() -> None:
+        async with live_session(model) as session:
+            await session.send_client_content(
+                turns=types.Content(role="user", parts=[types.Part(text="Greet.")]),
+                turn_complete=True,
+            )
+            asked = time.monotonic()
+            audio_at = None
+            async for message in session.receive():
+                if message.data and audio_at is None:
+                    audio_at = time.monotonic()
+            assert audio_at is not None
+            content = model.wait_for_connection(1).wait_for_client_content(1)
+            # From the turn reaching the stand-in to the first audio reaching the client.
+            assert audio_at - content.at >= 0.25
+            assert audio_at - asked < 0.25 + 5.0
 
     run(scenario)
 

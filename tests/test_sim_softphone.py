@@ -192,6 +192,22 @@ def test_dial_sends_a_signed_voice_webhook_and_connects_the_stream() -> None:
     run(scenario)
 
 
+def test_the_stream_opens_the_stream_delay_after_the_webhook_was_answered() -> None:
+    async def scenario() -> None:
+        async with fake_tars() as fake:
+            phone = phone_for(fake, stream_delay=0.3)
+            await phone.call()
+            await fake.wait_for(lambda: bool(fake.events("start")))
+            assert phone.answered_at is not None
+            assert phone.connected_at is not None
+            assert phone.connected_at - phone.answered_at >= 0.3
+            first_frame_at = fake.frames[0][0]  # the server's loop clock: time.monotonic()
+            assert first_frame_at - phone.answered_at >= 0.3
+            await phone.hang_up()
+
+    run(scenario)
+
+
 def test_bad_signatures_are_refused_by_a_validating_server() -> None:
     async def scenario() -> None:
         async with fake_tars() as fake:

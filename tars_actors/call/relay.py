@@ -32,7 +32,7 @@ from tars_actors.audio.pipeline import CallerToModel, ModelToCaller
 from tars_actors.call.owner_pin import PIN_PAUSE_SECONDS
 from tars_actors.call.playback import TurnPlayback
 
-__all__ = ["KEYPAD_QUIET_SECONDS", "AudioRelay", "LatencyHistogram", "RelayStats"]
+__all__ = ["KEYPAD_QUIET_SECONDS", "AudioRelay", "LatencyHistogram", "RelayStats", "audio_summary"]
 
 #: After a key is pressed, the model hears silence for this long instead of the caller's
 #: line: the keypad's tones (a PIN's, say) are not the model's to hear.
@@ -76,6 +76,29 @@ class RelayStats:
         self.gap_frames_dropped = 0
         #: From reading a caller frame to writing it to the model's socket.
         self.latency_in = LatencyHistogram()
+
+
+def audio_summary(stats: RelayStats, socket: CallSocket) -> dict[str, Any]:
+    """A call's audio for its ``call.summary``: frames each way; what TARS added to each
+    frame, per direction (percentiles for people, the 1 ms histogram for tools that merge
+    calls, ``python run.py load``); and ``first_audio_ms``, from the stream's ``start`` to
+    the first of the model's audio written to Twilio, once there was any."""
+    fields: dict[str, Any] = {
+        "frames_in": stats.frames_in,
+        "frames_out": stats.frames_out,
+        "gap_frames_dropped": stats.gap_frames_dropped,
+    }
+    first_audio_ms: int | None = getattr(socket, "first_audio_ms", None)
+    if first_audio_ms is not None:
+        fields["first_audio_ms"] = first_audio_ms
+    latency_out: LatencyHistogram | None = getattr(socket, "latency_out", None)
+    for direction, histogram in (("in", stats.latency_in), ("out", latency_out)):
+        if histogram is None or not histogram.counts:
+            continue
+        fields[f"latency_{direction}_p50_ms"] = histogram.percentile(50)
+        fields[f"latency_{direction}_p99_ms"] = histogram.percentile(99)
+        fields[f"latency_{direction}_ms_histogram"] = dict(sorted(histogram.counts.items()))
+    return fields
 
 
 class AudioRelay:

@@ -110,6 +110,16 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument(
         "--call-seconds", type=float, default=300.0, help="soak: how long each call lasts"
     )
+    load.add_argument(
+        "--pickup",
+        action="store_true",
+        help="pickup: p50/p95/p99 of first_audio_ms over --calls calls (each hangs up once "
+        "greeted), the model stand-in answering its setup after 800 ms and speaking 300 ms "
+        "after the greeting request, each stream opened 1 s after the webhook",
+    )
+    load.add_argument(
+        "--at-once", type=int, default=4, help="pickup: calls ringing or talking at once"
+    )
     _settings_option(load, reads_settings=False)
     return parser
 
@@ -149,6 +159,11 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
         from tars_actors.ops import demo
 
         return demo.main([])
+    if command == "load" and args.pickup:
+        from tars_actors.ops import pickup
+
+        options = ["--calls", str(args.calls), "--at-once", str(args.at_once)]
+        return pickup.main([*options, *(["--json"] if args.json else [])], stdout=out)
     if command == "load":
         from tars_actors.ops import load
 

@@ -133,15 +133,16 @@ def _rss_mb(pid: int) -> float:
 
 
 class _ModelStandIn:
-    """The echoing Gemini Live stand-in in a process of its own.
+    """A Gemini Live stand-in in a process of its own (by default the echoing one).
 
     The load generator's callers and the stand-in each need most of a core at 50 calls;
     in one process they would share one GIL and time each other's frames late.
     """
 
-    def __init__(self, directory: Path) -> None:
-        self.process = subprocess.Popen(  # noqa: S603 (this module, fixed arguments)
-            [sys.executable, "-m", "tars_actors.ops.load", "--model-stand-in", str(directory)],
+    def __init__(self, directory: Path, command: Sequence[str] = ("tars_actors.ops.load",)) -> None:
+        """``command``: the module that serves it, and options ahead of ``--model-stand-in``."""
+        self.process = subprocess.Popen(  # noqa: S603 (our own modules, fixed arguments)
+            [sys.executable, "-m", *command, "--model-stand-in", str(directory)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -209,11 +210,12 @@ def _without_collection_pauses() -> Iterator[None]:
         gc.unfreeze()
 
 
-def _serve_model_stand_in(directory: Path) -> int:
+def _serve_model_stand_in(directory: Path, behaviour: LiveBehaviour | None = None) -> int:
     """The child side of :class:`_ModelStandIn`: answers ``count`` and ``report``."""
     certificate = create_local_certificate(directory / "tls")
-    # One endless echo turn: turn ends would mark and flush, shifting byte positions.
-    behaviour = LiveBehaviour(
+    # By default one endless echo turn: turn ends would mark and flush, shifting byte
+    # positions.
+    behaviour = behaviour or LiveBehaviour(
         echo=True, echo_turn_frames=10**9, turn_reply=None, record_audio=False
     )
     with (

@@ -91,14 +91,19 @@ class MediaStreamSocket:
         self._loop = loop
         # Refill in 40 ms steps: a timer every two payloads or so, not one per payload.
         self._pacer = PlayoutPacer(lead=lead, refill=min(0.04, lead / 2))
-        # [payloads left, when their audio reached TARS] per send_audio call, in order:
-        # the writer times each payload it sends against it.
+        # [payloads left, time TARS took before the pacer, whether it is the model's audio]
+        # per send_audio call, in order: the writer times each payload it sends against it.
         self._stamps: deque[list[Any]] = deque()
         # (when the pacer released it, payloads joined in it) for each audio message
         # not yet sent, in order.
         self._released: deque[tuple[float, int]] = deque()
         #: From reading the model's audio to writing it to Twilio, less the pacing wait.
         self.latency_out = LatencyHistogram()
+        #: When the stream's ``start`` reached TARS: the socket is made as it is read.
+        self.started_at = _now()
+        #: When the first of the model's audio was written to Twilio (keypad tones TARS
+        #: plays are not the model's), if it was.
+        self.first_audio_at: float | None = None
         # What the writer sends next, encoded as it goes out: a clear must be able to
         # find the marks among what is still waiting.
         self._outbox: deque[bytes | PlayoutMark | _ClearFrame] = deque()
@@ -184,11 +189,14 @@ class MediaStreamSocket:
                     return
             self._tell_closed_if_due()
 
-    def send_audio(self, frames: Sequence[bytes], since: float = 0.0) -> None:
-        """``since``: when the audio reached TARS (time.monotonic()), to time the trip."""
+    def send_audio(
+        self, frames: Sequence[bytes], since: float = 0.0, *, tones: bool = False
+    ) -> None:
+        """``since``: when the audio reached TARS (time.monotonic()), to time the trip;
+        ``tones``: keypad tones, not the model's audio."""
         if not self._closed:
             # A tuple, so a list the caller goes on filling does not change under the loop.
-            self._on_loop(self._enqueue, tuple(frames), since)
+            self._on_loop(self._enqueue, tuple(frames), since, tones)
 
     def send_mark(self, name: str) -> None:
         if not self._closed:
@@ -296,11 +304,11 @@ class MediaStreamSocket:
 
     # -- outbound (loop thread) ---------------------------------------------------------
 
-    def _enqueue(self, frames: tuple[bytes, ...], since: float = 0.0) -> None:
+    def _enqueue(self, frames: tuple[bytes, ...], since: float = 0.0, tones: bool = False) -> None:
         if self._closed:
             return
         # Time spent before the pacer: what TARS took to get the audio here.
-        self._stamps.append([len(frames), _now() - since if since else None])
+        self._stamps.append([len(frames), _now() - since if since else None, not tones])
         self._pacer.enqueue(frames)
         if self._timer is None:
             # Otherwise the pacer is holding audio back: the refill timer sends this
@@ -386,7 +394,10 @@ class MediaStreamSocket:
         if not released:
             return
         released_at, payloads = released.popleft()
-        after_pacer = _now() - released_at
+        now = _now()
+        if self.first_audio_at is None:
+            self._note_first_audio(payloads, now)
+        after_pacer = now - released_at
         for _ in range(payloads):
             if not stamps:
                 return
@@ -396,6 +407,24 @@ class MediaStreamSocket:
                 self.latency_out.add(stamp[1] + after_pacer)
             if stamp[0] <= 0:
                 stamps.popleft()
+
+    def _note_first_audio(self, payloads: int, now: float) -> None:
+        """The audio message just written holds the next ``payloads`` payloads: if one of
+        them is the model's, it is the first of the model's audio the caller gets."""
+        for left, _, model_audio in self._stamps:
+            if model_audio:
+                self.first_audio_at = now
+                return
+            payloads -= left
+            if payloads <= 0:
+                return
+
+    @property
+    def first_audio_ms(self) -> int | None:
+        """Milliseconds from the stream's ``start`` to the first of the model's audio
+        written to Twilio (any thread); None until then."""
+        written = self.first_audio_at
+        return None if written is None else round((written - self.started_at) * 1000)
 
     def _encode(self, item: bytes | PlayoutMark | _ClearFrame) -> str:
         sid = self._stream_sid

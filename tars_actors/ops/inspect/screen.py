@@ -36,6 +36,10 @@ def _busy(milliseconds: float | None) -> str:
     return _seconds(milliseconds / 1000)
 
 
+def _milliseconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}ms"
+
+
 def _count(value: int | None) -> str:
     return "-" if value is None else str(value)
 
@@ -113,6 +117,7 @@ def _ended_rows(state: LogState) -> list[list[str]]:
             s.caller or "?",
             s.permission or "?",
             _seconds(s.duration(None)),
+            _milliseconds(s.first_audio_ms),
             _count(s.turns),
             str(s.reconnects),
             _clock(s.ended),
@@ -208,8 +213,9 @@ def render(state: LogState, *, now: datetime | None = None, source: str | None =
         lines.append("  none")
     if state.ended:
         lines += ["", f"RECENTLY ENDED: {len(state.ended)} of {state.ended_total}"]
-        headers = ["SESSION", "CALL", "CALLER", "PERMISSION", "DURATION", "TURNS"]
-        lines += _table([*headers, "RECONNECTS", "ENDED", "REASON"], _ended_rows(state), {4, 5, 6})
+        headers = ["SESSION", "CALL", "CALLER", "PERMISSION", "DURATION", "FIRST AUDIO"]
+        headers += ["TURNS", "RECONNECTS", "ENDED", "REASON"]
+        lines += _table(headers, _ended_rows(state), {4, 5, 6, 7})
 
     shown = len(state.supervisor_events)
     lines += ["", f"SUPERVISOR EVENTS: last {shown} of {state.supervisor_total}"]

@@ -400,6 +400,7 @@ class LogState:
         session.end_reason = field_text(record, "reason") or session.end_reason
         session.duration_seconds = field_number(record, "duration_seconds")
         session.turns = field_int(record, "turns")
+        session.first_audio_ms = field_number(record, "first_audio_ms")
         for name in ("reconnects", "tool_calls", "tools_refused"):
             value = field_int(record, name)
             if value is not None:

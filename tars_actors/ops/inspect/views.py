@@ -79,6 +79,8 @@ class SessionView:
     notes: int = 0
     turns: int | None = None
     duration_seconds: float | None = None
+    #: From the stream's ``start`` to the model's first audio written to Twilio.
+    first_audio_ms: float | None = None
     last_event: str | None = None
     last_time: datetime | None = None
 

@@ -56,6 +56,7 @@ class LiveConnection:
         self._setup = setup
         self._api_key = api_key
         self._changes = Changes()
+        self._loop = loop
         self._outbox = Outbox(loop=loop, changes=self._changes)
         self._behaviour = behaviour
         self._audio: list[bytes] = []
@@ -402,7 +403,12 @@ class LiveConnection:
         self._changes.notify()
         reply = self._behaviour.turn_reply
         if record.turn_complete and reply is not None:
-            self.reply(reply)
+            delay = self._behaviour.reply_delay
+            if delay > 0:
+                # The model's time to its first audio, from each turn.
+                self._loop.call_later(delay, self.reply, reply)
+            else:
+                self.reply(reply)
 
     def _receive_tool_response(self, tool_response: Mapping[str, Any]) -> None:
         records = tool_responses_of(tool_response, at=time.monotonic())

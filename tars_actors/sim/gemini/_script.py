@@ -42,6 +42,9 @@ class LiveBehaviour:
     handle, when the client's setup asked for session resumption. ``reject_unknown_handles``:
     a setup resuming from a handle this server never issued is closed with 1008.
     ``record_audio=False`` only counts received audio (long load runs).
+    ``setup_delay``: seconds before the setup is answered with ``setupComplete`` (a real
+    connection's set-up takes some hundreds of milliseconds); ``reply_delay``: seconds from
+    a client turn to its ``turn_reply`` (the real model's time to its first audio).
     """
 
     echo: bool = False
@@ -51,3 +54,5 @@ class LiveBehaviour:
     resumption_updates: bool = True
     reject_unknown_handles: bool = False
     record_audio: bool = True
+    setup_delay: float = 0.0
+    reply_delay: float = 0.0

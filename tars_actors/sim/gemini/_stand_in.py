@@ -259,6 +259,8 @@ class GeminiLiveStandIn:
             await ws.close(code=1008, message=b"invalid session resumption handle")
             return ws
 
+        if behaviour.setup_delay > 0:
+            await asyncio.sleep(behaviour.setup_delay)  # the model setting up, as told
         connection.send_raw({"setupComplete": {}})
         writer = asyncio.create_task(connection._write(ws, request.transport))
         with self._changes.lock:

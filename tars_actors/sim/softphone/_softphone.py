@@ -57,7 +57,9 @@ class Softphone(WebhookCaller):
     e.g. with a frame counter for latency measurements; without it, audio given to
     :meth:`say` is sent, then silence (0xFF). The playout buffer counts a gap (an underrun)
     when audio arrives more than ``gap_tolerance`` seconds after the buffer ran dry: network
-    jitter below that is what Twilio's own jitter buffer absorbs.
+    jitter below that is what Twilio's own jitter buffer absorbs. :meth:`call` opens the
+    stream ``stream_delay`` seconds after the voice webhook was answered, as Twilio does
+    (some hundreds of milliseconds on the real network).
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class Softphone(WebhookCaller):
         frame_source: Callable[[int], bytes] | None = None,
         record_audio: bool = True,
         gap_tolerance: float = FRAME_SECONDS / 2,
+        stream_delay: float = 0.0,
     ) -> None:
         super().__init__(
             server_url=server_url,
@@ -88,6 +91,9 @@ class Softphone(WebhookCaller):
             stir_verstat=stir_verstat,
         )
         self.stream_sid = "MZ" + uuid.uuid4().hex
+        self.stream_delay = stream_delay
+        #: When :meth:`call`'s voice webhook was answered.
+        self.answered_at: float | None = None
         self._changes = Changes()
         self._pacer = MediaPacer(changes=self._changes, frame_source=frame_source)
         self._ws: ClientConnection | None = None
@@ -116,7 +122,10 @@ class Softphone(WebhookCaller):
     async def call(self) -> Twiml:
         """Dial the voice webhook and, if the TwiML connects a stream, open it."""
         twiml = await self.dial()
+        self.answered_at = time.monotonic()
         if twiml.stream is not None:
+            if self.stream_delay > 0:
+                await asyncio.sleep(self.stream_delay)  # Twilio taking its time, as told
             await self.connect(twiml)
         return twiml
 
@@ -314,6 +323,11 @@ class Softphone(WebhookCaller):
     @property
     def connected(self) -> bool:
         return self._ws is not None
+
+    @property
+    def connected_at(self) -> float | None:
+        """When the stream's WebSocket opened (``connected`` and ``start`` follow at once)."""
+        return self._connected_at
 
     @property
     def closed(self) -> bool:
