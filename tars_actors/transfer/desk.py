@@ -234,11 +234,6 @@ class TransferDesk:
         with self._store.connection(), self._store.transaction():
             Transfer.update(**fields).where(Transfer.id == transfer_id).execute()
 
-    def recent(self, limit: int = 20) -> list[TransferRecord]:
-        with self._store.connection():
-            rows = Transfer.select().order_by(Transfer.id.desc()).limit(limit)
-            return [_record(row) for row in rows]
-
 
 def screening_record(transfer_id: int | None) -> ScreeningRecord | None:
     """What a screening call for ``transfer_id`` asks the owner about (on the caller's

@@ -126,7 +126,7 @@ class TransferSwitch:
             target_name=self._lines.owner,
         )
         log.info("transfer.requested", transfer_id=record.id, caller=session.name)
-        owner = self._owner_call()
+        owner = self._lines.presence.owner_main()
         if owner is not None and self._ask_in_call(record, owner):
             return TransferReply(
                 ok=True,
@@ -150,16 +150,12 @@ class TransferSwitch:
                 f"this number asked to be put through to {owner} a few minutes ago "
                 f"already; offer to take a message instead"
             )
-        if self._owner_call() is None and desk.phoning_owner():
+        if self._lines.presence.owner_main() is None and desk.phoning_owner():
             return (
                 f"{owner} is being asked about another caller right now; offer to take a "
                 "message instead"
             )
         return None
-
-    def _owner_call(self) -> LiveSession | None:
-        """The owner's live call to ask in (a screening call is no such call)."""
-        return self._lines.presence.owner_main()
 
     def _ask_in_call(self, record: TransferRecord, owner: LiveSession) -> bool:
         moved = self._lines.desk.move(
