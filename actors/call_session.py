@@ -40,14 +40,13 @@ from tars_actors.actor_messages import SayAndHangUp as SayAndHangUpRequest
 from tars_actors.audio import dtmf
 from tars_actors.audio.pipeline import FRAME_BYTES, FRAME_SECONDS
 from tars_actors.call import effects
-from tars_actors.call.admission import CallAdmission
 from tars_actors.call.effects import Effect, Timer
 from tars_actors.call.flow import CallFlow
-from tars_actors.call.owner_pin import MAX_WRONG_PINS, PinLockedOut, PinUnchecked, PinVerdict
-from tars_actors.call.permissions import Permission
-from tars_actors.call.pin_desk import PinDesk
+from tars_actors.call.owner_pin import PinUnchecked, PinVerdict
+from tars_actors.call.owner_upgrade import ModelStarter, OwnerUpgrade
 from tars_actors.call.relay import AudioRelay, audio_summary
 from tars_actors.call.session_info import SessionInfo
+from tars_actors.call.standby import StandbySocket
 from tars_actors.messaging.routing import (
     DeliverNote,
     LiveSession,
@@ -61,7 +60,6 @@ from tars_actors.runtime.timers import TimerHandle, Timers
 from tars_actors.store import (
     AgentSession,
     Conversation,
-    MessageStatus,
     SessionStatus,
     Store,
     utcnow,
@@ -69,26 +67,22 @@ from tars_actors.store import (
 from tars_actors.tools.registry import PreparedCall, ToolOutcome
 from tars_actors.transfer import messages as transfer
 
-__all__ = ["CallSession", "ModelStarter", "OwnerUpgrade"]
+__all__ = ["CallSession", "ModelStarter", "OwnerUpgrade", "StreamOpened"]
 
 log = structlog.get_logger("tars.call")
 
-#: Starts a GeminiConnection for this session: (session ref, connection id, resumption
-#: handle, audio relay) → its ref. The relay lives on the loop the connection runs on.
-ModelStarter = Callable[[pykka.ActorRef[Any], int, str | None, AudioRelay], pykka.ActorRef[Any]]
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamOpened:
+    """CallSupervisor → CallSession started before its stream: the stream's ``start``
+    came with a valid token; the caller is on this socket from now on."""
+
+    socket: CallSocket
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class OwnerUpgrade:
-    """What a call from the owner's number becomes once the PIN typed on it is right."""
-
-    #: The owner's session: its name and level.
-    info: SessionInfo
-    #: Opens model connections with the owner's instructions and tools.
-    start_model: ModelStarter
-    pins: PinDesk
-    #: Told that the call keeps its place from now on.
-    admission: CallAdmission
+class _StreamWaitOver:
+    pass
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,9 +127,12 @@ class CallSession(TarsActor):
         switchboard: Switchboard | None = None,
         owner_upgrade: OwnerUpgrade | None = None,
     ) -> None:
-        """``owner_upgrade``: the call is from the owner's number and waits for the PIN."""
+        """``owner_upgrade``: the call is from the owner's number and waits for the PIN.
+        ``socket`` is a :class:`StandbySocket` for a call started before its stream."""
         super().__init__()
         self.info = info
+        self._standby = socket if isinstance(socket, StandbySocket) else None
+        self._stream_wait: TimerHandle | None = None
         self._owner_upgrade = owner_upgrade
         self._switchboard = switchboard
         self._audio_loop = audio_loop
@@ -170,6 +167,26 @@ class CallSession(TarsActor):
 
     def on_start(self) -> None:
         self._store.connect()
+        self._relay = AudioRelay(
+            socket=self._socket,
+            session=self.actor_ref,
+            gap_frames=round(self._flow.limits.gap_buffer_seconds / FRAME_SECONDS),
+        )
+        self._socket.attach(self.actor_ref, self._relay)
+        if self._standby is None:
+            self._streaming()
+        else:
+            # Started at the webhook: the model connects and greets while Twilio opens the
+            # stream; the greeting waits in the standby for it.
+            log.info("call.opening", caller=self.info.caller_number, direction=self.info.direction)
+            wait, ref = self._flow.limits.stream_wait_seconds, self.actor_ref
+            self._stream_wait = self._timers.call_later(
+                wait, lambda: _tell_quietly(ref, _StreamWaitOver())
+            )
+        self._apply(self._flow.start())
+
+    def _streaming(self) -> None:
+        """The call's stream is open: the row is active, and the Router sees the call."""
         with self._store.transaction():
             AgentSession.update(status=SessionStatus.ACTIVE, stream_sid=self.info.stream_sid).where(
                 AgentSession.id == self.info.session_id
@@ -180,14 +197,28 @@ class CallSession(TarsActor):
             direction=self.info.direction,
             stream_sid=self.info.stream_sid,
         )
-        self._relay = AudioRelay(
-            socket=self._socket,
-            session=self.actor_ref,
-            gap_frames=round(self._flow.limits.gap_buffer_seconds / FRAME_SECONDS),
-        )
-        self._socket.attach(self.actor_ref, self._relay)
-        self._apply(self._flow.start())
         self._join()
+
+    def _stream_opened(self, socket: CallSocket) -> None:
+        standby = self._standby
+        if standby is None or self._flow.ended:
+            # Ended before its stream came (it waited too long, or the model refused): the
+            # stream has no call to carry; closing it ends the call at Twilio's side.
+            socket.close()
+            return
+        self._standby = None
+        if self._stream_wait is not None:
+            self._stream_wait.cancel()
+        held = standby.connect(socket)
+        self._socket = socket
+        self._on_audio_loop("use_socket", socket)
+        self.info = dataclasses.replace(self.info, stream_sid=socket.stream_sid)
+        log.info("call.stream_opened", held_frames=held, dropped_frames=standby.frames_dropped)
+        self._streaming()
+
+    def _no_stream(self, reason: str) -> None:
+        log.warning("call.stream_never_opened", reason=reason)
+        self._apply(self._flow.no_stream(reason))
 
     def _join(self) -> None:
         switchboard = self._switchboard
@@ -218,6 +249,10 @@ class CallSession(TarsActor):
         self._close_down("session failure")
 
     def _close_down(self, reason: str) -> None:
+        if self._standby is not None:
+            # Its stream has not opened: the call is not TARS's to hang up (after a
+            # restart, its token still connects it).
+            self._apply(self._flow.no_stream(f"{reason} before the stream opened"))
         if not self._ended:
             # Stopped from outside (daemon shutdown, supervisor): end the call properly.
             self._apply(self._flow.shutdown(reason))
@@ -233,6 +268,8 @@ class CallSession(TarsActor):
         for _generation, handle in self._timer_handles.values():
             handle.cancel()
         self._timer_handles.clear()
+        if self._stream_wait is not None:
+            self._stream_wait.cancel()
         self._store.close()
 
     # --- messages -------------------------------------------------------------------------
@@ -243,16 +280,8 @@ class CallSession(TarsActor):
                 self._apply(self._flow.caller_event(event))
             case ModelEvent(connection_id=connection_id, event=event):
                 self._apply(self._flow.model_event(connection_id, event))
-            case ModelConnected(connection_id=connection_id, channel=channel):
-                connection = self._connections.get(connection_id)
-                if connection is not None:
-                    connection.channel = channel
-                log.info("model.connected", connection_id=connection_id, resumed=message.resumed)
-                effects = self._flow.model_connected(connection_id)
-                if self._flow.current_connection == connection_id:
-                    # Before the greeting goes out: the relay must take the reply's audio.
-                    self._on_audio_loop("use_channel", connection_id, channel)
-                self._apply(effects)
+            case ModelConnected():
+                self._model_connected(message)
             case ModelDisconnected():
                 self._model_disconnected(message)
             case ActorExit(child_id=child_id, reason=reason):
@@ -278,8 +307,17 @@ class CallSession(TarsActor):
                     self._apply(self._flow.timer_fired(name))
             case SocketClosed(reason=reason):
                 self._apply(self._flow.socket_closed(reason))
+            case StreamOpened(socket=socket):
+                self._stream_opened(socket)
+            case _StreamWaitOver() if self._standby is not None:
+                self._no_stream("stream never opened")
+            case CallStatusChanged(status=status) if self._standby is not None:
+                self._no_stream(f"ended before its stream opened (status {status})")
             case CallStatusChanged(status=status):
                 self._apply(self._flow.call_status(status))
+            case EndWithNotice(call_sid=None, reason=reason) if self._standby is not None:
+                # The daemon is stopping: a stream still to open may reach the next one.
+                self._no_stream(f"{reason} before the stream opened")
             case EndWithNotice(text=text, reason=reason, grace_seconds=grace):
                 self._apply(self._flow.end_with_notice(text, reason=reason, grace=grace))
             case Instruct(text=text):
@@ -305,6 +343,18 @@ class CallSession(TarsActor):
             # The flow's NoteQueue refuses a message this call has taken before.
             self._apply(self._flow.deliver_note(message_id, note.text))
 
+    def _model_connected(self, message: ModelConnected) -> None:
+        connection_id, channel = message.connection_id, message.channel
+        connection = self._connections.get(connection_id)
+        if connection is not None:
+            connection.channel = channel
+        log.info("model.connected", connection_id=connection_id, resumed=message.resumed)
+        effects = self._flow.model_connected(connection_id)
+        if self._flow.current_connection == connection_id:
+            # Before the greeting goes out: the relay must take the reply's audio.
+            self._on_audio_loop("use_channel", connection_id, channel)
+        self._apply(effects)
+
     def _model_disconnected(self, message: ModelDisconnected) -> None:
         connection = self._connections.get(message.connection_id)
         if connection is not None:
@@ -328,6 +378,7 @@ class CallSession(TarsActor):
                 expected=message.expected,
                 unsent=others,
                 reason=message.reason,
+                refused=message.refused,
             )
         )
 
@@ -344,8 +395,8 @@ class CallSession(TarsActor):
                 channel = connection.channel if connection is not None else None
                 if channel is None or not channel.send(item):
                     self._apply(self._flow.send_failed(item))
-                elif isinstance(item, TextTurn) and item.note_ids:
-                    self._notes_delivered(item.note_ids)
+                elif isinstance(item, TextTurn) and item.note_ids and self._switchboard:
+                    self._switchboard.delivered(self.info, item.note_ids)
             case effects.MarkCaller(name=name):
                 self._socket.send_mark(name)
             case effects.StoreTranscript(speaker=speaker, text=text, heard=heard):
@@ -412,24 +463,7 @@ class CallSession(TarsActor):
         upgrade = self._owner_upgrade
         if upgrade is None:  # pragma: no cover (the flow types keys only with an upgrade)
             return PinUnchecked()
-        number = self.info.caller_number
-        try:
-            verdict = upgrade.pins.check(number, digits)
-        except Exception:
-            log.exception("owner.pin_check_failed")
-            return PinUnchecked()
-        if isinstance(verdict, PinLockedOut) and verdict.new and self._switchboard is not None:
-            # The owner hears of each new lock: either they mistyped, or someone has their
-            # number. Not of calls refused while it holds: a guesser cannot spam the owner.
-            self._switchboard.notify_owner(
-                sender_session_id=self.info.session_id,
-                sender_name=self.info.session_name,
-                body=(
-                    f"A call from your number {number} typed a wrong PIN {MAX_WRONG_PINS} "
-                    f"times; PIN entry from it is locked for {verdict.minutes} minutes."
-                ),
-            )
-        return verdict
+        return upgrade.check(self.info, digits, self._switchboard)
 
     def _become_owner(self) -> None:
         """The PIN was right: this call is the owner's main call from now on."""
@@ -477,9 +511,7 @@ class CallSession(TarsActor):
         log.info("model.connecting", connection_id=connection_id, resuming=handle is not None)
 
     def _model_exited(self, exit_: ActorExit) -> None:
-        # Runs on the connection's thread: only tell.
-        with contextlib.suppress(pykka.ActorDeadError):
-            self.actor_ref.tell(exit_)
+        _tell_quietly(self.actor_ref, exit_)  # on the connection's thread: only tell
 
     def _start_timer(self, name: Timer, delay: float) -> None:
         previous = self._timer_handles.pop(name, None)
@@ -517,20 +549,6 @@ class CallSession(TarsActor):
         except Exception as error:
             log.exception("tool.failed", tool=call.name, call_id=call.call_id)
             return ToolOutcome(response={"error": f"{call.name} failed: {error}"})
-
-    def _notes_delivered(self, message_ids: tuple[int, ...]) -> None:
-        """The model connection accepted these routed messages: they are delivered."""
-        switchboard = self._switchboard
-        if switchboard is None:
-            return
-        ledger = switchboard.ledger
-        session_id = self.info.session_id
-        for message_id in message_ids:
-            ledger.settle(message_id, MessageStatus.DELIVERED, target_session_id=session_id)
-        if self.info.permission is Permission.OWNER:
-            # The owner heard them live: read_messages lists only what they missed.
-            ledger.mark_read(message_ids)
-        log.info("call.note_delivered", message_ids=list(message_ids))
 
     def _store_line(self, speaker: str, text: str, *, heard: bool) -> None:
         self._transcript_seq += 1
@@ -574,3 +592,8 @@ class CallSession(TarsActor):
     def _audio_stats(self) -> dict[str, Any]:
         relay = self._relay
         return {} if relay is None else audio_summary(relay.stats, self._socket)
+
+
+def _tell_quietly(ref: pykka.ActorRef[Any], message: object) -> None:
+    with contextlib.suppress(pykka.ActorDeadError):
+        ref.tell(message)

@@ -12,19 +12,19 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import pykka
 import structlog
 
-from actors.call_session import CallSession, ModelStarter, OwnerUpgrade
+from actors.call_session import CallSession, ModelStarter, OwnerUpgrade, StreamOpened
 from actors.supervisor import Supervisor
 from tars_actors.actor_messages import (
     CallFailed,
     CallNotAnswered,
     CallPlaced,
+    CallSocket,
     CallStatusChanged,
     CallStreamStarted,
     EndWithNotice,
@@ -33,19 +33,14 @@ from tars_actors.actor_messages import (
 )
 from tars_actors.call.admission import AdmissionLimits, CallAdmission, Refusal
 from tars_actors.call.flow import CallFlow
-from tars_actors.call.identity import (
-    CallerClaims,
-    ContactRecord,
-    GoalRecord,
-    ReminderRecord,
-    identify,
-)
 from tars_actors.call.limits import CallLimits
-from tars_actors.call.owner_pin import KeypadPin, OwnerCheck, Standing, owner_standing
+from tars_actors.call.owner_pin import KeypadPin, Standing
 from tars_actors.call.permissions import Permission
 from tars_actors.call.persona import Caller, Persona, owner_verified_turn, persona_for
 from tars_actors.call.pin_desk import PinDesk
+from tars_actors.call.records import caller_of, owner_check, purpose_of
 from tars_actors.call.session_info import SessionInfo
+from tars_actors.call.standby import StandbySocket
 from tars_actors.goals.desk import (
     FINAL_GOAL_STATUSES,
     GOAL_PREFIX,
@@ -65,10 +60,7 @@ from tars_actors.runtime.supervision import ChildSpec, Restart, Strategy, Superv
 from tars_actors.runtime.timers import Timers
 from tars_actors.store import (
     AgentSession,
-    CallGoal,
-    Contact,
     GoalStatus,
-    Reminder,
     SessionStatus,
     Store,
     utcnow,
@@ -82,7 +74,6 @@ from tars_actors.telephony.stream_tokens import (
     StreamRefusal,
 )
 from tars_actors.tools.registry import ToolRegistry
-from tars_actors.transfer.desk import screening_record
 from tars_actors.transfer.messages import PlacedCallEnded
 
 __all__ = [
@@ -114,12 +105,22 @@ _CALLER_LIMIT_APOLOGY = (
 def admission_limits(settings: Settings) -> AdmissionLimits:
     """The ``[sessions]`` limits :class:`CallAdmission` applies."""
     sessions = settings.sessions
+    # Each call holds one Live session from its webhook on: the model's limit is the line's.
+    max_sessions = settings.gemini.max_sessions or sessions.max_concurrent
     return AdmissionLimits(
-        max_concurrent=sessions.max_concurrent,
+        max_concurrent=min(sessions.max_concurrent, max_sessions),
         owner_reserved=sessions.owner_reserved,
         max_per_caller=sessions.max_per_caller,
         calls_per_hour=sessions.unknown_calls_per_hour,
     )
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CallAdmitted:
+    """CallHooks → CallSupervisor: a signed voice webhook was answered with a stream (its
+    token recorded with ``record``): the call's session may start before the stream."""
+
+    record: CallRecord
 
 
 class CallHooks:
@@ -182,6 +183,8 @@ class CallHooks:
         except Exception:
             self._admission.cancel_reservation(call_sid)
             raise
+        # The model connects and greets while Twilio opens the stream (about a second).
+        self._tell(CallAdmitted(record=record))
         return Connect(parameters={TOKEN_PARAMETER: token})
 
     def stream_started(self, message: CallStreamStarted) -> None:
@@ -190,7 +193,7 @@ class CallHooks:
     def status_changed(self, message: CallStatusChanged) -> None:
         if message.status in FINAL_STATUSES:
             # At once, on the server's loop: the next webhook may already be waiting.
-            self._admission.cancel_reservation(message.call_sid)
+            self._admission.ended(message.call_sid)
         self._tell(message)
 
     def health(self) -> Mapping[str, Any]:
@@ -259,6 +262,8 @@ class CallSupervisor(Supervisor):
         self._voicemail: set[str] = set()
         # Calls whose session started (the latest 4096): their final status is no news.
         self._answered: dict[str, None] = {}
+        # Sessions started before their stream (at the webhook), by call SID.
+        self._early: dict[str, pykka.ActorRef[Any]] = {}
 
     def on_start(self) -> None:
         self._store.connect()
@@ -281,20 +286,14 @@ class CallSupervisor(Supervisor):
                     if self._child(call_sid) is None:
                         self._admission.release(call_sid)
                     message.socket.close()
-            case CallStatusChanged(call_sid=call_sid, status=status):
-                if message.answered_by is not None:
-                    self._answered_by(call_sid, message.answered_by)
-                told = status in FINAL_STATUSES and self._tell_session(call_sid, message)
-                if status in FINAL_STATUSES and not told and call_sid not in self._answered:
-                    # The call ended before its stream started: free its place now.
-                    self._admission.release(call_sid)
-                    self._goal_ended(call_sid, goal_status_for(status) or GoalStatus.FAILED)
-                    self._tell_reminders(CallNotAnswered(call_sid=call_sid, status=status))
-                    if self._switchboard is not None:  # a screening call the owner missed
-                        self._switchboard.tell(PlacedCallEnded(call_sid=call_sid, status=status))
+            case CallAdmitted(record=record):
+                self._open_safely(record)
+            case CallStatusChanged():
+                self._status_changed(message)
             case ActorExit(child_id=child_id):
                 super().on_receive(message)
                 if child_id not in {info.id for info in self.which_children()}:
+                    self._early.pop(child_id, None)
                     self._admission.release(child_id)
                     voicemail = child_id in self._voicemail
                     self._voicemail.discard(child_id)
@@ -322,6 +321,24 @@ class CallSupervisor(Supervisor):
             case _:
                 return super().on_receive(message)
         return None
+
+    def _status_changed(self, message: CallStatusChanged) -> None:
+        call_sid, status = message.call_sid, message.status
+        if message.answered_by is not None:
+            self._answered_by(call_sid, message.answered_by)
+        elif status == "in-progress" and self._child(call_sid) is None:
+            # A call TARS placed was answered: its stream follows in about a second.
+            record = stream_tokens.placed_record(self._store, call_sid)
+            if record is not None:
+                self._open_safely(record)
+        told = status in FINAL_STATUSES and self._tell_session(call_sid, message)
+        if status in FINAL_STATUSES and not told and call_sid not in self._answered:
+            # The call ended before its stream started: free its place now.
+            self._admission.release(call_sid)
+            self._goal_ended(call_sid, goal_status_for(status) or GoalStatus.FAILED)
+            self._tell_reminders(CallNotAnswered(call_sid=call_sid, status=status))
+            if self._switchboard is not None:  # a screening call the owner missed
+                self._switchboard.tell(PlacedCallEnded(call_sid=call_sid, status=status))
 
     def _answered_by(self, call_sid: str, answered_by: str) -> None:
         """Asynchronous answering-machine detection: a machine gets a short message."""
@@ -368,7 +385,8 @@ class CallSupervisor(Supervisor):
     def _stream_started(self, message: CallStreamStarted) -> None:
         start = message.start
         call_sid = start.call_sid
-        if self._admission.is_live(call_sid) or self._child(call_sid) is not None:
+        early = self._early.get(call_sid)
+        if early is None and (self._admission.is_live(call_sid) or self._child(call_sid)):
             # Not this stream's call to take: the live one keeps its place, row and session.
             self._refuse(message, StreamRefusal.LIVE_CALL)
             return
@@ -382,23 +400,57 @@ class CallSupervisor(Supervisor):
         if isinstance(record, StreamRefusal):
             self._refuse(message, record)
             return
-        caller = self._identify(record)
+        if early is not None:
+            # Its session started at the webhook and is greeting the caller already.
+            del self._early[call_sid]
+            try:
+                early.tell(StreamOpened(socket=message.socket))
+            except pykka.ActorDeadError:  # it gave up on the stream this very moment
+                message.socket.close()
+            return
+        self._open(record, message.socket)
+
+    def _open_safely(self, record: CallRecord) -> None:
+        try:
+            self._open_early(record)
+        except Exception:
+            # Its stream, when it comes, starts the call the usual way.
+            log.exception("calls.early_start_failed", call_sid=record.call_sid)
+
+    def _open_early(self, record: CallRecord) -> None:
+        """Start a call's session and model connection before its stream opens: at the
+        signed voice webhook, or when a call TARS placed is answered. The stream's ``start``
+        must still bring the call's token; until then the greeting waits in a standby."""
+        call_sid = record.call_sid
+        if call_sid is None or self._child(call_sid) is not None:
+            return  # a webhook Twilio retried, or a status after the stream
+        ref = self._open(record, StandbySocket())
+        if ref is not None:
+            self._early[call_sid] = ref
+
+    def _open(self, record: CallRecord, socket: CallSocket) -> pykka.ActorRef[Any] | None:
+        """Start the session of a call whose record is proven (by its token, or by the
+        webhook that just recorded it); its ref, or None when it could not start."""
+        call_sid = record.call_sid or ""
+        caller = caller_of(self._settings, record, self._pins)
         owner = caller.permission in (Permission.OWNER, Permission.SCREENING) or caller.pin_pending
         if not self._admission.activate(
             call_sid, caller.number, owner=owner, pending=caller.pin_pending
         ):
-            self._refuse(message, StreamRefusal.OVER_CAPACITY)
-            return
+            if isinstance(socket, StandbySocket):
+                return None  # its stream, when it comes, is refused the usual way
+            self._refuse_socket(socket, call_sid, StreamRefusal.OVER_CAPACITY)
+            return None
         persona = persona_for(self._settings, caller)
         with self._store.transaction():
             row = AgentSession.create(
                 name=persona.session_name,
                 call_sid=call_sid,
-                stream_sid=start.stream_sid,
+                stream_sid=socket.stream_sid or None,
                 phone_number=caller.number,
                 permission=str(caller.permission),
                 status=SessionStatus.PENDING,
-                purpose=_purpose(caller),
+                purpose=purpose_of(caller),
                 direction="outbound" if record.outbound else "inbound",
                 started_at=utcnow(),
             )
@@ -408,9 +460,9 @@ class CallSupervisor(Supervisor):
             permission=caller.permission,
             caller_number=caller.number,
             call_sid=call_sid,
-            stream_sid=start.stream_sid,
+            stream_sid=socket.stream_sid,
             direction=str(row.direction),
-            purpose=_purpose(caller),
+            purpose=purpose_of(caller),
             pin_pending=caller.pin_pending,
             screening=None if caller.screening is None else caller.screening.transfer_id,
         )
@@ -434,7 +486,7 @@ class CallSupervisor(Supervisor):
             start=lambda: CallSession.start(
                 info=info,
                 flow=flow,
-                socket=message.socket,
+                socket=socket,
                 store=self._store,
                 timers=self._session_timers,
                 start_model=starter,
@@ -448,18 +500,20 @@ class CallSupervisor(Supervisor):
             shutdown_timeout=self._settings.supervision.shutdown_timeout_seconds,
         )
         try:
-            self.start_child(spec)
-            self._answered[call_sid] = None
-            if len(self._answered) > 4096:  # a day of calls and more
-                del self._answered[next(iter(self._answered))]
+            ref: pykka.ActorRef[Any] = self.start_child(spec)
         except Exception:
             log.exception("calls.session_start_failed", call_sid=call_sid)
             self._admission.release(call_sid)
-            message.socket.close()
+            socket.close()
             with self._store.transaction():
                 AgentSession.update(
                     status=SessionStatus.ENDED, ended_at=utcnow(), end_reason="start failed"
                 ).where(AgentSession.id == row.id).execute()
+            return None
+        self._answered[call_sid] = None
+        if len(self._answered) > 4096:  # a day of calls and more
+            del self._answered[next(iter(self._answered))]
+        return ref
 
     def _owner_upgrade(
         self, caller: Caller, info: SessionInfo
@@ -495,104 +549,16 @@ class CallSupervisor(Supervisor):
 
     def _refuse(self, message: CallStreamStarted, why: StreamRefusal) -> None:
         """Close a stream that may not start a call, before any session or model."""
-        socket = message.socket
+        self._refuse_socket(message.socket, message.start.call_sid, why)
+
+    def _refuse_socket(self, socket: CallSocket, call_sid: str, why: StreamRefusal) -> None:
         suppressed = self._refusals.allow((str(why), socket.host))
         if suppressed is not None:
             log.warning(
                 "calls.stream_refused",
                 why=str(why),
-                call_sid=message.start.call_sid,
+                call_sid=call_sid,
                 remote=socket.remote,
                 suppressed=suppressed,
             )
         socket.close()
-
-    def _identify(self, record: CallRecord) -> Caller:
-        """Looks up the rows the call's record names; :func:`identify` decides."""
-        claims = CallerClaims.of_call(
-            number=record.caller_number,
-            goal_id=record.goal_id,
-            reminder_id=record.reminder_id,
-            transfer_id=record.transfer_id,
-        )
-        owner_phone = self._settings.owner.phone
-        owner = owner_check(self._settings, record, self._pins)
-        if owner.standing is not Standing.NOT_OWNER:
-            log.info("calls.owner_number", standing=str(owner.standing), why=owner.why)
-        # Only the rows identify() reads: a goal row decides alone, then a reminder row,
-        # then the owner's number; the contacts table is read only for anyone else.
-        goal = _goal_record(claims.goal_key)
-        reminder = None if goal is not None else _reminder_record(claims.reminder_key)
-        screening = screening_record(claims.transfer_id)
-        decided = goal is not None or reminder is not None or claims.number == owner_phone
-        identified = identify(
-            claims,
-            owner_phone=owner_phone,
-            goal=goal,
-            reminder=reminder,
-            contact=None if decided else _contact_record(claims.number),
-            owner=owner,
-            screening=screening,
-        )
-        for event, fields in identified.warnings:
-            log.warning(event, **fields)
-        return identified.caller
-
-
-def owner_check(settings: Settings, record: CallRecord, pins: PinDesk) -> OwnerCheck:
-    """How far a call's record proves it is the owner's (the store is read only for a call
-    from the owner's number that may have to type the PIN)."""
-    owner = settings.owner
-    number = record.caller_number
-    # Placed by TARS: a call its own REST call made for a goal or a reminder (never what a
-    # webhook says of its direction).
-    placed = record.outbound and any(
-        key is not None for key in (record.goal_id, record.reminder_id, record.transfer_id)
-    )
-    decide = functools.partial(
-        owner_standing,
-        number=number,
-        owner_phone=owner.phone,
-        trust=owner.caller_id_trust,
-        stir_verstat=record.stir_verstat,
-        placed=placed,
-        pin_set=pins.pin_set,
-    )
-    # The lockout matters only to a call that would type the PIN: read it only then.
-    unlocked = decide(locked=False)
-    if unlocked.standing is Standing.PIN_PENDING and pins.locked(number):
-        return decide(locked=True)
-    return unlocked
-
-
-def _purpose(caller: Caller) -> str | None:
-    """What a call TARS placed is for, as list_active_sessions shows it."""
-    if caller.objective is not None:
-        return caller.objective
-    if caller.reminder is not None:
-        return f"reminder: {caller.reminder}"
-    if caller.screening is not None:
-        return f"screening: {caller.screening.caller_name}"
-    return None
-
-
-def _goal_record(goal_id: int | None) -> GoalRecord | None:
-    row = CallGoal.get_or_none(CallGoal.id == goal_id) if goal_id is not None else None
-    if row is None:
-        return None
-    return GoalRecord(
-        goal_id=int(row.id),
-        phone=str(row.phone),
-        contact_name=str(row.contact_name),
-        objective=str(row.objective),
-    )
-
-
-def _reminder_record(reminder_id: int | None) -> ReminderRecord | None:
-    row = Reminder.get_or_none(Reminder.id == reminder_id) if reminder_id is not None else None
-    return None if row is None else ReminderRecord(title=str(row.title))
-
-
-def _contact_record(number: str) -> ContactRecord | None:
-    row = Contact.get_or_none(Contact.phone == number)
-    return None if row is None else ContactRecord(name=str(row.name), relation=row.relation)

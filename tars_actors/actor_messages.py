@@ -332,6 +332,8 @@ class ModelDisconnected:
     reason: str
     expected: bool
     unsent: tuple[ModelInput, ...] = ()
+    #: The model refused the connection (quota, key): see ``Ending.refused``.
+    refused: bool = False
 
 
 # --- Telephony: Twilio REST work, off the call actors ------------------------------------

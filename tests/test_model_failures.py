@@ -43,8 +43,9 @@ def test_a_gone_session_is_expected_and_nobody_is_told() -> None:
 )
 def test_a_close_the_sdk_reports_keeps_its_code(code: int, live: bool, reason: str) -> None:
     # google-genai reports every close, a normal one included, as an APIError: unexpected.
+    # 1007 at setup is how the service refuses a key: no use connecting again at once.
     assert ending_for(api_error(code, "bye"), live=live) == Ending(
-        expected=False, reason=reason, close_code=code
+        expected=False, reason=reason, close_code=code, refused=code == 1007
     )
 
 
@@ -75,8 +76,51 @@ def test_a_socket_lost_without_a_close_frame_is_1006_and_says_setup_when_not_liv
 def test_an_http_refusal_names_its_status() -> None:
     refused = websockets.InvalidStatus(Response(403, "Forbidden", Headers()))
     assert ending_for(refused, live=False) == Ending(
-        expected=False, reason="connection refused: HTTP 403"
+        expected=False, reason="connection refused: HTTP 403", refused=True
     )
+
+
+@pytest.mark.parametrize("status", [401, 403, 429])
+def test_an_upgrade_refused_for_the_key_or_the_quota_is_a_refusal(status: int) -> None:
+    refused = websockets.InvalidStatus(Response(status, "No", Headers()))
+    assert ending_for(refused, live=False).refused
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_an_upgrade_the_service_could_not_serve_is_worth_retrying(status: int) -> None:
+    unavailable = websockets.InvalidStatus(Response(status, "Unavailable", Headers()))
+    assert not ending_for(unavailable, live=False).refused
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (1011, "RESOURCE_EXHAUSTED: You exceeded your current quota of concurrent sessions"),
+        (1011, "Resource has been exhausted (e.g. check quota)."),
+        (1008, "Permission denied"),
+        (1007, "API key not valid. Please pass a valid API key."),
+        (1011, "Your project has no billing account"),
+    ],
+)
+def test_a_setup_closed_for_quota_key_or_billing_is_a_refusal(code: int, message: str) -> None:
+    ending = ending_for(api_error(code, message), live=False)
+    assert ending.refused
+    assert message in ending.reason  # the row and the log say why
+    sent = websockets.ConnectionClosedError(Close(code, message), None)
+    assert ending_for(sent, live=False).refused
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "live"),
+    [
+        (1011, "Internal error occurred.", False),  # a fault a new connection may not meet
+        (1008, "invalid session resumption handle", False),  # a fresh one is welcome
+        (1011, "RESOURCE_EXHAUSTED", True),  # mid-call: the call reconnects as before
+        (1006, "", False),
+    ],
+)
+def test_other_ends_are_not_refusals(code: int, message: str, live: bool) -> None:
+    assert not ending_for(api_error(code, message), live=live).refused
 
 
 def test_another_handshake_failure_is_named() -> None:

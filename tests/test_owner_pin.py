@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from actors.call_supervisor import owner_check
 from tars_actors.call.effects import CancelTimer, CheckPin, Effect, StartTimer, Timer
 from tars_actors.call.owner_pin import (
     ATTESTED,
@@ -30,6 +29,7 @@ from tars_actors.call.owner_pin import (
     owner_standing,
 )
 from tars_actors.call.pin_desk import PinDesk
+from tars_actors.call.records import owner_check
 from tars_actors.runtime.settings import parse_settings
 from tars_actors.store import PinLockout, Store
 from tars_actors.telephony.stream_codec import Dtmf

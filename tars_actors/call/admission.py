@@ -210,6 +210,12 @@ class CallAdmission:
             self._pending.pop(call_sid, None)
             self._gone.discard(call_sid)
 
+    def ended(self, call_sid: str) -> None:
+        """Twilio says the call is over (a final status): its place is free at once,
+        whatever its session still has to finish."""
+        self.cancel_reservation(call_sid)
+        self.release(call_sid)
+
     def release(self, call_sid: str) -> None:
         with self._lock:
             self._live.pop(call_sid, None)

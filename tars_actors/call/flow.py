@@ -30,7 +30,7 @@ from tars_actors.actor_messages import (
     ToolResponses,
     TurnComplete,
 )
-from tars_actors.call import limits, owner_pin
+from tars_actors.call import limits, owner_pin, tool_calls
 from tars_actors.call.effects import (
     BecomeOwner,
     CancelTimer,
@@ -42,7 +42,6 @@ from tars_actors.call.effects import (
     MarkCaller,
     MarkUnheard,
     PressKeys,
-    RunTool,
     SayAndHangUp,
     SendToModel,
     StartModel,
@@ -56,7 +55,7 @@ from tars_actors.call.notes import NoteQueue
 from tars_actors.call.permissions import Permission
 from tars_actors.call.turn_text import TurnText
 from tars_actors.telephony.stream_codec import Dtmf, InboundEvent, Mark, Stop
-from tars_actors.tools.registry import ToolError, ToolOutcome, ToolRegistry
+from tars_actors.tools.registry import ToolOutcome, ToolRegistry
 
 __all__ = ["CallFlow"]
 
@@ -127,10 +126,6 @@ class CallFlow:
         return self._ended
 
     @property
-    def resumption_handle(self) -> str | None:
-        return self._handle
-
-    @property
     def current_connection(self) -> int | None:
         """The model connection inputs go to now, if any."""
         return self._current
@@ -173,14 +168,27 @@ class CallFlow:
         return effects
 
     def model_disconnected(
-        self, connection_id: int, *, expected: bool, unsent: Sequence[ModelInput], reason: str
+        self,
+        connection_id: int,
+        *,
+        expected: bool,
+        unsent: Sequence[ModelInput],
+        reason: str,
+        refused: bool = False,
     ) -> list[Effect]:
+        """``refused``: the model said no to the connection (quota, key): retrying soon
+        would not help, so before the call's first connection the caller hears so at once."""
         if connection_id == self._current:
             self._current = None
         # What the ended connection did not send goes first, before newer inputs.
         self._gap.extendleft(reversed(list(unsent)))
         if self._ended or self._saying_goodbye is not None:
             return []
+        if refused and not self._greeted and connection_id == self._connecting:
+            self._connecting = None
+            grace = self.limits.apology_grace_seconds
+            log = LogEvent(event="model.refused", level="error", fields={"reason": reason})
+            return [log, *self._say_and_end(UNREACHABLE_APOLOGY, reason=reason, grace=grace)]
         if connection_id == self._connecting:  # a failed rotation: again at the next turn end
             self._connecting, self._rotate_pending = None, self._current is not None
         if self._current is not None:
@@ -272,6 +280,14 @@ class CallFlow:
             return []
         return self._finish(self._hang_up_reason(), hang_up=False, detail=reason)
 
+    def no_stream(self, reason: str) -> list[Effect]:
+        """The call started before its stream (at the webhook), and the stream never came:
+        end it without a hang-up; what the model said meanwhile was never heard."""
+        if self._ended:
+            return []
+        effects = self._finish(self._saying_goodbye or reason, hang_up=False)
+        return [*effects[:-1], MarkUnheard(), effects[-1]]
+
     def call_status(self, status: str) -> list[Effect]:
         """A final status callback (completed, busy, failed...) for this call."""
         if self._ended:
@@ -319,8 +335,8 @@ class CallFlow:
             SayAndHangUp(text=text),
             StartTimer(name=Timer.APOLOGY, delay=grace),
         ]
-        for timer in (Timer.MODEL_RESTART, Timer.ROTATE, Timer.NOTE_WAIT, Timer.PIN_PAUSE):
-            effects.append(CancelTimer(name=timer))
+        waits = (Timer.MODEL_RESTART, Timer.MODEL_UNREACHABLE, Timer.ROTATE, Timer.NOTE_WAIT)
+        effects += [CancelTimer(name=timer) for timer in (*waits, Timer.PIN_PAUSE)]
         if self._connecting is not None:
             effects.append(StopModel(connection_id=self._connecting))
             self._connecting = None
@@ -378,27 +394,12 @@ class CallFlow:
     # --- tools --------------------------------------------------------------------------
 
     def _tool_calls(self, calls: Sequence[Any]) -> list[Effect]:
-        effects: list[Effect] = []
-        refused: list[ToolResponse] = []
-        level = self.permission
-        for call in calls:
-            self.stats.tool_calls += 1
-            prepared = self.tools.prepare(
-                call_id=call.call_id, name=call.name, args=call.args, level=level
-            )
-            if isinstance(prepared, ToolError):
-                self.stats.tools_refused += 1
-                fields = {**prepared.log_fields(), "permission": str(level)}
-                effects.append(LogEvent(event="tool.refused", level="warning", fields=fields))
-                response = prepared.response()
-                refused.append(
-                    ToolResponse(call_id=prepared.call_id, name=prepared.name, response=response)
-                )
-                continue
-            self._tools_in_flight[prepared.call_id] = prepared.name
-            effects.append(RunTool(call=prepared))
+        effects, refused, started = tool_calls.prepare(
+            self.tools, calls, level=self.permission, stats=self.stats
+        )
+        self._tools_in_flight.update(started)
         if refused:
-            effects += self._to_current(ToolResponses(responses=tuple(refused)))
+            effects += self._to_current(ToolResponses(responses=refused))
         return effects
 
     def tool_finished(self, call_id: str, name: str, outcome: ToolOutcome) -> list[Effect]:

@@ -26,6 +26,9 @@ class CallLimits:
     apology_grace_seconds: float = 15.0
     #: How long a note for the model waits while the caller keeps talking.
     note_wait_seconds: float = 2.0
+    #: A call started at its webhook whose stream has not opened after this long is
+    #: given up (its model connection closed, its place freed), as a reservation is.
+    stream_wait_seconds: float = 10.0
     reconnect_backoff: Backoff = field(
         default_factory=lambda: Backoff(initial=0.2, maximum=5.0, jitter=0.0)
     )

@@ -196,6 +196,11 @@ class AudioRelay:
 
     # --- the model connection (from the session, through call_soon) -------------------
 
+    def use_socket(self, socket: CallSocket) -> None:
+        """The call's stream opened after its session started: write to it directly (the
+        standby it replaces forwards to it meanwhile)."""
+        self._socket = socket
+
     def use_channel(self, connection_id: int, channel: ModelChannel) -> None:
         """Send through this connection from now on, starting with the audio kept."""
         self._connection_id = connection_id

@@ -72,6 +72,7 @@ LIVE_SETTINGS = frozenset(
     {
         "logging.level",
         "assistant.language",
+        "gemini.max_sessions",
         "sessions.max_concurrent",
         "sessions.max_call_seconds",
         "sessions.shutdown_grace_seconds",

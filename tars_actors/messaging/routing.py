@@ -28,6 +28,7 @@ from tars_actors.messaging.ledger import (
     MessageLedger,
     MessageRecord,
 )
+from tars_actors.store import MessageStatus
 
 __all__ = [
     "BROADCAST_TARGET",
@@ -321,6 +322,17 @@ class Switchboard:
             return False
         self.tell(Dispatch(message_id=record.id))
         return True
+
+    def delivered(self, info: SessionInfo, message_ids: tuple[int, ...]) -> None:
+        """A call's model connection accepted these routed messages: they are delivered
+        (and read, when the call is the owner's: they heard them live)."""
+        for message_id in message_ids:
+            self.ledger.settle(
+                message_id, MessageStatus.DELIVERED, target_session_id=info.session_id
+            )
+        if info.permission is Permission.OWNER:
+            self.ledger.mark_read(message_ids)
+        log.info("call.note_delivered", message_ids=list(message_ids))
 
     def ask(self, message: object) -> Any:
         """Ask the Router, bounded by :attr:`ask_timeout`; raises RouterUnavailable."""

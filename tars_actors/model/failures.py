@@ -23,6 +23,9 @@ class Ending:
     orphaned: bool = False
     #: Not a close or a network failure but a fault on our side, logged with its traceback.
     fault: bool = False
+    #: The model said no before setup completed (quota, key, permission): trying again
+    #: at once would be refused again.
+    refused: bool = False
 
 
 class SessionGone(Exception):
@@ -44,16 +47,19 @@ def ending_for(error: BaseException, *, live: bool) -> Ending:
             detail = error.message or (error.details if isinstance(error.details, str) else "")
             closed = "closed by the model" if live else "setup rejected by the model"
             reason = f"{closed} (code {error.code}{': ' + detail if detail else ''})"
-            return Ending(expected=False, reason=reason, close_code=error.code)
+            refused = not live and _refusal(error.code, detail)
+            return Ending(expected=False, reason=reason, close_code=error.code, refused=refused)
         case websockets.ConnectionClosed():
             # A send found the socket closed before the receiver learned of it.
             code = error.rcvd.code if error.rcvd is not None else 1006
             detail = error.rcvd.reason if error.rcvd is not None else "abnormal closure"
             reason = f"{setup}closed by the model (code {code}{': ' + detail if detail else ''})"
-            return Ending(expected=False, reason=reason, close_code=code)
+            refused = not live and _refusal(code, detail)
+            return Ending(expected=False, reason=reason, close_code=code, refused=refused)
         case websockets.InvalidStatus():
             status = error.response.status_code
-            return Ending(expected=False, reason=f"connection refused: HTTP {status}")
+            reason = f"connection refused: HTTP {status}"
+            return Ending(expected=False, reason=reason, refused=status in _REFUSING_STATUSES)
         case websockets.InvalidHandshake():
             return Ending(expected=False, reason=f"{setup}WebSocket handshake: {error}")
         case SetupIncomplete():
@@ -65,6 +71,25 @@ def ending_for(error: BaseException, *, live: bool) -> Ending:
             return Ending(
                 expected=False, reason=f"{setup}{type(error).__name__}: {error}", fault=True
             )
+
+
+#: HTTP answers to the Live upgrade that say no to this key or project, not "try again".
+_REFUSING_STATUSES = frozenset({401, 403, 429})
+#: Close codes the Live service refuses a setup with: 1007 and 1008 for a key that is not
+#: valid or has no permission.
+_REFUSING_CODES = frozenset({1007, 1008})
+#: What the Live service says when it closes a setup for quota (concurrent sessions over
+#: the project's tier come as 1011 with RESOURCE_EXHAUSTED), billing or a key.
+_REFUSING_WORDS = ("quota", "exhausted", "exceeded", "billing", "api key", "permission")
+
+
+def _refusal(code: int | None, detail: str) -> bool:
+    """Whether a close during setup is the service saying no (rather than a fault that a
+    new connection may not meet)."""
+    text = detail.lower()
+    if "handle" in text:
+        return False  # a resumption handle refused: a fresh connection is welcome
+    return code in _REFUSING_CODES or any(word in text for word in _REFUSING_WORDS)
 
 
 def setup_timed_out(seconds: float) -> Ending:

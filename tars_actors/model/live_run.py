@@ -350,6 +350,7 @@ class LiveRun:
             "reason": ending.reason,
             "expected": ending.expected,
             "close_code": ending.close_code,
+            "refused": ending.refused,
             "unsent": len(unsent),
             "sends": counters.sends,
             "items_sent": counters.items_sent,
@@ -372,6 +373,7 @@ class LiveRun:
                     reason=ending.reason,
                     expected=ending.expected,
                     unsent=unsent,
+                    refused=ending.refused,
                 )
             )
 

@@ -36,6 +36,7 @@ __all__ = [
     "hash_token",
     "issue",
     "placed_call",
+    "placed_record",
     "redeem",
     "refusal",
 ]
@@ -207,6 +208,27 @@ def bind_placed_call(
             StreamToken.update(call_sid=call_sid).where(
                 StreamToken.id == newest, StreamToken.call_sid.is_null()
             ).execute()
+
+
+def placed_record(store: Store, call_sid: str, *, now: datetime | None = None) -> CallRecord | None:
+    """The record of a call TARS placed, once Twilio said it was answered: that of its
+    newest unused, unexpired token bound to ``call_sid`` (None when there is none: not a
+    call TARS placed, not bound yet, or its stream came already). The token stays unused:
+    only the stream's ``start`` may use it."""
+    now = now or utcnow()
+    with store.connection():
+        row = (
+            StreamToken.select()
+            .where(
+                StreamToken.call_sid == call_sid,
+                StreamToken.used_at.is_null(),
+                StreamToken.expires_at > now,
+                StreamToken.direction.startswith("outbound"),
+            )
+            .order_by(StreamToken.id.desc())
+            .first()
+        )
+    return None if row is None else _record(row)
 
 
 def redeem(

@@ -126,6 +126,9 @@ class GeminiSettings:
     )
     #: "" for the system CAs; else a PEM file to trust (the stand-in's test certificate).
     ca_file: str = field(default="", metadata=checked(checks.existing_file))
+    #: Live sessions the project may hold at once (0: no limit). Each call holds one, from
+    #: its webhook on: a call beyond it hears the busy apology at once.
+    max_sessions: int = field(default=0, metadata=checked(checks.int_between(0)))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

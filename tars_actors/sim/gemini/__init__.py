@@ -24,13 +24,14 @@ from tars_actors.sim.gemini._messages import (
     ToolResponse,
 )
 from tars_actors.sim.gemini._script import DEFAULT_REPLY, LiveBehaviour, ScriptedReply, tone
-from tars_actors.sim.gemini._stand_in import GeminiLiveStandIn
+from tars_actors.sim.gemini._stand_in import QUOTA_EXCEEDED, GeminiLiveStandIn
 from tars_actors.sim.gemini._text_api import TextReply, TextRequest
 
 __all__ = [
     "DEFAULT_REPLY",
     "MODEL_AUDIO_MIME",
     "MODEL_AUDIO_RATE",
+    "QUOTA_EXCEEDED",
     "ClientContent",
     "GeminiLiveStandIn",
     "LiveBehaviour",

@@ -14,7 +14,7 @@ import socket
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import Final, Self
 
 from aiohttp import WSMsgType, web
 from google.genai import types
@@ -34,6 +34,13 @@ from tars_actors.sim.gemini._text_api import TextApi, TextRequest
 from tars_actors.sim.tls import LocalCertificate
 
 __all__ = ["GeminiLiveStandIn"]
+
+
+#: The close reason of a setup over the project's concurrent Live sessions.
+QUOTA_EXCEEDED: Final = (
+    "RESOURCE_EXHAUSTED: You exceeded your current quota of concurrent sessions; "
+    "please check your plan and billing details."
+)
 
 
 class GeminiLiveStandIn:
@@ -59,6 +66,8 @@ class GeminiLiveStandIn:
         self._handle_counter = itertools.count(1)
         self._refusing = False
         self._refused_attempts = 0
+        # Live sessions allowed at once (None: any number), as a project's quota does.
+        self._session_limit: int | None = None
         self._changes = Changes()
         self._text = TextApi(changes=self._changes, api_key=api_key, default_text=default_text)
         self._echo_resampler = EchoResampler()
@@ -136,6 +145,11 @@ class GeminiLiveStandIn:
     def refuse_connections(self, refuse: bool = True) -> None:
         """While refusing, Live upgrades get HTTP 503: the model is unreachable."""
         self._refusing = refuse
+
+    def limit_sessions(self, limit: int | None) -> None:
+        """Allow at most ``limit`` Live sessions at once (None: any number). A setup beyond
+        it is closed as the real service closes it: code 1011, RESOURCE_EXHAUSTED."""
+        self._session_limit = limit
 
     @property
     def refused_attempts(self) -> int:
@@ -257,6 +271,14 @@ class GeminiLiveStandIn:
             and handle not in self._issued_handles
         ):
             await ws.close(code=1008, message=b"invalid session resumption handle")
+            return ws
+
+        limit = self._session_limit
+        if limit is not None and len(self._active) >= limit:
+            with self._changes.lock:
+                self._refused_attempts += 1
+            self._changes.notify()
+            await ws.close(code=1011, message=QUOTA_EXCEEDED.encode())
             return ws
 
         if behaviour.setup_delay > 0:

@@ -129,6 +129,18 @@ class Softphone(WebhookCaller):
             await self.connect(twiml)
         return twiml
 
+    async def pick_up(self, twiml: Twiml | str) -> None:
+        """Answer a call TARS placed, as Twilio reports it: the ``answered`` status callback
+        (``CallStatus=in-progress``) at once, then the stream of ``twiml`` (the inline TwiML
+        given to ``calls.create``) ``stream_delay`` seconds later."""
+        reply = await self.send_status("in-progress")
+        self.answered_at = time.monotonic()
+        if reply.status >= 400:
+            raise TwimlError(f"the answered status callback got HTTP {reply.status}")
+        if self.stream_delay > 0:
+            await asyncio.sleep(self.stream_delay)  # Twilio taking its time, as told
+        await self.connect(twiml)
+
     async def connect(
         self,
         twiml: Twiml | str,

@@ -79,6 +79,9 @@ class SyncSoftphone:
     def call(self) -> Twiml:
         return self.run(self.phone.call())
 
+    def pick_up(self, twiml: Twiml | str) -> None:
+        self.run(self.phone.pick_up(twiml))
+
     def say(self, mulaw: bytes) -> None:
         self.phone.say(mulaw)
 
