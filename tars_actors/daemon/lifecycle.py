@@ -176,6 +176,10 @@ class Daemon:
             on_exit=self._on_root_exit,
         )
         self._finish_interrupted_goals()
+        if self.with_server and self.settings.secrets.gemini_api_key:
+            # Made now, not by the first caller's webhook: building the client (its TLS
+            # context, the SDK's modules) takes tens of milliseconds the caller would hear.
+            self._model_client()
         if self.with_server:
             runtime = self.runtime
             hooks = CallHooks(

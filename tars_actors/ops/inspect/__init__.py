@@ -6,10 +6,10 @@ model connection, recent supervisor events and recent problems. ``--follow`` kee
 new lines like ``tail -f`` and refreshes the view. ``--session`` or ``--call`` prints one
 call's lines as a story instead.
 
-All times are the log's own. A live call's duration runs from its ``call.started`` line to
-the latest timestamp in the log, so a saved log renders the same way every time (and a
-live daemon's durations advance as it logs). Lines that are not JSON objects with a string
-``event`` are skipped and counted; wrong-typed fields are treated as missing.
+All times are the log's own. A live call's duration runs from its first line (``call.opening``
+at its webhook) to the latest timestamp in the log, so a saved log renders the same way every
+time (and a live daemon's durations advance as it logs). Lines that are not JSON objects with
+a string ``event`` are skipped and counted; wrong-typed fields are treated as missing.
 """
 
 from __future__ import annotations

@@ -100,6 +100,11 @@ _DESCRIPTIONS: dict[str, str | Callable[[Record], str]] = {
     "stream.frame_rejected": "media frame rejected: {reason} ({detail})",
     "stream.no_start": "no start message within {waited_seconds} s",
     "stream.session_gone": "the call's session is gone",
+    "call.opening": "call from {caller} ({direction}) as {permission}, greeting before the "
+    "stream opens",
+    "call.stream_opened": "stream opened; {held_frames} frame(s) of audio had waited for it",
+    "call.stream_never_opened": "the stream never opened: {reason}",
+    "model.refused": "the model refused the connection: {reason}",
     "call.started": "call from {caller} ({direction}) as {permission}, stream {stream_sid}",
     "call.summary": "call ended: {reason}; {duration_seconds} s, {turns} turn(s), "
     "{reconnects} reconnect(s), {tool_calls} tool call(s), {tools_refused} refused",

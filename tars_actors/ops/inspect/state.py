@@ -346,7 +346,9 @@ class LogState:
                 if event == "call.summary":
                     self._summarise(ended, record)
                 return
-            if event != "call.started" and (actor is None or actor.kind != "CallSession"):
+            if event not in ("call.opening", "call.started") and (
+                actor is None or actor.kind != "CallSession"
+            ):
                 return
             session = SessionView(call_sid=call_sid, started=stamp)
             self.sessions[call_sid] = session
@@ -361,8 +363,8 @@ class LogState:
     ) -> None:
         connection_id = field_int(record, "connection_id")
         match event:
-            case "call.started":
-                session.started = stamp or session.started
+            case "call.opening" | "call.started":  # at the webhook, or at the stream
+                session.started = session.started or stamp
                 session.caller = field_text(record, "caller")
                 session.direction = field_text(record, "direction")
             case "model.connecting":
