@@ -13,6 +13,7 @@ from typing import Any
 import peewee
 import pytest
 
+from actors.call_supervisor import admission_limits
 from tars_actors.runtime.settings import (
     PLACEHOLDER_PUBLIC_URL,
     Secrets,
@@ -213,6 +214,7 @@ def test_float_key_rejects_a_value_that_is_not_finite() -> None:
         ("monitor", "stats_interval_seconds", 0, "[monitor] stats_interval_seconds: must be"),
         ("transfer", "ring_seconds", 4, "[transfer] ring_seconds: must be between 5 and 120"),
         ("transfer", "ring_seconds", 121, "[transfer] ring_seconds: must be between 5 and 120"),
+        ("gemini", "max_sessions", -1, "[gemini] max_sessions: must be at least 0, got -1"),
     ],
 )
 def test_number_outside_its_range_is_rejected(
@@ -229,6 +231,19 @@ def test_admission_limits_default_to_one_owner_place_one_call_and_ten_an_hour() 
         1,
         10,
     )
+
+
+@pytest.mark.parametrize(
+    ("max_sessions", "expected"), [(0, (8, 1)), (3, (3, 1)), (1, (1, 0)), (20, (8, 1))]
+)
+def test_the_models_sessions_cap_the_places_and_the_owners_stays_within_them(
+    max_sessions: int, expected: tuple[int, int]
+) -> None:
+    settings = parse_settings(
+        {"gemini": {"max_sessions": max_sessions}, "sessions": {"max_concurrent": 8}}, environ={}
+    )
+    limits = admission_limits(settings)
+    assert (limits.max_concurrent, limits.reserved) == expected
 
 
 @pytest.mark.parametrize("key", ["owner_reserved", "max_per_caller", "unknown_calls_per_hour"])

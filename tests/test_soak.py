@@ -9,12 +9,22 @@ from tars_actors.ops import cli
 from tars_actors.ops.soak import SoakRow, _Ended, _lost, _print_verdict
 
 
-def row(minute: float, rss: float, *, fds: int = 200, threads: int = 120, lost: int = 0) -> SoakRow:
+def row(
+    minute: float,
+    rss: float,
+    *,
+    low: float | None = None,
+    fds: int = 200,
+    threads: int = 120,
+    lost: int = 0,
+) -> SoakRow:
     return SoakRow(
         minute=minute,
         live_calls=50,
         calls_ended=int(minute * 10),
         rss_mb=rss,
+        rss_low_mb=rss - 20.0 if low is None else low,
+        rss_high_mb=rss + 20.0,
         open_fds=fds,
         threads=threads,
         cpu_ms_per_call_second=12.0,
@@ -37,12 +47,13 @@ def test_frames_tars_never_took_in_dropped_or_that_never_reached_the_caller_are_
 
 
 def test_the_verdict_measures_growth_from_minute_five_without_the_drained_last_row() -> None:
-    rows = [row(2.5, 150.0), row(5.0, 180.0), row(30.0, 183.6), row(60.0, 185.4, lost=0)]
+    rows = [row(2.5, 150.0), row(5.0, 180.0, low=160.0), row(30.0, 183.6)]
+    rows += [row(60.0, 185.4, low=168.0, lost=0)]
     rows.append(row(60.2, 120.0, fds=20, threads=17))  # the calls hung up
     out = io.StringIO()
     _print_verdict(rows, out)
     verdict = out.getvalue()
-    assert "RSS 180.0 -> 185.4 MiB (+3.0 %)" in verdict
+    assert "RSS mean 180.0 -> 185.4 MiB (+3.0 %), low 160.0 -> 168.0 MiB (+5.0 %)" in verdict
     assert "open fds 200-200, threads 120-120" in verdict
     assert "0 frames lost" in verdict
 
@@ -70,5 +81,12 @@ def test_a_short_soak_through_the_command_prints_its_rows_and_verdict() -> None:
     assert len(rows) >= 2
     assert rows[-1].split()[1] == "0"  # every call hung up at the end
     assert int(rows[-1].split()[2]) >= 6  # calls ended and replaced meanwhile
-    assert sum(int(line.split()[7]) for line in rows) == 0  # frames lost
+    assert sum(int(line.split()[8]) for line in rows) == 0  # frames lost
+    low, high = (float(mib) for mib in rows[0].split()[4].split("-"))
+    assert 0 < low <= float(rows[0].split()[3]) <= high  # the interval's mean within it
     assert lines[-1].startswith("steady state")
+
+
+def test_a_row_shows_the_intervals_mean_and_its_lowest_and_highest_memory() -> None:
+    rendered = row(10.0, 190.04, low=170.6).render().split()
+    assert rendered[3:5] == ["190.0", "170.6-210.0"]

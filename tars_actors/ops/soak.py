@@ -6,8 +6,11 @@ in a child process with the echoing Gemini Live stand-in, as in the load benchma
 lasts ``--call-seconds`` (the first ones staggered so that calls end one by one), then the
 caller stops talking, waits until the echo has played out, hangs up, and a new caller takes
 its place: sessions, model connections and sockets come and go the whole time, as in a day
-of real calls. Each row: the server's resident memory, open file descriptors and threads
-(from /proc), its CPU per call-second over the interval, the frames lost by the calls that
+of real calls. Each row: the server's resident memory over the interval (sampled every half
+second: its mean, and its lowest and highest; a single sample would land anywhere on the
+sawtooth of memory freed by ended calls and given back every 5 minutes, while a leak raises
+the mean and the low alike), open file descriptors and threads (from /proc), its CPU per
+call-second over the interval, the frames lost by the calls that
 ended in it (caller frames TARS never took in or dropped, and frames TARS sent that the
 caller never got, from each call's ``call.summary``), and the deepest mailbox any actor
 reported in it (``actor.stats``).
@@ -48,7 +51,10 @@ class SoakRow:
     minute: float
     live_calls: int
     calls_ended: int
+    #: Resident memory over the interval: mean, lowest and highest of its samples.
     rss_mb: float
+    rss_low_mb: float
+    rss_high_mb: float
     open_fds: int
     threads: int
     cpu_ms_per_call_second: float
@@ -57,17 +63,19 @@ class SoakRow:
     mailbox_peak_actor: str
 
     HEADER = (
-        " minute  live  ended   RSS MiB  fds  threads  CPU ms/call-s  frames lost  mailbox peak"
+        " minute  live  ended   RSS MiB   low-high MiB  fds  threads  CPU ms/call-s  frames lost"
+        "  mailbox peak"
     )
 
     def render(self) -> str:
         peak = (
             f"{self.mailbox_peak} ({self.mailbox_peak_actor})" if self.mailbox_peak_actor else "-"
         )
+        spread = f"{self.rss_low_mb:.1f}-{self.rss_high_mb:.1f}"
         return (
             f"{self.minute:7.1f}  {self.live_calls:4d}  {self.calls_ended:5d}  {self.rss_mb:8.1f}"
-            f"  {self.open_fds:3d}  {self.threads:7d}  {self.cpu_ms_per_call_second:13.2f}"
-            f"  {self.frames_lost:11d}  {peak}"
+            f"  {spread:>13}  {self.open_fds:3d}  {self.threads:7d}"
+            f"  {self.cpu_ms_per_call_second:13.2f}  {self.frames_lost:11d}  {peak}"
         )
 
 
@@ -227,9 +235,11 @@ def _drive(
     counted: set[str] = set()
     stats_seen = 0
     last_at, last_cpu = started, _cpu_seconds(pid)
+    rss: list[float] = []
     while True:
         finished = running.done()
         now = time.monotonic()
+        rss.append(_rss_mb(pid))
         if not finished and now < last_at + report_every:
             time.sleep(min(0.5, last_at + report_every - now))  # a soak's report clock
             continue
@@ -251,7 +261,9 @@ def _drive(
             minute=round((now - started) / 60, 1),
             live_calls=state.live,
             calls_ended=len(counted),
-            rss_mb=round(_rss_mb(pid), 1),
+            rss_mb=round(sum(rss) / len(rss), 1),
+            rss_low_mb=round(min(rss), 1),
+            rss_high_mb=round(max(rss), 1),
             open_fds=_count(f"/proc/{pid}/fd"),
             threads=_threads(pid),
             cpu_ms_per_call_second=round((cpu - last_cpu) * 1000 / (calls * (now - last_at)), 2),
@@ -261,7 +273,7 @@ def _drive(
         )
         rows.append(row)
         print(row.render(), file=out, flush=True)
-        last_at, last_cpu = now, cpu
+        last_at, last_cpu, rss = now, cpu, []
         if finished:
             break
     _print_verdict(rows, out)
@@ -276,11 +288,13 @@ def _print_verdict(rows: list[SoakRow], out: TextIO) -> None:
     steady = [row for row in rows[:-1] if row.minute >= 5.0] or rows
     first, last = steady[0], steady[-1]
     growth = (last.rss_mb - first.rss_mb) / first.rss_mb * 100 if first.rss_mb else 0.0
+    low = (last.rss_low_mb - first.rss_low_mb) / first.rss_low_mb * 100 if first.rss_low_mb else 0.0
     fds = sorted(row.open_fds for row in steady)
     threads = sorted(row.threads for row in steady)
     print(
-        f"steady state (minute {first.minute} to {last.minute}): RSS {first.rss_mb} -> "
-        f"{last.rss_mb} MiB ({growth:+.1f} %), open fds {fds[0]}-{fds[-1]}, threads "
+        f"steady state (minute {first.minute} to {last.minute}): RSS mean {first.rss_mb} -> "
+        f"{last.rss_mb} MiB ({growth:+.1f} %), low {first.rss_low_mb} -> {last.rss_low_mb} "
+        f"MiB ({low:+.1f} %), open fds {fds[0]}-{fds[-1]}, threads "
         f"{threads[0]}-{threads[-1]}; whole run: {rows[-1].calls_ended} calls ended, "
         f"{sum(row.frames_lost for row in rows)} frames lost, deepest mailbox "
         f"{max(row.mailbox_peak for row in rows)}",
