@@ -209,9 +209,10 @@ class CallSession(TarsActor):
         self._standby = None
         if self._stream_wait is not None:
             self._stream_wait.cancel()
-        held = standby.connect(socket)
+        held = standby.held_frames
         self._socket = socket
-        self._on_audio_loop("use_socket", socket)
+        # Handed over on the loop, where the relay writes: nothing overtakes the greeting.
+        self._on_audio_loop("use_socket", socket, standby)
         self.info = dataclasses.replace(self.info, stream_sid=socket.stream_sid)
         log.info("call.stream_opened", held_frames=held, dropped_frames=standby.frames_dropped)
         self._streaming()

@@ -31,7 +31,7 @@ from tars_actors.actor_messages import (
     Instruct,
     SettingsChanged,
 )
-from tars_actors.call.admission import AdmissionLimits, CallAdmission, Refusal
+from tars_actors.call.admission import CallAdmission, Refusal, admission_limits
 from tars_actors.call.flow import CallFlow
 from tars_actors.call.limits import CallLimits
 from tars_actors.call.owner_pin import KeypadPin, Standing
@@ -49,6 +49,7 @@ from tars_actors.goals.desk import (
     goal_status_for,
     mark_answered,
     mark_dialing,
+    voicemail_note,
 )
 from tars_actors.messaging.routing import Switchboard
 from tars_actors.net.loop import LoopThread
@@ -102,17 +103,14 @@ _CALLER_LIMIT_APOLOGY = (
 )
 
 
-def admission_limits(settings: Settings) -> AdmissionLimits:
-    """The ``[sessions]`` limits :class:`CallAdmission` applies."""
-    sessions = settings.sessions
-    # Each call holds one Live session from its webhook on: the model's limit is the line's.
-    max_sessions = settings.gemini.max_sessions or sessions.max_concurrent
-    return AdmissionLimits(
-        max_concurrent=min(sessions.max_concurrent, max_sessions),
-        owner_reserved=sessions.owner_reserved,
-        max_per_caller=sessions.max_per_caller,
-        calls_per_hour=sessions.unknown_calls_per_hour,
-    )
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class _Early:
+    """A session started before its stream: its ref, the standby it talks to, and the
+    record it was started from (the stream's token must name the same)."""
+
+    ref: pykka.ActorRef[Any]
+    standby: StandbySocket
+    record: CallRecord
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -260,18 +258,31 @@ class CallSupervisor(Supervisor):
         self._reminders = reminders
         # Goal calls that reached an answering machine: they end as "voicemail".
         self._voicemail: set[str] = set()
-        # Calls whose session started (the latest 4096): their final status is no news.
+        # Calls whose stream started or that ended without one (the latest 4096): their
+        # final status is no news.
         self._answered: dict[str, None] = {}
-        # Sessions started before their stream (at the webhook), by call SID.
-        self._early: dict[str, pykka.ActorRef[Any]] = {}
+        # Sessions started before their stream (at the webhook), by call SID, until it opens.
+        self._early: dict[str, _Early] = {}
 
     def on_start(self) -> None:
         self._store.connect()
         super().on_start()
 
     def on_stop(self) -> None:
-        super().on_stop()
+        self._stop_calls(super().on_stop)
         self._store.close()
+
+    def on_failure(self, *exc_info: Any) -> None:
+        self._stop_calls(lambda: super(CallSupervisor, self).on_failure(*exc_info))
+
+    def _stop_calls(self, stop: Callable[[], None]) -> None:
+        """Stop the sessions and give their places back: their exits will not reach this
+        supervisor, and a restarted one must find the line as free as it is."""
+        calls = [info.id for info in self.which_children()]
+        stop()
+        for call_sid in calls:
+            self._admission.release(call_sid)
+        self._early.clear()
 
     def on_receive(self, message: Any) -> Any:
         match message:
@@ -286,15 +297,18 @@ class CallSupervisor(Supervisor):
                     if self._child(call_sid) is None:
                         self._admission.release(call_sid)
                     message.socket.close()
-            case CallAdmitted(record=record):
-                self._open_safely(record)
+            case CallAdmitted(record=record) if record.call_sid:
+                self._open_safely(record.call_sid, record)
             case CallStatusChanged():
                 self._status_changed(message)
             case ActorExit(child_id=child_id):
                 super().on_receive(message)
                 if child_id not in {info.id for info in self.which_children()}:
-                    self._early.pop(child_id, None)
                     self._admission.release(child_id)
+                    if self._early.pop(child_id, None) is not None:
+                        # Its stream never opened: nobody was there to talk to.
+                        self._not_answered(child_id, "no-answer")
+                        return None
                     voicemail = child_id in self._voicemail
                     self._voicemail.discard(child_id)
                     self._goal_ended(
@@ -328,37 +342,34 @@ class CallSupervisor(Supervisor):
             self._answered_by(call_sid, message.answered_by)
         elif status == "in-progress" and self._child(call_sid) is None:
             # A call TARS placed was answered: its stream follows in about a second.
-            record = stream_tokens.placed_record(self._store, call_sid)
-            if record is not None:
-                self._open_safely(record)
+            self._open_safely(call_sid, None)
         told = status in FINAL_STATUSES and self._tell_session(call_sid, message)
         if status in FINAL_STATUSES and not told and call_sid not in self._answered:
             # The call ended before its stream started: free its place now.
             self._admission.release(call_sid)
-            self._goal_ended(call_sid, goal_status_for(status) or GoalStatus.FAILED)
-            self._tell_reminders(CallNotAnswered(call_sid=call_sid, status=status))
-            if self._switchboard is not None:  # a screening call the owner missed
-                self._switchboard.tell(PlacedCallEnded(call_sid=call_sid, status=status))
+            self._not_answered(call_sid, status)
+
+    def _not_answered(self, call_sid: str, status: str) -> None:
+        """A call ended without a conversation: its goal, reminder or transfer hears so,
+        once (a final status coming later is no news)."""
+        self._settled(call_sid)
+        self._goal_ended(call_sid, goal_status_for(status) or GoalStatus.FAILED)
+        self._tell_reminders(CallNotAnswered(call_sid=call_sid, status=status))
+        if self._switchboard is not None:  # a screening call the owner missed
+            self._switchboard.tell(PlacedCallEnded(call_sid=call_sid, status=status))
+
+    def _settled(self, call_sid: str) -> None:
+        self._answered[call_sid] = None
+        if len(self._answered) > 4096:  # a day of calls and more
+            del self._answered[next(iter(self._answered))]
 
     def _answered_by(self, call_sid: str, answered_by: str) -> None:
         """Asynchronous answering-machine detection: a machine gets a short message."""
         log.info("calls.answered_by", call_sid=call_sid, answered_by=answered_by)
-        if not answered_by.startswith("machine") and answered_by != "fax":
-            return
-        goal = goal_for_call(call_sid)
-        if goal is None:
-            return
-        self._voicemail.add(call_sid)
-        self._tell_session(
-            call_sid,
-            Instruct(
-                text=(
-                    "[System note] This call reached voicemail. After the beep, leave one "
-                    f"or two sentences for {goal.contact_name}: who you are, on whose behalf "
-                    "you call, and what about. Then say goodbye and call end_call."
-                )
-            ),
-        )
+        note = voicemail_note(answered_by, call_sid)
+        if note is not None:
+            self._voicemail.add(call_sid)
+            self._tell_session(call_sid, Instruct(text=note))
 
     def _tell_reminders(self, message: CallNotAnswered) -> None:
         ref = self._reminders()
@@ -401,32 +412,43 @@ class CallSupervisor(Supervisor):
             self._refuse(message, record)
             return
         if early is not None:
-            # Its session started at the webhook and is greeting the caller already.
-            del self._early[call_sid]
-            try:
-                early.tell(StreamOpened(socket=message.socket))
-            except pykka.ActorDeadError:  # it gave up on the stream this very moment
-                message.socket.close()
+            self._hand_over(early, record, message)
             return
         self._open(record, message.socket)
 
-    def _open_safely(self, record: CallRecord) -> None:
+    def _hand_over(self, early: _Early, record: CallRecord, message: CallStreamStarted) -> None:
+        """The stream of a call whose session started at its webhook: to that session."""
+        call_sid = message.start.call_sid
+        if record != early.record:  # another token of the call, saying something else
+            self._refuse(message, StreamRefusal.OTHER_CALL)
+            return
+        if not early.standby.offer(message.socket):
+            # Its session gave up waiting a moment ago: the call is over on TARS's side.
+            self._refuse(message, StreamRefusal.CALL_ENDED)
+            return
+        del self._early[call_sid]
+        self._settled(call_sid)
         try:
-            self._open_early(record)
+            early.ref.tell(StreamOpened(socket=message.socket))
+        except pykka.ActorDeadError:
+            early.standby.close()  # closes the stream it was offered
+
+    def _open_safely(self, call_sid: str, record: CallRecord | None) -> None:
+        """Start a call's session and model connection before its stream opens: at the
+        signed voice webhook (``record``), or when a call TARS placed is answered (its
+        record is read). The stream's ``start`` must still bring the call's token; until
+        then the greeting waits in a standby."""
+        try:
+            record = record or stream_tokens.placed_record(self._store, call_sid)
+            if record is None or self._child(call_sid) is not None:
+                return  # not a call TARS placed, a webhook Twilio retried, or a late status
+            standby = StandbySocket()
+            ref = self._open(record, standby)
+            if ref is not None:
+                self._early[call_sid] = _Early(ref=ref, standby=standby, record=record)
         except Exception:
             # Its stream, when it comes, starts the call the usual way.
-            log.exception("calls.early_start_failed", call_sid=record.call_sid)
-
-    def _open_early(self, record: CallRecord) -> None:
-        """Start a call's session and model connection before its stream opens: at the
-        signed voice webhook, or when a call TARS placed is answered. The stream's ``start``
-        must still bring the call's token; until then the greeting waits in a standby."""
-        call_sid = record.call_sid
-        if call_sid is None or self._child(call_sid) is not None:
-            return  # a webhook Twilio retried, or a status after the stream
-        ref = self._open(record, StandbySocket())
-        if ref is not None:
-            self._early[call_sid] = ref
+            log.exception("calls.early_start_failed", call_sid=call_sid)
 
     def _open(self, record: CallRecord, socket: CallSocket) -> pykka.ActorRef[Any] | None:
         """Start the session of a call whose record is proven (by its token, or by the
@@ -434,8 +456,15 @@ class CallSupervisor(Supervisor):
         call_sid = record.call_sid or ""
         caller = caller_of(self._settings, record, self._pins)
         owner = caller.permission in (Permission.OWNER, Permission.SCREENING) or caller.pin_pending
+        early = isinstance(socket, StandbySocket)
         if not self._admission.activate(
-            call_sid, caller.number, owner=owner, pending=caller.pin_pending
+            call_sid,
+            caller.number,
+            owner=owner,
+            pending=caller.pin_pending,
+            # At its webhook a call takes the place the webhook reserved, or none: one
+            # given up to the owner, or freed by the call's end, stays so.
+            reserved_only=early and not record.outbound,
         ):
             if isinstance(socket, StandbySocket):
                 return None  # its stream, when it comes, is refused the usual way
@@ -510,9 +539,8 @@ class CallSupervisor(Supervisor):
                     status=SessionStatus.ENDED, ended_at=utcnow(), end_reason="start failed"
                 ).where(AgentSession.id == row.id).execute()
             return None
-        self._answered[call_sid] = None
-        if len(self._answered) > 4096:  # a day of calls and more
-            del self._answered[next(iter(self._answered))]
+        if not early:
+            self._settled(call_sid)
         return ref
 
     def _owner_upgrade(

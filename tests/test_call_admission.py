@@ -272,3 +272,33 @@ def test_a_pending_call_evicted_before_its_stream_starts_finds_no_place() -> Non
     assert places.take_evicted() == ["CAfaker"]
     places.release("CA1")  # a place is free again, but not for the evicted call
     assert not places.activate("CAfaker", OWNER, owner=True, pending=True)
+
+
+def test_a_call_started_at_its_webhook_takes_its_reservation_or_nothing() -> None:
+    places = admission(2, owner_reserved=1, max_per_caller=1)
+    assert places.reserve("CAfaker", OWNER, owner=True, proven=False) is None
+    assert places.reserve("CA1", STRANGER, owner=False) is None
+    assert places.reserve("CAowner", OWNER, owner=True) is None
+    assert places.take_evicted() == ["CAfaker"]
+    # The evicted call's session would start at its webhook: no place, and the eviction
+    # still stands for its stream once another place is free.
+    assert not places.activate("CAfaker", OWNER, owner=True, pending=True, reserved_only=True)
+    places.release("CA1")
+    assert not places.activate("CAfaker", OWNER, owner=True, pending=True)
+
+
+def test_a_call_that_ended_before_its_session_started_takes_no_place() -> None:
+    places = admission(2)
+    assert places.reserve("CA1", STRANGER, owner=False) is None
+    places.ended("CA1")  # Twilio's final status came first
+    assert not places.activate("CA1", STRANGER, owner=False, reserved_only=True)
+    assert places.live == 0
+
+
+def test_a_final_status_frees_a_live_calls_place_at_once() -> None:
+    places = admission(1, max_per_caller=1)
+    assert places.reserve("CA1", STRANGER, owner=False) is None
+    assert places.activate("CA1", STRANGER, owner=False, reserved_only=True)
+    assert places.reserve("CA2", STRANGER, owner=False) is Refusal.CALLER_BUSY
+    places.ended("CA1")  # its session is still closing down
+    assert places.reserve("CA2", STRANGER, owner=False) is None

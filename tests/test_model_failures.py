@@ -114,6 +114,7 @@ def test_a_setup_closed_for_quota_key_or_billing_is_a_refusal(code: int, message
     ("code", "message", "live"),
     [
         (1011, "Internal error occurred.", False),  # a fault a new connection may not meet
+        (1011, "DEADLINE_EXCEEDED: the request took too long", False),
         (1008, "invalid session resumption handle", False),  # a fresh one is welcome
         (1011, "RESOURCE_EXHAUSTED", True),  # mid-call: the call reconnects as before
         (1006, "", False),

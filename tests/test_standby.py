@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
+from tars_actors.call.relay import AudioRelay
 from tars_actors.call.standby import MAX_HELD_FRAMES, StandbySocket
 
 
@@ -139,3 +141,71 @@ def test_nothing_given_while_the_stream_connects_is_lost_or_reordered() -> None:
     thread.join()
     sent = [call[1][0] for call in real.calls if call[0] == "audio"]
     assert sent == [n.to_bytes(2, "big") for n in range(2000)]
+
+
+class LoopSocket(RecordingSocket):
+    """MediaStreamSocket's threading: on its loop a write happens at once, from any other
+    thread it is queued onto the loop."""
+
+    def __init__(self, loop: Any, loop_thread: int) -> None:
+        super().__init__()
+        self.loop, self.loop_thread = loop, loop_thread
+
+    def _record(self, item: tuple[Any, ...]) -> None:
+        if threading.get_ident() == self.loop_thread:
+            self.calls.append(item)
+        else:
+            self.loop.call_soon_threadsafe(self.calls.append, item)
+
+    def send_audio(
+        self, frames: Sequence[bytes], since: float = 0.0, *, tones: bool = False
+    ) -> None:
+        self._record(("audio", tuple(frames), since, tones))
+
+    def send_mark(self, name: str) -> None:
+        self._record(("mark", name))
+
+
+def test_the_relay_hands_the_stream_over_on_its_loop_so_nothing_overtakes_the_greeting() -> None:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever)
+    thread.start()
+    try:
+        assert thread.ident is not None
+        real = LoopSocket(loop, thread.ident)
+        standby = StandbySocket()
+        relay = AudioRelay(socket=standby, session=None)  # type: ignore[arg-type]
+        standby.send_audio([b"greeting-1"])
+        standby.send_mark("turn-1")
+
+        def model_writes() -> None:  # the model's receive loop, writing as it reads
+            for n in range(2, 50):
+                relay._socket.send_audio([f"greeting-{n}".encode()])
+
+        # The session learns of the stream while the model's audio keeps coming.
+        loop.call_soon_threadsafe(model_writes)
+        loop.call_soon_threadsafe(relay.use_socket, real, standby)
+        loop.call_soon_threadsafe(model_writes)
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(5)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+    audio = [call[1][0] for call in real.calls if call[0] == "audio"]
+    assert audio[:2] == [b"greeting-1", b"greeting-2"]
+    assert real.calls[1] == ("mark", "turn-1")
+    assert len(audio) == 1 + 2 * 48
+
+
+def test_a_stream_offered_to_a_standby_that_closes_before_connecting_is_closed() -> None:
+    standby = StandbySocket()
+    real = RecordingSocket()
+    assert standby.offer(real)
+    standby.close()  # the session gave up waiting just as the stream came
+    assert real.calls == [("close",)]
+
+
+def test_a_closed_standby_takes_no_stream() -> None:
+    standby = StandbySocket()
+    standby.close()
+    assert not standby.offer(RecordingSocket())

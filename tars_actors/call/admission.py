@@ -15,12 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from tars_actors.runtime.settings import Settings
+
 __all__ = [
     "PIN_DEADLINE_SECONDS",
     "RESERVATION_SECONDS",
     "AdmissionLimits",
     "CallAdmission",
     "Refusal",
+    "admission_limits",
 ]
 
 #: How long a webhook's place waits for its stream. Twilio opens the stream within a
@@ -160,27 +163,38 @@ class CallAdmission:
                 self._admitted.setdefault(number, deque()).append(now)
             return None
 
-    def activate(self, call_sid: str, number: str, *, owner: bool, pending: bool = False) -> bool:
+    def activate(
+        self,
+        call_sid: str,
+        number: str,
+        *,
+        owner: bool,
+        pending: bool = False,
+        reserved_only: bool = False,
+    ) -> bool:
         """A stream with a valid token started: count it live.
 
         Its reservation is its place; without one (it expired, or TARS placed the call, or
         TARS restarted since the webhook) it takes a free place if there is one, owner's
         number or not: the call was proven by its token. False for a CallSid already live
         (a second ``start``) and when every place is taken. ``pending``: from the owner's
-        number, still to type the PIN.
+        number, still to type the PIN. ``reserved_only``: the call's session starts at its
+        webhook, so it takes its reservation or nothing (one given up to the owner, expired
+        or cancelled by the call's end stays so, for its stream to meet).
         """
         with self._lock:
             self._expire(self._clock())
             if call_sid in self._live:
                 return False
             if call_sid in self._gone:
-                self._gone.discard(call_sid)
+                if not reserved_only:
+                    self._gone.discard(call_sid)
                 return False
             reserved = self._reserved.pop(call_sid, None)
             if reserved is not None:
                 # Counted as the webhook saw it: the record may store the number shortened.
                 _, number, owner = reserved
-            elif not self._free(owner=owner):
+            elif reserved_only or not self._free(owner=owner):
                 return False
             self._live[call_sid] = (number, owner)
             if pending:
@@ -290,3 +304,16 @@ class CallAdmission:
         if not self._free(owner=owner):
             return Refusal.OVER_CAPACITY
         return None
+
+
+def admission_limits(settings: Settings) -> AdmissionLimits:
+    """The ``[sessions]`` limits :class:`CallAdmission` applies."""
+    sessions = settings.sessions
+    # Each call holds one Live session from its webhook on: the model's limit is the line's.
+    max_sessions = settings.gemini.max_sessions or sessions.max_concurrent
+    return AdmissionLimits(
+        max_concurrent=min(sessions.max_concurrent, max_sessions),
+        owner_reserved=sessions.owner_reserved,
+        max_per_caller=sessions.max_per_caller,
+        calls_per_hour=sessions.unknown_calls_per_hour,
+    )

@@ -31,6 +31,7 @@ from tars_actors.actor_messages import (
 from tars_actors.audio.pipeline import CallerToModel, ModelToCaller
 from tars_actors.call.owner_pin import PIN_PAUSE_SECONDS
 from tars_actors.call.playback import TurnPlayback
+from tars_actors.call.standby import StandbySocket
 
 __all__ = ["KEYPAD_QUIET_SECONDS", "AudioRelay", "LatencyHistogram", "RelayStats", "audio_summary"]
 
@@ -196,9 +197,11 @@ class AudioRelay:
 
     # --- the model connection (from the session, through call_soon) -------------------
 
-    def use_socket(self, socket: CallSocket) -> None:
-        """The call's stream opened after its session started: write to it directly (the
-        standby it replaces forwards to it meanwhile)."""
+    def use_socket(self, socket: CallSocket, standby: StandbySocket) -> None:
+        """The call's stream opened after its session started: what ``standby`` held goes
+        to ``socket`` first, here on the loop where the socket writes at once, then
+        everything goes to it directly."""
+        standby.connect(socket)
         self._socket = socket
 
     def use_channel(self, connection_id: int, channel: ModelChannel) -> None:

@@ -5,6 +5,12 @@ A call's session and its model connection start when the signed voice webhook is
 Until then the session talks to a :class:`StandbySocket`: the model's greeting, its marks
 and anything else meant for the caller are held in order, and handed to the real socket
 the moment the stream's ``start`` arrives, so the greeting goes out at once.
+
+The stream is first :meth:`StandbySocket.offer`-ed (by the CallSupervisor, which checked its
+token), then :meth:`StandbySocket.connect`-ed on the I/O loop, where the relay writes: the
+real socket writes at once there, so nothing the relay sends overtakes the held greeting.
+A standby closed in between (its session gave up waiting) closes the offered stream, so an
+offered stream is never left open with nobody on it.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class StandbySocket:
         self._held: list[tuple[Any, ...]] = []
         self._held_frames = 0
         self._real: CallSocket | None = None
+        self._offered: CallSocket | None = None
         self._closed = False
         self._session: Any = None
         self._relay: Any = None
@@ -117,14 +124,24 @@ class StandbySocket:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            real = self._real
-            if real is None:
+            real = self._real or self._offered
+            if self._real is None:
                 self._held.clear()
                 self._held_frames = 0
-                return
-        real.close()
+        if real is not None:
+            real.close()
 
     # -- the stream arrives -----------------------------------------------------------------
+
+    def offer(self, real: CallSocket) -> bool:
+        """The call's stream started (its token checked): keep it for :meth:`connect`, so
+        that a :meth:`close` from now on closes it. False when this standby was closed
+        already: its session gave up, and the stream is not taken."""
+        with self._lock:
+            if self._closed or self._offered is not None:
+                return False
+            self._offered = real
+            return True
 
     def connect(self, real: CallSocket) -> int:
         """The stream started: replay what was held on ``real`` and forward to it from now

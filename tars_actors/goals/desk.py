@@ -50,6 +50,7 @@ __all__ = [
     "record_outcome",
     "summarize",
     "transcript_of",
+    "voicemail_note",
 ]
 
 log = structlog.get_logger("tars.goals")
@@ -186,6 +187,21 @@ def goal_call_twiml(settings: Settings, store: Store, goal: GoalRecord) -> tuple
 def goal_for_call(call_sid: str) -> GoalRecord | None:
     row = CallGoal.get_or_none(CallGoal.call_sid == call_sid)
     return None if row is None else _record(row)
+
+
+def voicemail_note(answered_by: str, call_sid: str) -> str | None:
+    """What a goal call's model is told when Twilio's answering-machine detection says a
+    machine (or a fax) answered; None for a person, or a call that is no goal's."""
+    if not answered_by.startswith("machine") and answered_by != "fax":
+        return None
+    goal = goal_for_call(call_sid)
+    if goal is None:
+        return None
+    return (
+        "[System note] This call reached voicemail. After the beep, leave one or two "
+        f"sentences for {goal.contact_name}: who you are, on whose behalf you call, and "
+        "what about. Then say goodbye and call end_call."
+    )
 
 
 def mark_dialing(store: Store, goal_id: int, call_sid: str) -> None:

@@ -80,7 +80,7 @@ _REFUSING_STATUSES = frozenset({401, 403, 429})
 _REFUSING_CODES = frozenset({1007, 1008})
 #: What the Live service says when it closes a setup for quota (concurrent sessions over
 #: the project's tier come as 1011 with RESOURCE_EXHAUSTED), billing or a key.
-_REFUSING_WORDS = ("quota", "exhausted", "exceeded", "billing", "api key", "permission")
+_REFUSING_WORDS = ("quota", "exhausted", "billing", "api key", "permission")
 
 
 def _refusal(code: int | None, detail: str) -> bool:

@@ -66,6 +66,8 @@ class StreamRefusal(enum.StrEnum):
     LIVE_CALL = "live_call"
     """A second ``start`` for a CallSid whose call is live."""
     OVER_CAPACITY = "over_capacity"
+    CALL_ENDED = "call_ended"
+    """The call's session, started at its webhook, gave up waiting for this stream."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
