@@ -133,6 +133,7 @@ class CallSession(TarsActor):
         self.info = info
         self._standby = socket if isinstance(socket, StandbySocket) else None
         self._stream_wait: TimerHandle | None = None
+        self._joined = False
         self._owner_upgrade = owner_upgrade
         self._switchboard = switchboard
         self._audio_loop = audio_loop
@@ -225,6 +226,7 @@ class CallSession(TarsActor):
         switchboard = self._switchboard
         if switchboard is None:
             return
+        self._joined = True
         info = self.info
         joined = switchboard.presence.get(info.session_id)
         started_at = time.monotonic() if joined is None else joined.started_at
@@ -234,8 +236,8 @@ class CallSession(TarsActor):
 
     def _leave(self) -> None:
         switchboard = self._switchboard
-        if switchboard is None:
-            return
+        if switchboard is None or not self._joined:
+            return  # a call whose stream never opened: the Router never saw it
         switchboard.presence.leave(self.info.session_id)
         undelivered = self._flow.undelivered_notes()
         left = SessionLeft(session_id=self.info.session_id, undelivered=undelivered)
@@ -310,8 +312,9 @@ class CallSession(TarsActor):
                 self._apply(self._flow.socket_closed(reason))
             case StreamOpened(socket=socket):
                 self._stream_opened(socket)
-            case _StreamWaitOver() if self._standby is not None:
-                self._no_stream("stream never opened")
+            case _StreamWaitOver():
+                if self._standby is not None:  # else the stream came as the timer fired
+                    self._no_stream("stream never opened")
             case CallStatusChanged(status=status) if self._standby is not None:
                 self._no_stream(f"ended before its stream opened (status {status})")
             case CallStatusChanged(status=status):
@@ -519,14 +522,10 @@ class CallSession(TarsActor):
         if previous is not None:
             previous[1].cancel()
         self._timer_generation += 1
-        generation = self._timer_generation
-        ref = self.actor_ref
-
-        def fire() -> None:
-            with contextlib.suppress(pykka.ActorDeadError):
-                ref.tell(_TimerFired(name=name, generation=generation))
-
-        self._timer_handles[name] = (generation, self._timers.call_later(delay, fire))
+        generation, ref = self._timer_generation, self.actor_ref
+        fired = _TimerFired(name=name, generation=generation)
+        handle = self._timers.call_later(delay, lambda: _tell_quietly(ref, fired))
+        self._timer_handles[name] = (generation, handle)
 
     def _run_tool(self, call: PreparedCall) -> None:
         log.info("tool.called", tool=call.name, call_id=call.call_id, args=dict(call.args))

@@ -20,6 +20,7 @@ def row(
 ) -> SoakRow:
     return SoakRow(
         minute=minute,
+        from_minute=max(0.0, minute - 5.0),
         live_calls=50,
         calls_ended=int(minute * 10),
         rss_mb=rss,
@@ -47,12 +48,14 @@ def test_frames_tars_never_took_in_dropped_or_that_never_reached_the_caller_are_
 
 
 def test_the_verdict_measures_growth_from_minute_five_without_the_drained_last_row() -> None:
-    rows = [row(2.5, 150.0), row(5.0, 180.0, low=160.0), row(30.0, 183.6)]
+    # The row of minutes 0-5 holds the calls' ramp: the steady state starts after it.
+    rows = [row(5.0, 120.0, low=60.0), row(10.0, 180.0, low=160.0), row(30.0, 183.6)]
     rows += [row(60.0, 185.4, low=168.0, lost=0)]
     rows.append(row(60.2, 120.0, fds=20, threads=17))  # the calls hung up
     out = io.StringIO()
     _print_verdict(rows, out)
     verdict = out.getvalue()
+    assert "steady state (minute 5.0 to 60.0)" in verdict
     assert "RSS mean 180.0 -> 185.4 MiB (+3.0 %), low 160.0 -> 168.0 MiB (+5.0 %)" in verdict
     assert "open fds 200-200, threads 120-120" in verdict
     assert "0 frames lost" in verdict

@@ -48,7 +48,9 @@ _HELD_FRAMES = 5
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SoakRow:
+    #: The end of the row's interval, and its start, in minutes from the soak's start.
     minute: float
+    from_minute: float
     live_calls: int
     calls_ended: int
     #: Resident memory over the interval: mean, lowest and highest of its samples.
@@ -259,6 +261,7 @@ def _drive(
         deepest = max(fresh, key=lambda line: int(line.get("peak_depth", 0)), default=None)
         row = SoakRow(
             minute=round((now - started) / 60, 1),
+            from_minute=round((last_at - started) / 60, 1),
             live_calls=state.live,
             calls_ended=len(counted),
             rss_mb=round(sum(rss) / len(rss), 1),
@@ -284,15 +287,16 @@ def _print_verdict(rows: list[SoakRow], out: TextIO) -> None:
     """The soak's figures in one line each: growth after the first 5 minutes, totals."""
     if not rows:
         return
-    # The calls' steady state: from minute 5 on, without the last row (the calls hung up).
-    steady = [row for row in rows[:-1] if row.minute >= 5.0] or rows
+    # The calls' steady state: the intervals from minute 5 on, without the last row (the
+    # calls hung up in it).
+    steady = [row for row in rows[:-1] if row.from_minute >= 5.0] or rows
     first, last = steady[0], steady[-1]
     growth = (last.rss_mb - first.rss_mb) / first.rss_mb * 100 if first.rss_mb else 0.0
     low = (last.rss_low_mb - first.rss_low_mb) / first.rss_low_mb * 100 if first.rss_low_mb else 0.0
     fds = sorted(row.open_fds for row in steady)
     threads = sorted(row.threads for row in steady)
     print(
-        f"steady state (minute {first.minute} to {last.minute}): RSS mean {first.rss_mb} -> "
+        f"steady state (minute {first.from_minute} to {last.minute}): RSS mean {first.rss_mb} -> "
         f"{last.rss_mb} MiB ({growth:+.1f} %), low {first.rss_low_mb} -> {last.rss_low_mb} "
         f"MiB ({low:+.1f} %), open fds {fds[0]}-{fds[-1]}, threads "
         f"{threads[0]}-{threads[-1]}; whole run: {rows[-1].calls_ended} calls ended, "
