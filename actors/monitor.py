@@ -146,7 +146,11 @@ class ActorMonitor(TarsActor):
         """Freed memory back to the system (glibc keeps it otherwise), every few minutes:
         each trim holds the allocator's locks while it walks the free memory."""
         now = self._timers.monotonic()
-        if self._trimmed_at is not None and now - self._trimmed_at < TRIM_EVERY_SECONDS:
+        # Half a tick early is on time: ticks drift by milliseconds, and a tick found a
+        # hair short of the period would put the trim off by a whole tick (with 300 s
+        # ticks, to every 10 minutes).
+        due = TRIM_EVERY_SECONDS - self._stats_interval / 2
+        if self._trimmed_at is not None and now - self._trimmed_at < due:
             return
         self._trimmed_at = now
         trimmed = _malloc_trim.trim()

@@ -158,7 +158,9 @@ def run_soak(
                     "owner_reserved": 0,
                     "max_call_seconds": int(call_seconds) + 120,
                 },
-                "monitor": {"stats_interval_seconds": max(1, int(report_every))},
+                # The daemon's own cadence (stats, and the memory given back every 5
+                # minutes on a stats tick), whatever the report's.
+                "monitor": {"stats_interval_seconds": min(30, max(1, int(report_every)))},
             }
             server = DaemonProcess(
                 write_settings(
