@@ -55,7 +55,7 @@ from tars_actors.messaging.routing import (
     Switchboard,
 )
 from tars_actors.net.loop import LoopThread
-from tars_actors.runtime.actor import ActorExit, ExitLink, TarsActor, linked
+from tars_actors.runtime.actor import ActorExit, ExitLink, TarsActor, linked, teller
 from tars_actors.runtime.timers import TimerHandle, Timers
 from tars_actors.store import (
     AgentSession,
@@ -181,9 +181,7 @@ class CallSession(TarsActor):
             # stream; the greeting waits in the standby for it.
             log.info("call.opening", caller=self.info.caller_number, direction=self.info.direction)
             wait, ref = self._flow.limits.stream_wait_seconds, self.actor_ref
-            self._stream_wait = self._timers.call_later(
-                wait, lambda: _tell_quietly(ref, _StreamWaitOver())
-            )
+            self._stream_wait = self._timers.call_later(wait, teller(ref, _StreamWaitOver()))
         self._apply(self._flow.start())
 
     def _streaming(self) -> None:
@@ -515,7 +513,7 @@ class CallSession(TarsActor):
         log.info("model.connecting", connection_id=connection_id, resuming=handle is not None)
 
     def _model_exited(self, exit_: ActorExit) -> None:
-        _tell_quietly(self.actor_ref, exit_)  # on the connection's thread: only tell
+        teller(self.actor_ref, exit_)()  # on the connection's thread: only tell
 
     def _start_timer(self, name: Timer, delay: float) -> None:
         previous = self._timer_handles.pop(name, None)
@@ -524,7 +522,7 @@ class CallSession(TarsActor):
         self._timer_generation += 1
         generation, ref = self._timer_generation, self.actor_ref
         fired = _TimerFired(name=name, generation=generation)
-        handle = self._timers.call_later(delay, lambda: _tell_quietly(ref, fired))
+        handle = self._timers.call_later(delay, teller(ref, fired))
         self._timer_handles[name] = (generation, handle)
 
     def _run_tool(self, call: PreparedCall) -> None:
@@ -592,8 +590,3 @@ class CallSession(TarsActor):
     def _audio_stats(self) -> dict[str, Any]:
         relay = self._relay
         return {} if relay is None else audio_summary(relay.stats, self._socket)
-
-
-def _tell_quietly(ref: pykka.ActorRef[Any], message: object) -> None:
-    with contextlib.suppress(pykka.ActorDeadError):
-        ref.tell(message)

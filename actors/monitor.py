@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-import pykka
 import structlog
 
 from tars_actors.runtime import _malloc_trim
-from tars_actors.runtime.actor import TarsActor
+from tars_actors.runtime.actor import TarsActor, teller
 from tars_actors.runtime.events import EventBus
 from tars_actors.runtime.observability import (
     ActorStats,
@@ -179,28 +178,15 @@ class ActorMonitor(TarsActor):
 
     def _schedule_stats(self) -> None:
         self._stats_timer = self._timers.call_later(
-            self._stats_interval, _teller(self.actor_ref, _StatsTick())
+            self._stats_interval, teller(self.actor_ref, _StatsTick())
         )
 
     def _schedule_watchdog(self) -> None:
         self._watchdog_timer = self._timers.call_later(
-            self._watchdog_interval, _teller(self.actor_ref, _WatchdogTick())
+            self._watchdog_interval, teller(self.actor_ref, _WatchdogTick())
         )
 
     def _cancel_timers(self) -> None:
         for handle in (self._stats_timer, self._watchdog_timer):
             if handle is not None:
                 handle.cancel()
-
-
-def _teller(ref: pykka.ActorRef[Any], message: object) -> Callable[[], None]:
-    """A timer callback that tells ``ref`` and ignores an actor that has since stopped."""
-
-    def tell() -> None:
-        try:
-            ref.tell(message)
-        except pykka.ActorDeadError:
-            # Stopped between the timer firing and the cancel in on_stop: nothing to do.
-            return
-
-    return tell

@@ -29,6 +29,7 @@ __all__ = [
     "ExitReason",
     "TarsActor",
     "linked",
+    "teller",
 ]
 
 
@@ -211,3 +212,14 @@ class TarsActor(pykka.ThreadingActor):
             structlog.get_logger("tars.actor").warning(
                 "actor.exit_unreported", exc_info=sys.exc_info()
             )
+
+
+def teller(ref: pykka.ActorRef[Any], message: object) -> Callable[[], None]:
+    """A callback (a timer's, another thread's) that tells ``ref`` ``message`` and ignores
+    an actor that has stopped meanwhile."""
+
+    def tell() -> None:
+        with contextlib.suppress(pykka.ActorDeadError):
+            ref.tell(message)
+
+    return tell
