@@ -482,6 +482,7 @@ class CallSupervisor(Supervisor):
                 purpose=purpose_of(caller),
                 direction="outbound" if record.outbound else "inbound",
                 started_at=utcnow(),
+                daemon_id=self._store.daemon_id,
             )
         info = SessionInfo(
             session_id=int(row.id),

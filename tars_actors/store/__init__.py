@@ -29,6 +29,7 @@ from tars_actors.store.migrations import (
     SchemaTooNewError,
 )
 from tars_actors.store.models import (
+    LIVE_DAEMON_STATUSES,
     MODELS,
     AgentSession,
     ApprovalStatus,
@@ -36,6 +37,8 @@ from tars_actors.store.models import (
     CallGoal,
     Contact,
     Conversation,
+    Daemon,
+    DaemonStatus,
     Direction,
     GoalStatus,
     InterSessionMessage,
@@ -58,6 +61,7 @@ from tars_actors.store.models import (
 __all__ = [
     "E164_PATTERN",
     "LATEST_VERSION",
+    "LIVE_DAEMON_STATUSES",
     "MIGRATIONS",
     "MODELS",
     "SQLITE_BUSY_TIMEOUT_SECONDS",
@@ -69,6 +73,8 @@ __all__ = [
     "ChoiceField",
     "Contact",
     "Conversation",
+    "Daemon",
+    "DaemonStatus",
     "Direction",
     "GoalStatus",
     "InterSessionMessage",

@@ -5,6 +5,7 @@ write transactions that are safe under concurrency, and migrations at boot.
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any
@@ -14,7 +15,7 @@ import peewee
 from playhouse import db_url
 
 from tars_actors.store.migrations import SchemaVersion, apply_migrations, read_schema_version
-from tars_actors.store.models import MODELS
+from tars_actors.store.models import LIVE_DAEMON_STATUSES, MODELS, Daemon
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_SECONDS",
@@ -132,6 +133,9 @@ class Store:
     def __init__(self, database: peewee.Database, *, url: str) -> None:
         self._database = database
         self._url = redact_url(url)
+        #: This daemon on the database (its ``daemons`` row, once it registers): what it
+        #: holds (calls, messages in hand, claims) is marked with it.
+        self.daemon_id = uuid.uuid4().hex[:12]
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -153,6 +157,19 @@ class Store:
     @property
     def is_sqlite(self) -> bool:
         return isinstance(self._database, peewee.SqliteDatabase)
+
+    @property
+    def clustered(self) -> bool:
+        """Several daemons may share this database (PostgreSQL); SQLite has one."""
+        return not self.is_sqlite
+
+    def live_daemons(self) -> frozenset[str]:
+        """The daemons whose records are still their own: this one, and on PostgreSQL every
+        member serving or draining. What any other daemon holds is free to take up."""
+        if not self.clustered:
+            return frozenset((self.daemon_id,))
+        rows = Daemon.select(Daemon.id).where(Daemon.status.in_(LIVE_DAEMON_STATUSES))
+        return frozenset((self.daemon_id, *(str(row.id) for row in rows)))
 
     def connect(self) -> bool:
         """Open the calling thread's connection; False if it was already open."""
@@ -182,14 +199,17 @@ class Store:
         """
         return self._database.atomic()
 
-    def for_update(self, query: Any) -> Any:
+    def for_update(self, query: Any, *, skip_locked: bool = False) -> Any:
         """``query`` with ``FOR UPDATE`` where the database has it (PostgreSQL).
+
+        ``skip_locked``: rows another transaction holds are left out instead of waited
+        for, so that several daemons each claim different rows at once.
 
         SQLite has no row locks and needs none here: the whole database is locked for
         writing from ``BEGIN IMMEDIATE`` on.
         """
         if self._database.for_update:
-            return query.for_update()
+            return query.for_update(skip_locked=skip_locked or None)
         return query
 
     def migrate(self, *, target: int | None = None) -> list[int]:

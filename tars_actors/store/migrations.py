@@ -329,6 +329,36 @@ def _v6_transfers(migrator: SchemaMigrator) -> None:
     )
 
 
+def _v7_cluster(migrator: SchemaMigrator) -> None:
+    class Daemon(_frozen_base(migrator.database)):  # type: ignore[misc]
+        id = peewee.CharField(max_length=32, primary_key=True)
+        host = peewee.CharField(max_length=255)
+        pid = peewee.IntegerField()
+        place = peewee.CharField(max_length=80)
+        status = peewee.CharField(max_length=32, index=True)
+        started_at = peewee.DateTimeField()
+        heartbeat_at = peewee.DateTimeField()
+        ended_at = peewee.DateTimeField(null=True)
+        taken_over_by = peewee.CharField(max_length=32, null=True)
+
+        class Meta:
+            table_name = "daemons"
+
+    migrator.database.create_tables([Daemon])
+    migrator.migrate(
+        migrator.add_column(
+            "agent_sessions", "daemon_id", peewee.CharField(max_length=32, null=True)
+        ),
+        migrator.add_index("agent_sessions", ("daemon_id",), False),
+        migrator.add_column(
+            "inter_session_messages", "held_by", peewee.CharField(max_length=32, null=True)
+        ),
+        migrator.add_index("inter_session_messages", ("held_by",), False),
+        migrator.add_column("reminders", "claimed_by", peewee.CharField(max_length=32, null=True)),
+        migrator.add_column("call_goals", "daemon_id", peewee.CharField(max_length=32, null=True)),
+    )
+
+
 #: Every migration, in order; append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -364,6 +394,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         description="transfers: calls put through to the owner, and the owner's connected "
         "to someone; a screening call's stream token names its transfer",
         apply=_v6_transfers,
+    ),
+    Migration(
+        version=7,
+        description="cluster: the daemons on this database and their heartbeats; which "
+        "daemon runs each call, holds each message, claimed each reminder, runs each goal",
+        apply=_v7_cluster,
     ),
 )
 

@@ -16,6 +16,7 @@ from tars_actors.call.permissions import Permission
 from tars_actors.store.fields import ChoiceField, PhoneField, UTCDateTimeField, utcnow
 
 __all__ = [
+    "LIVE_DAEMON_STATUSES",
     "MODELS",
     "AgentSession",
     "ApprovalStatus",
@@ -23,6 +24,8 @@ __all__ = [
     "CallGoal",
     "Contact",
     "Conversation",
+    "Daemon",
+    "DaemonStatus",
     "Direction",
     "GoalStatus",
     "InterSessionMessage",
@@ -105,6 +108,21 @@ class GoalStatus(StrEnum):
     CANCELED = "canceled"
 
 
+class DaemonStatus(StrEnum):
+    #: Renewing its heartbeat and taking calls.
+    SERVING = "serving"
+    #: Stopping: renewing its heartbeat, finishing its calls, taking no new ones.
+    DRAINING = "draining"
+    #: Stopped on its own, everything it held handed back.
+    STOPPED = "stopped"
+    #: Stopped renewing its heartbeat: another member closed its calls and took its work.
+    LOST = "lost"
+
+
+#: Members whose records (calls, claims, messages in hand) are still theirs.
+LIVE_DAEMON_STATUSES = (DaemonStatus.SERVING, DaemonStatus.DRAINING)
+
+
 class TransferKind(StrEnum):
     #: A caller asked to speak to the owner (``request_transfer``), who decides.
     SCREENED = "screened"
@@ -169,6 +187,8 @@ class AgentSession(TarsModel):
     ended_at = UTCDateTimeField(null=True)
     end_reason = peewee.CharField(max_length=64, null=True)
     duration_seconds = peewee.FloatField(null=True)
+    #: The daemon that runs the call (``daemons.id``); None in rows older than clusters.
+    daemon_id = peewee.CharField(max_length=32, null=True, index=True)
 
     # Backrefs: peewee sets them when the referring models are defined; annotated for mypy.
     child_sessions: peewee.ModelSelect[AgentSession]
@@ -244,6 +264,9 @@ class InterSessionMessage(TarsModel):
     read_at = UTCDateTimeField(null=True)
     error = peewee.TextField(null=True)
     attempts = peewee.IntegerField(default=0)
+    #: The daemon that holds it for a delivery now (handed to one of its calls, or being
+    #: texted); None when no one does. Another may take it up once that one is gone.
+    held_by = peewee.CharField(max_length=32, null=True, index=True)
     approval = peewee.ForeignKeyField(
         BroadcastApproval, null=True, backref="messages", on_delete="SET NULL"
     )
@@ -288,6 +311,9 @@ class Reminder(TarsModel):
     #: How it reached the owner: ``announced_in_call``, ``called``, ``texted``, ``failed``...
     delivery_outcome = peewee.CharField(max_length=32, null=True)
     error = peewee.TextField(null=True)
+    #: The daemon that claimed the occurrence (``delivering``): another delivers it again
+    #: only once that one is gone.
+    claimed_by = peewee.CharField(max_length=32, null=True)
 
     class Meta:
         table_name = "reminders"
@@ -316,6 +342,9 @@ class CallGoal(TarsModel):
     summary = peewee.TextField(null=True)
     created_at = UTCDateTimeField(default=utcnow)
     ended_at = UTCDateTimeField(null=True)
+    #: The daemon that places the call, then the one that runs its session: a goal that
+    #: daemon leaves dialing or in progress when it is gone is reported failed.
+    daemon_id = peewee.CharField(max_length=32, null=True)
 
     class Meta:
         table_name = "call_goals"
@@ -442,6 +471,27 @@ class RestIntent(TarsModel):
         table_name = "rest_intents"
 
 
+class Daemon(TarsModel):
+    """A TARS daemon on this database: a member of the cluster while it renews its
+    heartbeat. Its ``id`` is its run's own (a new one each start)."""
+
+    id = peewee.CharField(max_length=32, primary_key=True)  # type: ignore[assignment]
+    host = peewee.CharField(max_length=255)
+    pid = peewee.IntegerField()
+    #: The kernel boot and process namespace it runs in: a daemon of the same place whose
+    #: process is gone is known dead at once, without waiting for its lease.
+    place = peewee.CharField(max_length=80)
+    status = ChoiceField(DaemonStatus, default=DaemonStatus.SERVING, index=True)
+    started_at = UTCDateTimeField(default=utcnow)
+    heartbeat_at = UTCDateTimeField(default=utcnow)
+    ended_at = UTCDateTimeField(null=True)
+    #: Who closed its calls and took its work when it was lost.
+    taken_over_by = peewee.CharField(max_length=32, null=True)
+
+    class Meta:
+        table_name = "daemons"
+
+
 #: Every table, in an order where each table comes after those it references: the seven
 #: of the contract, then ``stream_tokens`` (what each call proved at its webhook) and
 #: ``pin_lockouts`` (wrong owner PINs by number), ``rest_intents`` (costly REST requests)
@@ -458,4 +508,5 @@ MODELS: tuple[type[TarsModel], ...] = (
     StreamToken,
     PinLockout,
     RestIntent,
+    Daemon,
 )

@@ -177,6 +177,17 @@ class DatabaseSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterSettings:
+    """[cluster]: daemons sharing one PostgreSQL database (a daemon on PostgreSQL is a
+    member, alone or not; on SQLite these are unused)."""
+
+    #: A member that has not renewed its heartbeat for this long is lost: another member
+    #: closes its calls ("daemon lost") and carries its pending work. It renews every third
+    #: of it, so clocks of the members must agree to well within a third of it.
+    lease_seconds: float = field(default=15.0, metadata=checked(checks.float_at_least(3)))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LoggingSettings:
     """[logging]: level, rendering and an optional extra file."""
 
@@ -285,6 +296,7 @@ class Settings:
     reminders: ReminderSettings = field(default_factory=ReminderSettings, metadata=_SECTION)
     transfer: TransferSettings = field(default_factory=TransferSettings, metadata=_SECTION)
     database: DatabaseSettings = field(default_factory=DatabaseSettings, metadata=_SECTION)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings, metadata=_SECTION)
     logging: LoggingSettings = field(default_factory=LoggingSettings, metadata=_SECTION)
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings, metadata=_SECTION)
     monitor: MonitorSettings = field(default_factory=MonitorSettings, metadata=_SECTION)
