@@ -47,6 +47,7 @@ from tars_actors.call.owner_upgrade import ModelStarter, OwnerUpgrade
 from tars_actors.call.relay import AudioRelay, audio_summary
 from tars_actors.call.session_info import SessionInfo
 from tars_actors.call.standby import StandbySocket
+from tars_actors.cluster.messages import StreamElsewhere
 from tars_actors.messaging.routing import (
     DeliverNote,
     LiveSession,
@@ -226,7 +227,7 @@ class CallSession(TarsActor):
             return
         self._joined = True
         info = self.info
-        joined = switchboard.presence.get(info.session_id)
+        joined = switchboard.presence.local_get(info.session_id)
         started_at = time.monotonic() if joined is None else joined.started_at
         switchboard.presence.join(LiveSession(info=info, ref=self.actor_ref, started_at=started_at))
         if not switchboard.tell(SessionJoined(session_id=info.session_id)):
@@ -315,6 +316,8 @@ class CallSession(TarsActor):
                     self._no_stream("stream never opened")
             case CallStatusChanged(status=status) if self._standby is not None:
                 self._no_stream(f"ended before its stream opened (status {status})")
+            case StreamElsewhere() if self._standby is not None:
+                self._no_stream("its stream opened on another daemon")
             case CallStatusChanged(status=status):
                 self._apply(self._flow.call_status(status))
             case EndWithNotice(call_sid=None, reason=reason) if self._standby is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import pykka
@@ -31,16 +31,19 @@ from tars_actors.actor_messages import (
     Instruct,
     SettingsChanged,
 )
-from tars_actors.call.admission import CallAdmission, Refusal, admission_limits
+from tars_actors.call.admission import CallAdmission, admission_limits
 from tars_actors.call.flow import CallFlow
+from tars_actors.call.hooks import FINAL_STATUSES, CallAdmitted
 from tars_actors.call.limits import CallLimits
-from tars_actors.call.owner_pin import KeypadPin, Standing
+from tars_actors.call.owner_pin import KeypadPin
 from tars_actors.call.permissions import Permission
 from tars_actors.call.persona import Caller, Persona, owner_verified_turn, persona_for
 from tars_actors.call.pin_desk import PinDesk
-from tars_actors.call.records import caller_of, owner_check, purpose_of
+from tars_actors.call.records import caller_of, purpose_of
 from tars_actors.call.session_info import SessionInfo
 from tars_actors.call.standby import StandbySocket
+from tars_actors.cluster.messages import StreamElsewhere
+from tars_actors.cluster.presence import wake_early_holder
 from tars_actors.goals.desk import (
     FINAL_GOAL_STATUSES,
     GOAL_PREFIX,
@@ -67,9 +70,7 @@ from tars_actors.store import (
     utcnow,
 )
 from tars_actors.telephony import stream_tokens
-from tars_actors.telephony.hooks import Admission, Connect, Draining, OverCapacity
 from tars_actors.telephony.stream_tokens import (
-    STREAM_TOKEN_SECONDS,
     TOKEN_PARAMETER,
     CallRecord,
     StreamRefusal,
@@ -79,7 +80,6 @@ from tars_actors.transfer.messages import PlacedCallEnded
 
 __all__ = [
     "CallAdmission",
-    "CallHooks",
     "CallSupervisor",
     "ModelStarterFactory",
     "admission_limits",
@@ -87,20 +87,8 @@ __all__ = [
 
 log = structlog.get_logger("tars.calls")
 
-#: Twilio's final call statuses: a status callback with one of these ends the session.
-FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
-
 #: Builds the model starter of one session from its persona and permission level.
 ModelStarterFactory = Callable[[Persona, Permission, SessionInfo], ModelStarter]
-
-#: What a call from the owner's number still to type the PIN hears when the proven owner
-#: needs its place (the owner is on one phone at a time).
-_EVICTED_NOTICE = "Sorry, this line is needed for another call now. Goodbye."
-
-#: What a caller over their own limits hears (the whole-line case is OverCapacity's own).
-_CALLER_LIMIT_APOLOGY = (
-    "Sorry, I cannot take another call from this number right now. Please try again later."
-)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,102 +99,6 @@ class _Early:
     ref: pykka.ActorRef[Any]
     standby: StandbySocket
     record: CallRecord
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class CallAdmitted:
-    """CallHooks → CallSupervisor: a signed voice webhook was answered with a stream (its
-    token recorded with ``record``): the call's session may start before the stream."""
-
-    record: CallRecord
-
-
-class CallHooks:
-    """The server's view of the call system (implements ``server.ServerHooks``)."""
-
-    def __init__(
-        self,
-        settings: Callable[[], Settings],
-        admission: CallAdmission,
-        call_supervisor: Callable[[], pykka.ActorRef[Any] | None],
-        ready: Callable[[], bool],
-        *,
-        store: Store,
-        pins: PinDesk,
-    ) -> None:
-        """``settings`` returns the current settings (a SIGHUP may change the language)."""
-        self._settings = settings
-        self._admission = admission
-        self._call_supervisor = call_supervisor
-        self._ready = ready
-        self._store = store
-        self._pins = pins
-
-    def admit_call(self, params: Mapping[str, str]) -> Admission:
-        """On the server's worker thread: a place, then the call's record and its token."""
-        settings = self._settings()
-        language = settings.assistant.language
-        if self._admission.draining:
-            return Draining(language=language)
-        call_sid = params.get("CallSid", "")
-        record = CallRecord(
-            call_sid=call_sid,
-            account_sid=params.get("AccountSid", ""),
-            from_number=params.get("From", ""),
-            to_number=params.get("To", ""),
-            direction=params.get("Direction", "") or "inbound",
-            stir_verstat=params.get("StirVerstat") or None,
-        )
-        number = record.caller_number
-        standing = owner_check(settings, record, self._pins).standing
-        refusal = self._admission.reserve(
-            call_sid,
-            number,
-            owner=standing in {Standing.PROVEN, Standing.PIN_PENDING},
-            proven=standing is Standing.PROVEN,
-        )
-        for evicted in self._admission.take_evicted():
-            self._tell(
-                EndWithNotice(
-                    call_sid=evicted, text=_EVICTED_NOTICE, reason="place taken by the owner"
-                )
-            )
-        if refusal is not None:
-            if refusal is Refusal.OVER_CAPACITY:
-                return OverCapacity(language=language)
-            return OverCapacity(apology=_CALLER_LIMIT_APOLOGY, language=language, why=refusal)
-        try:
-            with self._store.connection():
-                token = stream_tokens.issue(self._store, record, seconds=STREAM_TOKEN_SECONDS)
-        except Exception:
-            self._admission.cancel_reservation(call_sid)
-            raise
-        # The model connects and greets while Twilio opens the stream (about a second).
-        self._tell(CallAdmitted(record=record))
-        return Connect(parameters={TOKEN_PARAMETER: token})
-
-    def stream_started(self, message: CallStreamStarted) -> None:
-        self._tell(message)
-
-    def status_changed(self, message: CallStatusChanged) -> None:
-        if message.status in FINAL_STATUSES:
-            # At once, on the server's loop: the next webhook may already be waiting.
-            self._admission.ended(message.call_sid)
-        self._tell(message)
-
-    def health(self) -> Mapping[str, Any]:
-        ready = self._ready()
-        return {"ready": ready, "sessions": self._admission.live}
-
-    def _tell(self, message: object) -> None:
-        ref = self._call_supervisor()
-        if ref is None:
-            log.warning("calls.not_running", message=type(message).__name__)
-            return
-        try:
-            ref.tell(message)
-        except pykka.ActorDeadError:
-            log.warning("calls.not_running", message=type(message).__name__)
 
 
 class CallSupervisor(Supervisor):
@@ -258,6 +150,8 @@ class CallSupervisor(Supervisor):
         self._reminders = reminders
         # Goal calls that reached an answering machine: they end as "voicemail".
         self._voicemail: set[str] = set()
+        #: Calls started here whose stream opened on another daemon.
+        self._elsewhere: set[str] = set()
         # Calls whose stream started or that ended without one (the latest 4096): their
         # final status is no news.
         self._answered: dict[str, None] = {}
@@ -304,16 +198,13 @@ class CallSupervisor(Supervisor):
             case ActorExit(child_id=child_id):
                 super().on_receive(message)
                 if child_id not in {info.id for info in self.which_children()}:
-                    self._admission.release(child_id)
-                    if self._early.pop(child_id, None) is not None:
-                        # Its stream never opened: nobody was there to talk to.
-                        self._not_answered(child_id, "no-answer")
-                        return None
-                    voicemail = child_id in self._voicemail
-                    self._voicemail.discard(child_id)
-                    self._goal_ended(
-                        child_id, GoalStatus.VOICEMAIL if voicemail else GoalStatus.COMPLETED
-                    )
+                    self._child_ended(child_id)
+            case StreamElsewhere(call_sid=call_sid) if call_sid in self._early:
+                # Its stream opened on another daemon, which runs the call (and its goal).
+                del self._early[call_sid]
+                self._elsewhere.add(call_sid)
+                self._settled(call_sid)
+                self._tell_session(call_sid, message)
             case SettingsChanged(settings=settings):
                 self._settings = settings
                 log.info("calls.settings_changed")
@@ -335,6 +226,18 @@ class CallSupervisor(Supervisor):
             case _:
                 return super().on_receive(message)
         return None
+
+    def _child_ended(self, call_sid: str) -> None:
+        self._admission.release(call_sid)
+        if self._early.pop(call_sid, None) is not None:
+            # Its stream never opened: nobody was there to talk to.
+            self._not_answered(call_sid, "no-answer")
+        elif call_sid in self._elsewhere:
+            self._elsewhere.discard(call_sid)
+        else:
+            voicemail = call_sid in self._voicemail
+            self._voicemail.discard(call_sid)
+            self._goal_ended(call_sid, GoalStatus.VOICEMAIL if voicemail else GoalStatus.COMPLETED)
 
     def _status_changed(self, message: CallStatusChanged) -> None:
         call_sid, status = message.call_sid, message.status
@@ -414,6 +317,8 @@ class CallSupervisor(Supervisor):
         if early is not None:
             self._hand_over(early, record, message)
             return
+        # Answered by another daemon, which may have started it at the webhook: it gives up.
+        wake_early_holder(self._store, call_sid)
         self._open(record, message.socket)
 
     def _hand_over(self, early: _Early, record: CallRecord, message: CallStreamStarted) -> None:

@@ -28,6 +28,8 @@ from tars_actors.actor_messages import (
     SmsSent,
 )
 from tars_actors.call.permissions import Permission
+from tars_actors.cluster.messages import TakeUp
+from tars_actors.cluster.wakeup import WakeKind, wake
 from tars_actors.messaging.ledger import (
     MAX_BODY_CHARS,
     LedgerError,
@@ -110,7 +112,8 @@ class Router(TarsActor):
         self._transfers = TransferSwitch(
             settings=settings,
             store=store,
-            presence=presence,
+            # Transfers connect calls of this daemon (a call's actor is told what to do).
+            presence=presence.local_view(),
             timers=timers,
             telephony=telephony,
             router=me or (lambda: self.actor_ref),
@@ -120,7 +123,10 @@ class Router(TarsActor):
 
     def on_start(self) -> None:
         self._store.connect()
-        self._recover()
+        # What this daemon held before this Router started (a restarted Router's notes in
+        # its calls' hands, which refuse one twice; SMS on their way are in ``texting``).
+        self._ledger.release_held()
+        self._recover("start")
         unsettled = self._transfers.recover()
         if unsettled:
             log.info("router.transfers_recovered", transfers=unsettled)
@@ -153,6 +159,8 @@ class Router(TarsActor):
                 self._transfers.redirected(message)
             case PlacedCallEnded(call_sid=call_sid, status=status):
                 self._transfers.call_ended(call_sid, status)
+            case TakeUp(reason=reason):
+                self._recover(reason)
             case Dispatch(message_id=recorded):
                 record = self._ledger.get(recorded)
                 if record.status in (MessageStatus.PENDING, MessageStatus.QUEUED):
@@ -408,6 +416,19 @@ class Router(TarsActor):
         """Start delivering ``record`` as things are now; returns the plan it followed."""
         plan = plan_delivery(record, self._presence)
         match plan:
+            case Deliver(session=session) if session.daemon_id is not None:
+                # The call is on another member: the row is the message; wake that one.
+                try:
+                    wake(self._store, session.daemon_id, WakeKind.MESSAGE, str(record.id))
+                except Exception:  # the sweep on that member finds it all the same
+                    log.exception("router.wake_failed", message_id=record.id)
+                else:
+                    log.info(
+                        "router.handed_to_member",
+                        message_id=record.id,
+                        session=session.name,
+                        daemon=session.daemon_id,
+                    )
             case Deliver(session=session):
                 attempt = self._ledger.begin_attempt(record.id)
                 if attempt is None:
@@ -494,8 +515,9 @@ class Router(TarsActor):
                 log.info("router.rerouting", message_id=message_id, from_session=session_id)
                 self._dispatch(record)
 
-    def _recover(self) -> None:
-        """After a restart: deliver what never was, and finish approved broadcasts."""
+    def _recover(self, reason: str) -> None:
+        """After a restart, when a member is gone, and at each sweep: deliver what no live
+        daemon holds, and finish approved broadcasts."""
         pending = self._ledger.undelivered()
         for record in pending:
             self._dispatch(record)
@@ -516,7 +538,7 @@ class Router(TarsActor):
                 )
             self._ledger.settle(original.id, MessageStatus.DELIVERED)
         if pending:
-            log.info("router.recovered", messages=len(pending))
+            log.info("router.recovered", messages=len(pending), reason=reason)
 
     @property
     def _owner_name(self) -> str:

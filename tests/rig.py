@@ -25,15 +25,23 @@ class Rig:
     """The stand-ins in this process, TARS in a child process on a database that outlives it."""
 
     def __init__(
-        self, directory: Path, extra: dict[str, dict[str, int | str]] | None = None
+        self,
+        directory: Path,
+        extra: dict[str, dict[str, int | str]] | None = None,
+        *,
+        database_url: str | None = None,
     ) -> None:
+        """``database_url``: a database of the test's (PostgreSQL, for several daemons)
+        instead of a SQLite file in ``directory``."""
         self.directory = directory
         self.extra = extra or {}
         self.gemini = GeminiLiveStandIn(create_local_certificate(directory / "tls"))
         self.twilio = TwilioRestStandIn(auth_token=FAKE_AUTH_TOKEN, account_sid=FAKE_ACCOUNT_SID)
         self.loop = LoopThread("rig-phones")
         self.settings = directory / "settings.toml"
-        self.database_url = f"sqlite:///{directory / 'tars.db'}"
+        self.database_url = database_url or f"sqlite:///{directory / 'tars.db'}"
+        if database_url is not None:
+            self.extra = {**self.extra, "database": {"url": database_url}}
 
     def start(self) -> None:
         self.gemini.start()
@@ -72,13 +80,17 @@ class Rig:
     def sessions(self) -> list[Any]:
         return self._rows(AgentSession)
 
-    def _rows(self, model: Any) -> list[Any]:
+    def _rows(self, model: Any, order: Any = None) -> list[Any]:
         store = Store.open(self.database_url)
         try:
             with store.connection():
-                return list(model.select().order_by(model.id))
+                return list(model.select().order_by(order or model.id))
         finally:
             store.shutdown()
+
+    def rows(self, model: Any, order: Any = None) -> list[Any]:
+        """Every row of ``model`` (by id, or ``order``)."""
+        return self._rows(model, order)
 
     def stop(self) -> None:
         self.loop.stop()

@@ -317,6 +317,9 @@ def test_begin_attempt_counts_attempts_until_the_message_is_settled(
     first = ledger.begin_attempt(message.id)
     assert first is not None
     assert (first.attempts, first.status) == (1, MessageStatus.PENDING)
+    # In hand (handed to a call): not taken again until it is given back.
+    assert ledger.begin_attempt(message.id) is None
+    assert ledger.requeue(message.id)
     second = ledger.begin_attempt(message.id)
     assert second is not None
     assert second.attempts == 2

@@ -115,6 +115,10 @@ class Membership:
         return self._store.daemon_id
 
     @property
+    def clustered(self) -> bool:
+        return self._store.clustered
+
+    @property
     def heartbeat_seconds(self) -> float:
         return self.lease.total_seconds() / BEATS_PER_LEASE
 

@@ -23,7 +23,7 @@ import pykka
 import structlog
 from google import genai
 
-from actors.call_supervisor import CallHooks, CallSupervisor, admission_limits
+from actors.call_supervisor import CallSupervisor, admission_limits
 from actors.monitor import ActorMonitor
 from actors.reminder_scheduler import ReminderScheduler
 from actors.router import Router
@@ -32,7 +32,11 @@ from actors.telephony import Telephony
 from tars_actors.actor_messages import EndWithNotice, SettingsChanged
 from tars_actors.audio import _libsoxr as libsoxr
 from tars_actors.call.admission import CallAdmission
+from tars_actors.call.hooks import CallHooks
 from tars_actors.call.pin_desk import PinDesk
+from tars_actors.cluster.members import Membership
+from tars_actors.cluster.presence import remote_sessions
+from tars_actors.cluster.wakeup import WakeKind, announce
 from tars_actors.daemon.fast_paths import decide_all as decide_fast_paths
 from tars_actors.daemon.tree import Runtime, live_actor, system_children
 from tars_actors.goals.desk import GoalDesk
@@ -48,7 +52,7 @@ from tars_actors.runtime.observability import install_stack_dump_signal
 from tars_actors.runtime.settings import Settings, SettingsError, load_settings
 from tars_actors.runtime.supervision import ChildSpec, Strategy, SupervisorFlags
 from tars_actors.runtime.timers import ThreadTimers
-from tars_actors.store import AgentSession, CallGoal, GoalStatus, SessionStatus, Store, utcnow
+from tars_actors.store import CallGoal, DaemonStatus, GoalStatus, Store
 from tars_actors.telephony.server import Server
 from tars_actors.tools import ToolServices, build_registry
 
@@ -93,6 +97,7 @@ class Daemon:
     events: EventBus = field(default_factory=EventBus)
     timers: ThreadTimers = field(default_factory=ThreadTimers)
     store: Store | None = None
+    membership: Membership | None = None
     runtime: Runtime | None = None
     server: Server | None = None
     root: pykka.ActorRef[Supervisor] | None = None
@@ -121,12 +126,16 @@ class Daemon:
                 schema_version=store.schema_version(),
                 migrations_applied=applied,
             )
-            _close_sessions_left_open(store)
+            membership = Membership(store, lease_seconds=self.settings.cluster.lease_seconds)
+            join_cluster(membership)
         finally:
             store.close()
         self.store = store
+        self.membership = membership
+        # With several daemons on the database, the Router and the tools see their calls too.
+        remote = remote_sessions(store) if store.clustered else None
         switchboard = Switchboard(
-            presence=Presence(), ledger=MessageLedger(store), router=live_actor(Router)
+            presence=Presence(remote), ledger=MessageLedger(store), router=live_actor(Router)
         )
         tool_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=4, thread_name_prefix="tars-tool"
@@ -160,6 +169,8 @@ class Daemon:
             io_loop=LoopThread("tars-io"),
             tool_pool=tool_pool,
             goals=goals,
+            membership=membership,
+            boot=store.daemon_id,
         )
         sup = self.settings.supervision
         flags = SupervisorFlags(
@@ -189,8 +200,14 @@ class Daemon:
                 self.ready,
                 store=self.store,
                 pins=runtime.pins,
+                serving_peers=self._serving_peers,
             )
-            self.server = Server(self.settings, hooks, loop_thread=self.runtime.io_loop)
+            self.server = Server(
+                self.settings,
+                hooks,
+                loop_thread=self.runtime.io_loop,
+                stream_per_call=self.store.clustered,
+            )
             self.server.start()
         log.info(
             "daemon.started",
@@ -229,6 +246,15 @@ class Daemon:
             runtime.goals.ended(
                 goal_id, GoalStatus.FAILED, error="TARS restarted while the call was going on"
             )
+
+    def _serving_peers(self) -> int:
+        """Other members serving now (on a webhook's thread): a draining daemon's webhooks
+        are refused with 503 then, so that the balancer hands them to one of those."""
+        membership, store = self.membership, self.store
+        if membership is None or store is None or not store.clustered:
+            return 0
+        with store.connection():
+            return membership.peers()
 
     def _model_client(self) -> genai.Client:
         """The google-genai client, made on first use (the text model's summaries too)."""
@@ -292,6 +318,7 @@ class Daemon:
             return
         admission = runtime.admission
         admission.draining = True
+        self._leave(DaemonStatus.DRAINING)
         grace = self.settings.sessions.shutdown_grace_seconds
         log.info("daemon.draining", live_calls=admission.live, grace_seconds=grace)
         if admission.wait_idle(grace):
@@ -372,9 +399,23 @@ class Daemon:
             self.runtime.tool_pool.shutdown(wait=False, cancel_futures=True)
             self.runtime.io_loop.stop()
         self.timers.close()
+        # Its calls are over and its actors gone: what it still held is the others' now.
+        self._leave(DaemonStatus.STOPPED)
         if self.store is not None:
             self.store.shutdown()
         log.info("daemon.stopped")
+
+    def _leave(self, status: DaemonStatus) -> None:
+        membership, store = self.membership, self.store
+        if membership is None or store is None:
+            return
+        try:
+            with store.connection():
+                membership.leave(status)
+                if status is DaemonStatus.STOPPED and store.clustered:
+                    announce(store, WakeKind.LEFT, store.daemon_id)
+        except Exception:  # the database is away: the others wait out the lease instead
+            log.exception("cluster.leave_failed", status=str(status))
 
 
 def serve(settings: Settings) -> int:
@@ -445,18 +486,21 @@ def watch_collection_pauses(
     return watch
 
 
-def _close_sessions_left_open(store: Store) -> None:
-    """Sessions still open in the database belong to a daemon that died: close them."""
-    with store.transaction():
-        closed = (
-            AgentSession.update(
-                status=SessionStatus.ENDED, ended_at=utcnow(), end_reason="daemon restart"
-            )
-            .where(AgentSession.status.in_([SessionStatus.PENDING, SessionStatus.ACTIVE]))
-            .execute()
-        )
+def join_cluster(membership: Membership) -> None:
+    """Register this daemon, and take over members gone before it started (a predecessor on
+    this machine, or one whose lease ran out): their calls are closed."""
+    membership.register()
+    gone = membership.take_over()
+    closed = sum(member.sessions_closed for member in gone) + membership.close_unowned_calls()
     if closed:
         log.warning("store.sessions_closed", count=closed, reason="daemon restart")
+    log.info(
+        "cluster.joined",
+        daemon=membership.daemon_id,
+        clustered=membership.clustered,
+        members_gone=[member.daemon_id for member in gone],
+        lease_seconds=membership.lease.total_seconds(),
+    )
 
 
 def _exit_despite_abandoned_threads(code: int) -> None:

@@ -15,6 +15,7 @@ from google import genai
 
 from actors.call_session import ModelStarter
 from actors.call_supervisor import CallSupervisor, ModelStarterFactory
+from actors.cluster import ClusterMember
 from actors.gemini_connection import GeminiConnection
 from actors.monitor import ActorMonitor
 from actors.reminder_scheduler import ReminderScheduler
@@ -26,6 +27,7 @@ from tars_actors.call.persona import Persona
 from tars_actors.call.pin_desk import PinDesk
 from tars_actors.call.relay import AudioRelay
 from tars_actors.call.session_info import SessionInfo
+from tars_actors.cluster.members import Membership
 from tars_actors.goals.desk import GoalDesk
 from tars_actors.messaging.routing import Switchboard
 from tars_actors.model.wire import ModelProfile, make_client
@@ -61,6 +63,8 @@ class Runtime:
     #: Live sessions, the message ledger and the Router, for sessions and tools.
     switchboard: Switchboard
     goals: GoalDesk
+    #: This daemon's row among the daemons on the database.
+    membership: Membership
     model_client: genai.Client | None = None
     #: Messages whose SMS is on its way in this run (kept across Router restarts).
     texting: set[int] = field(default_factory=set)
@@ -125,6 +129,21 @@ def system_children(runtime: Runtime) -> list[ChildSpec]:
     monitor = settings.monitor
     shutdown_timeout = settings.supervision.shutdown_timeout_seconds
     return [
+        ChildSpec(
+            # First to start, last to stop: the heartbeat outlives the calls it vouches for.
+            id="cluster",
+            start=lambda: ClusterMember.start(
+                store=runtime.store,
+                membership=runtime.membership,
+                timers=runtime.timers,
+                draining=lambda: runtime.admission.draining,
+                router=live_actor(Router),
+                calls=live_actor(CallSupervisor),
+                takers=(live_actor(Router), live_actor(ReminderScheduler), live_actor(Telephony)),
+                take_up_goals=runtime.goals.take_up,
+            ),
+            shutdown_timeout=shutdown_timeout,
+        ),
         ChildSpec(
             id="monitor",
             start=lambda: ActorMonitor.start(

@@ -281,16 +281,22 @@ class MessageLedger:
         return row
 
     def begin_attempt(self, message_id: int) -> MessageRecord | None:
-        """Count a delivery attempt of a PENDING or QUEUED message and return it.
+        """Take a PENDING or QUEUED message in hand for a delivery: count the attempt,
+        mark it held by this daemon, and return it.
 
         None for a message in any other status (already delivered, sent, denied, failed or
-        read, or awaiting approval): the caller must not deliver it.
+        read, or awaiting approval), or one a live daemon holds already (handed to a call,
+        being texted): the caller must not deliver it. What a gone daemon held is free.
         """
-        with self._store.transaction():
+        store = self._store
+        with store.transaction():
             row = self._locked_message(message_id)
             if row.status not in (MessageStatus.PENDING, MessageStatus.QUEUED):
                 return None
+            if row.held_by is not None and row.held_by in store.live_daemons():
+                return None  # in hand already (here or on another live daemon)
             row.attempts += 1
+            row.held_by = store.daemon_id
             row.save()
         return _message_record(row)
 
@@ -344,6 +350,18 @@ class MessageLedger:
             row.save()
         return True
 
+    def release_held(self) -> int:
+        """Free the open messages this daemon holds (its Router starts again)."""
+        with self._store.transaction():
+            return int(
+                InterSessionMessage.update(held_by=None)
+                .where(
+                    InterSessionMessage.held_by == self._store.daemon_id,
+                    InterSessionMessage.status.in_([MessageStatus.PENDING, MessageStatus.QUEUED]),
+                )
+                .execute()
+            )
+
     def requeue(self, message_id: int) -> bool:
         """Leave a message handed to a session that ended undelivered PENDING for redelivery.
 
@@ -352,10 +370,9 @@ class MessageLedger:
         """
         with self._store.transaction():
             row = self._locked_message(message_id)
-            if row.status != MessageStatus.PENDING:
-                return False
+            row.held_by = None  # queued for the owner's next call, it is free too
             row.save()  # touches updated_at
-        return True
+        return bool(row.status == MessageStatus.PENDING)
 
     # --- Reading ----------------------------------------------------------------------
 
@@ -366,13 +383,20 @@ class MessageLedger:
             query = query.limit(limit)
         return [_message_record(row) for row in query]
 
+    def _free(self) -> Any:
+        """Messages no live daemon holds."""
+        live = list(self._store.live_daemons())
+        return InterSessionMessage.held_by.is_null() | InterSessionMessage.held_by.not_in(live)
+
     def undelivered(self) -> list[MessageRecord]:
-        """PENDING messages, oldest first: what to (re)deliver at boot."""
-        return self._messages(InterSessionMessage.status == MessageStatus.PENDING)
+        """PENDING messages no live daemon holds, oldest first: what to (re)deliver at boot,
+        when a member is gone, and at each sweep."""
+        return self._messages(InterSessionMessage.status == MessageStatus.PENDING, self._free())
 
     def queued_for_owner(self) -> list[MessageRecord]:
-        """QUEUED messages, oldest first: what waits for the owner's next call."""
-        return self._messages(InterSessionMessage.status == MessageStatus.QUEUED)
+        """QUEUED messages no live daemon holds, oldest first: what waits for the owner's
+        next call."""
+        return self._messages(InterSessionMessage.status == MessageStatus.QUEUED, self._free())
 
     def unread_for_owner(self, *, limit: int = 20) -> list[MessageRecord]:
         """Messages to the owner that reached them (queued, texted or told) and are unread."""

@@ -98,10 +98,17 @@ class LiveSession:
     :class:`SessionInfo`, and where to reach it."""
 
     info: SessionInfo
-    #: The CallSession actor's ref: notes are told to it.
+    #: The CallSession actor's ref: notes are told to it (None: on another daemon).
     ref: Any
     #: ``time.monotonic()`` when the session started.
     started_at: float = field(default_factory=time.monotonic)
+    #: The daemon that runs the call, when it is another one on the same database: a note
+    #: for it is recorded here and that daemon is woken to deliver it.
+    daemon_id: str | None = None
+
+    @property
+    def remote(self) -> bool:
+        return self.daemon_id is not None
 
     # Read through to the session's info: the Router and the tools name these often.
 
@@ -145,12 +152,16 @@ class Presence:
     """Every live session, by id and by name; thread-safe.
 
     Owned by the runtime, not by the Router actor, so that a restarted Router finds every
-    call that is still live. Sessions join when they start and leave when they end.
+    call that is still live. This daemon's sessions join when they start and leave when
+    they end; with several daemons on one database, ``remote`` reads the other members'
+    live calls from it, and :meth:`get`, :meth:`all` and :meth:`owner_main` see them too
+    (the ``local_*`` methods only this daemon's).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, remote: Callable[[], list[LiveSession]] | None = None) -> None:
         self._lock = threading.Lock()
         self._sessions: dict[int, LiveSession] = {}
+        self.remote = remote
 
     def join(self, session: LiveSession) -> None:
         with self._lock:
@@ -160,19 +171,50 @@ class Presence:
         with self._lock:
             return self._sessions.pop(session_id, None)
 
-    def get(self, session_id: int) -> LiveSession | None:
+    def local_get(self, session_id: int) -> LiveSession | None:
         with self._lock:
             return self._sessions.get(session_id)
 
-    def all(self) -> list[LiveSession]:
-        """Live sessions in the order they started."""
+    def local_all(self) -> list[LiveSession]:
+        """This daemon's live sessions in the order they started."""
         with self._lock:
             return list(self._sessions.values())
 
-    def owner_main(self) -> LiveSession | None:
-        """The owner's main session: the owner's earliest live call, if any."""
+    def local_owner_main(self) -> LiveSession | None:
+        """The owner's earliest live call on this daemon, if any."""
         with self._lock:
             return next((s for s in self._sessions.values() if s.is_owner), None)
+
+    def local_view(self) -> Presence:
+        """The same sessions, this daemon's only (for what must reach a call's actor)."""
+        view = Presence()
+        view._lock, view._sessions = self._lock, self._sessions
+        return view
+
+    def _remote(self) -> list[LiveSession]:
+        if self.remote is None:
+            return []
+        local = self.local_all()
+        known = {s.session_id for s in local}
+        return [s for s in self.remote() if s.session_id not in known]
+
+    def get(self, session_id: int) -> LiveSession | None:
+        found = self.local_get(session_id)
+        if found is not None:
+            return found
+        return next((s for s in self._remote() if s.session_id == session_id), None)
+
+    def all(self) -> list[LiveSession]:
+        """Live sessions (on every member) in the order they started."""
+        local = self.local_all()
+        remote = self._remote()
+        if not remote:
+            return local
+        return sorted([*local, *remote], key=lambda s: s.started_at)
+
+    def owner_main(self) -> LiveSession | None:
+        """The owner's main session: the owner's earliest live call, on whichever member."""
+        return next((s for s in self.all() if s.is_owner), None)
 
     def __len__(self) -> int:
         with self._lock:

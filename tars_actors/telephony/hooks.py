@@ -37,6 +37,9 @@ class Draining:
 
     notice: str = "Sorry, the assistant is restarting. Please call again in a minute."
     language: str | None = None
+    #: Other daemons on the same database serve calls: the webhook is refused with 503, so
+    #: that the load balancer in front hands it to one of them.
+    elsewhere: bool = False
 
 
 Admission = Connect | OverCapacity | Draining

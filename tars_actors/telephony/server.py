@@ -10,6 +10,7 @@ import email.utils
 import http
 import json
 import logging
+import re
 import resource
 import time
 import weakref
@@ -54,6 +55,11 @@ __all__ = ["Server"]
 
 log = structlog.get_logger("tars.server")
 
+#: What may follow ``/twilio/media/``: a call's SID, as a balancer's routing key.
+_STREAM_KEY = re.compile(r"[A-Za-z0-9]{1,64}")
+#: Twilio's CallSid.
+_CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
+
 _SIGNATURE_HEADER: Final = "X-Twilio-Signature"
 #: Seconds a connection gets to complete its HTTP request or WebSocket handshake: Twilio's
 #: take milliseconds, and a slow, half-open one holds a place under [server] max_connections.
@@ -86,7 +92,11 @@ class Server:
         handshake_timeout: float = HANDSHAKE_TIMEOUT_SECONDS,
         log_interval: float = DEFAULT_INTERVAL_SECONDS,
         log_clock: Callable[[], float] = time.monotonic,
+        stream_per_call: bool = False,
     ) -> None:
+        """``stream_per_call``: each call's ``<Stream url>`` ends in its CallSid
+        (``/twilio/media/CA…``), so that a balancer in front of several daemons can send its
+        stream where it sent its webhook (by hashing the CallSid of both)."""
         validate = settings.twilio.validate_signatures
         token = settings.secrets.twilio_auth_token
         if validate and not token:
@@ -100,6 +110,7 @@ class Server:
         self._public_url = settings.server.public_url
         self.stream_url = stream_url(settings.server.public_url)
         """The ``<Stream url>`` TwiML names and the upgrade's signature covers."""
+        self._stream_per_call = stream_per_call
         self._pacing_lead = pacing_lead
         self._start_timeout = start_timeout
         self._own_loop = loop_thread is None
@@ -254,6 +265,11 @@ class Server:
         # The raw target, split by hand: the query must be validated byte for byte as
         # Twilio signed it, and urlsplit would read "//host/..." as a network location.
         path, _, query = request.path.partition("?")
+        # A call's own stream path (``/twilio/media/CA…``) is a routing key for a balancer,
+        # nothing more: the stream's token says which call it is.
+        stream_key = path.removeprefix(f"{MEDIA_PATH}/") if path.startswith(MEDIA_PATH) else ""
+        if stream_key and _STREAM_KEY.fullmatch(stream_key):
+            path = MEDIA_PATH
         if path not in (VOICE_PATH, STATUS_PATH, MEDIA_PATH, HEALTH_PATH):
             return _response(http.HTTPStatus.NOT_FOUND, "Not Found\n")
         if request.method != "GET":
@@ -263,7 +279,7 @@ class Server:
         if path == HEALTH_PATH:
             return self._health()
         signed_url = (
-            self.stream_url
+            self.stream_url + (f"/{stream_key}" if stream_key else "")
             if path == MEDIA_PATH
             else f"{self._public_url}{path}" + (f"?{query}" if query else "")
         )
@@ -308,11 +324,16 @@ class Server:
             case Connect(parameters=parameters):
                 # Only what the hooks give (the stream token): who is calling is what the
                 # webhook said, recorded by the hooks, never what the stream repeats.
-                twiml = connect_twiml(self.stream_url, parameters)
+                own = self._stream_per_call and _CALL_SID.fullmatch(call_sid)
+                url = f"{self.stream_url}/{call_sid}" if own else self.stream_url
+                twiml = connect_twiml(url, parameters)
                 log.info("server.call_admitted", call_sid=call_sid)
             case OverCapacity(apology=text, language=language, why=why):
                 twiml = goodbye_twiml(text, language)
                 log.warning("server.call_refused", call_sid=call_sid, why=why)
+            case Draining(elsewhere=True):
+                log.info("server.call_refused", call_sid=call_sid, why="draining", passed_on=True)
+                return _response(http.HTTPStatus.SERVICE_UNAVAILABLE, "Draining\n")
             case Draining(notice=text, language=language):
                 twiml = goodbye_twiml(text, language)
                 log.info("server.call_refused", call_sid=call_sid, why="draining")

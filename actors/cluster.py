@@ -1,0 +1,167 @@
+"""The ClusterMember: this daemon's heartbeat, the take-over of members that are gone, and
+the wake-up channel from the others.
+
+A permanent child of the root supervisor, started first and stopped last. Every third of
+``[cluster] lease_seconds`` it renews the heartbeat, takes over any member gone (its calls
+closed as "daemon lost", exactly one member does), and tells the Router to sweep for
+messages no live daemon holds, so nothing waits longer than a heartbeat even if a wake-up
+is missed. On SQLite (one daemon) it only registers; there is no one else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+import structlog
+
+from tars_actors.cluster.members import Membership
+from tars_actors.cluster.messages import StreamElsewhere, TakeUp
+from tars_actors.cluster.wakeup import Listener, Wake, WakeKind
+from tars_actors.messaging.routing import Dispatch
+from tars_actors.runtime.actor import TarsActor, teller
+from tars_actors.runtime.timers import TimerHandle, Timers
+from tars_actors.store import Store
+
+__all__ = ["ClusterMember"]
+
+log = structlog.get_logger("tars.cluster")
+
+Lookup = Callable[[], pykka.ActorRef[Any] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Beat:
+    """Sent by the timer; the next is scheduled when one is handled."""
+
+
+def _tell(lookup: Lookup, message: object) -> bool:
+    ref = lookup()
+    if ref is None:
+        return False
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        return False
+    return True
+
+
+class ClusterMember(TarsActor):
+    """Heartbeat, take-over and wake-ups for this daemon."""
+
+    actor_kind = "ClusterMember"
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        membership: Membership,
+        timers: Timers,
+        draining: Callable[[], bool],
+        router: Lookup,
+        calls: Lookup,
+        takers: tuple[Lookup, ...],
+        take_up_goals: Callable[[], object],
+    ) -> None:
+        """``router`` gets each woken message and every sweep; ``takers`` (the Router, the
+        reminder scheduler, Telephony) are told :class:`TakeUp` when a member is gone or
+        left; ``take_up_goals`` finishes a gone member's goal calls."""
+        super().__init__()
+        self._store = store
+        self._membership = membership
+        self._timers = timers
+        self._draining = draining
+        self._router = router
+        self._calls = calls
+        self._takers = takers
+        self._take_up_goals = take_up_goals
+        self._timer: TimerHandle | None = None
+        self._listener: Listener | None = None
+
+    def on_start(self) -> None:
+        self._store.connect()
+        if self._store.clustered:
+            me = self.actor_ref
+            self._listener = Listener(
+                self._store,
+                on_wake=self._woken,
+                on_connected=teller(me, TakeUp(reason="listening")),
+            )
+            self._listener.start()
+            self._schedule()
+
+    def on_stop(self) -> None:
+        self._halt()
+        self._store.close()
+
+    def on_failure(self, *_exc_info: Any) -> None:
+        self._halt()
+
+    def _halt(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._listener is not None:
+            self._listener.stop()
+
+    def _schedule(self) -> None:
+        delay = self._membership.heartbeat_seconds
+        self._timer = self._timers.call_later(delay, teller(self.actor_ref, _Beat()))
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case _Beat():
+                try:
+                    self._beat()
+                finally:
+                    self._schedule()
+            case TakeUp():
+                self._take_up(message)
+            case _:
+                return super().on_receive(message)
+        return None
+
+    def _beat(self) -> None:
+        try:
+            self._membership.heartbeat(draining=self._draining())
+            gone = self._membership.take_over()
+        except Exception:  # the database is away: beat again next time
+            log.exception("cluster.heartbeat_failed", daemon=self._store.daemon_id)
+            return
+        if gone:
+            reason = "member lost"
+            self._take_up(TakeUp(reason=reason, gone=tuple(m.daemon_id for m in gone)))
+        else:
+            _tell(self._router, TakeUp(reason="sweep"))
+
+    def _take_up(self, message: TakeUp) -> None:
+        """Carry what no live daemon holds: goals here, the rest by the actors that own it.
+
+        (Re)connected to the wake-up channel, only messages may have been missed: the
+        Router looks. A member gone or left: everything it held is looked at."""
+        if not message.gone:
+            _tell(self._router, message)
+            return
+        try:
+            self._take_up_goals()
+        except Exception:
+            log.exception("cluster.goals_take_up_failed", reason=message.reason)
+        for lookup in self._takers:
+            _tell(lookup, message)
+        log.info("cluster.took_up", reason=message.reason, gone=list(message.gone))
+
+    def _woken(self, wake: Wake) -> None:
+        """On the listener's thread: hand each wake-up to the actor it is for."""
+        match wake.kind:
+            case WakeKind.MESSAGE if wake.value.isdigit():
+                if not _tell(self._router, Dispatch(message_id=int(wake.value))):
+                    log.warning("cluster.router_not_running", message_id=wake.value)
+            case WakeKind.STREAM:
+                _tell(self._calls, StreamElsewhere(call_sid=wake.value))
+            case WakeKind.LEFT if wake.value != self._store.daemon_id:
+                with contextlib.suppress(pykka.ActorDeadError):
+                    self.actor_ref.tell(TakeUp(reason="member left", gone=(wake.value,)))
+            case _:
+                pass

@@ -1,0 +1,272 @@
+"""Several daemons on one PostgreSQL database, each ``python run.py`` in its own process:
+they see each other's calls, a note crosses from one to the other once, a stream may open on
+a daemon other than the one that answered its webhook, a killed daemon's calls are closed and
+its note carried by another, a reminder due fires once, and a daemon that drains sends new
+calls elsewhere."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tars_actors.call.caller_words import quote
+from tars_actors.sim.gemini import LiveConnection, tone
+from tars_actors.sim.process import DaemonProcess
+from tars_actors.sim.softphone import SyncSoftphone
+from tars_actors.sim.twilio_api import Operation
+from tars_actors.store import (
+    Daemon,
+    MessageStatus,
+    Reminder,
+    Store,
+    utcnow,
+)
+from tests.rig import OWNER, WAIT, Rig
+from tests.waiting import never, wait_until
+
+pytest_plugins = ("tests.pg",)
+
+STRANGER = "+15555550777"
+#: The shortest lease: a heartbeat a second.
+LEASE = 3
+
+
+@pytest.fixture
+def rig(tmp_path: Path, postgres_url: str) -> Iterator[Rig]:
+    extra: dict[str, dict[str, int | str]] = {
+        "cluster": {"lease_seconds": LEASE},
+        "reminders": {"delivery": "message"},
+    }
+    with Rig(tmp_path, extra, database_url=postgres_url) as rig:
+        yield rig
+
+
+def started(rig: Rig) -> tuple[DaemonProcess, int, str]:
+    """A daemon, its port, and its id among the members."""
+    process, port = rig.daemon()
+    return process, port, str(process.wait_for_event("cluster.joined", WAIT)["daemon"])
+
+
+def greeted(rig: Rig, phone: SyncSoftphone, connection: int) -> LiveConnection:
+    phone.call()
+    model = rig.gemini.wait_for_connection(connection, timeout=WAIT)
+    phone.wait_for_mark("turn-1", timeout=WAIT)
+    return model
+
+
+def speaking(phone: SyncSoftphone, model: LiveConnection) -> None:
+    """The model starts a turn and leaves it open (its call takes no notes meanwhile)."""
+    before = len(phone.received_audio)
+    model.send_output_transcription("Let me explain,")
+    model.send_audio(tone(300.0, 0.4))
+    phone.wait_for_audio(before + 1600, timeout=WAIT)
+
+
+def texts(model: LiveConnection, words: str) -> int:
+    """How many times ``words`` reached the model as a note."""
+    return sum(words in str(content) for content in model.client_contents)
+
+
+def beats_after(rig: Rig, count: int) -> None:
+    """Wait until every serving member has renewed its heartbeat ``count`` times from now
+    (each beat also sweeps for messages no one holds): what a duplicate would need."""
+    since = utcnow() + timedelta(seconds=count * LEASE / 3)
+    wait_until(
+        lambda: all(d.heartbeat_at >= since for d in rig.rows(Daemon) if d.status == "serving"),
+        f"{count} heartbeats of every member",
+        timeout=WAIT,
+    )
+
+
+def test_a_note_from_a_caller_on_one_daemon_reaches_the_owner_on_another_once(rig: Rig) -> None:
+    a, port_a, a_id = started(rig)
+    b, port_b, b_id = started(rig)
+    try:
+        owner = rig.phone(port_a, OWNER)
+        owner_model = greeted(rig, owner, 1)
+        stranger = rig.phone(port_b, STRANGER)
+        stranger_model = greeted(rig, stranger, 2)
+        # The stranger's call on B is announced in the owner's call on A.
+        notice = owner_model.wait_for_client_content(count=2, timeout=WAIT)
+        assert "Incoming call from Call with +15555550777" in str(notice)
+        owner_model.send_turn_complete()
+
+        # The owner sees both calls, whichever daemon runs them.
+        listed = owner_model.send_tool_call("list_active_sessions", {})
+        sessions = owner_model.wait_for_tool_response(listed, timeout=WAIT).response["sessions"]
+        assert sorted(s["caller"] for s in sessions) == sorted([OWNER, STRANGER])
+        assert [s["this_call"] for s in sessions if s["caller"] == OWNER] == [True]
+
+        taken = stranger_model.send_tool_call("take_message", {"message": "Across daemons."})
+        assert stranger_model.wait_for_tool_response(taken, timeout=WAIT).response["ok"]
+        note = owner_model.wait_for_client_content(count=3, timeout=WAIT)
+        assert quote("Across daemons.") in str(note)
+        wait_until(
+            lambda: (
+                [(m.status, m.held_by) for m in rig.messages() if "Across" in m.body]
+                == [(MessageStatus.DELIVERED, a_id)]
+            ),
+            "the note to be recorded delivered, by A",
+        )
+        assert b.events("router.handed_to_member")[-1]["daemon"] == a_id
+        beats_after(rig, 2)
+        assert texts(owner_model, "Across daemons.") == 1
+        assert rig.twilio.requests_for(Operation.MESSAGES_CREATE) == []
+        assert {s.daemon_id for s in rig.sessions()} == {a_id, b_id}
+    finally:
+        a.stop()
+        b.stop()
+    assert [d.status for d in rig.rows(Daemon, Daemon.started_at)] == ["stopped", "stopped"]
+    assert not a.errors
+    assert not b.errors
+
+
+def test_a_daemon_killed_while_a_note_waits_is_taken_over_and_the_note_sent_once(
+    rig: Rig,
+) -> None:
+    a, port_a, a_id = started(rig)
+    b, port_b, b_id = started(rig)
+    try:
+        owner = rig.phone(port_a, OWNER)
+        owner_model = greeted(rig, owner, 1)
+        stranger = rig.phone(port_b, STRANGER)
+        stranger_model = greeted(rig, stranger, 2)
+        owner_model.wait_for_client_content(count=2, timeout=WAIT)
+        owner_model.send_turn_complete()
+        speaking(owner, owner_model)  # the owner's call holds notes until its turn ends
+
+        taken = stranger_model.send_tool_call("take_message", {"message": "Survive a kill."})
+        assert stranger_model.wait_for_tool_response(taken, timeout=WAIT).response["ok"]
+        wait_until(
+            lambda: (
+                [(m.held_by, m.attempts) for m in rig.messages() if "Survive" in m.body]
+                == [(a_id, 1)]
+            ),
+            "the note to be in the hands of the owner's call on A",
+        )
+        a.kill()
+
+        lost = b.wait_for_event("cluster.daemon_lost", timeout=WAIT)
+        assert (lost["daemon"], lost["sessions_closed"]) == (a_id, 1)
+        sms = rig.twilio.wait_for_request(Operation.MESSAGES_CREATE, timeout=WAIT)
+        assert sms.param("To") == OWNER
+        assert "Survive a kill." in sms.param("Body")
+        wait_until(
+            lambda: (
+                [m.status for m in rig.messages() if "Survive" in m.body]
+                == [MessageStatus.SMS_SENT]
+            ),
+            "the note to be recorded sent by SMS",
+        )
+        by_daemon = {s.daemon_id: (s.status, s.end_reason) for s in rig.sessions()}
+        assert by_daemon[a_id][1] in ("daemon lost", "daemon restart")
+        assert by_daemon[a_id][0] == "ended"
+        assert by_daemon[b_id] == ("active", None)  # the stranger's call goes on
+        stranger.wait_for_audio(len(stranger.received_audio), timeout=WAIT)
+    finally:
+        a.kill()
+        b.stop()
+    c, _, _ = started(rig)
+    c.stop()
+    assert len(rig.twilio.requests_for(Operation.MESSAGES_CREATE)) == 1
+    statuses = {d.id: d.status for d in rig.rows(Daemon)}
+    assert statuses[a_id] == "lost"
+    assert statuses[b_id] == "stopped"
+
+
+def test_a_stream_opens_on_a_daemon_other_than_the_one_that_answered_its_webhook(
+    rig: Rig,
+) -> None:
+    a, port_a, a_id = started(rig)
+    b, port_b, b_id = started(rig)
+    try:
+        stranger = rig.phone(port_a, STRANGER)
+        twiml = stranger.dial()  # A answers and starts the call's session early
+        rig.gemini.wait_for_connection(1, timeout=WAIT)
+        stranger.phone.server_url = f"http://127.0.0.1:{port_b}"  # the balancer picks B
+        stranger.connect(twiml)
+        rig.gemini.wait_for_connection(2, timeout=WAIT)
+        stranger.wait_for_mark("turn-1", timeout=WAIT)  # greeted by B's session
+
+        gave_up = a.wait_for_event("call.stream_never_opened", timeout=WAIT)
+        assert gave_up["reason"] == "its stream opened on another daemon"
+        wait_until(
+            lambda: (
+                sorted((s.daemon_id, s.status) for s in rig.sessions())
+                == sorted([(a_id, "ended"), (b_id, "active")])
+            ),
+            "A's early session to end and B's to run the call",
+        )
+        # A's early model connection is closed: only B's holds a Live session.
+        wait_until(
+            lambda: [c.closed for c in rig.gemini.connections] == [True, False],
+            "A's model connection to close",
+        )
+        stranger.hang_up()
+    finally:
+        a.stop()
+        b.stop()
+    assert not a.errors
+    assert not b.errors
+
+
+def test_a_reminder_due_with_two_daemons_up_is_delivered_once(rig: Rig) -> None:
+    store = Store.open(rig.database_url)
+    store.migrate()
+    with store.connection():
+        Reminder.create(title="Water the plants", due_at=utcnow() + timedelta(seconds=4))
+    store.shutdown()
+    a, _, a_id = started(rig)
+    b, _, b_id = started(rig)
+    try:
+        sms = rig.twilio.wait_for_request(Operation.MESSAGES_CREATE, timeout=WAIT)
+        assert "Water the plants" in sms.param("Body")
+        wait_until(
+            lambda: [r.status for r in rig.rows(Reminder)] == ["delivered"],
+            "the reminder to be recorded delivered",
+        )
+        [reminder] = rig.rows(Reminder)
+        assert reminder.claimed_by in (a_id, b_id)
+        never(
+            lambda: rig.twilio.wait_for_request(Operation.MESSAGES_CREATE, timeout=2, count=2),
+            "a second SMS",
+        )
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_draining_daemon_refuses_new_calls_so_the_balancer_sends_them_to_another(
+    rig: Rig,
+) -> None:
+    rig.rewrite_settings({**rig.extra, "sessions": {"shutdown_grace_seconds": 30}})
+    a, port_a, a_id = started(rig)
+    b, port_b, _ = started(rig)
+    try:
+        caller = rig.phone(port_a, STRANGER)
+        greeted(rig, caller, 1)
+        a.process.terminate()  # SIGTERM: A drains while its call goes on
+        a.wait_for_event("daemon.draining", timeout=WAIT)
+        with pytest.raises(urllib.error.HTTPError) as health:
+            urllib.request.urlopen(f"http://127.0.0.1:{port_a}/healthz", timeout=WAIT)
+        assert health.value.code == 503
+        late = rig.phone(port_a, "+15555550888")
+        reply = late.get_signed(
+            "https://tars.example.test/twilio/voice",
+            {"CallSid": late.call_sid, "From": "+15555550888", "To": "+15555550100"},
+        )
+        assert reply.status == 503  # the balancer hands it to another member
+        assert [d.status for d in rig.rows(Daemon) if d.id == a_id] == ["draining"]
+        other = rig.phone(port_b, "+15555550888")
+        greeted(rig, other, 2)
+        caller.hang_up()
+        assert a.process.wait(timeout=WAIT) == 0
+    finally:
+        a.stop()
+        b.stop()
+    assert [d.status for d in rig.rows(Daemon) if d.id == a_id] == ["stopped"]
