@@ -5,6 +5,11 @@ reminder, and moves it whenever reminders are created or cancelled; each timer m
 carries a generation, so a stale one (from before a change or a restart) does nothing.
 At start it delivers whatever came due while the daemon was down, saying it is late.
 
+Several daemons may share the database: each claims the occurrences it delivers, and on
+:class:`~tars_actors.cluster.messages.TakeUp` (a member is gone) it claims and delivers what
+that member left unsettled and looks again at the soonest due time (a reminder created on
+another daemon fires here too). A draining daemon claims nothing new.
+
 Delivery: into the owner's live call through the Router when there is one; otherwise as
 ``[reminders] delivery`` says: an outbound reminder call, an SMS, or both.
 """
@@ -32,6 +37,7 @@ from tars_actors.actor_messages import (
     SmsSent,
 )
 from tars_actors.call.caller_words import readable
+from tars_actors.cluster.messages import TakeUp
 from tars_actors.messaging.ledger import MAX_BODY_CHARS, OWNER_TARGET
 from tars_actors.messaging.routing import Dispatch, MessageType, Switchboard, clip
 from tars_actors.reminders.book import ReminderBook, ReminderRecord, RemindersChanged
@@ -103,9 +109,12 @@ class ReminderScheduler(TarsActor):
         telephony: Callable[[], pykka.ActorRef[Any] | None],
         me: Callable[[], pykka.ActorRef[Any] | None],
         boot: str,
+        draining: Callable[[], bool] | None = None,
     ) -> None:
         """``me`` finds the live scheduler (replies reach a restarted one); ``boot``
-        names this run of the daemon (occurrences sent in it are not sent again)."""
+        names this run of the daemon (occurrences sent in it are not sent again);
+        ``draining``: while it says so, due reminders are left to the other daemons (the
+        ones this daemon claimed are still settled)."""
         super().__init__()
         self._settings = settings
         self._store = store
@@ -114,6 +123,7 @@ class ReminderScheduler(TarsActor):
         self._telephony = telephony
         self._me = me
         self._boot = boot
+        self._draining = draining or (lambda: False)
         self._tz = ZoneInfo(settings.owner.timezone)
         self._book = ReminderBook(store, self._tz, clock=timers.wall_now)
         self._generation = 0
@@ -125,13 +135,7 @@ class ReminderScheduler(TarsActor):
 
     def on_start(self) -> None:
         self._store.connect()
-        unsettled = self._book.unsettled(boot=self._boot)
-        if unsettled:
-            # Claimed by a daemon that stopped before it could say how they went.
-            log.warning("reminders.redelivering", count=len(unsettled))
-        for reminder in unsettled:
-            self._deliver(reminder)
-        self._deliver_due()
+        self._take_up()
         self._schedule()
 
     def on_stop(self) -> None:
@@ -142,6 +146,10 @@ class ReminderScheduler(TarsActor):
     def on_receive(self, message: Any) -> Any:
         match message:
             case RemindersChanged():
+                self._schedule()
+            case TakeUp(reason=reason):
+                log.info("reminders.taking_up", reason=reason)
+                self._take_up()
                 self._schedule()
             case SettingsChanged(settings=settings):
                 self._settings = settings
@@ -184,11 +192,24 @@ class ReminderScheduler(TarsActor):
 
     # --- timing ---------------------------------------------------------------------------
 
+    def _take_up(self) -> None:
+        """Deliver what was claimed and left unsettled by a daemon that is gone (or by this
+        one's previous scheduler), then what is due."""
+        unsettled = self._book.claim_unsettled(boot=self._boot, others=not self._draining())
+        if unsettled:
+            # Claimed by a daemon that stopped before it could say how they went.
+            log.warning("reminders.redelivering", count=len(unsettled))
+        for reminder in unsettled:
+            self._deliver(reminder)
+        self._deliver_due()
+
     def _schedule(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._generation += 1
+        if self._draining():
+            return  # due reminders are the other daemons' now: no timer to wake for them
         due = self._book.next_due()
         if due is None:
             return
@@ -205,6 +226,8 @@ class ReminderScheduler(TarsActor):
         log.debug("reminders.scheduled", due_at=due.isoformat(), delay_seconds=round(delay, 3))
 
     def _deliver_due(self) -> None:
+        if self._draining():
+            return
         for reminder in self._book.claim_due():
             self._deliver(reminder)
 

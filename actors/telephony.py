@@ -5,8 +5,9 @@ actor ever waits on HTTP.
 With a store, every request is an intent (:mod:`tars_actors.telephony.intents`) written before
 it is sent and settled after: asked again (after a restart, by a Router or a scheduler that
 never heard the outcome), a request Twilio has is answered from the record, and one whose
-outcome is unknown is looked up in Twilio's lists before it is sent again. At start, the
-intents a dead daemon left unsure are looked up (and sent if Twilio never got them).
+outcome is unknown is looked up in Twilio's lists before it is sent again. At start, and on
+:class:`~tars_actors.cluster.messages.TakeUp` (a member is gone), the intents a dead daemon
+left unsure are looked up (and sent if Twilio never got them).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from tars_actors.actor_messages import (
     SmsFailed,
     SmsSent,
 )
+from tars_actors.cluster.messages import TakeUp
 from tars_actors.runtime.actor import TarsActor
 from tars_actors.runtime.settings import Settings
 from tars_actors.store import Store, utcnow
@@ -55,6 +57,7 @@ from tars_actors.telephony.intents import (
     Unsure,
     describe_request,
     intent_key,
+    payload_of,
     reply,
     request_of,
 )
@@ -141,21 +144,27 @@ class Telephony(TarsActor):
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self._max_workers, thread_name_prefix="telephony"
         )
-        unsure = self._unsure()
-        log.info("telephony.started", workers=self._max_workers, unsure_intents=len(unsure))
         for key in self._outbox.paused():  # a crashed predecessor's, mid-recheck
             self.actor_ref.tell(_Recheck(key=key, failures=1))
-        calls = [i for i in unsure if i.kind is IntentKind.CALL and i.key not in self._outbox]
+        log.info("telephony.started", workers=self._max_workers, unsure_intents=self._take_up())
+
+    def _take_up(self) -> int:
+        """Look up the intents left unsure by a daemon that is gone (or by this one's crashed
+        Telephony): an SMS Twilio lacks is sent; a call only settled if Twilio has it (see
+        intents.recover_calls). Several daemons may take one up at once: each looks, and
+        the attempt that sends again is claimed by one (``IntentBook.again``). How many."""
+        assert self._pool is not None
+        unsure = [i for i in self._unsure() if i.key not in self._outbox]
         for intent in unsure:
-            # Left by a dead daemon, looked up in Twilio's records: an SMS Twilio lacks is
-            # sent; a call only settled if Twilio has it (see intents.recover_call).
-            if intent.kind is not IntentKind.CALL and intent.key not in self._outbox:
+            if intent.kind is not IntentKind.CALL:
                 self._submit(request_of(intent))
+        calls = [i for i in unsure if i.kind is IntentKind.CALL]
         if calls and self._book is not None and self._client is not None:
             recover = functools.partial(intents.recover_calls, gate=self._gate)
             self._pool.submit(
                 contextvars.copy_context().run, recover, self._client, self._book, calls
             )
+        return len(unsure)
 
     def _unsure(self) -> list[IntentRecord]:
         book = self._book
@@ -183,6 +192,9 @@ class Telephony(TarsActor):
         match message:
             case HangUp() | SayAndHangUp() | Redirect() | SendSms() | PlaceCall():
                 self._submit(message)
+                return None
+            case TakeUp(reason=reason) if self._pool is not None:
+                log.info("telephony.taking_up", reason=reason, unsure_intents=self._take_up())
                 return None
             case _Recheck(key=key, failures=failures):
                 request = self._outbox.resume(key) if self._pool is not None else None
@@ -370,21 +382,9 @@ class Telephony(TarsActor):
         book = self._book
         if book is None:
             return self._carry_out(request)
-        payload: dict[str, Any]
-        match request:
-            case HangUp():
-                payload = {"reason": request.reason}
-            case SayAndHangUp():
-                payload = {"text": request.text, "language": request.language}
-            case Redirect():
-                payload = {
-                    "twiml": request.twiml,
-                    "reason": request.reason,
-                    "correlation_id": request.correlation_id,
-                }
         kind = IntentKind.HANG_UP if isinstance(request, HangUp) else IntentKind.REDIRECT
         key = intent_key(request)
-        call = {"call_sid": request.call_sid, **payload}
+        call = payload_of(request)
         try:
             # A call SID (34 characters) is in the key and the request, not in to_number.
             claim = book.claim(key=key, kind=kind, to_number="", from_number="", request=call)

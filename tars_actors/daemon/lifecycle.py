@@ -52,7 +52,7 @@ from tars_actors.runtime.observability import install_stack_dump_signal
 from tars_actors.runtime.settings import Settings, SettingsError, load_settings
 from tars_actors.runtime.supervision import ChildSpec, Strategy, SupervisorFlags
 from tars_actors.runtime.timers import ThreadTimers
-from tars_actors.store import CallGoal, DaemonStatus, GoalStatus, Store
+from tars_actors.store import DaemonStatus, Store
 from tars_actors.telephony.server import Server
 from tars_actors.tools import ToolServices, build_registry
 
@@ -227,25 +227,12 @@ class Daemon:
 
     def _finish_interrupted_goals(self) -> None:
         """Goal calls a dead daemon was placing or running are over: report them failed."""
-        runtime, store = self.runtime, self.store
-        assert runtime is not None
-        assert store is not None
-        # First the goals that ended without a report, then the interrupted ones (which
-        # end now): each is reported once.
-        unreported = runtime.goals.report_unreported()
+        assert self.runtime is not None
+        unreported, interrupted = self.runtime.goals.take_up()
         if unreported:
             log.info("goals.reporting_after_restart", count=unreported)
-        with store.connection():
-            interrupted = [
-                int(row.id)
-                for row in CallGoal.select(CallGoal.id).where(
-                    CallGoal.status.in_([GoalStatus.DIALING, GoalStatus.IN_PROGRESS])
-                )
-            ]
-        for goal_id in interrupted:
-            runtime.goals.ended(
-                goal_id, GoalStatus.FAILED, error="TARS restarted while the call was going on"
-            )
+        if interrupted:
+            log.info("goals.failed_after_restart", count=interrupted)
 
     def _serving_peers(self) -> int:
         """Other members serving now (on a webhook's thread): a draining daemon's webhooks

@@ -184,6 +184,8 @@ def system_children(runtime: Runtime) -> list[ChildSpec]:
                 telephony=live_actor(Telephony),
                 me=live_actor(ReminderScheduler),
                 boot=runtime.boot,
+                # A stopping daemon leaves due reminders to the members that carry on.
+                draining=lambda: runtime.admission.draining,
             ),
             shutdown_timeout=shutdown_timeout,
         ),

@@ -5,6 +5,11 @@ that asked, and as the call goes on its Twilio call SID, its own session, the ou
 goal session recorded and, once the call is over, the final status and the summary routed
 to the owner. Finishing is claimed once (``FOR UPDATE``), so a status callback and the
 session's end cannot both report the same call.
+
+Several daemons may share the database: a goal names the daemon that placed its call, then
+the one that runs its session, then the one that finishes and reports it. What a daemon that
+is gone left unreported or still going is taken up (:meth:`GoalDesk.take_up`) by one live
+daemon: each goal is claimed by moving its ``daemon_id`` from the gone one's.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from tars_actors.telephony.twiml import STATUS_PATH, connect_twiml, stream_url
 __all__ = [
     "FINAL_GOAL_STATUSES",
     "GOAL_PREFIX",
+    "INTERRUPTED",
     "GoalDesk",
     "GoalError",
     "GoalRecord",
@@ -75,6 +81,8 @@ _TWILIO_FINAL: Final = {
     "canceled": GoalStatus.CANCELED,
 }
 
+#: The error a goal call is reported failed with when its daemon is gone mid-call.
+INTERRUPTED: Final = "TARS restarted while the call was going on"
 #: How much of the transcript the fallback report quotes.
 FALLBACK_LINES = 4
 
@@ -157,6 +165,7 @@ def create_goal(
             status=GoalStatus.DIALING,
             parent_session=parent_session_id,
             created_at=utcnow(),
+            daemon_id=store.daemon_id,
         )
     log.info("goal.created", goal_id=int(row.id), callee=name)
     return _record(row)
@@ -212,10 +221,14 @@ def mark_dialing(store: Store, goal_id: int, call_sid: str) -> None:
 
 
 def mark_answered(store: Store, goal_id: int, *, call_sid: str, session_id: int) -> None:
+    """The goal's call was answered and its session runs on this daemon."""
     with store.transaction():
-        CallGoal.update(call_sid=call_sid, session=session_id, status=GoalStatus.IN_PROGRESS).where(
-            CallGoal.id == goal_id, CallGoal.status.not_in(FINAL_GOAL_STATUSES)
-        ).execute()
+        CallGoal.update(
+            call_sid=call_sid,
+            session=session_id,
+            status=GoalStatus.IN_PROGRESS,
+            daemon_id=store.daemon_id,
+        ).where(CallGoal.id == goal_id, CallGoal.status.not_in(FINAL_GOAL_STATUSES)).execute()
 
 
 def record_outcome(store: Store, session_id: int, *, outcome: str, achieved: bool) -> GoalRecord:
@@ -231,20 +244,50 @@ def record_outcome(store: Store, session_id: int, *, outcome: str, achieved: boo
 
 
 def finish_goal(store: Store, goal_id: int, status: GoalStatus) -> GoalRecord | None:
-    """Give the goal its final status, once: None if it was finished already."""
+    """Give the goal its final status, once: None if it was finished already. The daemon
+    that finishes it reports it."""
     with store.transaction():
         row = store.for_update(CallGoal.select().where(CallGoal.id == goal_id)).first()
         if row is None or row.status in FINAL_GOAL_STATUSES:
             return None
         row.status = status
         row.ended_at = utcnow()
+        row.daemon_id = store.daemon_id
         row.save()
     return _record(row)
 
 
-def save_summary(store: Store, goal_id: int, summary: str) -> None:
+def save_summary(store: Store, goal_id: int, summary: str) -> bool:
+    """Save the summary of the goal's report unless it has one already; whether it was."""
     with store.transaction():
-        CallGoal.update(summary=summary).where(CallGoal.id == goal_id).execute()
+        return bool(
+            CallGoal.update(summary=summary)
+            .where(CallGoal.id == goal_id, CallGoal.summary.is_null())
+            .execute()
+        )
+
+
+def _claim_goals(store: Store, *where: Any) -> list[GoalRecord]:
+    """Goals matching ``where`` whose daemon is gone (or was never named), claimed for this
+    daemon: each row is locked (rows another daemon is claiming are skipped) and its
+    ``daemon_id`` moves only from the value read, so of several daemons taking up at once
+    one gets each goal."""
+    live = sorted(store.live_daemons())
+    gone = CallGoal.daemon_id.is_null() | CallGoal.daemon_id.not_in(live)
+    claimed: list[GoalRecord] = []
+    with store.transaction():
+        query = CallGoal.select().where(gone, *where).order_by(CallGoal.id)
+        for row in list(store.for_update(query, skip_locked=True)):
+            held = row.daemon_id
+            was = CallGoal.daemon_id.is_null() if held is None else CallGoal.daemon_id == held
+            changed = (
+                CallGoal.update(daemon_id=store.daemon_id)
+                .where(CallGoal.id == row.id, was, *where)
+                .execute()
+            )
+            if changed:
+                claimed.append(_record(row))
+    return claimed
 
 
 def transcript_of(session_id: int | None) -> list[str]:
@@ -350,19 +393,25 @@ class GoalDesk:
         context = contextvars.copy_context()
         self._pool.submit(context.run, self._close_and_report, goal_id, status, error)
 
-    def report_unreported(self) -> int:
-        """At boot: goals that ended without their report going out (the daemon stopped
-        while the summary was being written) are reported now. Returns how many."""
+    def take_up(self) -> tuple[int, int]:
+        """What daemons that are gone left behind (at boot: this daemon's predecessors): the
+        goals that ended without their report going out (the daemon stopped while the
+        summary was being written) are reported now, and the goals still dialing or in
+        progress are over: reported failed. Each is claimed by one live daemon first.
+        Returns how many of each (reported, failed)."""
         with self._store.connection():
-            rows = list(
-                CallGoal.select().where(
-                    CallGoal.status.in_(FINAL_GOAL_STATUSES), CallGoal.summary.is_null()
-                )
+            unreported = _claim_goals(
+                self._store, CallGoal.status.in_(FINAL_GOAL_STATUSES), CallGoal.summary.is_null()
             )
-        for row in rows:
+            interrupted = _claim_goals(
+                self._store, CallGoal.status.in_([GoalStatus.DIALING, GoalStatus.IN_PROGRESS])
+            )
+        for goal in unreported:
             context = contextvars.copy_context()
-            self._pool.submit(context.run, self._report_safely, _record(row), None)
-        return len(rows)
+            self._pool.submit(context.run, self._report_safely, goal, None)
+        for goal in interrupted:
+            self.ended(goal.id, GoalStatus.FAILED, error=INTERRUPTED)
+        return len(unreported), len(interrupted)
 
     def _close_and_report(self, goal_id: int, status: GoalStatus, error: str | None) -> None:
         try:
@@ -401,7 +450,9 @@ class GoalDesk:
                 summary = f"{summary} ({error})"
             body = report_body(goal, summary)
             with self._store.transaction():
-                save_summary(self._store, goal.id, summary)
+                if not save_summary(self._store, goal.id, summary):
+                    log.info("goal.reported_already", goal_id=goal.id)
+                    return
                 record = self._switchboard.ledger.record(
                     sender_session_id=goal.session_id,
                     sender_name=f"Goal call with {goal.contact_name}",

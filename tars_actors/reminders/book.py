@@ -1,10 +1,12 @@
 """The reminder book: reminders and callback requests in the ``reminders`` table, claimed once.
 
 Each occurrence is its own row. When one comes due it is claimed in one transaction
-(``pending`` → ``delivering``, read ``FOR UPDATE`` on PostgreSQL) together with writing the
-next occurrence of a recurring reminder, so no occurrence is delivered twice and none is
-lost; the outcome is then settled (``delivered`` with how, or ``failed`` with the error).
-A claim left unsettled by a daemon that died mid-delivery is delivered again at boot.
+(``pending`` → ``delivering``, ``claimed_by`` this daemon, read ``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL, so daemons sharing the database each claim different occurrences) together with
+writing the next occurrence of a recurring reminder, so no occurrence is delivered twice and
+none is lost; the outcome is then settled (``delivered`` with how, or ``failed`` with the
+error). A claim left unsettled by a daemon that is gone (it died mid-delivery, or another
+member found it lost) is claimed again by one live daemon and delivered again.
 """
 
 from __future__ import annotations
@@ -154,9 +156,10 @@ class ReminderBook:
         return None if row is None else row.due_at
 
     def claim_due(self) -> list[ReminderRecord]:
-        """Claim every pending reminder due by now, oldest first, and schedule the next
-        occurrence of each recurring one; one transaction, so each occurrence is claimed
-        by one caller only."""
+        """Claim every pending reminder due by now, oldest first, for this daemon, and
+        schedule the next occurrence of each recurring one; one transaction, so each
+        occurrence is claimed by one caller only. Rows another daemon is claiming at this
+        moment are skipped, not waited for: they are its to deliver."""
         now = self._clock()
         claimed: list[ReminderRecord] = []
         with self._store.transaction():
@@ -164,11 +167,13 @@ class ReminderBook:
                 self._store.for_update(
                     Reminder.select()
                     .where(Reminder.status == ReminderStatus.PENDING, Reminder.due_at <= now)
-                    .order_by(Reminder.due_at, Reminder.id)
+                    .order_by(Reminder.due_at, Reminder.id),
+                    skip_locked=True,
                 )
             )
             for row in rows:
                 row.status = ReminderStatus.DELIVERING
+                row.claimed_by = self._store.daemon_id
                 row.save()
                 claimed.append(_record(row))
                 if row.recurrence:
@@ -192,19 +197,38 @@ class ReminderBook:
                         )
         return claimed
 
-    def unsettled(self, *, boot: str) -> list[ReminderRecord]:
-        """Claimed but never settled, and not on its way in this boot of the daemon:
-        a daemon stopped mid-delivery (they are delivered again, at least once)."""
-        query = (
-            Reminder.select()
-            .where(
-                Reminder.status == ReminderStatus.DELIVERING,
-                (Reminder.delivery_outcome.is_null())
-                | (Reminder.delivery_outcome != _sending(boot)),
-            )
-            .order_by(Reminder.due_at, Reminder.id)
+    def claim_unsettled(self, *, boot: str, others: bool = True) -> list[ReminderRecord]:
+        """Claim for this daemon the occurrences claimed but never settled that are free to
+        deliver again (at least once): this daemon's own not yet on their way in this boot
+        (its scheduler stopped mid-delivery) and, with ``others``, those of daemons that are
+        gone (or of a daemon that named none). Each is claimed by one daemon only, however
+        many take up at once: its row is locked (rows another is claiming are skipped) and
+        ``claimed_by`` moves only from the value read."""
+        me = self._store.daemon_id
+        wanted = (Reminder.claimed_by == me) & (
+            Reminder.delivery_outcome.is_null() | (Reminder.delivery_outcome != _sending(boot))
         )
-        return [_record(row) for row in query]
+        if others:
+            live = sorted(self._store.live_daemons())
+            wanted |= Reminder.claimed_by.is_null() | Reminder.claimed_by.not_in(live)
+        taken: list[ReminderRecord] = []
+        with self._store.transaction():
+            query = (
+                Reminder.select()
+                .where(Reminder.status == ReminderStatus.DELIVERING, wanted)
+                .order_by(Reminder.due_at, Reminder.id)
+            )
+            for row in list(self._store.for_update(query, skip_locked=True)):
+                held = row.claimed_by
+                was = Reminder.claimed_by.is_null() if held is None else Reminder.claimed_by == held
+                changed = (
+                    Reminder.update(claimed_by=me)
+                    .where(Reminder.id == row.id, Reminder.status == ReminderStatus.DELIVERING, was)
+                    .execute()
+                )
+                if changed:
+                    taken.append(_record(row))
+        return taken
 
     def mark_sending(self, reminder_id: int, *, boot: str) -> None:
         """The occurrence's call or SMS was handed to Telephony in this boot: a restarted

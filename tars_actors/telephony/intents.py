@@ -17,7 +17,6 @@ import enum
 import hashlib
 import json
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -60,6 +59,7 @@ __all__ = [
     "find_call",
     "find_message",
     "intent_key",
+    "payload_of",
     "recover_calls",
     "reply",
     "request_of",
@@ -74,9 +74,6 @@ CLOCK_SKEW: Final = timedelta(minutes=2)
 #: How long a request may be on its way (three attempts, each up to the REST timeout, and
 #: the backoff between them): one this process started that recently may yet be answered.
 IN_TRANSIT: Final = timedelta(seconds=3 * DEFAULT_TIMEOUT + 10)
-#: This run of TARS, as ``attempted_by`` records it.
-_THIS_RUN: Final = uuid.uuid4().hex
-
 #: How long a settled intent is kept (for an operator looking into what was sent, and so
 #: that a late request with its key is answered from it).
 KEEP_SETTLED: Final = timedelta(days=30)
@@ -109,12 +106,16 @@ class IntentRecord:
     request: Mapping[str, Any]
     attempts: int
     attempted_at: datetime | None
-    #: Started by this run of TARS (whose thread may still be waiting for the answer).
+    #: Started by this daemon (whose thread may still be waiting for the answer).
     ours: bool = False
+    #: Started by another daemon that is still live: it may still be waiting for the answer,
+    #: and it looks the outcome up itself if it never comes.
+    elsewhere: bool = False
 
     def in_transit(self, now: datetime, window: timedelta = IN_TRANSIT) -> float:
-        """Seconds its last request, started by this run, may still be on its way (0: none)."""
-        if not self.ours or self.attempted_at is None:
+        """Seconds its last request, started by a live daemon (this one or another), may
+        still be on its way (0: none)."""
+        if not (self.ours or self.elsewhere) or self.attempted_at is None:
             return 0.0
         return max(0.0, (self.attempted_at + window - now).total_seconds())
 
@@ -141,7 +142,9 @@ class Unsure:
     intent: IntentRecord
 
 
-def _record(row: RestIntent) -> IntentRecord:
+def _record(row: RestIntent, *, me: str, live: frozenset[str] = frozenset()) -> IntentRecord:
+    """``me``: this daemon; ``live``: the live daemons (only a request still sending can be
+    on its way, so only then does it matter who started it)."""
     return IntentRecord(
         id=int(row.id),
         key=str(row.key),
@@ -151,16 +154,27 @@ def _record(row: RestIntent) -> IntentRecord:
         request=json.loads(row.request),
         attempts=int(row.attempts),
         attempted_at=row.attempted_at,
-        ours=row.attempted_by == _THIS_RUN,
+        ours=row.attempted_by == me,
+        elsewhere=row.attempted_by != me and row.attempted_by in live,
     )
 
 
 class IntentBook:
-    """The ``rest_intents`` rows; thread-safe (each call is one short transaction)."""
+    """The ``rest_intents`` rows; thread-safe (each call is one short transaction).
+
+    Each attempt records the daemon that made it (``store.daemon_id``): several daemons may
+    share the database, and a request another live daemon started is its own to settle.
+    """
 
     def __init__(self, store: Store, *, clock: Callable[[], datetime] = utcnow) -> None:
         self._store = store
         self._clock = clock
+
+    def _record(self, row: RestIntent) -> IntentRecord:
+        me = self._store.daemon_id
+        elsewhere = row.status == _Status.SENDING and row.attempted_by not in (None, me)
+        live = self._store.live_daemons() if elsewhere else frozenset()
+        return _record(row, me=me, live=live)
 
     def claim(
         self,
@@ -187,15 +201,15 @@ class IntentBook:
             ).on_conflict_ignore().execute()
             row = store.for_update(RestIntent.select().where(RestIntent.key == key)).get()
             if row.status == _Status.SENT:
-                return Known(_record(row), str(row.sid))
+                return Known(self._record(row), str(row.sid))
             if row.status == _Status.SENDING:
-                return Unsure(_record(row))
+                return Unsure(self._record(row))
             row.status, row.attempts, row.attempted_at = _Status.SENDING, row.attempts + 1, now
-            row.attempted_by = _THIS_RUN
+            row.attempted_by = store.daemon_id
             # What goes out now (a redelivered reminder may say it is late).
             row.request = json.dumps(dict(request), sort_keys=True)
             row.save()
-            return Go(_record(row))
+            return Go(self._record(row))
 
     def again(self, intent: IntentRecord, request: Mapping[str, Any]) -> IntentRecord | None:
         """Twilio does not have an unsure intent: it is sent again (a new attempt, with the
@@ -208,7 +222,7 @@ class IntentBook:
                     status=_Status.SENDING,
                     attempts=RestIntent.attempts + 1,
                     attempted_at=self._clock(),
-                    attempted_by=_THIS_RUN,
+                    attempted_by=store.daemon_id,
                     request=json.dumps(dict(request), sort_keys=True),
                 )
                 .where(
@@ -220,7 +234,7 @@ class IntentBook:
             )
             if not changed:
                 return None
-            return _record(RestIntent.get_by_id(intent.id))
+            return self._record(RestIntent.get_by_id(intent.id))
 
     def sent(self, intent: IntentRecord, sid: str) -> None:
         self._settle(intent, status=_Status.SENT, sid=sid, error=None)
@@ -254,10 +268,18 @@ class IntentBook:
         return str(row.sid) if row.status == _Status.SENT and row.sid else None
 
     def unsure(self) -> list[IntentRecord]:
-        """Intents whose request may have reached Twilio, outcome unknown (oldest first)."""
+        """Intents whose request may have reached Twilio, outcome unknown (oldest first),
+        but not those another live daemon is sending: that one may still be waiting for
+        Twilio's answer, and looks the outcome up itself if it never comes."""
+        me = self._store.daemon_id
         with self._store.connection():
-            rows = RestIntent.select().where(RestIntent.status == _Status.SENDING)
-            return [_record(row) for row in rows.order_by(RestIntent.id)]
+            live = self._store.live_daemons()
+            others = sorted(live - {me})
+            query = RestIntent.status == _Status.SENDING
+            if others:
+                query &= RestIntent.attempted_by.is_null() | RestIntent.attempted_by.not_in(others)
+            rows = RestIntent.select().where(query).order_by(RestIntent.id)
+            return [_record(row, me=me, live=live) for row in rows]
 
     def known_sids(self, kind: IntentKind, *, near: IntentRecord | None = None) -> set[str]:
         """SIDs other intents of ``kind`` were settled with: one record matches one intent.
@@ -434,6 +456,17 @@ def intent_key(request: TelephonyRequest) -> str:
         case SayAndHangUp(call_sid=sid, text=text) | Redirect(call_sid=sid, twiml=text):
             digest = hashlib.sha256(text.encode()).hexdigest()[:16]
             return f"{IntentKind.REDIRECT}:{sid}:{digest}"
+
+
+def payload_of(request: HangUp | SayAndHangUp | Redirect) -> dict[str, Any]:
+    """What an intent records of a hang-up or a redirect (:func:`request_of` reads it)."""
+    match request:
+        case HangUp(call_sid=sid, reason=reason):
+            return {"call_sid": sid, "reason": reason}
+        case SayAndHangUp(call_sid=sid, text=text, language=language):
+            return {"call_sid": sid, "text": text, "language": language}
+        case Redirect(call_sid=sid, twiml=twiml, reason=reason, correlation_id=cid):
+            return {"call_sid": sid, "twiml": twiml, "reason": reason, "correlation_id": cid}
 
 
 def request_of(intent: IntentRecord) -> TelephonyRequest:
