@@ -104,6 +104,8 @@ class Daemon:
     _children: Callable[[Runtime], list[ChildSpec]] = system_children
     #: Tests run the actor tree alone; the daemon serves Twilio.
     with_server: bool = True
+    #: One of the workers of `run.py --workers N`, which share [server] port (SO_REUSEPORT).
+    reuse_port: bool = False
 
     def start(self) -> None:
         """Open and migrate the database, start the actor tree, then the server."""
@@ -190,7 +192,12 @@ class Daemon:
                 store=self.store,
                 pins=runtime.pins,
             )
-            self.server = Server(self.settings, hooks, loop_thread=self.runtime.io_loop)
+            self.server = Server(
+                self.settings,
+                hooks,
+                loop_thread=self.runtime.io_loop,
+                reuse_port=self.reuse_port,
+            )
             self.server.start()
         log.info(
             "daemon.started",
@@ -377,9 +384,11 @@ class Daemon:
         log.info("daemon.stopped")
 
 
-def serve(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT (exit 0) or until the root supervisor gives up (exit 1)."""
-    daemon = Daemon(settings)
+def serve(settings: Settings, *, reuse_port: bool = False) -> int:
+    """Run until SIGTERM/SIGINT (exit 0) or until the root supervisor gives up (exit 1).
+
+    ``reuse_port``: listen with SO_REUSEPORT, as one of several workers on one port."""
+    daemon = Daemon(settings, reuse_port=reuse_port)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         daemon.request_stop(signum)

@@ -10,6 +10,7 @@ import email.utils
 import http
 import json
 import logging
+import os
 import resource
 import time
 import weakref
@@ -86,7 +87,11 @@ class Server:
         handshake_timeout: float = HANDSHAKE_TIMEOUT_SECONDS,
         log_interval: float = DEFAULT_INTERVAL_SECONDS,
         log_clock: Callable[[], float] = time.monotonic,
+        reuse_port: bool = False,
     ) -> None:
+        """``reuse_port``: bind with SO_REUSEPORT, so that several TARS processes share
+        ``[server] port`` and the kernel spreads the connections among them (``/healthz``
+        then says which process answered, as ``pid``)."""
         validate = settings.twilio.validate_signatures
         token = settings.secrets.twilio_auth_token
         if validate and not token:
@@ -102,6 +107,7 @@ class Server:
         """The ``<Stream url>`` TwiML names and the upgrade's signature covers."""
         self._pacing_lead = pacing_lead
         self._start_timeout = start_timeout
+        self._reuse_port = reuse_port
         self._own_loop = loop_thread is None
         self._loop_thread = loop_thread
         self._ws_server: WebSocketServer | None = None
@@ -206,6 +212,8 @@ class Server:
             # A slow, half-open connection gives its place back quickly.
             open_timeout=self._handshake_timeout,
             server_header=None,
+            # Passed on to loop.create_server: the workers of `run.py --workers` share a port.
+            reuse_port=self._reuse_port,
         )
         self._port = int(self._ws_server.sockets[0].getsockname()[1])
         if self._validator is None:
@@ -220,6 +228,7 @@ class Server:
             "server.listening",
             host=host,
             port=self._port,
+            reuse_port=self._reuse_port,
             public_url=self._public_url,
             stream_url=self.stream_url,
         )
@@ -343,6 +352,8 @@ class Server:
         except Exception:
             log.exception("server.health_failed")
             figures = {"ready": False, "error": "health check failed"}
+        if self._reuse_port:
+            figures["pid"] = os.getpid()
         status = http.HTTPStatus.OK if figures.get("ready") else http.HTTPStatus.SERVICE_UNAVAILABLE
         body = json.dumps(figures, default=str, sort_keys=True)
         return _response(status, body, content_type="application/json")
