@@ -157,7 +157,7 @@ def run_load(
                     extra=extra,
                 ),
                 directory,
-                workers=workers,
+                workers=workers if workers > 1 else None,
             )
             try:
                 port = server.wait_started(timeout=60)

@@ -66,8 +66,8 @@ class DaemonProcess:
     """``python run.py --settings FILE`` in a child process with the stand-ins' fake
     credentials, its JSON log lines read on a thread.
 
-    With ``workers`` above 1 it is ``python run.py --workers N``: ``process`` is the parent,
-    ``pids`` the workers that started (their log lines come through the parent's output).
+    With ``workers`` it is ``python run.py --workers N``: above 1, ``process`` is the parent
+    and ``pids`` the workers that started (their log lines come through the parent's output).
     """
 
     def __init__(
@@ -76,7 +76,7 @@ class DaemonProcess:
         directory: Path,
         *,
         keep_records: bool = False,
-        workers: int = 1,
+        workers: int | None = None,
     ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TARS_", "TWILIO_"))}
         env.update(
@@ -90,7 +90,7 @@ class DaemonProcess:
                 str(ROOT / "run.py"),
                 "--settings",
                 str(settings_path),
-                *(["--workers", str(workers)] if workers > 1 else []),
+                *(["--workers", str(workers)] if workers is not None else []),
             ],
             cwd=directory,
             env=env,
@@ -99,7 +99,7 @@ class DaemonProcess:
             text=True,
         )
         self.port: int | None = None
-        self.workers = workers
+        self.workers = workers or 1
         #: The process id of every ``daemon.started``, in order (a restarted worker's too).
         self.pids: list[int] = []
         self.errors: list[str] = []
