@@ -307,3 +307,18 @@ def test_a_killed_worker_is_started_again_and_sigterm_stops_them_all(pg_rig: Rig
     stopped = workers.wait_for_event("workers.stopped", timeout=WAIT)
     assert stopped["exit_codes"] == {str(survivor): 0, str(third["pid"]): 0}
     assert len(workers.events("daemon.stopped")) == 2
+
+
+def test_the_load_benchmark_measures_tars_run_as_two_workers() -> None:
+    from tars_actors.ops.load import render_table, run_load
+
+    result = run_load(calls=4, seconds=1.0, warmup=0.5, workers=2)
+
+    assert result.workers == 2
+    assert result.frames_sent > 0
+    # Whichever worker a call's stream reached, its audio went through and came back.
+    assert (result.frames_lost_inbound, result.frames_lost_outbound) == (0, 0)
+    assert result.protocol_violations == 0
+    assert result.server_cpu_ms_per_call_second > 0
+    rows = [line.rsplit(maxsplit=1) for line in render_table(result).splitlines()]
+    assert ["TARS workers (figures summed)", "2"] in rows

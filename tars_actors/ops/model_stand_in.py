@@ -122,17 +122,17 @@ def serve_model_stand_in(directory: Path, behaviour: LiveBehaviour | None = None
                     print(len(gemini.connections), flush=True)
                 case "totals":
                     progress = {
-                        caller_of(connection): connection.audio_arrivals[1][-1:].tolist()
+                        caller: connection.audio_arrivals[1][-1:].tolist()
                         + connection.echo_departures[1][-1:].tolist()
-                        for connection in gemini.connections
+                        for caller, connection in _calls(gemini.connections).items()
                     }
                     print(json.dumps(progress), flush=True)
                 case "report":
                     report = {}
-                    for connection in gemini.connections:
+                    for caller, connection in _calls(gemini.connections).items():
                         times, totals = connection.audio_arrivals
                         echo_times, echo_totals = connection.echo_departures
-                        report[caller_of(connection)] = (
+                        report[caller] = (
                             list(times),
                             list(totals),
                             list(echo_times),
@@ -140,6 +140,26 @@ def serve_model_stand_in(directory: Path, behaviour: LiveBehaviour | None = None
                         )
                     print(json.dumps(report), flush=True)
     return 0
+
+
+def _calls(connections: Sequence[LiveConnection]) -> dict[str, LiveConnection]:
+    """Each caller's model connection: the one that carried the most of its audio.
+
+    With several TARS workers a call's webhook and its stream may reach different ones,
+    and each opens a model connection for the call; only the stream's carries audio.
+    """
+    calls: dict[str, LiveConnection] = {}
+    for connection in connections:
+        caller = caller_of(connection)
+        kept = calls.get(caller)
+        if kept is None or _audio_bytes(connection) > _audio_bytes(kept):
+            calls[caller] = connection
+    return calls
+
+
+def _audio_bytes(connection: LiveConnection) -> int:
+    totals = connection.audio_arrivals[1]
+    return int(totals[-1]) if len(totals) else 0
 
 
 def caller_of(connection: LiveConnection) -> str:
