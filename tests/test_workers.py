@@ -254,7 +254,7 @@ def test_each_worker_runs_run_py_serve_with_the_settings_and_a_shared_port() -> 
 # -- two real workers on PostgreSQL ---------------------------------------------------------------
 
 
-def test_two_workers_share_one_port_answer_in_turn_and_take_a_call(pg_rig: Rig) -> None:
+def test_two_workers_share_one_port_answer_in_turn_take_a_call_and_reload(pg_rig: Rig) -> None:
     workers, port = start_workers(pg_rig)
     try:
         started = workers.events("daemon.started")
@@ -272,6 +272,11 @@ def test_two_workers_share_one_port_answer_in_turn_and_take_a_call(pg_rig: Rig) 
         phone.call()
         phone.wait_for_mark("turn-1", timeout=WAIT)
         phone.hang_up()
+
+        # A reload reaches every worker.
+        workers.process.send_signal(signal.SIGHUP)
+        assert set(workers.wait_for_event("workers.reloading", timeout=WAIT)["pids"]) == pids
+        workers.wait_for_event("settings.reload_unchanged", timeout=WAIT, count=2)
     finally:
         workers.stop()
     assert workers.process.returncode == EXIT_OK
