@@ -16,10 +16,10 @@ from tars_actors.ops.load import (
     MODEL_FRAME_BYTES,
     _Held,
     _measure,
-    _ModelTimes,
     _outbound_added,
     _pipeline_delays,
 )
+from tars_actors.ops.model_stand_in import ModelTimes
 from tars_actors.sim.softphone import FRAME_BYTES, ReceivedMedia
 
 # The resamplers hold back nothing in these made-up calls, except where a test says so.
@@ -52,14 +52,14 @@ class Phone:
         )
 
 
-def model_saw(arrivals: list[float], echoes: list[float] | None = None) -> _ModelTimes:
+def model_saw(arrivals: list[float], echoes: list[float] | None = None) -> ModelTimes:
     """One model frame arriving at each time in ``arrivals``, echoed at ``echoes``."""
     echoes = arrivals if echoes is None else echoes
     totals = [MODEL_FRAME_BYTES * (n + 1) for n in range(len(arrivals))]
-    return _ModelTimes(arrivals, totals, echoes, totals[: len(echoes)])
+    return ModelTimes(arrivals, totals, echoes, totals[: len(echoes)])
 
 
-def measure(phone: Phone, model: _ModelTimes, held_in: _Held = NONE_HELD) -> Any:
+def measure(phone: Phone, model: ModelTimes, held_in: _Held = NONE_HELD) -> Any:
     return _measure(
         cast(Any, phone),
         model,
@@ -98,17 +98,17 @@ def test_a_frame_the_model_never_got_is_lost_and_so_is_its_echo() -> None:
 def test_what_a_resampler_holds_back_is_not_a_lost_frame_but_a_whole_frame_is() -> None:
     # The model got all but 300 bytes: a resampler holding back between 88 and 424.
     phone = Phone(send_times=array("d", [1.00, 1.02]))
-    model = _ModelTimes([1.003, 1.025], [320, 2 * MODEL_FRAME_BYTES - 300], [], [])
+    model = ModelTimes([1.003, 1.025], [320, 2 * MODEL_FRAME_BYTES - 300], [], [])
     assert measure(phone, model, _Held(88, 424)).lost_inbound == 0
     # A frame more short is a frame lost, whatever the resampler holds.
-    model = _ModelTimes([1.003], [MODEL_FRAME_BYTES - 300], [], [])
+    model = ModelTimes([1.003], [MODEL_FRAME_BYTES - 300], [], [])
     assert measure(phone, model, _Held(88, 424)).lost_inbound == 1
 
 
 def test_a_frame_counts_as_arrived_once_everything_the_resampler_can_emit_for_it_has() -> None:
     phone = Phone(send_times=array("d", [1.00]))
     # The first output lacks the 400 bytes the resampler held; the next frame's brings them.
-    model = _ModelTimes([1.002, 1.022], [MODEL_FRAME_BYTES - 400, 2 * MODEL_FRAME_BYTES], [], [])
+    model = ModelTimes([1.002, 1.022], [MODEL_FRAME_BYTES - 400, 2 * MODEL_FRAME_BYTES], [], [])
     assert measure(phone, model, _Held(88, 424)).inbound == pytest.approx([0.002])
     assert measure(phone, model, _Held(88, 88)).inbound == pytest.approx([0.022])
 

@@ -109,6 +109,8 @@ class Daemon:
     _children: Callable[[Runtime], list[ChildSpec]] = system_children
     #: Tests run the actor tree alone; the daemon serves Twilio.
     with_server: bool = True
+    #: One of the workers of `run.py --workers N`, which share [server] port (SO_REUSEPORT).
+    reuse_port: bool = False
 
     def start(self) -> None:
         """Open and migrate the database, start the actor tree, then the server."""
@@ -207,6 +209,7 @@ class Daemon:
                 hooks,
                 loop_thread=self.runtime.io_loop,
                 stream_per_call=self.store.clustered,
+                reuse_port=self.reuse_port,
             )
             self.server.start()
         log.info(
@@ -405,9 +408,11 @@ class Daemon:
             log.exception("cluster.leave_failed", status=str(status))
 
 
-def serve(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT (exit 0) or until the root supervisor gives up (exit 1)."""
-    daemon = Daemon(settings)
+def serve(settings: Settings, *, reuse_port: bool = False) -> int:
+    """Run until SIGTERM/SIGINT (exit 0) or until the root supervisor gives up (exit 1).
+
+    ``reuse_port``: listen with SO_REUSEPORT, as one of several workers on one port."""
+    daemon = Daemon(settings, reuse_port=reuse_port)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         daemon.request_stop(signum)

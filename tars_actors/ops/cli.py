@@ -42,15 +42,43 @@ def _settings_option(parser: argparse.ArgumentParser, *, reads_settings: bool = 
     )
 
 
+#: What ``--workers`` means for serve.
+_WORKERS_HELP = (
+    "serve: run N daemons on [server] port (SO_REUSEPORT) sharing the PostgreSQL "
+    "[database] url, to use the machine's cores (default 1)"
+)
+
+
+def _worker_count(text: str) -> int:
+    """``--workers``: a whole number of at least 1, else argparse's usage error."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {count}")
+    return count
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python run.py",
         description="TARS: a personal phone assistant (Twilio Media Streams + Gemini Live).",
     )
     parser.add_argument("--settings", metavar="PATH", help=_SETTINGS_HELP)
+    parser.add_argument("--workers", metavar="N", type=_worker_count, help=_WORKERS_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = sub.add_parser("serve", help="serve calls until SIGTERM (the default)")
     _settings_option(serve)
+    serve.add_argument(
+        "--workers",
+        metavar="N",
+        type=_worker_count,
+        default=argparse.SUPPRESS,
+        help=_WORKERS_HELP,
+    )
+    # Given by the parent of `--workers N` to each worker: listen with SO_REUSEPORT.
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     check = sub.add_parser(
         "check",
         help="validate settings and environment; print the resolved configuration",
@@ -120,6 +148,14 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument(
         "--at-once", type=int, default=4, help="pickup: calls ringing or talking at once"
     )
+    load.add_argument(
+        "--workers",
+        metavar="N",
+        type=_worker_count,
+        default=argparse.SUPPRESS,
+        help="TARS as N workers on one port with a throwaway PostgreSQL (plain load only); "
+        "CPU and memory are summed over the workers",
+    )
     _settings_option(load, reads_settings=False)
     return parser
 
@@ -128,13 +164,24 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """The command line as the commands read it.
 
     ``command`` is None for serve. ``settings`` is the ``--settings`` given after the
-    command, else the one before it, else None. For ``inspect``, ``options`` holds its
-    arguments, handed to it whole (its parser takes ``--settings`` too).
+    command, else the one before it, else None; ``workers`` likewise (serve and load). For
+    ``inspect``, ``options`` holds its arguments, handed to it whole (its parser takes
+    ``--settings`` too).
     """
     argv = list(argv)
     inspect_at = _command_index(argv, "inspect")
     if inspect_at is None:
-        return _parser().parse_args(argv)
+        parser = _parser()
+        args = parser.parse_args(argv)
+        if args.workers is not None and args.command not in (None, "serve", "load"):
+            parser.error(f"--workers goes with serve or load, not {args.command}")
+        if (
+            args.workers is not None
+            and args.command == "load"
+            and (args.pickup or args.report_every is not None)
+        ):
+            parser.error("load --workers measures the plain load benchmark only")
+        return args
     # argparse's REMAINDER would drop a leading --option of inspect's.
     before = _parser().parse_args(argv[:inspect_at])
     return argparse.Namespace(
@@ -168,6 +215,8 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
         from tars_actors.ops import load
 
         options = ["--calls", str(args.calls), "--seconds", str(args.seconds)]
+        if args.workers is not None:
+            options += ["--workers", str(args.workers)]
         if args.report_every is not None:
             options += ["--report-every", str(args.report_every)]
             options += ["--call-seconds", str(args.call_seconds)]
@@ -189,7 +238,9 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
         return check(settings, out)
     if command == "call":
         return place_goal_call(settings, args.callee, args.goal, out)
-    return _serve(settings)
+    return _serve(
+        settings, workers=args.workers or 1, reuse_port=getattr(args, "reuse_port", False)
+    )
 
 
 def _command_index(argv: list[str], command: str) -> int | None:
@@ -219,10 +270,16 @@ def _load(cli_path: str | None) -> Settings | None:
         return None
 
 
-def _serve(settings: Settings) -> int:
-    from tars_actors.daemon.lifecycle import serve
+def _serve(settings: Settings, *, workers: int = 1, reuse_port: bool = False) -> int:
     from tars_actors.runtime.log import configure_logging
 
+    if workers > 1:
+        from tars_actors.ops.workers import refusal
+
+        refused = refusal(settings, workers)
+        if refused is not None:
+            print(f"tars: {refused}", file=sys.stderr)
+            return EXIT_USAGE
     configure_logging(
         level=settings.logging.level,
         format=settings.logging.format,
@@ -236,7 +293,14 @@ def _serve(settings: Settings) -> int:
             print(f"  - {item}", file=sys.stderr)
         print("Run `python run.py check` for details.", file=sys.stderr)
         return EXIT_USAGE
-    return serve(settings)
+    if workers > 1:
+        from tars_actors.ops.workers import run_workers
+
+        return run_workers(settings, workers)
+    # Imported here: the parent of several workers runs none of the daemon.
+    from tars_actors.daemon.lifecycle import serve
+
+    return serve(settings, reuse_port=reuse_port)
 
 
 def check(settings: Settings, out: TextIO) -> int:

@@ -5,7 +5,8 @@ to an echoing Gemini Live stand-in; this process plays the N callers. Every call
 timed twice: from the softphone to the model stand-in (inbound), and from the model
 stand-in back to the softphone (outbound, the echo). Figures: frames lost, p50/p99 latency
 added per frame in each direction, the server's CPU milliseconds per call-second (from
-/proc), and its memory per call.
+/proc), and its memory per call. With ``--workers N`` TARS runs as ``run.py --workers N``
+on a throwaway PostgreSQL, and the server's figures are summed over its processes.
 """
 
 from __future__ import annotations
@@ -13,15 +14,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -31,10 +30,16 @@ import numpy as np
 from tars_actors.audio.pipeline import FRAME_BYTES, CallerToModel, ModelToCaller
 from tars_actors.call.relay import LatencyHistogram
 from tars_actors.net.loop import LoopThread
-from tars_actors.sim.gemini import GeminiLiveStandIn, LiveBehaviour, LiveConnection
-from tars_actors.sim.process import PUBLIC_URL, DaemonProcess, write_settings
+from tars_actors.ops.model_stand_in import (
+    ModelStandInProcess,
+    ModelTimes,
+    serve_model_stand_in,
+    without_collection_pauses,
+)
+from tars_actors.ops.process_stats import cpu_seconds, rss_mb
+from tars_actors.sim.postgres import throwaway_database
+from tars_actors.sim.process import PUBLIC_URL, DaemonProcess, free_port, write_settings
 from tars_actors.sim.softphone import Softphone
-from tars_actors.sim.tls import create_local_certificate
 from tars_actors.sim.twilio_api import TwilioRestStandIn
 from tars_actors.sim.world import FAKE_ACCOUNT_SID, FAKE_AUTH_TOKEN, TWILIO_NUMBER
 
@@ -52,6 +57,8 @@ SETTLE_TIMEOUT = 20.0
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoadResult:
     calls: int
+    #: TARS processes serving the calls (``--workers``); the server's figures are their sums.
+    workers: int
     seconds: float
     frames_sent: int
     frames_lost_inbound: int
@@ -119,145 +126,27 @@ def _pipeline_delays() -> tuple[_Held, _Held]:
     return _Held(min(held_in), max(held_in)), _Held(min(held_out), max(held_out))
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime + stime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-class _ModelStandIn:
-    """A Gemini Live stand-in in a process of its own (by default the echoing one).
-
-    The load generator's callers and the stand-in each need most of a core at 50 calls;
-    in one process they would share one GIL and time each other's frames late.
-    """
-
-    def __init__(self, directory: Path, command: Sequence[str] = ("tars_actors.ops.load",)) -> None:
-        """``command``: the module that serves it, and options ahead of ``--model-stand-in``."""
-        self.process = subprocess.Popen(  # noqa: S603 (our own modules, fixed arguments)
-            [sys.executable, "-m", *command, "--model-stand-in", str(directory)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        hello = json.loads(self._line())
-        self.base_url: str = hello["base_url"]
-        self.ca_file: str = hello["ca_file"]
-
-    def _line(self) -> str:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError("the model stand-in process ended")
-        return line
-
-    def _ask(self, command: str) -> str:
-        assert self.process.stdin is not None
-        self.process.stdin.write(command + "\n")
-        self.process.stdin.flush()
-        return self._line().strip()
-
-    def wait_for_connections(self, count: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while int(self._ask("count")) < count:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"only {self._ask('count')} of {count} model connections")
-            time.sleep(0.1)  # a benchmark's set-up poll across processes
-
-    def totals(self) -> str:
-        """Audio bytes received and echoed so far, per caller (a fingerprint of progress)."""
-        return self._ask("totals")
-
-    def arrivals(self) -> dict[str, _ModelTimes]:
-        report = json.loads(self._ask("report"))
-        return {caller: _ModelTimes(*lists) for caller, lists in report.items()}
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            assert self.process.stdin is not None
-            self.process.stdin.close()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-@contextlib.contextmanager
-def _without_collection_pauses() -> Iterator[None]:
-    """No cyclic garbage collection while the calls run, here on the measuring side.
-
-    The callers keep a record of every frame they send and hear; a full collection over
-    those records stops this process's loop for 50-100 ms (measured with gc.callbacks),
-    and every caller's frames would go out that late: the load generator's own stall,
-    counted as frames lost and latency added. Reference counting still frees almost
-    everything; what a cycle holds waits until the end of the run.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-        gc.unfreeze()
-
-
-def _serve_model_stand_in(directory: Path, behaviour: LiveBehaviour | None = None) -> int:
-    """The child side of :class:`_ModelStandIn`: answers ``count`` and ``report``."""
-    certificate = create_local_certificate(directory / "tls")
-    # By default one endless echo turn: turn ends would mark and flush, shifting byte
-    # positions.
-    behaviour = behaviour or LiveBehaviour(
-        echo=True, echo_turn_frames=10**9, turn_reply=None, record_audio=False
-    )
-    with (
-        _without_collection_pauses(),
-        GeminiLiveStandIn(certificate, behaviour=behaviour) as gemini,
-    ):
-        print(json.dumps({"base_url": gemini.base_url, "ca_file": gemini.ca_file}), flush=True)
-        for command in sys.stdin:
-            match command.strip():
-                case "count":
-                    print(len(gemini.connections), flush=True)
-                case "totals":
-                    progress = {
-                        _caller_of(connection): connection.audio_arrivals[1][-1:].tolist()
-                        + connection.echo_departures[1][-1:].tolist()
-                        for connection in gemini.connections
-                    }
-                    print(json.dumps(progress), flush=True)
-                case "report":
-                    report = {}
-                    for connection in gemini.connections:
-                        times, totals = connection.audio_arrivals
-                        echo_times, echo_totals = connection.echo_departures
-                        report[_caller_of(connection)] = (
-                            list(times),
-                            list(totals),
-                            list(echo_times),
-                            list(echo_totals),
-                        )
-                    print(json.dumps(report), flush=True)
-    return 0
-
-
 def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-def run_load(calls: int = 50, seconds: float = 20.0, warmup: float = 2.0) -> LoadResult:
+def run_load(
+    calls: int = 50, seconds: float = 20.0, warmup: float = 2.0, workers: int = 1
+) -> LoadResult:
+    """``workers`` above 1: TARS as ``run.py --workers N`` on a throwaway PostgreSQL, its
+    CPU and memory summed over the parent and its workers."""
     inbound_delay, outbound_delay = _pipeline_delays()
-    with tempfile.TemporaryDirectory(prefix="tars-load-") as tmp:
-        directory = Path(tmp)
-        gemini = _ModelStandIn(directory)
+    with contextlib.ExitStack() as stack:
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tars-load-")))
+        extra: dict[str, dict[str, int | str]] = {
+            # Every caller is a stranger: no place is kept for the owner.
+            "sessions": {"max_concurrent": calls, "owner_reserved": 0},
+            "monitor": {"stats_interval_seconds": 3600},
+        }
+        if workers > 1:
+            extra["database"] = {"url": stack.enter_context(throwaway_database())}
+            extra["server"] = {"port": free_port()}
+        gemini = ModelStandInProcess(directory)
         with TwilioRestStandIn(auth_token=FAKE_AUTH_TOKEN, account_sid=FAKE_ACCOUNT_SID) as twilio:
             server = DaemonProcess(
                 write_settings(
@@ -265,19 +154,17 @@ def run_load(calls: int = 50, seconds: float = 20.0, warmup: float = 2.0) -> Loa
                     twilio_base_url=twilio.base_url,
                     gemini_base_url=gemini.base_url,
                     gemini_ca_file=gemini.ca_file,
-                    extra={
-                        # Every caller is a stranger: no place is kept for the owner.
-                        "sessions": {"max_concurrent": calls, "owner_reserved": 0},
-                        "monitor": {"stats_interval_seconds": 3600},
-                    },
+                    extra=extra,
                 ),
                 directory,
+                workers=workers if workers > 1 else None,
             )
             try:
                 port = server.wait_started(timeout=60)
-                pid = server.process.pid
-                rss_idle = _rss_mb(pid)
-                with _without_collection_pauses():
+                # The workers' parent, if any, is counted too (it only waits).
+                pids = sorted({server.process.pid, *server.pids})
+                rss_idle = rss_mb(*pids)
+                with without_collection_pauses():
                     loop = LoopThread("load-softphones")
                     phones = [
                         Softphone(
@@ -298,11 +185,11 @@ def run_load(calls: int = 50, seconds: float = 20.0, warmup: float = 2.0) -> Loa
                     gemini.wait_for_connections(calls, timeout=60)
                     time.sleep(warmup)  # a benchmark's warm-up period, not a wait for an event
                     # TARS, the model stand-in, and this process (the callers).
-                    measured = (pid, gemini.process.pid, os.getpid())
-                    start, cpu_start = time.monotonic(), [_cpu_seconds(p) for p in measured]
+                    measured = (pids, (gemini.process.pid,), (os.getpid(),))
+                    start, cpu_start = time.monotonic(), [cpu_seconds(*p) for p in measured]
                     time.sleep(seconds)
-                    end, cpu_end = time.monotonic(), [_cpu_seconds(p) for p in measured]
-                    rss_loaded = _rss_mb(pid)
+                    end, cpu_end = time.monotonic(), [cpu_seconds(*p) for p in measured]
+                    rss_loaded = rss_mb(*pids)
 
                     async def stop_media() -> None:
                         for phone in phones:
@@ -344,6 +231,7 @@ def run_load(calls: int = 50, seconds: float = 20.0, warmup: float = 2.0) -> Loa
     ]
     return LoadResult(
         calls=calls,
+        workers=workers,
         seconds=seconds,
         frames_sent=sum(s.frames for s in samples),
         frames_lost_inbound=sum(s.lost_inbound for s in samples),
@@ -379,25 +267,6 @@ def _merged(summaries: Sequence[dict[str, Any]], key: str) -> LatencyHistogram:
     return merged
 
 
-def _caller_of(connection: LiveConnection) -> str:
-    # Each session's instructions name its caller: "The caller, +1555…, is not someone…".
-    instruction = connection.system_instruction
-    marker = "The caller, "
-    at = instruction.index(marker) + len(marker)
-    return instruction[at : instruction.index(",", at)]
-
-
-@dataclass(frozen=True, slots=True)
-class _ModelTimes:
-    """One call as the model stand-in saw it: audio arrivals and echo departures, each
-    as (time, received audio bytes so far)."""
-
-    arrival_times: list[float]
-    arrival_totals: list[int]
-    echo_times: list[float]
-    echo_totals: list[int]
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _CallSample:
     frames: int
@@ -407,7 +276,7 @@ class _CallSample:
     outbound: list[float]
 
 
-def _settle(gemini: _ModelStandIn, phones: Sequence[Softphone]) -> None:
+def _settle(gemini: ModelStandInProcess, phones: Sequence[Softphone]) -> None:
     """Wait until no audio has moved either way for :data:`QUIET_SECONDS`."""
     deadline = time.monotonic() + SETTLE_TIMEOUT
     last: tuple[str, int] | None = None
@@ -424,7 +293,7 @@ def _settle(gemini: _ModelStandIn, phones: Sequence[Softphone]) -> None:
 
 def _measure(
     phone: Softphone,
-    model: _ModelTimes,
+    model: ModelTimes,
     *,
     window: tuple[float, float],
     inbound_delay: _Held,
@@ -506,6 +375,7 @@ def _outbound_added(
 def render_table(result: LoadResult) -> str:
     rows = [
         ("calls", f"{result.calls}"),
+        *([("TARS workers (figures summed)", f"{result.workers}")] if result.workers > 1 else []),
         ("measured seconds", f"{result.seconds:g}"),
         ("caller frames measured", f"{result.frames_sent}"),
         ("frames lost (caller → model)", f"{result.frames_lost_inbound}"),
@@ -566,10 +436,16 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
     parser.add_argument(
         "--call-seconds", type=float, default=300.0, help="soak: how long each call lasts"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="TARS as N workers on one port and a throwaway PostgreSQL (default 1: SQLite)",
+    )
     parser.add_argument("--model-stand-in", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args(list(argv))
     if args.model_stand_in:
-        return _serve_model_stand_in(Path(args.model_stand_in))
+        return serve_model_stand_in(Path(args.model_stand_in))
     if args.report_every is not None:
         from tars_actors.ops.soak import run_soak
 
@@ -581,7 +457,9 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
             out=out,
         )
         return 0
-    result = run_load(calls=args.calls, seconds=args.seconds, warmup=args.warmup)
+    result = run_load(
+        calls=args.calls, seconds=args.seconds, warmup=args.warmup, workers=args.workers
+    )
     if args.json:
         print(json.dumps(asdict(result), indent=2), file=out)
     else:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TextIO
 
 from tars_actors.net.loop import LoopThread
-from tars_actors.ops.load import _ModelStandIn, _serve_model_stand_in
+from tars_actors.ops.model_stand_in import ModelStandInProcess, serve_model_stand_in
 from tars_actors.sim.gemini import LiveBehaviour
 from tars_actors.sim.process import PUBLIC_URL, DaemonProcess, write_settings
 from tars_actors.sim.softphone import Softphone
@@ -101,7 +101,7 @@ def run_pickup(
     with tempfile.TemporaryDirectory(prefix="tars-pickup-") as tmp:
         directory = Path(tmp)
         options = ["--setup-delay", str(delays.setup), "--reply-delay", str(delays.reply)]
-        gemini = _ModelStandIn(directory, ("tars_actors.ops.pickup", *options))
+        gemini = ModelStandInProcess(directory, ("tars_actors.ops.pickup", *options))
         with TwilioRestStandIn(auth_token=FAKE_AUTH_TOKEN, account_sid=FAKE_ACCOUNT_SID) as twilio:
             server = DaemonProcess(
                 write_settings(
@@ -220,7 +220,7 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
         "--at-once", type=int, default=4, help="calls ringing or talking at once (default 4)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    # The model stand-in's process (see tars_actors.ops.load._ModelStandIn).
+    # The model stand-in's process (see tars_actors.ops.model_stand_in.ModelStandInProcess).
     parser.add_argument("--model-stand-in", metavar="DIR", help=argparse.SUPPRESS)
     parser.add_argument("--setup-delay", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--reply-delay", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -229,7 +229,7 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
         behaviour = LiveBehaviour(
             setup_delay=args.setup_delay, reply_delay=args.reply_delay, record_audio=False
         )
-        return _serve_model_stand_in(Path(args.model_stand_in), behaviour)
+        return serve_model_stand_in(Path(args.model_stand_in), behaviour)
     if args.calls < 1 or args.at_once < 1:
         parser.error("--calls and --at-once must be at least 1")
     result = run_pickup(args.calls, at_once=args.at_once)

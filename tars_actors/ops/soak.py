@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tars_actors.net.loop import LoopThread
-from tars_actors.ops.load import QUIET_SECONDS, _cpu_seconds, _ModelStandIn, _rss_mb
+from tars_actors.ops.load import QUIET_SECONDS
+from tars_actors.ops.model_stand_in import ModelStandInProcess
+from tars_actors.ops.process_stats import cpu_seconds, rss_mb
 from tars_actors.sim.process import PUBLIC_URL, DaemonProcess, write_settings
 from tars_actors.sim.softphone import FRAME_BYTES, Softphone
 from tars_actors.sim.twilio_api import TwilioRestStandIn
@@ -149,7 +151,7 @@ def run_soak(
     rows: list[SoakRow] = []
     with tempfile.TemporaryDirectory(prefix="tars-soak-") as tmp:
         directory = Path(tmp)
-        gemini = _ModelStandIn(directory)
+        gemini = ModelStandInProcess(directory)
         with TwilioRestStandIn(auth_token=FAKE_AUTH_TOKEN, account_sid=FAKE_ACCOUNT_SID) as twilio:
             extra: dict[str, dict[str, int | str]] = {
                 "sessions": {
@@ -238,19 +240,19 @@ def _drive(
     print(SoakRow.HEADER, file=out, flush=True)
     counted: set[str] = set()
     stats_seen = 0
-    last_at, last_cpu = started, _cpu_seconds(pid)
+    last_at, last_cpu = started, cpu_seconds(pid)
     rss: list[float] = []
     while True:
         finished = running.done()
         now = time.monotonic()
-        rss.append(_rss_mb(pid))
+        rss.append(rss_mb(pid))
         if not finished and now < last_at + report_every:
             time.sleep(min(0.5, last_at + report_every - now))  # a soak's report clock
             continue
         if finished:
             running.result()  # a caller's failure is the soak's
             server.wait_for_summaries(len(state.ended), timeout=30)
-        cpu = _cpu_seconds(pid)
+        cpu = cpu_seconds(pid)
         summaries = {s.get("call_sid"): s for s in server.summaries}
         lost = 0
         for ended in state.ended:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -14,7 +15,7 @@ from typing import Any
 
 from tars_actors.sim.world import FAKE_ACCOUNT_SID, FAKE_AUTH_TOKEN, FAKE_GEMINI_KEY, TWILIO_NUMBER
 
-__all__ = ["OWNER_PHONE", "PUBLIC_URL", "ROOT", "DaemonProcess", "write_settings"]
+__all__ = ["OWNER_PHONE", "PUBLIC_URL", "ROOT", "DaemonProcess", "free_port", "write_settings"]
 
 #: The checkout: where run.py is.
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,6 +23,14 @@ ROOT = Path(__file__).resolve().parents[2]
 #: placeholder number).
 OWNER_PHONE = "+15555550123"
 PUBLIC_URL = "https://tars.example.test"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago: for a fixed ``[server] port``
+    (several workers share one; port 0 would give each its own)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def write_settings(
@@ -55,9 +64,20 @@ def write_settings(
 
 class DaemonProcess:
     """``python run.py --settings FILE`` in a child process with the stand-ins' fake
-    credentials, its JSON log lines read on a thread."""
+    credentials, its JSON log lines read on a thread.
 
-    def __init__(self, settings_path: Path, directory: Path, *, keep_records: bool = False) -> None:
+    With ``workers`` it is ``python run.py --workers N``: above 1, ``process`` is the parent
+    and ``pids`` the workers that started (their log lines come through the parent's output).
+    """
+
+    def __init__(
+        self,
+        settings_path: Path,
+        directory: Path,
+        *,
+        keep_records: bool = False,
+        workers: int | None = None,
+    ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TARS_", "TWILIO_"))}
         env.update(
             TWILIO_ACCOUNT_SID=FAKE_ACCOUNT_SID,
@@ -65,7 +85,13 @@ class DaemonProcess:
             GEMINI_API_KEY=FAKE_GEMINI_KEY,
         )
         self.process = subprocess.Popen(  # noqa: S603 (our own run.py, fixed arguments)
-            [sys.executable, str(ROOT / "run.py"), "--settings", str(settings_path)],
+            [
+                sys.executable,
+                str(ROOT / "run.py"),
+                "--settings",
+                str(settings_path),
+                *(["--workers", str(workers)] if workers is not None else []),
+            ],
             cwd=directory,
             env=env,
             stdout=subprocess.PIPE,
@@ -73,6 +99,9 @@ class DaemonProcess:
             text=True,
         )
         self.port: int | None = None
+        self.workers = workers or 1
+        #: The process id of every ``daemon.started``, in order (a restarted worker's too).
+        self.pids: list[int] = []
         self.errors: list[str] = []
         self.summaries: list[dict[str, Any]] = []
         #: Every JSON log line, with ``keep_records`` (the load benchmark keeps none).
@@ -97,7 +126,9 @@ class DaemonProcess:
                     self._summaries_changed.notify_all()
             if record.get("event") == "daemon.started":
                 self.port = int(record["port"])
-                self._started.set()
+                self.pids.append(int(record["pid"]))
+                if len(self.pids) >= self.workers:
+                    self._started.set()
             elif record.get("event") == "call.summary":
                 with self._summaries_changed:
                     self.summaries.append(record)
@@ -109,8 +140,10 @@ class DaemonProcess:
             self._summaries_changed.notify_all()
 
     def wait_started(self, timeout: float) -> int:
-        if not self._started.wait(timeout) or self.port is None:
+        """The port, once every worker has started."""
+        if not self._started.wait(timeout) or len(self.pids) < self.workers:
             raise RuntimeError(f"the server did not start: {self.errors[-5:]}")
+        assert self.port is not None
         return self.port
 
     def wait_for_event(self, event: str, timeout: float, count: int = 1) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import email.utils
 import http
 import json
 import logging
+import os
 import re
 import resource
 import time
@@ -93,10 +94,14 @@ class Server:
         log_interval: float = DEFAULT_INTERVAL_SECONDS,
         log_clock: Callable[[], float] = time.monotonic,
         stream_per_call: bool = False,
+        reuse_port: bool = False,
     ) -> None:
         """``stream_per_call``: each call's ``<Stream url>`` ends in its CallSid
         (``/twilio/media/CA…``), so that a balancer in front of several daemons can send its
-        stream where it sent its webhook (by hashing the CallSid of both)."""
+        stream where it sent its webhook (by hashing the CallSid of both). ``reuse_port``:
+        bind with SO_REUSEPORT, so that several TARS processes share ``[server] port`` and
+        the kernel spreads the connections among them (``/healthz`` then says which process
+        answered, as ``pid``)."""
         validate = settings.twilio.validate_signatures
         token = settings.secrets.twilio_auth_token
         if validate and not token:
@@ -113,6 +118,7 @@ class Server:
         self._stream_per_call = stream_per_call
         self._pacing_lead = pacing_lead
         self._start_timeout = start_timeout
+        self._reuse_port = reuse_port
         self._own_loop = loop_thread is None
         self._loop_thread = loop_thread
         self._ws_server: WebSocketServer | None = None
@@ -217,6 +223,8 @@ class Server:
             # A slow, half-open connection gives its place back quickly.
             open_timeout=self._handshake_timeout,
             server_header=None,
+            # Passed on to loop.create_server: the workers of `run.py --workers` share a port.
+            reuse_port=self._reuse_port,
         )
         self._port = int(self._ws_server.sockets[0].getsockname()[1])
         if self._validator is None:
@@ -231,6 +239,7 @@ class Server:
             "server.listening",
             host=host,
             port=self._port,
+            reuse_port=self._reuse_port,
             public_url=self._public_url,
             stream_url=self.stream_url,
         )
@@ -364,6 +373,8 @@ class Server:
         except Exception:
             log.exception("server.health_failed")
             figures = {"ready": False, "error": "health check failed"}
+        if self._reuse_port:
+            figures["pid"] = os.getpid()
         status = http.HTTPStatus.OK if figures.get("ready") else http.HTTPStatus.SERVICE_UNAVAILABLE
         body = json.dumps(figures, default=str, sort_keys=True)
         return _response(status, body, content_type="application/json")
