@@ -117,12 +117,18 @@ def test_a_note_from_a_caller_on_one_daemon_reaches_the_owner_on_another_once(ri
         assert texts(owner_model, "Across daemons.") == 1
         assert rig.twilio.requests_for(Operation.MESSAGES_CREATE) == []
         assert {s.daemon_id for s in rig.sessions()} == {a_id, b_id}
+        owner.hang_up()
+        stranger.hang_up()
+        wait_until(
+            lambda: [s.status for s in rig.sessions()] == ["ended", "ended"],
+            "both calls to end",
+        )
     finally:
         a.stop()
         b.stop()
-    assert [d.status for d in rig.rows(Daemon, Daemon.started_at)] == ["stopped", "stopped"]
     assert not a.errors
     assert not b.errors
+    assert [d.status for d in rig.rows(Daemon, Daemon.started_at)] == ["stopped", "stopped"]
 
 
 def test_a_daemon_killed_while_a_note_waits_is_taken_over_and_the_note_sent_once(
@@ -166,7 +172,13 @@ def test_a_daemon_killed_while_a_note_waits_is_taken_over_and_the_note_sent_once
         assert by_daemon[a_id][1] in ("daemon lost", "daemon restart")
         assert by_daemon[a_id][0] == "ended"
         assert by_daemon[b_id] == ("active", None)  # the stranger's call goes on
-        stranger.wait_for_audio(len(stranger.received_audio), timeout=WAIT)
+        stranger_model.send_audio(tone(300.0, 0.2))
+        stranger.wait_for_audio(len(stranger.received_audio) + 800, timeout=WAIT)
+        stranger.hang_up()
+        wait_until(
+            lambda: {s.daemon_id: s.status for s in rig.sessions()}[b_id] == "ended",
+            "the stranger's call to end",
+        )
     finally:
         a.kill()
         b.stop()
