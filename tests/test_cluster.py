@@ -198,6 +198,10 @@ def test_a_stream_opens_on_a_daemon_other_than_the_one_that_answered_its_webhook
     try:
         stranger = rig.phone(port_a, STRANGER)
         twiml = stranger.dial()  # A answers and starts the call's session early
+        # The call's own stream path: a balancer hashing the CallSid sends it where the
+        # webhook went; this one did not.
+        assert twiml.stream is not None
+        assert twiml.stream.url.endswith(f"/twilio/media/{stranger.call_sid}")
         rig.gemini.wait_for_connection(1, timeout=WAIT)
         stranger.phone.server_url = f"http://127.0.0.1:{port_b}"  # the balancer picks B
         stranger.connect(twiml)

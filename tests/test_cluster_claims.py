@@ -533,7 +533,7 @@ def goal_reports() -> list[str]:
 
 
 def test_a_predecessors_goals_are_reported_and_failed_at_boot_each_once(store: Store) -> None:
-    predecessor = Store(store.database, url=store.url)
+    predecessor = another_daemon(store, DaemonStatus.LOST)  # as this daemon's boot finds it
     ended = goal(store, GoalStatus.COMPLETED, by=predecessor)
     dialing = goal(store, GoalStatus.DIALING, by=None)
     done = goal(store, GoalStatus.COMPLETED, by=predecessor, summary="Reported before.")
@@ -559,6 +559,28 @@ def test_a_live_daemons_goals_are_left_to_it(pg_store: Store) -> None:
     assert CallGoal.get_by_id(dialing).status == GoalStatus.DIALING
     assert CallGoal.get_by_id(ending).summary is None
     assert goal_reports() == []
+
+
+def test_a_stopped_daemons_ringing_goal_call_and_a_commands_goal_are_left_to_twilio(
+    pg_store: Store,
+) -> None:
+    stopped = another_daemon(pg_store, DaemonStatus.STOPPED)
+    ringing = goal(pg_store, GoalStatus.DIALING, by=stopped)
+    long_ago = goal(pg_store, GoalStatus.DIALING, by=stopped)
+    never_placed = goal(pg_store, GoalStatus.DIALING, by=stopped)
+    by_command = goal(pg_store, GoalStatus.DIALING, by=Store(pg_store.database, url="cli"))
+    with pg_store.transaction():
+        CallGoal.update(call_sid="CA" + "1" * 32).where(CallGoal.id == ringing).execute()
+        CallGoal.update(call_sid="CA" + "2" * 32, created_at=utcnow() - timedelta(minutes=4)).where(
+            CallGoal.id == long_ago
+        ).execute()
+    desk = Desk(pg_store)
+    assert desk.desk.take_up() == (0, 2)
+    desk.finish()
+    statuses = {row.id: row.status for row in CallGoal.select()}
+    assert statuses[ringing] == GoalStatus.DIALING  # its answer or final status will come
+    assert statuses[by_command] == GoalStatus.DIALING  # ``run.py call``'s, never a member's
+    assert statuses[long_ago] == statuses[never_placed] == GoalStatus.FAILED
 
 
 def test_two_daemons_taking_up_a_lost_ones_goals_at_once_report_each_once(

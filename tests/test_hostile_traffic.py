@@ -19,6 +19,7 @@ import pykka
 import pytest
 import structlog
 from structlog.testing import capture_logs
+from twilio.request_validator import RequestValidator
 
 from tars_actors.net.loop import LoopThread
 from tars_actors.sim.softphone import SyncSoftphone
@@ -149,6 +150,28 @@ def test_a_flood_of_unauthenticated_stream_upgrades_logs_one_line_then_a_count(
         ("/twilio/media", 0),
         ("/twilio/media", FLOOD - 1),
     ]
+
+
+def test_a_calls_own_stream_path_must_be_signed_for_itself_and_nothing_else_is_a_path(
+    start_server: Callable[..., Server],
+) -> None:
+    server = start_server(FakeHooks())
+    upgrade = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+    }
+    own = "/twilio/media/CA" + "a" * 32
+    validator = RequestValidator(TOKEN)
+    signed_for = validator.compute_signature(f"wss://{PUBLIC.split('://')[1]}{own}", {})
+    plain = validator.compute_signature(f"wss://{PUBLIC.split('://')[1]}/twilio/media", {})
+    assert get(server, own, {**upgrade, "X-Twilio-Signature": signed_for}) == 101
+    # The signature of the plain path does not open a call's own one, nor the reverse.
+    assert get(server, own, {**upgrade, "X-Twilio-Signature": plain}) == 403
+    assert get(server, "/twilio/media", {**upgrade, "X-Twilio-Signature": signed_for}) == 403
+    for path in ("/twilio/media/", "/twilio/media/a/b", "/twilio/media/../voice", "/twilio/mediaX"):
+        assert get(server, path, {**upgrade, "X-Twilio-Signature": signed_for}) == 404
 
 
 # -- the connection cap -------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import concurrent.futures
 import contextvars
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import structlog
@@ -34,6 +34,8 @@ from tars_actors.store import (
     CallGoal,
     Contact,
     Conversation,
+    Daemon,
+    DaemonStatus,
     GoalStatus,
     Store,
     utcnow,
@@ -271,9 +273,15 @@ def _claim_goals(store: Store, *where: Any) -> list[GoalRecord]:
     """Goals matching ``where`` whose daemon is gone (or was never named), claimed for this
     daemon: each row is locked (rows another daemon is claiming are skipped) and its
     ``daemon_id`` moves only from the value read, so of several daemons taking up at once
-    one gets each goal."""
-    live = sorted(store.live_daemons())
-    gone = CallGoal.daemon_id.is_null() | CallGoal.daemon_id.not_in(live)
+    one gets each goal.
+
+    Gone means a member known to have stopped or been lost: a goal placed by ``python run.py
+    call`` names that command's run, never a member, and is left to Twilio's callbacks (its
+    stream or its final status reaches a member)."""
+    ended = Daemon.select(Daemon.id).where(
+        Daemon.status.in_([DaemonStatus.LOST, DaemonStatus.STOPPED])
+    )
+    gone = CallGoal.daemon_id.is_null() | CallGoal.daemon_id.in_(ended)
     claimed: list[GoalRecord] = []
     with store.transaction():
         query = CallGoal.select().where(gone, *where).order_by(CallGoal.id)
@@ -403,8 +411,17 @@ class GoalDesk:
             unreported = _claim_goals(
                 self._store, CallGoal.status.in_(FINAL_GOAL_STATUSES), CallGoal.summary.is_null()
             )
+            # A call Twilio has and that may still be ringing is left to its callbacks: its
+            # stream or its final status reaches a live member, whoever placed it.
+            ringing = (
+                (CallGoal.status == GoalStatus.DIALING)
+                & CallGoal.call_sid.is_null(False)
+                & (CallGoal.created_at > utcnow() - RINGING_AT_MOST)
+            )
             interrupted = _claim_goals(
-                self._store, CallGoal.status.in_([GoalStatus.DIALING, GoalStatus.IN_PROGRESS])
+                self._store,
+                CallGoal.status.in_([GoalStatus.DIALING, GoalStatus.IN_PROGRESS]),
+                ~ringing,
             )
         for goal in unreported:
             context = contextvars.copy_context()
@@ -464,6 +481,10 @@ class GoalDesk:
         if not self._switchboard.tell(Dispatch(message_id=record.id)):
             log.warning("goal.router_not_running", goal_id=goal.id, message_id=record.id)
 
+
+#: A goal call Twilio accepted this long ago has been answered or has ended by now (it
+#: rings at most a minute): if its goal still says dialing, no callback will change that.
+RINGING_AT_MOST: Final = timedelta(minutes=3)
 
 #: ``correlation_id`` prefix of a goal call's PlaceCall.
 GOAL_PREFIX: Final = "goal-"

@@ -276,9 +276,9 @@ class Server:
         path, _, query = request.path.partition("?")
         # A call's own stream path (``/twilio/media/CA…``) is a routing key for a balancer,
         # nothing more: the stream's token says which call it is.
-        stream_key = path.removeprefix(f"{MEDIA_PATH}/") if path.startswith(MEDIA_PATH) else ""
-        if stream_key and _STREAM_KEY.fullmatch(stream_key):
-            path = MEDIA_PATH
+        stream_key = ""
+        if path.startswith(f"{MEDIA_PATH}/") and _STREAM_KEY.fullmatch(path[len(MEDIA_PATH) + 1 :]):
+            stream_key, path = path[len(MEDIA_PATH) + 1 :], MEDIA_PATH
         if path not in (VOICE_PATH, STATUS_PATH, MEDIA_PATH, HEALTH_PATH):
             return _response(http.HTTPStatus.NOT_FOUND, "Not Found\n")
         if request.method != "GET":
