@@ -43,7 +43,7 @@ from tars_actors.call.records import caller_of, purpose_of
 from tars_actors.call.session_info import SessionInfo
 from tars_actors.call.standby import StandbySocket
 from tars_actors.cluster.messages import StreamElsewhere
-from tars_actors.cluster.presence import wake_early_holder
+from tars_actors.cluster.presence import forward_status, wake_early_holder
 from tars_actors.goals.desk import (
     FINAL_GOAL_STATUSES,
     GOAL_PREFIX,
@@ -241,6 +241,8 @@ class CallSupervisor(Supervisor):
 
     def _status_changed(self, message: CallStatusChanged) -> None:
         call_sid, status = message.call_sid, message.status
+        if self._elsewhere_call(message):
+            return
         if message.answered_by is not None:
             self._answered_by(call_sid, message.answered_by)
         elif status == "in-progress" and self._child(call_sid) is None:
@@ -251,6 +253,22 @@ class CallSupervisor(Supervisor):
             # The call ended before its stream started: free its place now.
             self._admission.release(call_sid)
             self._not_answered(call_sid, status)
+
+    def _elsewhere_call(self, message: CallStatusChanged) -> bool:
+        """A final status or a machine's answer for a call another member runs or placed
+        goes to that member, whose session, reminder, goal or transfer it concerns."""
+        call_sid = message.call_sid
+        if message.forwarded or (
+            message.status not in FINAL_STATUSES and message.answered_by is None
+        ):
+            return False
+        if self._child(call_sid) is not None or call_sid in self._answered:
+            return False
+        status, answered_by = message.status, message.answered_by
+        to = forward_status(self._store, call_sid, status, message.duration_seconds, answered_by)
+        if to is not None:
+            log.info("calls.status_forwarded", call_sid=call_sid, status=status, daemon=to)
+        return to is not None
 
     def _not_answered(self, call_sid: str, status: str) -> None:
         """A call ended without a conversation: its goal, reminder or transfer hears so,

@@ -18,9 +18,10 @@ from typing import Any
 import pykka
 import structlog
 
+from tars_actors.actor_messages import CallStatusChanged
 from tars_actors.cluster.members import Membership
 from tars_actors.cluster.messages import StreamElsewhere, TakeUp
-from tars_actors.cluster.wakeup import Listener, Wake, WakeKind
+from tars_actors.cluster.wakeup import Listener, Wake, WakeKind, parse_status
 from tars_actors.messaging.routing import Dispatch
 from tars_actors.runtime.actor import TarsActor, teller
 from tars_actors.runtime.timers import TimerHandle, Timers
@@ -160,6 +161,16 @@ class ClusterMember(TarsActor):
                     log.warning("cluster.router_not_running", message_id=wake.value)
             case WakeKind.STREAM:
                 _tell(self._calls, StreamElsewhere(call_sid=wake.value))
+            case WakeKind.STATUS if (status := parse_status(wake.value)) is not None:
+                call_sid, state, duration, answered_by = status
+                changed = CallStatusChanged(
+                    call_sid=call_sid,
+                    status=state,
+                    duration_seconds=duration,
+                    answered_by=answered_by,
+                    forwarded=True,
+                )
+                _tell(self._calls, changed)
             case WakeKind.LEFT if wake.value != self._store.daemon_id:
                 with contextlib.suppress(pykka.ActorDeadError):
                     self.actor_ref.tell(TakeUp(reason="member left", gone=(wake.value,)))

@@ -150,6 +150,9 @@ class CallStatusChanged:
     duration_seconds: int | None = None
     answered_by: str | None = None
     params: Mapping[str, str] = field(default_factory=dict)
+    #: Received by another member, which passed it on to this one (which runs or placed
+    #: the call): handled here whatever this member knows of the call.
+    forwarded: bool = False
 
 
 # --- The model's side: Gemini Live -------------------------------------------------------

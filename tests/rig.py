@@ -63,8 +63,9 @@ class Rig:
         process = DaemonProcess(self.settings, self.directory, keep_records=True)
         return process, process.wait_started(timeout=WAIT)
 
-    def phone(self, port: int, number: str) -> SyncSoftphone:
+    def phone(self, port: int, number: str, **options: Any) -> SyncSoftphone:
         return SyncSoftphone(
+            **options,
             server_url=f"http://127.0.0.1:{port}",
             public_url=PUBLIC_URL,
             auth_token=FAKE_AUTH_TOKEN,

@@ -285,3 +285,47 @@ def test_a_draining_daemon_refuses_new_calls_so_the_balancer_sends_them_to_anoth
         a.stop()
         b.stop()
     assert [d.status for d in rig.rows(Daemon) if d.id == a_id] == ["stopped"]
+
+
+def test_a_status_callback_reaching_another_daemon_goes_to_the_one_that_placed_the_call(
+    rig: Rig,
+) -> None:
+    rig.rewrite_settings({**rig.extra, "reminders": {"delivery": "call"}})
+    store = Store.open(rig.database_url)
+    store.migrate()
+    with store.connection():
+        Reminder.create(title="Feed the cat", due_at=utcnow() - timedelta(seconds=1))
+    store.shutdown()
+    a, port_a, a_id = started(rig)
+    b, port_b, _ = started(rig)
+    try:
+        rig.twilio.wait_for_request(Operation.CALLS_CREATE, timeout=WAIT)
+        [placed] = rig.twilio.calls
+        wait_until(
+            lambda: [r.delivery_outcome for r in rig.rows(Reminder)] == ["called"], "the call"
+        )
+        [reminder] = rig.rows(Reminder)
+        placer, other = (a, port_b) if reminder.claimed_by == a_id else (b, port_a)
+        # Twilio's "nobody answered" reaches the member that did not place the call...
+        phone = rig.phone(other, OWNER, call_sid=placed.sid)
+        assert phone.send_status("no-answer").status == 204
+        # ...and the one that did sends the reminder by SMS, once.
+        sms = rig.twilio.wait_for_request(Operation.MESSAGES_CREATE, timeout=WAIT)
+        assert sms.param("Body") == "TARS: Reminder: Feed the cat (I called, but nobody answered.)"
+        forwarded = (b if placer is a else a).wait_for_event("calls.status_forwarded", WAIT)
+        assert (forwarded["call_sid"], forwarded["daemon"]) == (placed.sid, reminder.claimed_by)
+        wait_until(
+            lambda: (
+                [r.delivery_outcome for r in rig.rows(Reminder)] == ["texted_after_unanswered_call"]
+            ),
+            "the outcome to say so",
+        )
+        never(
+            lambda: rig.twilio.wait_for_request(Operation.MESSAGES_CREATE, timeout=2, count=2),
+            "a second SMS",
+        )
+    finally:
+        a.stop()
+        b.stop()
+    assert not a.errors
+    assert not b.errors

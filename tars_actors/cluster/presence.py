@@ -7,18 +7,19 @@ from collections.abc import Callable
 
 from tars_actors.call.permissions import Permission
 from tars_actors.call.session_info import SessionInfo
-from tars_actors.cluster.wakeup import WakeKind, wake
+from tars_actors.cluster.wakeup import WakeKind, status_value, wake
 from tars_actors.messaging.routing import LiveSession
 from tars_actors.store import (
     LIVE_DAEMON_STATUSES,
     AgentSession,
     Daemon,
+    RestIntent,
     SessionStatus,
     Store,
     utcnow,
 )
 
-__all__ = ["remote_sessions", "wake_early_holder"]
+__all__ = ["forward_status", "remote_sessions", "wake_early_holder"]
 
 
 def remote_sessions(store: Store) -> Callable[[], list[LiveSession]]:
@@ -72,3 +73,34 @@ def wake_early_holder(store: Store, call_sid: str) -> None:
     )
     for row in rows:
         wake(store, str(row.daemon_id), WakeKind.STREAM, call_sid)
+
+
+def forward_status(
+    store: Store, call_sid: str, status: str, duration: int | None, answered_by: str | None
+) -> str | None:
+    """A status callback for a call this daemon neither runs nor placed goes to the live
+    member that does (its session's row, else the request that placed it): that member
+    settles its reminder, goal or transfer. Returns the member it went to, if any."""
+    if not store.clustered:
+        return None
+    live = store.live_daemons() - {store.daemon_id}
+    if not live:
+        return None
+    session = (
+        AgentSession.select(AgentSession.daemon_id)
+        .where(AgentSession.call_sid == call_sid, AgentSession.daemon_id.is_null(False))
+        .order_by(AgentSession.id.desc())
+        .first()
+    )
+    placed = (
+        RestIntent.select(RestIntent.attempted_by)
+        .where(RestIntent.kind == "call", RestIntent.sid == call_sid)
+        .first()
+    )
+    holder = session.daemon_id if session is not None else None
+    if holder is None and placed is not None:
+        holder = placed.attempted_by
+    if holder is None or holder not in live:
+        return None
+    wake(store, str(holder), WakeKind.STATUS, status_value(call_sid, status, duration, answered_by))
+    return str(holder)

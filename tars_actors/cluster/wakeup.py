@@ -29,7 +29,9 @@ __all__ = [
     "WakeKind",
     "announce",
     "daemon_channel",
+    "parse_status",
     "parse_wake",
+    "status_value",
     "wake",
 ]
 
@@ -50,15 +52,35 @@ class WakeKind:
     STREAM = "stream"
     #: A member stopped and handed back what it held (value: its daemon id).
     LEFT = "left"
+    #: A status callback for a call the member runs or placed, received by another
+    #: (value: :func:`status_value`).
+    STATUS = "status"
 
 
-_KINDS = frozenset({WakeKind.MESSAGE, WakeKind.STREAM, WakeKind.LEFT})
+_KINDS = frozenset({WakeKind.MESSAGE, WakeKind.STREAM, WakeKind.LEFT, WakeKind.STATUS})
 
 
 @dataclass(frozen=True, slots=True)
 class Wake:
     kind: str
     value: str
+
+
+def status_value(call_sid: str, status: str, duration: int | None, answered_by: str | None) -> str:
+    """A status callback as a wake-up's value: ``CallSid|status|duration|AnsweredBy``."""
+    return "|".join(
+        (call_sid, status, "" if duration is None else str(duration), answered_by or "")
+    )
+
+
+def parse_status(value: str) -> tuple[str, str, int | None, str | None] | None:
+    parts = value.split("|")
+    if len(parts) != 4 or not parts[0] or not parts[1]:
+        return None
+    call_sid, status, duration, answered_by = parts
+    if duration and not duration.isdigit():
+        return None
+    return call_sid, status, int(duration) if duration else None, answered_by or None
 
 
 def daemon_channel(daemon_id: str) -> str:
