@@ -18,7 +18,7 @@ from typing import Any
 import pykka
 import structlog
 
-from tars_actors.actor_messages import CallStatusChanged
+from tars_actors.actor_messages import CallStatusChanged, EndWithNotice
 from tars_actors.cluster.members import Membership
 from tars_actors.cluster.messages import StreamElsewhere, TakeUp
 from tars_actors.cluster.wakeup import Listener, Wake, WakeKind, parse_status
@@ -27,11 +27,19 @@ from tars_actors.runtime.actor import TarsActor, teller
 from tars_actors.runtime.timers import TimerHandle, Timers
 from tars_actors.store import Store
 
-__all__ = ["ClusterMember"]
+__all__ = ["LOST_NOTICE", "ClusterMember"]
 
 log = structlog.get_logger("tars.cluster")
 
 Lookup = Callable[[], pykka.ActorRef[Any] | None]
+
+
+#: What callers on the line hear when this daemon finds that the others took it for lost.
+LOST_NOTICE = (
+    "Sorry, I have to hang up now: the assistant lost its connection. Please call again."
+)
+#: How long a call's stream may outlive that notice.
+_NOTICE_GRACE_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,11 +134,19 @@ class ClusterMember(TarsActor):
 
     def _beat(self) -> None:
         try:
-            self._membership.heartbeat(draining=self._draining())
+            renewed = self._membership.heartbeat(draining=self._draining())
             gone = self._membership.take_over()
         except Exception:  # the database is away: beat again next time
             log.exception("cluster.heartbeat_failed", daemon=self._store.daemon_id)
             return
+        if not renewed:
+            # Taken for lost while it was away: its calls' rows were closed and what they
+            # held was carried by another member. They end now, before a note one of them
+            # still holds could be said a second time.
+            notice = EndWithNotice(
+                text=LOST_NOTICE, reason="daemon lost", grace_seconds=_NOTICE_GRACE_SECONDS
+            )
+            _tell(self._calls, notice)
         if gone:
             reason = "member lost"
             self._take_up(TakeUp(reason=reason, gone=tuple(m.daemon_id for m in gone)))

@@ -6,6 +6,7 @@ calls elsewhere."""
 
 from __future__ import annotations
 
+import signal
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -329,3 +330,45 @@ def test_a_status_callback_reaching_another_daemon_goes_to_the_one_that_placed_t
         b.stop()
     assert not a.errors
     assert not b.errors
+
+
+def test_a_paused_daemon_is_taken_over_after_its_lease_and_hangs_up_when_it_resumes(
+    rig: Rig,
+) -> None:
+    a, port_a, a_id = started(rig)
+    b, port_b, _ = started(rig)
+    try:
+        owner = rig.phone(port_a, OWNER)
+        owner_model = greeted(rig, owner, 1)
+        stranger = rig.phone(port_b, STRANGER)
+        stranger_model = greeted(rig, stranger, 2)
+        owner_model.wait_for_client_content(count=2, timeout=WAIT)
+        owner_model.send_turn_complete()
+        speaking(owner, owner_model)
+        taken = stranger_model.send_tool_call("take_message", {"message": "While you slept."})
+        assert stranger_model.wait_for_tool_response(taken, timeout=WAIT).response["ok"]
+        wait_until(
+            lambda: [m.held_by for m in rig.messages() if "slept" in m.body] == [a_id],
+            "the note to be in the hands of the owner's call on A",
+        )
+        a.process.send_signal(signal.SIGSTOP)  # alive, and silent: only the lease tells
+        try:
+            lost = b.wait_for_event("cluster.daemon_lost", timeout=WAIT)
+            assert (lost["daemon"], lost["why"], lost["sessions_closed"]) == (a_id, "lease", 1)
+            assert lost["silent_seconds"] > LEASE
+            sms = rig.twilio.wait_for_request(Operation.MESSAGES_CREATE, timeout=WAIT)
+            assert "While you slept." in sms.param("Body")
+        finally:
+            a.process.send_signal(signal.SIGCONT)
+        # A finds it was taken for lost: it says so, and hangs up its call with a notice
+        # instead of saying the note that was texted meanwhile.
+        found = a.wait_for_event("cluster.found_lost", timeout=WAIT)
+        assert found["daemon"] == a_id
+        a.wait_for_event("calls.ending_all", timeout=WAIT)
+        owner.wait_closed(timeout=WAIT)
+        assert texts(owner_model, "While you slept.") == 0
+        stranger.hang_up()
+    finally:
+        a.stop()
+        b.stop()
+    assert len(rig.twilio.requests_for(Operation.MESSAGES_CREATE)) == 1
