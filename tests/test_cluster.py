@@ -372,3 +372,28 @@ def test_a_paused_daemon_is_taken_over_after_its_lease_and_hangs_up_when_it_resu
         a.stop()
         b.stop()
     assert len(rig.twilio.requests_for(Operation.MESSAGES_CREATE)) == 1
+
+
+def test_a_stopping_daemon_leaves_the_reminders_to_come_to_the_others(rig: Rig) -> None:
+    a, _, a_id = started(rig)
+    b, _, b_id = started(rig)
+    try:
+        # Written after both started (as another member's tool would): neither knows yet.
+        store = Store.open(rig.database_url)
+        with store.connection():
+            Reminder.create(title="Call the bank", due_at=utcnow() + timedelta(seconds=3))
+        store.shutdown()
+        a.stop()
+        assert a.process.returncode == 0
+        took = b.wait_for_event("cluster.took_up", timeout=WAIT)
+        assert (took["reason"], took["gone"]) == ("member left", [a_id])
+        sms = rig.twilio.wait_for_request(Operation.MESSAGES_CREATE, timeout=WAIT)
+        assert "Call the bank" in sms.param("Body")
+        wait_until(
+            lambda: [(r.status, r.claimed_by) for r in rig.rows(Reminder)] == [("delivered", b_id)],
+            "the reminder to be delivered by B",
+        )
+    finally:
+        a.stop()
+        b.stop()
+    assert [d.status for d in rig.rows(Daemon, Daemon.started_at)] == ["stopped", "stopped"]
