@@ -35,9 +35,7 @@ Lookup = Callable[[], pykka.ActorRef[Any] | None]
 
 
 #: What callers on the line hear when this daemon finds that the others took it for lost.
-LOST_NOTICE = (
-    "Sorry, I have to hang up now: the assistant lost its connection. Please call again."
-)
+LOST_NOTICE = "Sorry, I have to hang up now: the assistant lost its connection. Please call again."
 #: How long a call's stream may outlive that notice.
 _NOTICE_GRACE_SECONDS = 5.0
 
@@ -108,6 +106,8 @@ class ClusterMember(TarsActor):
 
     def on_failure(self, *_exc_info: Any) -> None:
         self._halt()
+        with contextlib.suppress(Exception):
+            self._store.close()
 
     def _halt(self) -> None:
         if self._timer is not None:
@@ -133,11 +133,16 @@ class ClusterMember(TarsActor):
         return None
 
     def _beat(self) -> None:
+        membership = self._membership
         try:
-            renewed = self._membership.heartbeat(draining=self._draining())
-            gone = self._membership.take_over()
-        except Exception:  # the database is away: beat again next time
+            self._store.connect()  # again, if the last beat lost it
+            renewed = membership.heartbeat(draining=self._draining())
+            membership.peers()
+            gone = membership.take_over()
+        except Exception:  # the database is away: beat again next time, on a new connection
             log.exception("cluster.heartbeat_failed", daemon=self._store.daemon_id)
+            with contextlib.suppress(Exception):
+                self._store.close()
             return
         if not renewed:
             # Taken for lost while it was away: its calls' rows were closed and what they
@@ -173,7 +178,7 @@ class ClusterMember(TarsActor):
         """On the listener's thread: hand each wake-up to the actor it is for."""
         match wake.kind:
             case WakeKind.MESSAGE if wake.value.isdigit():
-                if not _tell(self._router, Dispatch(message_id=int(wake.value))):
+                if not _tell(self._router, Dispatch(message_id=int(wake.value), woken=True)):
                     log.warning("cluster.router_not_running", message_id=wake.value)
             case WakeKind.STREAM:
                 _tell(self._calls, StreamElsewhere(call_sid=wake.value))

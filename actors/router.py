@@ -32,6 +32,7 @@ from tars_actors.cluster.messages import TakeUp
 from tars_actors.cluster.wakeup import WakeKind, wake
 from tars_actors.messaging.ledger import (
     MAX_BODY_CHARS,
+    ApprovalRecord,
     LedgerError,
     MessageLedger,
     MessageRecord,
@@ -63,7 +64,7 @@ from tars_actors.messaging.routing import (
 from tars_actors.runtime.actor import TarsActor
 from tars_actors.runtime.settings import Settings
 from tars_actors.runtime.timers import Timers
-from tars_actors.store import MessageStatus, Store
+from tars_actors.store import ApprovalStatus, MessageStatus, Store
 from tars_actors.transfer.messages import (
     SCREENING_PREFIX,
     AskTransfer,
@@ -125,7 +126,7 @@ class Router(TarsActor):
         self._store.connect()
         # What this daemon held before this Router started (a restarted Router's notes in
         # its calls' hands, which refuse one twice; SMS on their way are in ``texting``).
-        self._ledger.release_held()
+        self._ledger.release_held(keep=self._texting)
         self._recover("start")
         unsettled = self._transfers.recover()
         if unsettled:
@@ -161,10 +162,10 @@ class Router(TarsActor):
                 self._transfers.call_ended(call_sid, status)
             case TakeUp(reason=reason):
                 self._recover(reason)
-            case Dispatch(message_id=recorded):
+            case Dispatch(message_id=recorded, woken=woken):
                 record = self._ledger.get(recorded)
                 if record.status in (MessageStatus.PENDING, MessageStatus.QUEUED):
-                    self._dispatch(record)
+                    self._dispatch(record, forward=not woken)
             case SessionJoined(session_id=session_id):
                 self._joined(session_id)
             case SessionLeft(session_id=session_id, undelivered=undelivered):
@@ -331,6 +332,7 @@ class Router(TarsActor):
         body: str,
         targets: list[LiveSession],
         approval_id: int | None = None,
+        dispatch: bool = True,
     ) -> list[MessageRecord]:
         records = self._ledger.record_many(
             sender_session_id=sender_session_id,
@@ -342,35 +344,32 @@ class Router(TarsActor):
             approval_id=approval_id,
         )
         log.info("router.broadcast", messages=len(records), approval_id=approval_id)
-        for record in records:
-            self._dispatch(record)
+        if dispatch:
+            for record in records:
+                self._dispatch(record)
         return records
 
     def _decide(self, request: DecideBroadcast) -> RouteReply:
         try:
-            approval, records = self._ledger.decide(request.approval_id, approve=request.approve)
+            # The decision and the copies for the calls live now in one transaction: another
+            # member's sweep never finds an approval without its copies, to write them twice.
+            with self._store.transaction():
+                approval, records = self._ledger.decide(
+                    request.approval_id, approve=request.approve
+                )
+                delivered = self._approved_copies(approval, request.decider_session_id)
         except LedgerError as error:
             log.warning("router.decision_rejected", approval_id=request.approval_id, why=error.kind)
             return RouteReply(ok=False, detail=str(error))
         log.info("router.decided", approval_id=approval.id, status=str(approval.status))
-        requester = (
-            self._presence.get(approval.requester_session_id)
-            if approval.requester_session_id is not None
-            else None
-        )
+        requester_id = approval.requester_session_id
+        requester = self._presence.get(requester_id) if requester_id is not None else None
         if not request.approve:
             if requester is not None:
                 self._tell_requester(requester, "declined your request to broadcast")
             return RouteReply(ok=True, detail="the broadcast was denied", approval_id=approval.id)
-        excluded = {approval.requester_session_id, request.decider_session_id}
-        targets = [s for s in self._presence.all() if s.session_id not in excluded]
-        delivered = self._fan_out(
-            sender_session_id=approval.requester_session_id,
-            sender_name=approval.requester_name,
-            body=approval.body,
-            targets=targets,
-            approval_id=approval.id,
-        )
+        for record in delivered:
+            self._dispatch(record)
         for record in records:
             self._ledger.settle(record.id, MessageStatus.DELIVERED)
         if requester is not None:
@@ -380,6 +379,24 @@ class Router(TarsActor):
             detail=f"approved: broadcast to {len(delivered)} live call(s)",
             message_ids=tuple(r.id for r in delivered),
             approval_id=approval.id,
+        )
+
+    def _approved_copies(
+        self, approval: ApprovalRecord, decider_session_id: int | None
+    ) -> list[MessageRecord]:
+        """The copies of an approved broadcast for the calls live now, written (not yet
+        dispatched); none for a denied one."""
+        if approval.status != ApprovalStatus.APPROVED:
+            return []
+        excluded = {approval.requester_session_id, decider_session_id}
+        targets = [s for s in self._presence.all() if s.session_id not in excluded]
+        return self._fan_out(
+            sender_session_id=approval.requester_session_id,
+            sender_name=approval.requester_name,
+            body=approval.body,
+            targets=targets,
+            approval_id=approval.id,
+            dispatch=False,
         )
 
     def _tell_requester(self, requester: LiveSession, what: str) -> None:
@@ -412,10 +429,20 @@ class Router(TarsActor):
 
     # --- delivery -------------------------------------------------------------------------
 
-    def _dispatch(self, record: MessageRecord) -> Deliver | Text | Queue | Fail:
-        """Start delivering ``record`` as things are now; returns the plan it followed."""
+    def _dispatch(
+        self, record: MessageRecord, *, forward: bool = True
+    ) -> Deliver | Text | Queue | Fail:
+        """Start delivering ``record`` as things are now; returns the plan it followed.
+        ``forward``: a call on another member may be woken for it."""
         plan = plan_delivery(record, self._presence)
         match plan:
+            case Deliver(session=session) if session.daemon_id is not None and not forward:
+                log.warning(
+                    "router.woken_for_another",
+                    message_id=record.id,
+                    session=session.name,
+                    daemon=session.daemon_id,
+                )
             case Deliver(session=session) if session.daemon_id is not None:
                 # The call is on another member: the row is the message; wake that one.
                 try:
@@ -436,8 +463,10 @@ class Router(TarsActor):
                 try:
                     session.ref.tell(DeliverNote(message_id=record.id, text=note_text(record)))
                 except pykka.ActorDeadError:
-                    # Ending as we speak: it will not say SessionLeft for this one.
+                    # Ending as we speak: it will not say SessionLeft for this one, nor give
+                    # the message back; it is free again, to go another way.
                     self._presence.leave(session.session_id)
+                    self._ledger.requeue(record.id)
                     return self._dispatch(record)
                 log.info("router.handed_to_call", message_id=record.id, session=session.name)
             case Text():
@@ -521,22 +550,38 @@ class Router(TarsActor):
         pending = self._ledger.undelivered()
         for record in pending:
             self._dispatch(record)
+        owner = self._presence.local_owner_main()
+        if owner is not None and reason != "start" and self._presence.owner_main() == owner:
+            # Queued for the owner while their call (here) was joining on another member's
+            # view: it is delivered now rather than at the owner's next call.
+            for queued in self._ledger.queued_for_owner():
+                if queued.target == OWNER_TARGET:
+                    self._dispatch(queued)
         for original in self._ledger.approved_undelivered():
-            # Approved, then stopped before its copies were written (or before the original
-            # was settled once they were): write the copies now for the calls live now.
+            # Approved and copied, then stopped before the original was settled (a database
+            # written before the decision and its copies were one transaction may also lack
+            # the copies: they are written now, once, for the calls live now).
             approval_id = original.approval_id
-            if approval_id is not None and not self._ledger.broadcast_copies(approval_id):
-                targets = [
-                    s for s in self._presence.all() if s.session_id != original.sender_session_id
-                ]
-                self._fan_out(
-                    sender_session_id=original.sender_session_id,
-                    sender_name=original.sender_name,
-                    body=original.body,
-                    targets=targets,
-                    approval_id=approval_id,
-                )
-            self._ledger.settle(original.id, MessageStatus.DELIVERED)
+            copies: list[MessageRecord] = []
+            with self._store.transaction():
+                if self._ledger.settle(original.id, MessageStatus.DELIVERED) and (
+                    approval_id is not None and not self._ledger.broadcast_copies(approval_id)
+                ):
+                    targets = [
+                        s
+                        for s in self._presence.all()
+                        if s.session_id != original.sender_session_id
+                    ]
+                    copies = self._fan_out(
+                        sender_session_id=original.sender_session_id,
+                        sender_name=original.sender_name,
+                        body=original.body,
+                        targets=targets,
+                        approval_id=approval_id,
+                        dispatch=False,
+                    )
+            for copy in copies:
+                self._dispatch(copy)
         if pending:
             log.info("router.recovered", messages=len(pending), reason=reason)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from actors.cluster import ClusterMember
 from tars_actors.call.permissions import Permission
 from tars_actors.cluster.members import LOST_REASON, RESTART_REASON, Membership
 from tars_actors.cluster.wakeup import (
@@ -22,7 +23,9 @@ from tars_actors.cluster.wakeup import (
     parse_wake,
     wake,
 )
-from tars_actors.store import AgentSession, Daemon, DaemonStatus, SessionStatus, Store
+from tars_actors.runtime.timers import ThreadTimers
+from tars_actors.store import AgentSession, Daemon, DaemonStatus, SessionStatus, Store, utcnow
+from tests.waiting import wait_until
 
 pytest_plugins = ("tests.pg",)
 
@@ -260,7 +263,8 @@ def test_a_listener_hears_its_own_channel_and_the_clusters_and_looks_again_on_re
         # The database ends the listening connection: it connects again and looks again.
         store.database.execute_sql(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE query LIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
+            "WHERE query LIKE 'LISTEN%%' AND pid <> pg_backend_pid() "
+            "AND datname = current_database()"
         )
         assert connections.acquire(timeout=10)
         wait_for_listening = listener.listening.wait(timeout=10)
@@ -271,4 +275,44 @@ def test_a_listener_hears_its_own_channel_and_the_clusters_and_looks_again_on_re
         assert heard[2] == Wake(WakeKind.MESSAGE, "9")
     finally:
         listener.stop()
+        store.shutdown()
+
+
+def test_the_heartbeat_comes_back_when_its_database_connection_is_lost(postgres_url: str) -> None:
+    store = Store.open(postgres_url)
+    store.migrate()
+    membership = Membership(store, lease_seconds=3)
+    with store.connection():
+        membership.register()
+    timers = ThreadTimers()
+    member = ClusterMember.start(
+        store=store,
+        membership=membership,
+        timers=timers,
+        draining=lambda: False,
+        router=lambda: None,
+        calls=lambda: None,
+        takers=(),
+        take_up_goals=lambda: None,
+    )
+    try:
+        with store.connection():
+            beat = Daemon.get_by_id(store.daemon_id).heartbeat_at
+            wait_until(
+                lambda: Daemon.get_by_id(store.daemon_id).heartbeat_at > beat, "a first beat"
+            )
+            # The database ends the member's connection (a restart, a failover, a blip).
+            store.database.execute_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND query NOT LIKE 'LISTEN%%'"
+            )
+            cut = utcnow()
+            wait_until(
+                lambda: Daemon.get_by_id(store.daemon_id).heartbeat_at > cut,
+                "the heartbeat to be renewed on a new connection",
+            )
+    finally:
+        member.stop()
+        timers.close()
         store.shutdown()

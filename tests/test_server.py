@@ -55,6 +55,8 @@ class FakeHooks:
         self.streams: queue.Queue[CallStreamStarted] = queue.Queue()
         self.ready = True
         self.sessions = 0
+        #: Calls whose stream this server is to send elsewhere (a draining daemon's).
+        self.elsewhere: set[str] = set()
 
     def admit_call(self, params: Mapping[str, str]) -> Admission:
         self.admitted.append(dict(params))
@@ -68,6 +70,9 @@ class FakeHooks:
 
     def health(self) -> Mapping[str, Any]:
         return {"ready": self.ready, "sessions": self.sessions}
+
+    def stream_elsewhere(self, call_sid: str) -> bool:
+        return call_sid in self.elsewhere
 
     def next_stream(self) -> CallStreamStarted:
         return self.streams.get(timeout=WAIT)

@@ -217,6 +217,11 @@ class CallAdmission:
         with self._lock:
             return call_sid in self._live
 
+    def holds(self, call_sid: str) -> bool:
+        """The call has a place here: reserved at its webhook, or live."""
+        with self._lock:
+            return call_sid in self._live or call_sid in self._reserved
+
     def cancel_reservation(self, call_sid: str) -> None:
         """The call ended before its stream started (a final status callback)."""
         with self._lock:

@@ -127,6 +127,10 @@ class CallHooks:
             self._admission.ended(message.call_sid)
         self._tell(message)
 
+    def stream_elsewhere(self, call_sid: str) -> bool:
+        admission = self._admission
+        return admission.draining and not admission.holds(call_sid) and self._serving_peers() > 0
+
     def health(self) -> Mapping[str, Any]:
         ready = self._ready()
         return {"ready": ready, "sessions": self._admission.live}

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -49,6 +50,8 @@ LOST_REASON = "daemon lost"
 RESTART_REASON = "daemon restart"
 #: Heartbeats per lease: a member misses two before it is lost.
 BEATS_PER_LEASE = 3
+#: How long taking a member over waits for a row lock.
+_LOCK_TIMEOUT_MS = 2000
 
 
 def this_place() -> str:
@@ -109,6 +112,8 @@ class Membership:
         self._clock = clock
         self._place = this_place() if place is None else place
         self._process_gone = process_gone
+        #: Other members serving, as of the last heartbeat (read by the server's threads).
+        self.serving_peers = 0
 
     @property
     def daemon_id(self) -> str:
@@ -177,6 +182,11 @@ class Membership:
         now = self._clock()
         taken: list[TakenOver] = []
         with self._store.transaction():
+            if self._store.clustered:
+                # A member frozen mid-transaction holds its calls' rows: give up on them for
+                # this beat rather than stop beating (and be taken for lost) waiting.
+                untyped: Any = self._store.database
+                untyped.execute_sql(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT_MS}ms'")
             query = Daemon.select().where(
                 Daemon.status.in_(LIVE_DAEMON_STATUSES), Daemon.id != self.daemon_id
             )
@@ -249,11 +259,19 @@ class Membership:
             )
 
     def peers(self) -> int:
-        """Other members serving now (a draining daemon's webhooks may go to them)."""
+        """Other members serving now, with a heartbeat within the lease (a draining
+        daemon's webhooks and streams may go to them); kept for :attr:`serving_peers`."""
         if not self._store.clustered:
             return 0
-        return int(
+        fresh = self._clock() - self.lease
+        count = int(
             Daemon.select()
-            .where(Daemon.status == DaemonStatus.SERVING, Daemon.id != self.daemon_id)
+            .where(
+                Daemon.status == DaemonStatus.SERVING,
+                Daemon.id != self.daemon_id,
+                Daemon.heartbeat_at >= fresh,
+            )
             .count()
         )
+        self.serving_peers = count
+        return count

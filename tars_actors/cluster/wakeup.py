@@ -127,8 +127,6 @@ class Listener:
         self._on_wake = on_wake
         self._on_connected = on_connected
         self._stopping = threading.Event()
-        self._connection: Any = None
-        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="tars-cluster-listen", daemon=True)
         self._bad_payloads: set[str] = set()
         #: Set once the channels are listened to (for tests and start-up ordering).
@@ -138,12 +136,9 @@ class Listener:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop listening: the thread sees the flag within a poll and closes its connection
+        itself (closed from here, its socket could be reused under the thread's select)."""
         self._stopping.set()
-        with self._lock:
-            connection = self._connection
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                connection.close()
         self._thread.join(timeout)
 
     def _connect(self) -> Any:
@@ -169,8 +164,6 @@ class Listener:
                 delay = _BACKOFF_SECONDS[min(failures, len(_BACKOFF_SECONDS)) - 1]
                 self._stopping.wait(delay)
                 continue
-            with self._lock:
-                self._connection = connection
             if failures:
                 log.info("cluster.listening_again", after_failures=failures)
             failures = 0
@@ -186,8 +179,6 @@ class Listener:
                     self._stopping.wait(_BACKOFF_SECONDS[0])
             finally:
                 self.listening.clear()
-                with self._lock:
-                    self._connection = None
                 with contextlib.suppress(Exception):
                     connection.close()
 

@@ -238,13 +238,11 @@ class Daemon:
             log.info("goals.failed_after_restart", count=interrupted)
 
     def _serving_peers(self) -> int:
-        """Other members serving now (on a webhook's thread): a draining daemon's webhooks
-        are refused with 503 then, so that the balancer hands them to one of those."""
-        membership, store = self.membership, self.store
-        if membership is None or store is None or not store.clustered:
-            return 0
-        with store.connection():
-            return membership.peers()
+        """Other members serving, as of the last heartbeat (read on the server's threads,
+        without a query): a draining daemon refuses new webhooks and streams with 503 then,
+        so that the balancer hands them to one of those."""
+        membership = self.membership
+        return 0 if membership is None else membership.serving_peers
 
     def _model_client(self) -> genai.Client:
         """The google-genai client, made on first use (the text model's summaries too)."""

@@ -350,14 +350,16 @@ class MessageLedger:
             row.save()
         return True
 
-    def release_held(self) -> int:
-        """Free the open messages this daemon holds (its Router starts again)."""
+    def release_held(self, *, keep: Iterable[int] = ()) -> int:
+        """Free the open messages this daemon holds (its Router starts again), but those in
+        ``keep`` (texts on their way, whose outcome will come)."""
         with self._store.transaction():
             return int(
                 InterSessionMessage.update(held_by=None)
                 .where(
                     InterSessionMessage.held_by == self._store.daemon_id,
                     InterSessionMessage.status.in_([MessageStatus.PENDING, MessageStatus.QUEUED]),
+                    InterSessionMessage.id.not_in(list(keep)),
                 )
                 .execute()
             )
@@ -370,6 +372,9 @@ class MessageLedger:
         """
         with self._store.transaction():
             row = self._locked_message(message_id)
+            if row.held_by not in (None, self._store.daemon_id):
+                # Taken up by another member meanwhile (this one was taken for lost).
+                return False
             row.held_by = None  # queued for the owner's next call, it is free too
             row.save()  # touches updated_at
         return bool(row.status == MessageStatus.PENDING)

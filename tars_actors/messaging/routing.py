@@ -183,7 +183,8 @@ class Presence:
     def local_owner_main(self) -> LiveSession | None:
         """The owner's earliest live call on this daemon, if any."""
         with self._lock:
-            return next((s for s in self._sessions.values() if s.is_owner), None)
+            owners = [s for s in self._sessions.values() if s.is_owner]
+        return min(owners, key=lambda s: s.session_id) if owners else None
 
     def local_view(self) -> Presence:
         """The same sessions, this daemon's only (for what must reach a call's actor)."""
@@ -205,16 +206,19 @@ class Presence:
         return next((s for s in self._remote() if s.session_id == session_id), None)
 
     def all(self) -> list[LiveSession]:
-        """Live sessions (on every member) in the order they started."""
+        """Live sessions (on every member) in the order they started: by their rows' ids,
+        which every member reads alike (clocks and join times differ between members)."""
         local = self.local_all()
         remote = self._remote()
         if not remote:
             return local
-        return sorted([*local, *remote], key=lambda s: s.started_at)
+        return sorted([*local, *remote], key=lambda s: s.session_id)
 
     def owner_main(self) -> LiveSession | None:
-        """The owner's main session: the owner's earliest live call, on whichever member."""
-        return next((s for s in self.all() if s.is_owner), None)
+        """The owner's main session: the owner's earliest live call, on whichever member
+        (the lowest row id, so that every member names the same one)."""
+        owners = [s for s in self.all() if s.is_owner]
+        return min(owners, key=lambda s: s.session_id) if owners else None
 
     def __len__(self) -> int:
         with self._lock:
@@ -287,6 +291,9 @@ class Dispatch:
     If the Router is restarting, it finds the message pending at its start instead."""
 
     message_id: int
+    #: Sent by another member's wake-up: it is not passed on again (members that disagree
+    #: on where a call is would pass it back and forth); the sweep looks at it later.
+    woken: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

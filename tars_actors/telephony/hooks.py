@@ -70,3 +70,8 @@ class ServerHooks(Protocol):
     def health(self) -> Mapping[str, Any]:
         """JSON-able readiness figures; ``ready`` false makes ``/healthz`` answer 503."""
         ...
+
+    def stream_elsewhere(self, call_sid: str) -> bool:
+        """A stream for ``call_sid`` (from its own stream path) should go to another daemon:
+        this one is draining, others serve, and it holds no place for the call."""
+        ...

@@ -301,6 +301,10 @@ class Server:
             )
             return _response(http.HTTPStatus.FORBIDDEN, "Forbidden\n")
         if path == MEDIA_PATH:
+            if stream_key and self._hooks.stream_elsewhere(stream_key):
+                # Draining, and another daemon serves: the balancer tries the next one.
+                log.info("server.stream_passed_on", call_sid=stream_key)
+                return _response(http.HTTPStatus.SERVICE_UNAVAILABLE, "Draining\n")
             return None  # the WebSocket handshake goes on
         params = dict(parse_qsl(query, keep_blank_values=True))
         if path == VOICE_PATH:
