@@ -19,6 +19,7 @@ COMMANDS = {
     "demo": ["demo"],
     "bench mailbox": ["bench", "mailbox"],
     "bench messaging": ["bench", "messaging", "--sessions", "4"],
+    "bench cluster": ["bench", "cluster", "--messages", "5", "--rounds", "1"],
     "load": ["load", "--calls", "3"],
     "load pickup": ["load", "--pickup", "--calls", "3", "--at-once", "2"],
     "call": ["call", "+15550100000", "--goal", "book a table"],

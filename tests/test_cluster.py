@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tars_actors.sim.gemini import LiveConnection, tone
-from tars_actors.sim.process import DaemonProcess
-from tars_actors.sim.softphone import SyncSoftphone
+from tars_actors.sim.gemini import tone
 from tars_actors.sim.twilio_api import Operation
 from tars_actors.store import (
     Daemon,
@@ -26,7 +24,7 @@ from tars_actors.store import (
     Store,
     utcnow,
 )
-from tests.rig import OWNER, WAIT, Rig
+from tests.rig import OWNER, WAIT, Rig, notes_saying, speaking
 from tests.waiting import never, wait_until
 
 pytest_plugins = ("tests.pg",)
@@ -46,53 +44,15 @@ def rig(tmp_path: Path, postgres_url: str) -> Iterator[Rig]:
         yield rig
 
 
-def started(rig: Rig) -> tuple[DaemonProcess, int, str]:
-    """A daemon, its port, and its id among the members."""
-    process, port = rig.daemon()
-    return process, port, str(process.wait_for_event("cluster.joined", WAIT)["daemon"])
-
-
-def greeted(rig: Rig, phone: SyncSoftphone, connection: int) -> LiveConnection:
-    phone.call()
-    model = rig.gemini.wait_for_connection(connection, timeout=WAIT)
-    phone.wait_for_mark("turn-1", timeout=WAIT)
-    return model
-
-
-def speaking(phone: SyncSoftphone, model: LiveConnection) -> None:
-    """The model starts a turn and leaves it open (its call takes no notes meanwhile)."""
-    before = len(phone.received_audio)
-    model.send_output_transcription("Let me explain,")
-    model.send_audio(tone(300.0, 0.4))
-    phone.wait_for_audio(before + 1600, timeout=WAIT)
-
-
-def texts(model: LiveConnection, words: str) -> int:
-    """How many times ``words`` reached the model as a note."""
-    return sum(words in str(content) for content in model.client_contents)
-
-
-def beats_after(rig: Rig, count: int) -> None:
-    """Wait until every serving member has renewed its heartbeat ``count`` times from now
-    (each beat also sweeps for messages no one holds): what a duplicate would need."""
-    since = utcnow() + timedelta(seconds=count * LEASE / 3)
-    wait_until(
-        lambda: all(d.heartbeat_at >= since for d in rig.rows(Daemon) if d.status == "serving"),
-        f"{count} heartbeats of every member",
-        timeout=WAIT,
-    )
-
-
 def test_a_note_from_a_caller_on_one_daemon_reaches_the_owner_on_another_once(rig: Rig) -> None:
-    a, port_a, a_id = started(rig)
-    b, port_b, b_id = started(rig)
+    a, port_a, a_id = rig.member()
+    b, port_b, b_id = rig.member()
     try:
-        owner = rig.phone(port_a, OWNER)
-        owner_model = greeted(rig, owner, 1)
-        stranger = rig.phone(port_b, STRANGER)
-        stranger_model = greeted(rig, stranger, 2)
+        calls = rig.owner_and_caller(port_a, port_b, STRANGER)
+        owner, owner_model = calls.owner, calls.owner_model
+        stranger, stranger_model = calls.caller, calls.caller_model
         # The stranger's call on B is announced in the owner's call on A.
-        notice = owner_model.wait_for_client_content(count=2, timeout=WAIT)
+        notice = owner_model.client_contents[1]
         assert "Incoming call from Call with +15555550777" in str(notice)
         owner_model.send_turn_complete()
 
@@ -114,8 +74,8 @@ def test_a_note_from_a_caller_on_one_daemon_reaches_the_owner_on_another_once(ri
             "the note to be recorded delivered, by A",
         )
         assert b.events("router.handed_to_member")[-1]["daemon"] == a_id
-        beats_after(rig, 2)
-        assert texts(owner_model, "Across daemons.") == 1
+        rig.heartbeats(2)
+        assert notes_saying(owner_model, "Across daemons.") == 1
         assert rig.twilio.requests_for(Operation.MESSAGES_CREATE) == []
         assert {s.daemon_id for s in rig.sessions()} == {a_id, b_id}
         owner.hang_up()
@@ -135,14 +95,12 @@ def test_a_note_from_a_caller_on_one_daemon_reaches_the_owner_on_another_once(ri
 def test_a_daemon_killed_while_a_note_waits_is_taken_over_and_the_note_sent_once(
     rig: Rig,
 ) -> None:
-    a, port_a, a_id = started(rig)
-    b, port_b, b_id = started(rig)
+    a, port_a, a_id = rig.member()
+    b, port_b, b_id = rig.member()
     try:
-        owner = rig.phone(port_a, OWNER)
-        owner_model = greeted(rig, owner, 1)
-        stranger = rig.phone(port_b, STRANGER)
-        stranger_model = greeted(rig, stranger, 2)
-        owner_model.wait_for_client_content(count=2, timeout=WAIT)
+        calls = rig.owner_and_caller(port_a, port_b, STRANGER)
+        owner, owner_model = calls.owner, calls.owner_model
+        stranger, stranger_model = calls.caller, calls.caller_model
         owner_model.send_turn_complete()
         speaking(owner, owner_model)  # the owner's call holds notes until its turn ends
 
@@ -183,7 +141,7 @@ def test_a_daemon_killed_while_a_note_waits_is_taken_over_and_the_note_sent_once
     finally:
         a.kill()
         b.stop()
-    c, _, _ = started(rig)
+    c, _, _ = rig.member()
     c.stop()
     assert len(rig.twilio.requests_for(Operation.MESSAGES_CREATE)) == 1
     statuses = {d.id: d.status for d in rig.rows(Daemon)}
@@ -194,8 +152,8 @@ def test_a_daemon_killed_while_a_note_waits_is_taken_over_and_the_note_sent_once
 def test_a_stream_opens_on_a_daemon_other_than_the_one_that_answered_its_webhook(
     rig: Rig,
 ) -> None:
-    a, port_a, a_id = started(rig)
-    b, port_b, b_id = started(rig)
+    a, port_a, a_id = rig.member()
+    b, port_b, b_id = rig.member()
     try:
         stranger = rig.phone(port_a, STRANGER)
         twiml = stranger.dial()  # A answers and starts the call's session early
@@ -237,8 +195,8 @@ def test_a_reminder_due_with_two_daemons_up_is_delivered_once(rig: Rig) -> None:
     with store.connection():
         Reminder.create(title="Water the plants", due_at=utcnow() + timedelta(seconds=4))
     store.shutdown()
-    a, _, a_id = started(rig)
-    b, _, b_id = started(rig)
+    a, _, a_id = rig.member()
+    b, _, b_id = rig.member()
     try:
         sms = rig.twilio.wait_for_request(Operation.MESSAGES_CREATE, timeout=WAIT)
         assert "Water the plants" in sms.param("Body")
@@ -261,11 +219,11 @@ def test_a_draining_daemon_refuses_new_calls_so_the_balancer_sends_them_to_anoth
     rig: Rig,
 ) -> None:
     rig.rewrite_settings({**rig.extra, "sessions": {"shutdown_grace_seconds": 30}})
-    a, port_a, a_id = started(rig)
-    b, port_b, _ = started(rig)
+    a, port_a, a_id = rig.member()
+    b, port_b, _ = rig.member()
     try:
         caller = rig.phone(port_a, STRANGER)
-        greeted(rig, caller, 1)
+        rig.greeted(caller, 1)
         a.process.terminate()  # SIGTERM: A drains while its call goes on
         a.wait_for_event("daemon.draining", timeout=WAIT)
         with pytest.raises(urllib.error.HTTPError) as health:
@@ -279,7 +237,7 @@ def test_a_draining_daemon_refuses_new_calls_so_the_balancer_sends_them_to_anoth
         assert reply.status == 503  # the balancer hands it to another member
         assert [d.status for d in rig.rows(Daemon) if d.id == a_id] == ["draining"]
         other = rig.phone(port_b, "+15555550888")
-        greeted(rig, other, 2)
+        rig.greeted(other, 2)
         caller.hang_up()
         assert a.process.wait(timeout=WAIT) == 0
     finally:
@@ -297,8 +255,8 @@ def test_a_status_callback_reaching_another_daemon_goes_to_the_one_that_placed_t
     with store.connection():
         Reminder.create(title="Feed the cat", due_at=utcnow() - timedelta(seconds=1))
     store.shutdown()
-    a, port_a, a_id = started(rig)
-    b, port_b, _ = started(rig)
+    a, port_a, a_id = rig.member()
+    b, port_b, _ = rig.member()
     try:
         rig.twilio.wait_for_request(Operation.CALLS_CREATE, timeout=WAIT)
         [placed] = rig.twilio.calls
@@ -335,14 +293,12 @@ def test_a_status_callback_reaching_another_daemon_goes_to_the_one_that_placed_t
 def test_a_paused_daemon_is_taken_over_after_its_lease_and_hangs_up_when_it_resumes(
     rig: Rig,
 ) -> None:
-    a, port_a, a_id = started(rig)
-    b, port_b, _ = started(rig)
+    a, port_a, a_id = rig.member()
+    b, port_b, _ = rig.member()
     try:
-        owner = rig.phone(port_a, OWNER)
-        owner_model = greeted(rig, owner, 1)
-        stranger = rig.phone(port_b, STRANGER)
-        stranger_model = greeted(rig, stranger, 2)
-        owner_model.wait_for_client_content(count=2, timeout=WAIT)
+        calls = rig.owner_and_caller(port_a, port_b, STRANGER)
+        owner, owner_model = calls.owner, calls.owner_model
+        stranger, stranger_model = calls.caller, calls.caller_model
         owner_model.send_turn_complete()
         speaking(owner, owner_model)
         taken = stranger_model.send_tool_call("take_message", {"message": "While you slept."})
@@ -366,7 +322,7 @@ def test_a_paused_daemon_is_taken_over_after_its_lease_and_hangs_up_when_it_resu
         assert found["daemon"] == a_id
         a.wait_for_event("calls.ending_all", timeout=WAIT)
         owner.wait_closed(timeout=WAIT)
-        assert texts(owner_model, "While you slept.") == 0
+        assert notes_saying(owner_model, "While you slept.") == 0
         stranger.hang_up()
     finally:
         a.stop()
@@ -375,8 +331,8 @@ def test_a_paused_daemon_is_taken_over_after_its_lease_and_hangs_up_when_it_resu
 
 
 def test_a_stopping_daemon_leaves_the_reminders_to_come_to_the_others(rig: Rig) -> None:
-    a, _, a_id = started(rig)
-    b, _, b_id = started(rig)
+    a, _, a_id = rig.member()
+    b, _, b_id = rig.member()
     try:
         # Written after both started (as another member's tool would): neither knows yet.
         store = Store.open(rig.database_url)

@@ -13,13 +13,12 @@ from actors.router import Router
 from actors.telephony import Telephony
 from tars_actors.call.caller_words import quote
 from tars_actors.messaging.routing import SessionJoined
-from tars_actors.sim.gemini import LiveConnection, ScriptedReply, tone
-from tars_actors.sim.softphone import SyncSoftphone
+from tars_actors.sim.gemini import ScriptedReply, tone
 from tars_actors.sim.twilio_api import Operation
 from tars_actors.sim.world import OWNER_PHONE, LocalWorld
 from tars_actors.store import AgentSession, InterSessionMessage, MessageStatus
 from tests.logs import log_events
-from tests.rig import OWNER, WAIT, Rig
+from tests.rig import OWNER, WAIT, Rig, speaking
 from tests.waiting import wait_until
 
 STRANGER = "+15555550777"
@@ -28,14 +27,6 @@ STRANGER = "+15555550777"
 #: The messages these tests send, as stored: a caller's words, marked so (caller_words).
 SURVIVE = quote("Survive a crash.")
 CRASH_PROOF = quote("Crash-proof.")
-
-
-def speaking(phone: SyncSoftphone, model: LiveConnection) -> None:
-    """The model starts a turn and leaves it open (its call takes no notes meanwhile)."""
-    before = len(phone.received_audio)
-    model.send_output_transcription("Let me explain,")
-    model.send_audio(tone(300.0, 0.4))
-    phone.wait_for_audio(before + 1600, timeout=WAIT)
 
 
 def test_a_message_pending_when_the_daemon_is_killed_is_texted_once_after_restart(

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
+from tars_actors.sim._waiting import wait_until
 
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    """Check ``predicate`` every few milliseconds until it holds; TimeoutError after
-    ``timeout`` seconds, naming ``what``. For state that no event announces."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.005)
+__all__ = ["QUIET", "never", "wait_until"]
 
 
 #: How long a test watches for something that must not happen (a duplicate SMS, say).

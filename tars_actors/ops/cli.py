@@ -90,10 +90,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     _settings_option(demo, reads_settings=False)
     bench = sub.add_parser("bench", help="run a benchmark and print its figures")
-    bench.add_argument("name", choices=["mailbox", "messaging"], help="which benchmark")
+    bench.add_argument("name", choices=["mailbox", "messaging", "cluster"], help="which benchmark")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench.add_argument("--sessions", type=int, default=20, help="messaging: live calls")
-    bench.add_argument("--rounds", type=int, default=3, help="messaging: messages per call")
+    bench.add_argument(
+        "--rounds",
+        type=int,
+        help="messaging: messages per call (default 3); cluster: kill and take-over rounds "
+        "(default 10, 0 skips them)",
+    )
+    bench.add_argument(
+        "--messages",
+        type=int,
+        help="cluster: notes timed across two daemons (default 100, 0 skips them); "
+        "mailbox: tells per run",
+    )
     _settings_option(bench, reads_settings=False)
     call = sub.add_parser(
         "call", help="place a goal call: TARS phones someone for you and reports back"
@@ -198,10 +209,20 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None) -> int:
 
         return inspect.main(args.options, stdout=out)
     if command == "bench":
+        options = [
+            f"--{name}={value}"
+            for name, value in (("rounds", args.rounds), ("messages", args.messages))
+            if value is not None
+        ]
+        options += ["--json"] if args.json else []
+        if args.name == "cluster":
+            from tars_actors.ops import bench_cluster
+
+            return bench_cluster.main(options, stdout=out)
         from tars_actors.ops import bench_mailbox as benchmarks
 
-        options = ["--sessions", str(args.sessions), "--rounds", str(args.rounds)]
-        return benchmarks.main([args.name, *options, *(["--json"] if args.json else [])])
+        options += ["--sessions", str(args.sessions)]
+        return benchmarks.main([args.name, *options], stdout=out)
     if command == "demo":
         from tars_actors.ops import demo
 

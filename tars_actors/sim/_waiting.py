@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["Changes"]
+__all__ = ["Changes", "wait_until"]
 
 
 class _AsyncWaiter:
@@ -116,3 +117,14 @@ class Changes:
         await self.wait_async(lambda: len(items()) >= count, timeout, what)
         with self.lock:
             return items()[count - 1]
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    """Check ``predicate`` every few milliseconds until it holds; TimeoutError after
+    ``timeout`` seconds, naming ``what``. For state that no event announces (a row in the
+    database, a counter on another thread)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.005)
