@@ -23,7 +23,7 @@ from tars_actors.cluster.members import Membership
 from tars_actors.cluster.messages import StreamElsewhere, TakeUp
 from tars_actors.cluster.wakeup import Listener, Wake, WakeKind, parse_status
 from tars_actors.messaging.routing import Dispatch
-from tars_actors.runtime.actor import TarsActor, teller
+from tars_actors.runtime.actor import TarsActor, tell_live, teller
 from tars_actors.runtime.timers import TimerHandle, Timers
 from tars_actors.store import Store
 
@@ -43,17 +43,6 @@ _NOTICE_GRACE_SECONDS = 5.0
 @dataclass(frozen=True, slots=True)
 class _Beat:
     """Sent by the timer; the next is scheduled when one is handled."""
-
-
-def _tell(lookup: Lookup, message: object) -> bool:
-    ref = lookup()
-    if ref is None:
-        return False
-    try:
-        ref.tell(message)
-    except pykka.ActorDeadError:
-        return False
-    return True
 
 
 class ClusterMember(TarsActor):
@@ -151,12 +140,12 @@ class ClusterMember(TarsActor):
             notice = EndWithNotice(
                 text=LOST_NOTICE, reason="daemon lost", grace_seconds=_NOTICE_GRACE_SECONDS
             )
-            _tell(self._calls, notice)
+            tell_live(self._calls, notice)
         if gone:
             reason = "member lost"
             self._take_up(TakeUp(reason=reason, gone=tuple(m.daemon_id for m in gone)))
         else:
-            _tell(self._router, TakeUp(reason="sweep"))
+            tell_live(self._router, TakeUp(reason="sweep"))
 
     def _take_up(self, message: TakeUp) -> None:
         """Carry what no live daemon holds: goals here, the rest by the actors that own it.
@@ -164,24 +153,24 @@ class ClusterMember(TarsActor):
         (Re)connected to the wake-up channel, only messages may have been missed: the
         Router looks. A member gone or left: everything it held is looked at."""
         if not message.gone:
-            _tell(self._router, message)
+            tell_live(self._router, message)
             return
         try:
             self._take_up_goals()
         except Exception:
             log.exception("cluster.goals_take_up_failed", reason=message.reason)
         for lookup in self._takers:
-            _tell(lookup, message)
+            tell_live(lookup, message)
         log.info("cluster.took_up", reason=message.reason, gone=list(message.gone))
 
     def _woken(self, wake: Wake) -> None:
         """On the listener's thread: hand each wake-up to the actor it is for."""
         match wake.kind:
             case WakeKind.MESSAGE if wake.value.isdigit():
-                if not _tell(self._router, Dispatch(message_id=int(wake.value), woken=True)):
+                if not tell_live(self._router, Dispatch(message_id=int(wake.value), woken=True)):
                     log.warning("cluster.router_not_running", message_id=wake.value)
             case WakeKind.STREAM:
-                _tell(self._calls, StreamElsewhere(call_sid=wake.value))
+                tell_live(self._calls, StreamElsewhere(call_sid=wake.value))
             case WakeKind.STATUS if (status := parse_status(wake.value)) is not None:
                 call_sid, state, duration, answered_by = status
                 changed = CallStatusChanged(
@@ -191,7 +180,7 @@ class ClusterMember(TarsActor):
                     answered_by=answered_by,
                     forwarded=True,
                 )
-                _tell(self._calls, changed)
+                tell_live(self._calls, changed)
             case WakeKind.LEFT if wake.value != self._store.daemon_id:
                 with contextlib.suppress(pykka.ActorDeadError):
                     self.actor_ref.tell(TakeUp(reason="member left", gone=(wake.value,)))

@@ -28,6 +28,7 @@ from tars_actors.messaging.ledger import (
     MessageLedger,
     MessageRecord,
 )
+from tars_actors.runtime.actor import tell_live
 from tars_actors.store import MessageStatus
 
 __all__ = [
@@ -346,14 +347,7 @@ class Switchboard:
 
     def tell(self, message: object) -> bool:
         """Tell the Router; False (logged by the caller) when it is not running."""
-        ref = self.router()
-        if ref is None:
-            return False
-        try:
-            ref.tell(message)
-        except pykka.ActorDeadError:
-            return False
-        return True
+        return tell_live(self.router, message)
 
     def notify_owner(self, *, sender_session_id: int | None, sender_name: str, body: str) -> bool:
         """A notice for the owner, recorded, then handed to the Router (a Router restarting

@@ -223,3 +223,16 @@ def teller(ref: pykka.ActorRef[Any], message: object) -> Callable[[], None]:
             ref.tell(message)
 
     return tell
+
+
+def tell_live(lookup: Callable[[], pykka.ActorRef[Any] | None], message: object) -> bool:
+    """Tell the actor ``lookup`` finds now (a permanent child restarted is a new one);
+    False when none is running or it stopped meanwhile."""
+    ref = lookup()
+    if ref is None:
+        return False
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        return False
+    return True
