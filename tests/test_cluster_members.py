@@ -316,3 +316,22 @@ def test_the_heartbeat_comes_back_when_its_database_connection_is_lost(postgres_
         member.stop()
         timers.close()
         store.shutdown()
+
+
+def test_on_postgresql_heartbeats_are_written_and_judged_by_the_databases_clock(
+    postgres_url: str,
+) -> None:
+    store = Store.open(postgres_url)
+    store.migrate()
+    store.connect()
+    try:
+        me = Membership(store, lease_seconds=15, place="here")
+        me.register()
+        database_now = store.database.execute_sql("SELECT now()").fetchone()[0]
+        other(store, "slow-clock", at=database_now - timedelta(seconds=10))
+        other(store, "silent", at=database_now - timedelta(seconds=20))
+        assert [m.daemon_id for m in me.take_over()] == ["silent"]
+        mine = Daemon.get_by_id(store.daemon_id).heartbeat_at
+        assert abs((mine - database_now).total_seconds()) < 5
+    finally:
+        store.shutdown()

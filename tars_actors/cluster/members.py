@@ -24,7 +24,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -103,17 +103,28 @@ class Membership:
         store: Store,
         *,
         lease_seconds: float,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], datetime] | None = None,
         place: str | None = None,
         process_gone: Callable[[int], bool] = _process_gone,
     ) -> None:
         self._store = store
         self.lease = timedelta(seconds=lease_seconds)
-        self._clock = clock
+        #: Heartbeats are written and judged by one clock, the database's (on SQLite, or
+        #: when ``clock`` is given, that one): members' own clocks may disagree.
+        self._given_clock = clock
         self._place = this_place() if place is None else place
         self._process_gone = process_gone
         #: Other members serving, as of the last heartbeat (read by the server's threads).
         self.serving_peers = 0
+
+    def _clock(self) -> datetime:
+        if self._given_clock is not None:
+            return self._given_clock()
+        if not self._store.clustered:
+            return utcnow()
+        untyped: Any = self._store.database
+        value: datetime = untyped.execute_sql("SELECT now()").fetchone()[0]
+        return value.astimezone(UTC)
 
     @property
     def daemon_id(self) -> str:
