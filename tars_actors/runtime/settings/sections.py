@@ -183,7 +183,7 @@ class ClusterSettings:
 
     #: A member that has not renewed its heartbeat for this long is lost: another member
     #: closes its calls ("daemon lost") and carries its pending work. It renews every third
-    #: of it, so clocks of the members must agree to well within a third of it.
+    #: of it, by the database's clock.
     lease_seconds: float = field(default=15.0, metadata=checked(checks.float_at_least(3)))
 
 
