@@ -131,8 +131,9 @@ def test_a_daemon_killed_while_a_note_waits_is_taken_over_and_the_note_sent_once
         assert by_daemon[a_id][1] in ("daemon lost", "daemon restart")
         assert by_daemon[a_id][0] == "ended"
         assert by_daemon[b_id] == ("active", None)  # the stranger's call goes on
+        heard = len(stranger.received_audio)
         stranger_model.send_audio(tone(300.0, 0.2))
-        stranger.wait_for_audio(len(stranger.received_audio) + 800, timeout=WAIT)
+        stranger.wait_for_audio(heard + 800, timeout=WAIT)
         stranger.hang_up()
         wait_until(
             lambda: {s.daemon_id: s.status for s in rig.sessions()}[b_id] == "ended",
