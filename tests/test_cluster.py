@@ -191,14 +191,20 @@ def test_a_stream_opens_on_a_daemon_other_than_the_one_that_answered_its_webhook
 
 
 def test_a_reminder_due_with_two_daemons_up_is_delivered_once(rig: Rig) -> None:
+    rig.rewrite_settings({**rig.extra, "logging": {"level": "debug"}})
     store = Store.open(rig.database_url)
     store.migrate()
+    due = utcnow() + timedelta(seconds=8)
     with store.connection():
-        Reminder.create(title="Water the plants", due_at=utcnow() + timedelta(seconds=4))
+        Reminder.create(title="Water the plants", due_at=due)
     store.shutdown()
     a, _, a_id = rig.member()
     b, _, b_id = rig.member()
     try:
+        # Both set a timer for it: both fire at the due time, and one of them claims it.
+        for member in (a, b):
+            scheduled = member.wait_for_event("reminders.scheduled", timeout=WAIT)
+            assert scheduled["due_at"] == due.isoformat()
         sms = rig.twilio.wait_for_request(Operation.MESSAGES_CREATE, timeout=WAIT)
         assert "Water the plants" in sms.param("Body")
         wait_until(
@@ -211,6 +217,7 @@ def test_a_reminder_due_with_two_daemons_up_is_delivered_once(rig: Rig) -> None:
             lambda: rig.twilio.wait_for_request(Operation.MESSAGES_CREATE, timeout=2, count=2),
             "a second SMS",
         )
+        assert len(a.events("reminders.due")) + len(b.events("reminders.due")) == 1
     finally:
         a.stop()
         b.stop()
