@@ -219,14 +219,15 @@ def _note_latency(server: PostgresServer, directory: Path, messages: int) -> Not
             calls = rig.owner_and_caller(port_b, port_a, CALLER)
             owner_model, caller_model = calls.owner_model, calls.caller_model
             _turn_ends(owner_model)
-            sent: dict[str, tuple[str, float]] = {}  # text: (tool call id, sent at)
+            # text: (tool call id, sent at, the wall clock less the monotonic one then)
+            sent: dict[str, tuple[str, float, float]] = {}
             arrived: dict[str, float] = {}
             for number in range(1, messages + 1):
                 text = _note(number)
                 after = len(owner_model.client_contents)
                 sent_at = time.monotonic()  # the stand-in's clock for what it receives
                 call_id = caller_model.send_tool_call("take_message", {"message": text})
-                sent[text] = (call_id, sent_at)
+                sent[text] = (call_id, sent_at, time.time() - time.monotonic())
                 with contextlib.suppress(TimeoutError):  # lost: counted below
                     arrived[text] = _arrival(owner_model, text, after)
                 caller_model.wait_for_tool_response(call_id, timeout=WAIT)
@@ -287,13 +288,13 @@ def _turn_ends(model: LiveConnection) -> None:
 def _hops(
     a: DaemonProcess,
     b: DaemonProcess,
-    sent: dict[str, tuple[str, float]],
+    sent: dict[str, tuple[str, float, float]],
     arrived: dict[str, float],
     ids: dict[str, int],
 ) -> tuple[Hop, ...]:
     """Each note's way split at the daemons' log lines; the stand-in's monotonic times are
-    put on the wall clock the log lines carry."""
-    offset = time.time() - time.monotonic()
+    put on the wall clock the log lines carry, as the two stood when the note was sent (a
+    wall clock being slewed drifts from the monotonic one by milliseconds a minute)."""
     daemons = {"a": a, "b": b}
     logged: dict[tuple[str, object], float] = {}
     for event, daemon, _ in _HOPS:
@@ -303,7 +304,7 @@ def _hops(
                 logged.setdefault((event, key), _wall(record))
     gaps: list[list[float]] = [[] for _ in _HOPS]
     for text, at in arrived.items():
-        call_id, sent_at = sent[text]
+        call_id, sent_at, offset = sent[text]
         times = [sent_at + offset]
         for event, daemon, _ in _HOPS:
             key = call_id if event == "tool.called" else ids.get(text)
