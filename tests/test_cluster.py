@@ -24,7 +24,7 @@ from tars_actors.store import (
     Store,
     utcnow,
 )
-from tests.rig import OWNER, WAIT, Rig, notes_saying, speaking
+from tests.rig import OWNER, WAIT, Rig, notes_saying
 from tests.waiting import never, wait_until
 
 pytest_plugins = ("tests.pg",)
@@ -98,21 +98,8 @@ def test_a_daemon_killed_while_a_note_waits_is_taken_over_and_the_note_sent_once
     a, port_a, a_id = rig.member()
     b, port_b, b_id = rig.member()
     try:
-        calls = rig.owner_and_caller(port_a, port_b, STRANGER)
-        owner, owner_model = calls.owner, calls.owner_model
+        calls = rig.note_held(port_a, port_b, STRANGER, "Survive a kill.", a_id)
         stranger, stranger_model = calls.caller, calls.caller_model
-        owner_model.send_turn_complete()
-        speaking(owner, owner_model)  # the owner's call holds notes until its turn ends
-
-        taken = stranger_model.send_tool_call("take_message", {"message": "Survive a kill."})
-        assert stranger_model.wait_for_tool_response(taken, timeout=WAIT).response["ok"]
-        wait_until(
-            lambda: (
-                [(m.held_by, m.attempts) for m in rig.messages() if "Survive" in m.body]
-                == [(a_id, 1)]
-            ),
-            "the note to be in the hands of the owner's call on A",
-        )
         a.kill()
 
         lost = b.wait_for_event("cluster.daemon_lost", timeout=WAIT)
@@ -304,17 +291,8 @@ def test_a_paused_daemon_is_taken_over_after_its_lease_and_hangs_up_when_it_resu
     a, port_a, a_id = rig.member()
     b, port_b, _ = rig.member()
     try:
-        calls = rig.owner_and_caller(port_a, port_b, STRANGER)
-        owner, owner_model = calls.owner, calls.owner_model
-        stranger, stranger_model = calls.caller, calls.caller_model
-        owner_model.send_turn_complete()
-        speaking(owner, owner_model)
-        taken = stranger_model.send_tool_call("take_message", {"message": "While you slept."})
-        assert stranger_model.wait_for_tool_response(taken, timeout=WAIT).response["ok"]
-        wait_until(
-            lambda: [m.held_by for m in rig.messages() if "slept" in m.body] == [a_id],
-            "the note to be in the hands of the owner's call on A",
-        )
+        calls = rig.note_held(port_a, port_b, STRANGER, "While you slept.", a_id)
+        owner, owner_model, stranger = calls.owner, calls.owner_model, calls.caller
         a.process.send_signal(signal.SIGSTOP)  # alive, and silent: only the lease tells
         try:
             lost = b.wait_for_event("cluster.daemon_lost", timeout=WAIT)

@@ -242,32 +242,22 @@ class Membership:
         return None
 
     def _close_calls(self, daemon_id: str, reason: str | None) -> int:
-        return int(
-            AgentSession.update(
-                status=SessionStatus.ENDED,
-                ended_at=self._clock(),
-                end_reason=reason or RESTART_REASON,
-            )
-            .where(
-                AgentSession.daemon_id == daemon_id,
-                AgentSession.status.in_([SessionStatus.PENDING, SessionStatus.ACTIVE]),
-            )
-            .execute()
-        )
+        return self._close(AgentSession.daemon_id == daemon_id, reason or RESTART_REASON)
 
     def close_unowned_calls(self) -> int:
         """Close open call rows that name no daemon (written before clusters): at boot."""
         with self._store.transaction():
-            return int(
-                AgentSession.update(
-                    status=SessionStatus.ENDED, ended_at=self._clock(), end_reason=RESTART_REASON
-                )
-                .where(
-                    AgentSession.daemon_id.is_null(),
-                    AgentSession.status.in_([SessionStatus.PENDING, SessionStatus.ACTIVE]),
-                )
-                .execute()
+            return self._close(AgentSession.daemon_id.is_null(), RESTART_REASON)
+
+    def _close(self, whose: Any, reason: str) -> int:
+        open_ = AgentSession.status.in_([SessionStatus.PENDING, SessionStatus.ACTIVE])
+        return int(
+            AgentSession.update(
+                status=SessionStatus.ENDED, ended_at=self._clock(), end_reason=reason
             )
+            .where(whose, open_)
+            .execute()
+        )
 
     def peers(self) -> int:
         """Other members serving now, with a heartbeat within the lease (a draining

@@ -107,10 +107,6 @@ class LiveSession:
     #: for it is recorded here and that daemon is woken to deliver it.
     daemon_id: str | None = None
 
-    @property
-    def remote(self) -> bool:
-        return self.daemon_id is not None
-
     # Read through to the session's info: the Router and the tools name these often.
 
     @property

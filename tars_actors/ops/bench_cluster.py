@@ -42,7 +42,7 @@ from tars_actors.sim.postgres import (
     throwaway_server,
 )
 from tars_actors.sim.process import DaemonProcess
-from tars_actors.sim.rig import WAIT, Rig, notes_saying, speaking
+from tars_actors.sim.rig import WAIT, Rig, notes_saying
 from tars_actors.sim.twilio_api import Operation
 
 __all__ = [
@@ -345,20 +345,7 @@ def _take_over_round(server: PostgresServer, directory: Path, number: int) -> Ta
         kill_to_sms: float | None = None
         why: str | None = None
         try:
-            calls = rig.owner_and_caller(port_a, port_b, CALLER)
-            owner_model, caller_model = calls.owner_model, calls.caller_model
-            owner_model.send_turn_complete()
-            speaking(calls.owner, owner_model)  # the owner's call holds notes until its turn ends
-            call_id = caller_model.send_tool_call("take_message", {"message": text})
-            caller_model.wait_for_tool_response(call_id, timeout=WAIT)
-            wait_until(
-                lambda: (
-                    [(m.held_by, m.attempts) for m in rig.messages() if text in m.body]
-                    == [(a_id, 1)]
-                ),
-                "the note to be held by the owner's call on A",
-                timeout=WAIT,
-            )
+            calls = rig.note_held(port_a, port_b, CALLER, text, a_id)
             killed_at = time.monotonic()
             a.kill()
             with contextlib.suppress(TimeoutError):  # lost: counted below

@@ -102,6 +102,27 @@ class Rig:
         owner_model.wait_for_client_content(count=2, timeout=WAIT)
         return OwnerAndCaller(owner, owner_model, calling, caller_model)
 
+    def note_held(
+        self, owner_port: int, caller_port: int, caller: str, text: str, holder: str
+    ) -> OwnerAndCaller:
+        """The owner's and a caller's calls (:meth:`owner_and_caller`); the owner's model
+        speaks, so that the caller's ``take_message`` of ``text`` waits in the hands of the
+        owner's call on the member ``holder`` (one attempt)."""
+        calls = self.owner_and_caller(owner_port, caller_port, caller)
+        calls.owner_model.send_turn_complete()
+        speaking(calls.owner, calls.owner_model)  # the owner's call holds notes meanwhile
+        taken = calls.caller_model.send_tool_call("take_message", {"message": text})
+        assert calls.caller_model.wait_for_tool_response(taken, timeout=WAIT).response["ok"]
+        wait_until(
+            lambda: (
+                [(m.held_by, m.attempts) for m in self.messages() if text in m.body]
+                == [(holder, 1)]
+            ),
+            "the note to be in the hands of the owner's call",
+            timeout=WAIT,
+        )
+        return calls
+
     def phone(self, port: int, number: str, **options: Any) -> SyncSoftphone:
         return SyncSoftphone(
             **options,
