@@ -400,6 +400,10 @@ class Daemon:
         try:
             with store.connection():
                 membership.leave(status)
+                if status is DaemonStatus.DRAINING:
+                    # Counted now, not at the last heartbeat: whether the calls that come
+                    # while it drains can be passed on to another member.
+                    membership.peers()
                 if status is DaemonStatus.STOPPED and store.clustered:
                     announce(store, WakeKind.LEFT, store.daemon_id)
         except Exception:  # the database is away: the others wait out the lease instead
